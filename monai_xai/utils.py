@@ -1,0 +1,66 @@
+"""Small tensor helpers shared by the CAM engine and the metrics (batch-first, N-D, torch only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map"]
+
+
+def normalize_per_sample(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max normalise every sample of a batch to [0, 1] independently.
+
+    Args:
+        maps: (B, ...) real tensor, any number of trailing dims (e.g. (B, 1, H, W) or (B, 1, D, H, W)).
+        eps: a sample whose max - min is below this is constant; it becomes all zeros instead of NaN.
+
+    Returns:
+        (B, ...) tensor of the same dtype and device, each sample in [0, 1].
+    """
+    flat = maps.reshape(maps.shape[0], -1)
+    low = flat.amin(dim=1, keepdim=True)
+    span = flat.amax(dim=1, keepdim=True) - low
+    scaled = torch.where(span > eps, (flat - low) / span.clamp_min(eps), torch.zeros_like(flat))
+    return scaled.reshape(maps.shape)
+
+
+def per_sample_index(
+    class_idx: int | Sequence[int] | torch.Tensor, batch_size: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """One integer index per sample: an int is broadcast, a sequence or tensor must hold ``batch_size`` values.
+
+    Returns:
+        (B,) int64 tensor on ``device``.
+
+    Raises:
+        ValueError: when the number of indices differs from ``batch_size`` (and is not 1).
+    """
+    index = torch.as_tensor(class_idx, dtype=torch.long, device=device).reshape(-1)
+    if index.numel() == 1:
+        return index.expand(batch_size).clone()
+    if index.numel() != batch_size:
+        raise ValueError(
+            f"class_idx has {index.numel()} entries but the batch has {batch_size} samples; "
+            "pass one int for the whole batch or one per sample."
+        )
+    return index
+
+
+def check_batch_map(name: str, value: torch.Tensor, reference: torch.Tensor) -> None:
+    """Raise a clear error unless ``value`` is (B, 1, *spatial) matching ``reference``'s batch and spatial shape.
+
+    Args:
+        name: argument name used in the message (e.g. ``"saliency"``).
+        value: tensor to check, expected (B, 1, *spatial).
+        reference: (B, C, *spatial) tensor whose batch size and spatial shape ``value`` must share.
+    """
+    expected = (reference.shape[0], 1, *reference.shape[2:])
+    if tuple(value.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape (B, 1, *spatial) = {expected} to match images of shape {tuple(reference.shape)}, "
+            f"got {tuple(value.shape)}."
+        )
+    if value.is_floating_point() and not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or infinite values; fix or mask them before computing the metric.")
