@@ -1,0 +1,314 @@
+"""``CAMExplainer``: class-activation maps of any MONAI/PyTorch network, 2D or 3D, batched, one target per sample.
+
+One call runs one forward pass with hooks on the target layers, builds the target (a class, or a class over a pixel set
+for segmentation), and, when any gradient method is requested, ONE backward pass shared by all of them. Perturbation
+methods (ScoreCAM, AblationCAM) and pytorch-grad-cam methods (``"grad-cam:<Class>"``) reuse the same forward pass and
+target. Everything stays in torch on the images' device.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_xai.cams.adapter import ADAPTER_PREFIX, grad_cam_method
+from monai_xai.cams.hooks import ActivationRecorder, preserved_model_state
+from monai_xai.cams.layers import resolve_layers
+from monai_xai.cams.methods import GRADIENT_METHODS, METHODS_WITHOUT_GRADIENTS
+from monai_xai.cams.perturbation import PERTURBATION_METHODS
+from monai_xai.cams.sliding_window import sliding_window_cam
+from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
+from monai_xai.utils import normalize_per_sample
+
+__all__ = ["CAMExplainer"]
+
+ClassIndex = int | Sequence[int] | torch.Tensor | None
+Mask = str | torch.Tensor | Sequence[int | slice] | None
+
+
+def _known_methods() -> list[str]:
+    return [*GRADIENT_METHODS, *PERTURBATION_METHODS]
+
+
+def _check_method(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"method names must be strings, got {type(name).__name__}.")
+    if name in GRADIENT_METHODS or name in PERTURBATION_METHODS:
+        return
+    if name.startswith(ADAPTER_PREFIX) and len(name) > len(ADAPTER_PREFIX):
+        return
+    close = difflib.get_close_matches(name.lower(), _known_methods(), n=3, cutoff=0.5)
+    raise ValueError(
+        f"unknown CAM method {name!r}{f' (did you mean {close}?)' if close else ''}; available: {_known_methods()}, "
+        f"or any pytorch-grad-cam class as '{ADAPTER_PREFIX}<ClassName>' (e.g. '{ADAPTER_PREFIX}FinerCAM')."
+    )
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, C, *spatial), got {type(images).__name__}.")
+    if images.ndim not in (4, 5):
+        raise ValueError(
+            f"images must be a batch (B, C, H, W) or (B, C, D, H, W), got shape {tuple(images.shape)}; "
+            "add the missing batch/channel dims, e.g. image[None] for one (C, *spatial) image."
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point, got {images.dtype}; convert them, e.g. images.float().")
+    if not torch.isfinite(images).all():
+        raise ValueError("images contain NaN or infinite values; fix or mask them before explaining.")
+
+
+def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """(B, 1, *feature_size) -> (B, 1, *size), bilinear (2D) or trilinear (3D), align_corners=False."""
+    if tuple(maps.shape[2:]) == tuple(size):
+        return maps
+    return F.interpolate(
+        maps, size=tuple(size), mode="bilinear" if maps.ndim == 4 else "trilinear", align_corners=False
+    )
+
+
+def _with_meta(maps: torch.Tensor, images: MetaTensor) -> MetaTensor:
+    """Wrap maps as a MetaTensor carrying the images' meta (affine, filenames, batch flag), e.g. for NIfTI writers."""
+    wrapped = MetaTensor(maps)
+    wrapped.copy_meta_from(images)
+    return wrapped
+
+
+class CAMExplainer:
+    """Class-activation maps for classification and segmentation networks, 2D and 3D, batched.
+
+    Args:
+        model: the network; called as ``model(images)``, it must return a tensor (B, C) (classification) or
+            (B, C, *spatial) (segmentation). Its train/eval mode, ``requires_grad`` flags and modules are restored after
+            every call, also when the call raises.
+        target_layers: the layer(s) to explain: a dotted name from ``model.named_modules()`` (e.g. ``"layer4"``,
+            ``"model.1.submodule"``), a submodule, or a list of either. Several layers: per-layer maps are normalised
+            at input resolution, averaged and normalised again (pytorch-grad-cam's rule).
+        methods: method names: gradient methods ``gradcam``, ``gradcampp``, ``xgradcam``, ``hirescam``, ``layercam``,
+            ``gradcam_elementwise``, ``eigencam``, ``eigengradcam`` (all share one forward and one backward pass);
+            perturbation methods ``scorecam``, ``ablationcam``; or any pytorch-grad-cam class as ``"grad-cam:<Class>"``.
+        score: the explained score: ``"logit"`` (default, pre-activation) or ``"probability"`` (softmax over classes,
+            sigmoid for single-channel outputs).
+        batch_size: number of perturbed copies per forward pass in the perturbation methods.
+        roi_size: when set, explain window by window with MONAI's sliding-window inference (large volumes); maps are
+            blended over windows and normalised over the whole volume.
+        sw_batch_size: windows per forward pass (sliding window only).
+        overlap: window overlap in [0, 1) (sliding window only).
+        sw_mode: window blending, ``"gaussian"`` or ``"constant"`` (sliding window only).
+
+    Example::
+
+        explainer = CAMExplainer(model, target_layers="layer4", methods=("gradcam", "hirescam"))
+        maps = explainer(images)                           # predicted class per sample
+        maps = explainer(images, class_idx=1, mask="pred")  # segmentation: class 1 over its predicted region
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        methods: str | Sequence[str] = ("gradcam",),
+        score: str = "logit",
+        batch_size: int = 32,
+        roi_size: Sequence[int] | int | None = None,
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        sw_mode: str = "gaussian",
+    ) -> None:
+        self.model = model
+        self.layers = resolve_layers(model, target_layers)
+        self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        if not self.methods:
+            raise ValueError(f"methods is empty; choose at least one of {_known_methods()}.")
+        for method in self.methods:
+            _check_method(method)
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int (copies per forward pass), got {batch_size}.")
+        self.score = score
+        self.batch_size = batch_size
+        self.roi_size = roi_size
+        self.sw_batch_size = sw_batch_size
+        self.overlap = overlap
+        self.sw_mode = sw_mode
+
+    def __call__(
+        self, images: torch.Tensor, class_idx: ClassIndex = None, mask: Mask = None, raw: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Explain a batch.
+
+        Args:
+            images: (B, C, H, W) or (B, C, D, H, W) float tensor or MetaTensor, finite.
+            class_idx: class to explain: ``None`` (classifiers only: the predicted class of each sample), an int for the
+                whole batch, or one per sample (sequence or (B,) tensor). Required for segmentation networks.
+            mask: segmentation only, the pixel set M whose class scores are summed (Seg-Grad-CAM): ``None``/``"pred"``
+                (predicted region of the class), ``"largest_component"``, a (B or 1, 1, *spatial) tensor in [0, 1]
+                (e.g. a ground-truth mask), a tuple of ints (one voxel) or a tuple of slices (a box). A sample with an
+                empty pixel set gets all-zero maps and a warning.
+            raw: return the un-normalised, pre-ReLU maps at the target layer's resolution (layers averaged; they must
+                then share a feature shape). Not available with ``"grad-cam:*"`` methods or a sliding window.
+
+        Returns:
+            dict method name -> float32 (B, 1, *spatial) maps on the images' device: at input resolution in [0, 1], or
+            raw at feature resolution. MetaTensor images give MetaTensor maps with the images' meta (affine).
+        """
+        _check_images(images)
+        pixels = images.as_tensor() if isinstance(images, MetaTensor) else images
+        if pixels.is_inference():
+            with torch.inference_mode(False):
+                pixels = pixels.clone()
+        if raw and any(method.startswith(ADAPTER_PREFIX) for method in self.methods):
+            raise ValueError("raw=True is not available for 'grad-cam:*' methods (pytorch-grad-cam normalises maps).")
+        if self.roi_size is not None:
+            maps = self._sliding_window(pixels, class_idx, mask, raw)
+        else:
+            layer_maps, target = self._layer_maps(pixels, class_idx, mask, warn_empty=True)
+            if raw:
+                maps = {method: self._average_raw(per_layer) for method, per_layer in layer_maps.items()}
+            else:
+                maps = {
+                    method: self._combine_layers(method, per_layer, pixels.shape[2:])
+                    for method, per_layer in layer_maps.items()
+                }
+            if isinstance(target, SegmentationTarget):
+                keep = (~target.empty).to(pixels.dtype).reshape(-1, *([1] * (pixels.ndim - 1)))
+                maps = {method: value * keep for method, value in maps.items()}
+        maps = {method: value.float() for method, value in maps.items()}
+        if isinstance(images, MetaTensor):
+            maps = {method: _with_meta(value, images) for method, value in maps.items()}
+        return maps
+
+    def _layer_maps(
+        self, images: torch.Tensor, class_idx: ClassIndex, mask: Mask, warn_empty: bool
+    ) -> tuple[dict[str, list[torch.Tensor]], ClassTarget | SegmentationTarget]:
+        """Per method, one map per target layer: raw (B, 1, *feature) or, for ``grad-cam:*``, one normalised map.
+
+        The model runs once with hooks; gradient methods share one backward pass; perturbation and adapter methods run
+        afterwards with the hooks removed but the model still in eval mode.
+        """
+        maps: dict[str, list[torch.Tensor]] = {}
+        with preserved_model_state(self.model):
+            with ActivationRecorder(self.layers) as recorder:
+                outputs = self.model(images)
+                self._check_outputs(outputs, images)
+                activations = recorder.activations()
+                self._check_activations(activations, images)
+                target = build_target(outputs, class_idx, mask, self.score, warn_empty=warn_empty)
+                gradient_methods = [method for method in self.methods if method in GRADIENT_METHODS]
+                grads: list[torch.Tensor | None] = [None] * len(activations)
+                if any(method not in METHODS_WITHOUT_GRADIENTS for method in gradient_methods):
+                    grads = self._gradients(target(outputs), activations)
+            activations = [activation.detach().float() for activation in activations]
+            for method in gradient_methods:
+                maps[method] = [GRADIENT_METHODS[method](a, g) for a, g in zip(activations, grads)]
+            for method in self.methods:
+                if method in maps:
+                    continue
+                if method.startswith(ADAPTER_PREFIX):
+                    modules = [module for _, module in self.layers]
+                    maps[method] = [grad_cam_method(method, self.model, images, modules, target)]
+                else:
+                    perturbation = PERTURBATION_METHODS[method]
+                    maps[method] = [
+                        perturbation(self.model, images, module, activation, target, self.batch_size)
+                        for (_, module), activation in zip(self.layers, activations)
+                    ]
+        return {method: maps[method] for method in self.methods}, target
+
+    @staticmethod
+    def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
+        """d sum(scores) / d activation for every layer in one backward pass; zeros where the score ignores a layer.
+
+        Summing is safe: the model is in eval mode and each score depends only on its own sample.
+        """
+        if not scores.requires_grad:
+            return [torch.zeros_like(activation, dtype=torch.float32) for activation in activations]
+        grads = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
+        return [
+            torch.zeros_like(activation, dtype=torch.float32) if grad is None else grad.float()
+            for activation, grad in zip(activations, grads)
+        ]
+
+    @staticmethod
+    def _check_outputs(outputs: object, images: torch.Tensor) -> None:
+        if not isinstance(outputs, torch.Tensor):
+            raise TypeError(
+                f"the model returned {type(outputs).__name__}; CAMExplainer needs a tensor (B, C) or (B, C, *spatial): "
+                "wrap the model so forward() returns that tensor (e.g. the main head of a deep-supervision network)."
+            )
+        if outputs.ndim < 2 or outputs.shape[0] != images.shape[0]:
+            raise ValueError(
+                f"the model returned shape {tuple(outputs.shape)} for {images.shape[0]} images; expected (B, C) or "
+                "(B, C, *spatial) with one row per image."
+            )
+
+    def _check_activations(self, activations: list[torch.Tensor], images: torch.Tensor) -> None:
+        for (name, _), activation in zip(self.layers, activations):
+            if activation.ndim != images.ndim or activation.shape[0] != images.shape[0]:
+                raise ValueError(
+                    f"target layer {name!r} outputs shape {tuple(activation.shape)}, but CAMs need (B, K, *spatial) "
+                    f"feature maps with {images.ndim - 2} spatial dims like the images {tuple(images.shape)}; "
+                    "choose a convolutional layer or block."
+                )
+
+    def _average_raw(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
+        shapes = {tuple(layer_map.shape) for layer_map in per_layer}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"raw=True averages the layers' maps, but the target layers {[name for name, _ in self.layers]} give "
+                f"different feature shapes {sorted(shapes)}; explain one layer at a time for raw maps."
+            )
+        return torch.stack(per_layer).mean(dim=0)
+
+    @staticmethod
+    def _combine_layers(method: str, per_layer: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        """ReLU, upsample to the input size, normalise per layer; several layers: average and normalise again."""
+        if method.startswith(ADAPTER_PREFIX):
+            return per_layer[0]
+        normalised = [normalize_per_sample(_upsample(layer_map.clamp_min(0), size)) for layer_map in per_layer]
+        if len(normalised) == 1:
+            return normalised[0]
+        return normalize_per_sample(torch.stack(normalised).mean(dim=0))
+
+    def _explain_window(
+        self, window_images: torch.Tensor, window_mask: Mask = None, class_idx: ClassIndex = None
+    ) -> dict[str, torch.Tensor]:
+        """Non-negative, un-normalised maps (n, 1, *roi) of one batch of sliding windows (layers averaged).
+
+        Normalising per window would make windows incomparable; the whole volume is normalised after blending.
+        Windows with an empty pixel set (most windows when the class is small) contribute zeros, silently.
+        """
+        layer_maps, target = self._layer_maps(window_images, class_idx, window_mask, warn_empty=False)
+        size = window_images.shape[2:]
+        maps = {
+            method: torch.stack([_upsample(layer_map.clamp_min(0), size) for layer_map in per_layer]).mean(dim=0)
+            for method, per_layer in layer_maps.items()
+        }
+        if isinstance(target, SegmentationTarget):
+            keep = (~target.empty).to(window_images.dtype).reshape(-1, *([1] * (window_images.ndim - 1)))
+            maps = {method: value * keep for method, value in maps.items()}
+        return maps
+
+    def _sliding_window(
+        self, images: torch.Tensor, class_idx: ClassIndex, mask: Mask, raw: bool
+    ) -> dict[str, torch.Tensor]:
+        if raw:
+            raise ValueError("raw=True is not available with a sliding window (roi_size); set roi_size=None.")
+        if class_idx is None or torch.as_tensor(class_idx).unique().numel() != 1:
+            raise ValueError(
+                "with a sliding window (roi_size) windows of different images share a forward pass, so class_idx must "
+                f"be one class for the whole batch (e.g. class_idx=1), got {class_idx!r}."
+            )
+        single_class = int(torch.as_tensor(class_idx).reshape(-1)[0])
+        explain_window = partial(self._explain_window, class_idx=single_class)
+        maps = sliding_window_cam(
+            explain_window, images, mask, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
+        )
+        return {method: normalize_per_sample(maps[method]) for method in self.methods}

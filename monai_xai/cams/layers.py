@@ -1,0 +1,58 @@
+"""Find the layers to explain in a network: by dotted name (as in ``model.named_modules()``) or by module object."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+from torch import nn
+
+__all__ = ["resolve_layers"]
+
+
+def resolve_layers(
+    model: nn.Module, target_layers: str | nn.Module | Sequence[str | nn.Module]
+) -> list[tuple[str, nn.Module]]:
+    """Turn layer names and/or modules into ``(dotted name, module)`` pairs of ``model``.
+
+    Args:
+        model: the network to explain.
+        target_layers: a dotted name such as ``"layer4"``, ``"features.denseblock4"`` or ``"model.1.submodule"``
+            (the names printed by ``model.named_modules()``), a submodule of ``model``, or a non-empty list of either.
+
+    Returns:
+        one ``(name, module)`` pair per requested layer, in the order given.
+
+    Raises:
+        ValueError: a name that is not a layer of ``model`` (the message lists close matches), a module that is not part
+            of ``model``, or an empty list.
+        TypeError: an entry that is neither a string nor an ``nn.Module``.
+    """
+    requested = [target_layers] if isinstance(target_layers, str | nn.Module) else list(target_layers)
+    if not requested:
+        raise ValueError("target_layers is empty; give at least one layer name (e.g. 'layer4') or module.")
+    modules_by_name = dict(model.named_modules())
+    names_by_module = {id(module): name for name, module in modules_by_name.items()}
+    resolved = []
+    for layer in requested:
+        if isinstance(layer, str):
+            if layer not in modules_by_name:
+                close = difflib.get_close_matches(layer, [name for name in modules_by_name if name], n=5, cutoff=0.4)
+                hint = f"close matches: {close}" if close else "no close match"
+                raise ValueError(
+                    f"{type(model).__name__} has no layer named {layer!r} ({hint}); "
+                    "use a dotted name from model.named_modules(), e.g. print([n for n, _ in model.named_modules()])."
+                )
+            resolved.append((layer, modules_by_name[layer]))
+        elif isinstance(layer, nn.Module):
+            if id(layer) not in names_by_module:
+                raise ValueError(
+                    f"the {type(layer).__name__} passed in target_layers is not a submodule of {type(model).__name__}; "
+                    "pass a module taken from the model itself (e.g. model.layer4) or its dotted name."
+                )
+            resolved.append((names_by_module[id(layer)], layer))
+        else:
+            raise TypeError(
+                f"target_layers entries must be layer names (str) or nn.Module objects, got {type(layer).__name__}."
+            )
+    return resolved

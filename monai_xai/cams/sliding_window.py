@@ -1,0 +1,130 @@
+"""CAMs of volumes larger than a network's ROI: explained window by window and blended with MONAI's sliding window.
+
+``monai.inferers.sliding_window_inference`` does the tiling, padding and blending (``"gaussian"`` or ``"constant"``
+weights) of the dict of maps that each batch of windows returns, so memory for the explanation itself is bounded by
+``roi_size x sw_batch_size``; only the blended (B, 1, *spatial) maps live at full size. A pixel-set mask is cropped
+window by window alongside the images (MONAI's ``condition`` input, padded like the images), and windows whose crop
+of the mask is empty are not run at all: their maps are zero by definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+from monai_xai.cams.targets import _tensor_pixel_set, index_pixel_set
+
+__all__ = ["sliding_window_cam"]
+
+WindowMask = torch.Tensor | str | None
+ExplainWindow = Callable[[torch.Tensor, WindowMask], dict[str, torch.Tensor]]
+
+
+class _WindowPredictor:
+    """The ``predictor`` for ``sliding_window_inference``: explains a batch of windows, skipping empty-mask windows.
+
+    ``sliding_window_inference`` needs the same dict keys from every call, so the method names are learnt from the
+    first call that runs ``explain_window``; until then a batch of empty windows is explained like any other.
+    """
+
+    def __init__(self, explain_window: ExplainWindow, mask: str | None) -> None:
+        self.explain_window = explain_window
+        self.mask = mask
+        self.method_names: list[str] | None = None
+
+    def _explain(self, window_images: torch.Tensor, window_mask: WindowMask) -> dict[str, torch.Tensor]:
+        maps = self.explain_window(window_images, window_mask)
+        self.method_names = sorted(maps)
+        return maps
+
+    def __call__(self, window_images: torch.Tensor, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if condition is None:
+            return self._explain(window_images, self.mask)
+        has_pixels = condition.flatten(1).amax(dim=1) > 0
+        if has_pixels.all() or (self.method_names is None and not has_pixels.any()):
+            return self._explain(window_images, condition)
+        map_shape = (window_images.shape[0], 1, *window_images.shape[2:])
+        if not has_pixels.any():
+            # one tensor per method: sliding_window_inference scales the returned maps in place
+            return {name: window_images.new_zeros(map_shape) for name in self.method_names}
+        maps = self._explain(window_images[has_pixels], condition[has_pixels])
+        return {name: value.new_zeros(map_shape).index_put((has_pixels,), value) for name, value in maps.items()}
+
+
+def _window_mask_source(
+    images: torch.Tensor, mask: str | torch.Tensor | Sequence[int | slice] | None
+) -> tuple[str | None, torch.Tensor | None]:
+    """Split ``mask`` into what every window receives as is (``None``/``"pred"``) and a (B, 1, *spatial) pixel set to
+    crop per window (a tensor, or a voxel / box given in whole-volume coordinates)."""
+    if mask is None or isinstance(mask, str):
+        if mask in (None, "pred"):
+            return mask, None
+        if mask == "largest_component":
+            raise ValueError(
+                "mask='largest_component' is a property of the whole volume, which a sliding window never sees at "
+                "once; compute the component first (e.g. from a sliding-window prediction) and pass it as a "
+                "(B|1, 1, *spatial) tensor mask."
+            )
+        raise ValueError(f"unknown mask {mask!r}; with a sliding window use None, 'pred', a tensor, or a voxel / box.")
+    if isinstance(mask, torch.Tensor):
+        return None, _tensor_pixel_set(mask, images).to(images.dtype)
+    if isinstance(mask, tuple | list):
+        return None, index_pixel_set(mask, images).to(images.dtype)
+    raise TypeError(f"mask must be None, 'pred', a tensor, or a tuple of ints/slices, got {type(mask).__name__}.")
+
+
+def sliding_window_cam(
+    explain_window: ExplainWindow,
+    images: torch.Tensor,
+    mask: str | torch.Tensor | Sequence[int | slice] | None,
+    roi_size: Sequence[int] | int,
+    sw_batch_size: int = 1,
+    overlap: float = 0.25,
+    mode: str = "gaussian",
+    sw_device: torch.device | str | None = None,
+    device: torch.device | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Blend per-window CAMs of a batch of large images into whole-image maps.
+
+    Args:
+        explain_window: ``explain_window(window_images (n, C, *roi), window_mask) -> {method: (n, 1, *roi)}``, the
+            non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``).
+            ``window_mask`` is the window's crop (n, 1, *roi) of a tensor/voxel/box mask, else ``None`` or ``"pred"``
+            unchanged (each window's predicted region).
+        images: (B, C, *spatial) images, 2D or 3D.
+        mask: ``None`` or ``"pred"`` (per window), a (B or 1, 1, *spatial) tensor with values in [0, 1], a tuple of ints
+            (one voxel) or of slices (a box) in whole-image coordinates. ``"largest_component"`` needs the whole
+            prediction and is refused.
+        roi_size: window size, one int per spatial dim (or one int for all); non-positive entries take the image size.
+        sw_batch_size: windows per ``explain_window`` call (default 1); memory grows with ``sw_batch_size x roi``.
+        overlap: overlap of neighbouring windows in [0, 1) (default 0.25).
+        mode: blending weights of overlapping windows, ``"gaussian"`` (default, less weight near window borders, where
+            features see the zero padding instead of the neighbouring tissue) or ``"constant"``.
+        sw_device: device the windows are explained on (default: the images' device).
+        device: device of the blended maps (default: the images' device), e.g. ``"cpu"`` for large volumes on a GPU.
+
+    Returns:
+        dict method -> (B, 1, *spatial) blended maps, non-negative and not normalised, in the images' dtype.
+
+    Raises:
+        ValueError: images not 4-D/5-D, ``"largest_component"`` or an unknown string mask, or a tensor/voxel/box mask
+            that does not fit the images.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5):
+        raise ValueError(
+            f"images must be a (B, C, H, W) or (B, C, D, H, W) tensor, got {getattr(images, 'shape', type(images))}."
+        )
+    window_mask, pixel_set = _window_mask_source(images, mask)
+    return sliding_window_inference(
+        images,
+        roi_size,
+        sw_batch_size,
+        _WindowPredictor(explain_window, window_mask),
+        overlap=overlap,
+        mode=mode,
+        sw_device=sw_device,
+        device=device,
+        condition=pixel_set,
+    )

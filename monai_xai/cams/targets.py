@@ -1,0 +1,234 @@
+"""The score a CAM explains: a class of a classifier, or a class summed over a pixel set of a segmenter.
+
+A target is a callable ``target(outputs, sample_ids=None) -> scores``: ``outputs`` (N, C) or (N, C, *spatial) are model
+outputs and ``sample_ids`` (N,) says which original sample each row belongs to (default ``arange(N)``), so perturbation
+methods can score many perturbed copies of a sample in one forward pass. ``scores`` (N,) never mixes rows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from monai_xai.utils import per_sample_index
+
+__all__ = ["ClassTarget", "SegmentationTarget", "build_target", "index_pixel_set", "SCORES"]
+
+SCORES = ("logit", "probability")
+
+
+def _class_scores(outputs: torch.Tensor, score: str) -> torch.Tensor:
+    """Logits, or probabilities: softmax over classes (dim 1), sigmoid when there is a single output channel."""
+    if score == "logit":
+        return outputs
+    return torch.sigmoid(outputs) if outputs.shape[1] == 1 else torch.softmax(outputs, dim=1)
+
+
+def _rows(sample_ids: torch.Tensor | None, num_rows: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(num_rows, device=device) if sample_ids is None else sample_ids.to(device)
+
+
+class ClassTarget:
+    """Score of one class per sample of a classifier's outputs.
+
+    Args:
+        class_idx: (B,) long, the class to explain for each original sample.
+        score: ``"logit"`` (default, pre-activation) or ``"probability"`` (softmax over classes; sigmoid if C == 1).
+    """
+
+    def __init__(self, class_idx: torch.Tensor, score: str = "logit") -> None:
+        self.class_idx = class_idx
+        self.score = score
+
+    def __call__(self, outputs: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """outputs (N, C) -> (N,) score of ``class_idx[sample_ids[n]]`` in row n."""
+        rows = _rows(sample_ids, outputs.shape[0], outputs.device)
+        classes = self.class_idx.to(outputs.device)[rows]
+        return _class_scores(outputs, self.score).gather(1, classes[:, None])[:, 0]
+
+
+class SegmentationTarget:
+    """Seg-Grad-CAM target: the sum of one class's scores over a pixel set M, per sample.
+
+    Args:
+        class_idx: (B,) long, the class to explain for each original sample.
+        pixel_set: (B, 1, *spatial) float weights of M (0/1 for a set, values in [0, 1] for a soft set).
+        score: ``"logit"`` (default, pre-activation as in Seg-Grad-CAM) or ``"probability"`` (softmax over classes,
+            sigmoid if C == 1).
+    """
+
+    def __init__(self, class_idx: torch.Tensor, pixel_set: torch.Tensor, score: str = "logit") -> None:
+        self.class_idx = class_idx
+        self.pixel_set = pixel_set
+        self.score = score
+
+    @property
+    def empty(self) -> torch.Tensor:
+        """(B,) bool, True for samples whose pixel set is empty (their score does not depend on the input)."""
+        return self.pixel_set.flatten(1).sum(dim=1) == 0
+
+    def __call__(self, outputs: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """outputs (N, C, *spatial) -> (N,) sum over M of class ``class_idx[sample_ids[n]]`` in row n."""
+        rows = _rows(sample_ids, outputs.shape[0], outputs.device)
+        classes = self.class_idx.to(outputs.device)[rows]
+        index = classes.reshape(-1, 1, *([1] * (outputs.ndim - 2))).expand(-1, 1, *outputs.shape[2:])
+        class_map = _class_scores(outputs, self.score).gather(1, index)
+        return (class_map * self.pixel_set.to(outputs.device, outputs.dtype)[rows]).flatten(1).sum(dim=1)
+
+
+def _predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+    """(B, 1, *spatial) bool: argmax over classes == class_idx, or logit > 0 for single-channel outputs."""
+    if outputs.shape[1] == 1:
+        return outputs > 0
+    return outputs.argmax(dim=1, keepdim=True) == class_idx.reshape(-1, 1, *([1] * (outputs.ndim - 2)))
+
+
+def _largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """Keep, per sample, the largest connected component (full connectivity: 8 in 2D, 26 in 3D) of a bool mask.
+
+    This defines the target on a small boolean mask once per call, so scipy on the CPU is fine here.
+    """
+    structure = np.ones((3,) * (mask.ndim - 2), dtype=bool)
+    kept = []
+    for sample in mask[:, 0].cpu().numpy():
+        labels, num_components = ndimage.label(sample, structure=structure)
+        if num_components == 0:
+            kept.append(np.zeros_like(sample))
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        kept.append(labels == 1 + int(np.argmax(sizes)))
+    return torch.as_tensor(np.stack(kept), device=mask.device)[:, None]
+
+
+def index_pixel_set(mask: Sequence[int | slice], outputs: torch.Tensor) -> torch.Tensor:
+    """Pixel set (B, 1, *spatial) of one voxel (tuple of ints) or a box (tuple of slices), the same for every sample.
+
+    Args:
+        mask: one int or slice per spatial dim of ``outputs``.
+        outputs: (B, C, *spatial) tensor giving the batch size, spatial shape and device.
+    """
+    spatial_shape = tuple(outputs.shape[2:])
+    if len(mask) != len(spatial_shape) or not all(isinstance(i, int | slice) for i in mask):
+        raise ValueError(
+            f"a mask given as a tuple must hold one int (one voxel) or one slice (a box) per spatial dim, i.e. "
+            f"{len(spatial_shape)} entries for outputs of spatial shape {spatial_shape}; got {mask!r}."
+        )
+    for position, size in zip(mask, spatial_shape):
+        if isinstance(position, int) and not -size <= position < size:
+            raise ValueError(f"mask index {mask!r} lies outside the outputs' spatial shape {spatial_shape}.")
+    pixel_set = torch.zeros(outputs.shape[0], 1, *spatial_shape, device=outputs.device)
+    pixel_set[(slice(None), slice(None), *mask)] = 1.0
+    return pixel_set
+
+
+def _tensor_pixel_set(mask: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """A given mask, (B or 1, 1, *spatial), binary or soft weights in [0, 1]."""
+    batch_size, spatial_shape = outputs.shape[0], tuple(outputs.shape[2:])
+    if mask.ndim != outputs.ndim or mask.shape[0] not in (1, batch_size) or mask.shape[1] != 1:
+        raise ValueError(
+            f"mask must have shape (B or 1, 1, *spatial) = ({batch_size} or 1, 1, *{spatial_shape}) to match outputs "
+            f"of shape {tuple(outputs.shape)}, got {tuple(mask.shape)}; e.g. use (labels == class_idx)[:, None]."
+        )
+    if tuple(mask.shape[2:]) != spatial_shape:
+        raise ValueError(
+            f"mask spatial shape {tuple(mask.shape[2:])} differs from the outputs' spatial shape {spatial_shape}; "
+            "resample the mask to the model output's grid."
+        )
+    pixel_set = torch.as_tensor(mask).to(device=outputs.device, dtype=torch.float32)
+    if not torch.isfinite(pixel_set).all() or pixel_set.min() < 0 or pixel_set.max() > 1:
+        raise ValueError(
+            "mask values must lie in [0, 1] (binary, or soft weights); for a label map pass (labels == class_idx)."
+        )
+    return pixel_set.expand(batch_size, *pixel_set.shape[1:]).clone()
+
+
+def _resolve_pixel_set(
+    outputs: torch.Tensor, class_idx: torch.Tensor, mask: str | torch.Tensor | Sequence[int | slice] | None
+) -> torch.Tensor:
+    if mask is None or (isinstance(mask, str) and mask == "pred"):
+        return _predicted_mask(outputs, class_idx).float()
+    if isinstance(mask, str):
+        if mask == "largest_component":
+            return _largest_component(_predicted_mask(outputs, class_idx)).float()
+        raise ValueError(
+            f"unknown mask {mask!r}; use 'pred', 'largest_component', a (B|1, 1, *spatial) tensor, "
+            "a tuple of ints (one voxel) or a tuple of slices (a box)."
+        )
+    if isinstance(mask, torch.Tensor):
+        return _tensor_pixel_set(mask, outputs)
+    if isinstance(mask, tuple | list):
+        return index_pixel_set(mask, outputs)
+    raise TypeError(
+        "mask must be None, 'pred', 'largest_component', a tensor, or a tuple of ints/slices, "
+        f"got {type(mask).__name__}."
+    )
+
+
+def build_target(
+    outputs: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
+    score: str = "logit",
+    warn_empty: bool = True,
+) -> ClassTarget | SegmentationTarget:
+    """Build the target for a batch from the model's outputs on it.
+
+    Classification when ``outputs`` is (B, C); segmentation when it is (B, C, *spatial).
+
+    Args:
+        outputs: the model's outputs on the images to explain (only their values are used, never their graph).
+        class_idx: class to explain: ``None`` (classification only: the predicted class of each sample), an int for all
+            samples, or one per sample (sequence or (B,) tensor). Required for segmentation outputs.
+        mask: segmentation only, the pixel set M summed over: ``None`` or ``"pred"`` (voxels predicted as the class:
+            argmax == class, or logit > 0 for single-channel outputs), ``"largest_component"`` (the largest connected
+            component of that prediction), a (B or 1, 1, *spatial) tensor with values in [0, 1] (e.g. a ground-truth
+            mask), a tuple of ints (one voxel, every sample) or a tuple of slices (a box, every sample).
+        score: ``"logit"`` (default) or ``"probability"``.
+        warn_empty: warn when a sample's pixel set is empty (its maps will be all zeros).
+
+    Raises:
+        ValueError: unknown score, class_idx out of range or missing for segmentation, a mask for a classifier, a mask
+            of the wrong shape or values.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+    if outputs.ndim < 2:
+        raise ValueError(f"model outputs must be (B, C) or (B, C, *spatial), got shape {tuple(outputs.shape)}.")
+    outputs = outputs.detach()
+    batch_size, num_classes = outputs.shape[:2]
+    segmentation = outputs.ndim > 2
+    if class_idx is None:
+        if segmentation:
+            raise ValueError(
+                f"class_idx is required for segmentation outputs (shape {tuple(outputs.shape)}): pass the class "
+                "whose region to explain, e.g. class_idx=1, with mask='pred' (default), a ground-truth mask, a voxel "
+                "or a box."
+            )
+        index = outputs.argmax(dim=1)
+    else:
+        index = per_sample_index(class_idx, batch_size, outputs.device)
+    if ((index < 0) | (index >= num_classes)).any():
+        raise ValueError(
+            f"class_idx {index.tolist()} out of range: the model has {num_classes} output classes "
+            f"(0..{num_classes - 1})."
+        )
+    if not segmentation:
+        if mask is not None:
+            raise ValueError(
+                "mask is only used for segmentation outputs (B, C, *spatial); this model returns "
+                f"{tuple(outputs.shape)}."
+            )
+        return ClassTarget(index, score)
+    target = SegmentationTarget(index, _resolve_pixel_set(outputs, index, mask), score)
+    empty = target.empty
+    if warn_empty and empty.any():
+        warnings.warn(
+            f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
+            "their maps are all zeros. Check class_idx and mask.",
+            stacklevel=2,
+        )
+    return target

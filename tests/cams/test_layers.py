@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from monai_xai.cams.layers import resolve_layers
+from tests.cams.nets import TinyResNet, tiny_unet3d
+
+
+def test_names_and_modules_resolve_to_the_same_layers_in_order():
+    model = TinyResNet(spatial_dims=2)
+    resolved = resolve_layers(model, ["layer4", model.layer2, "layer3.conv1"])
+    assert [name for name, _ in resolved] == ["layer4", "layer2", "layer3.conv1"]
+    assert [module for _, module in resolved] == [model.layer4, model.layer2, model.layer3.conv1]
+    assert resolve_layers(model, "layer4") == [("layer4", model.layer4)]
+
+
+def test_monai_unet_dotted_name():
+    unet = tiny_unet3d()
+    ((name, module),) = resolve_layers(unet, "model.1.submodule")
+    assert name == "model.1.submodule" and module is unet.model[1].submodule
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(ValueError, match=r"no layer named 'layer5' \(close matches: \[.*'layer4'"):
+        resolve_layers(TinyResNet(spatial_dims=2), "layer5")
+    with pytest.raises(ValueError, match="no close match.*named_modules"):
+        resolve_layers(TinyResNet(spatial_dims=2), "zzzzzz")
+
+
+def test_foreign_module_empty_list_and_wrong_type():
+    model = TinyResNet(spatial_dims=2)
+    with pytest.raises(ValueError, match="not a submodule"):
+        resolve_layers(model, torch.nn.Conv2d(1, 1, 3))
+    with pytest.raises(ValueError, match="target_layers is empty"):
+        resolve_layers(model, [])
+    with pytest.raises(TypeError, match="layer names .* or nn.Module"):
+        resolve_layers(model, [4])
