@@ -1,0 +1,282 @@
+"""Speed and memory of the CAM engine, side by side in one process, printed as a Markdown table with ratios.
+
+Measured per case (2D ResNet50 classifier, 3D MONAI UNet with a segmentation target, 3D MONAI DenseNet121):
+
+- each gradient method through ``CAMExplainer`` vs a plain forward + backward of the same network, same target score
+  (``target(model(x)).sum().backward()``, parameter gradients included; goal <= 1.10x);
+- six gradient methods in ONE ``CAMExplainer`` call vs the same six pytorch-grad-cam classes (goal >= 5x faster);
+- ``gradcam`` vs ``monai.visualize.GradCAM`` (whole-image class score for the UNet: MONAI has no pixel-set target).
+
+And the peak resident memory of a sliding-window CAM of a 1x1x256x256x160 volume with a 96^3 ROI (goal <= 4 GiB on the
+CPU), measured as ``ru_maxrss`` of a child process that only builds the UNet, the volume and runs the explainer.
+
+Times are medians of ``--repeats`` runs after ``--warmup`` runs (``time.perf_counter``, CUDA synchronised). Networks
+have random weights (nothing is downloaded). Full sizes take many minutes on a CPU; ``--quick`` runs tiny sizes without
+warm-up as a smoke test of the script itself (its numbers say nothing about the goals).
+
+Usage::
+
+    python benchmarks/cams.py                 # full sizes, all cases
+    python benchmarks/cams.py --quick         # tiny sizes
+    python benchmarks/cams.py --cases unet3d --repeats 5 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SIX_METHODS = ("gradcam", "gradcampp", "xgradcam", "hirescam", "layercam", "gradcam_elementwise")
+GRAD_CAM_CLASS_NAMES = {
+    "gradcam": "GradCAM",
+    "gradcampp": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "gradcam_elementwise": "GradCAMElementWise",
+}
+CASE_NAMES = ("resnet50_2d", "unet3d", "densenet121_3d")
+
+
+@dataclass
+class Case:
+    """A network, the layer to explain, a batch, and the target: a class (classifier) or a class over a mask."""
+
+    name: str
+    model: nn.Module
+    layer: str
+    images: torch.Tensor
+    class_idx: int
+    mask: torch.Tensor | None = None  # (B, 1, *spatial) pixel set for segmentation, None for classification
+
+
+def _unet() -> nn.Module:
+    from monai.networks.nets import UNet
+
+    # the spleen_ct_segmentation bundle's network
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=2,
+        channels=(16, 32, 64, 128, 256),
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+        norm="batch",
+    )
+
+
+def build_case(name: str, quick: bool, device: torch.device) -> Case:
+    if name == "resnet50_2d":
+        from torchvision.models import resnet50
+
+        batch, size = (2, 64) if quick else (8, 224)
+        model, layer, images = resnet50(weights=None), "layer4", torch.randn(batch, 3, size, size)
+        return Case(name, model.to(device).eval(), layer, images.to(device), class_idx=1)
+    if name == "unet3d":
+        batch, size = (1, 32) if quick else (2, 96)
+        images = torch.randn(batch, 1, size, size, size)
+        mask = torch.zeros(batch, 1, size, size, size)
+        mask[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3, size // 4 : 3 * size // 4] = 1  # a "ground truth"
+        return Case(name, _unet().to(device).eval(), "model.1.submodule", images.to(device), 1, mask.to(device))
+    if name == "densenet121_3d":
+        from monai.networks.nets import DenseNet121
+
+        batch, size = (1, 32) if quick else (2, 96)
+        model = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
+        images = torch.randn(batch, 1, size, size, size)
+        return Case(name, model.to(device).eval(), "class_layers.relu", images.to(device), class_idx=1)
+    raise ValueError(f"unknown case {name!r}; choose from {CASE_NAMES}.")
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeats`` runs, after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _our_target(case: Case, outputs: torch.Tensor):
+    from monai_xai.cams import build_target
+
+    return build_target(outputs, case.class_idx, case.mask, warn_empty=False)
+
+
+def forward_backward(case: Case) -> Callable[[], None]:
+    """A plain forward + backward of the target score (what any gradient method must at least cost)."""
+
+    def run() -> None:
+        case.model.zero_grad(set_to_none=True)
+        outputs = case.model(case.images)
+        _our_target(case, outputs)(outputs).sum().backward()
+
+    return run
+
+
+def ours(case: Case, methods: tuple[str, ...]) -> Callable[[], object]:
+    from monai_xai.cams import CAMExplainer
+
+    explainer = CAMExplainer(case.model, case.layer, methods)
+    return lambda: explainer(case.images, class_idx=case.class_idx, mask=case.mask)
+
+
+def grad_cam_six(case: Case) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The six pytorch-grad-cam classes, one call each (each runs its own forward and backward), and their release."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, SemanticSegmentationTarget
+
+    module = case.model.get_submodule(case.layer)
+    cams = [
+        getattr(pytorch_grad_cam, GRAD_CAM_CLASS_NAMES[m])(model=case.model, target_layers=[module])
+        for m in SIX_METHODS
+    ]
+    if case.mask is None:
+        targets = [ClassifierOutputTarget(case.class_idx)] * case.images.shape[0]
+    else:
+        masks = case.mask[:, 0].cpu().numpy()
+        targets = [SemanticSegmentationTarget(case.class_idx, mask) for mask in masks]
+
+    def run() -> None:
+        for cam in cams:
+            cam(case.images, targets)
+
+    def release() -> None:
+        for cam in cams:
+            cam.activations_and_grads.release()
+
+    return run, release
+
+
+def monai_gradcam(case: Case) -> Callable[[], object]:
+    from monai.visualize import GradCAM
+
+    cam = GradCAM(nn_module=case.model, target_layers=case.layer)
+    return lambda: cam(case.images, class_idx=case.class_idx)
+
+
+def _row(case: Case, measured: str, seconds: float, reference: str, reference_seconds: float, ratio: str, goal: str):
+    return [case.name, measured, f"{seconds:.3f}", reference, f"{reference_seconds:.3f}", ratio, goal]
+
+
+def run_case(case: Case, repeats: int, warmup: int, device: torch.device, methods: tuple[str, ...]) -> list[list[str]]:
+    """Table rows: case, measured, time, reference, reference time, ratio, goal."""
+    rows = []
+    baseline = median_time(forward_backward(case), repeats, warmup, device)
+    seconds = {method: median_time(ours(case, (method,)), repeats, warmup, device) for method in methods}
+    for method in methods:
+        ratio = f"{seconds[method] / baseline:.2f}x"
+        rows.append(_row(case, method, seconds[method], "forward+backward", baseline, ratio, "<= 1.10x"))
+    six = median_time(ours(case, SIX_METHODS), repeats, warmup, device)
+    run_grad_cam, release = grad_cam_six(case)
+    try:
+        grad_cam = median_time(run_grad_cam, repeats, warmup, device)
+    finally:
+        release()
+    speedup = f"{grad_cam / six:.1f}x faster"
+    rows.append(_row(case, "6 methods, one call", six, "pytorch-grad-cam, 6 calls", grad_cam, speedup, ">= 5x faster"))
+    monai = median_time(monai_gradcam(case), repeats, warmup, device)
+    speedup = f"{monai / seconds['gradcam']:.2f}x faster"
+    rows.append(_row(case, "gradcam", seconds["gradcam"], "monai.visualize.GradCAM", monai, speedup, "-"))
+    return rows
+
+
+def sliding_window_child(quick: bool, threads: int) -> None:
+    """Runs in a fresh process: prints JSON with ru_maxrss (KiB) before and after one sliding-window CAM call."""
+    from monai_xai.cams import CAMExplainer
+
+    torch.set_num_threads(threads)
+    volume, roi = ((1, 1, 64, 64, 48), (32, 32, 32)) if quick else ((1, 1, 256, 256, 160), (96, 96, 96))
+    model = _unet().eval()
+    images = torch.randn(volume)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    explainer = CAMExplainer(model, "model.1.submodule", ("gradcam", "hirescam"), roi_size=roi, sw_batch_size=1)
+    maps = explainer(images, class_idx=1, mask="pred")
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert maps["hirescam"].shape == images.shape
+    print(json.dumps({"volume": volume, "roi": roi, "before_kib": before, "peak_kib": after, "seconds": seconds}))
+
+
+def sliding_window_memory(quick: bool, threads: int) -> list[str]:
+    command = [sys.executable, __file__, "--sliding-window-child", "--threads", str(threads)] + (["--quick"] * quick)
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    peak_gib, before_gib = report["peak_kib"] / 2**20, report["before_kib"] / 2**20
+    volume = "x".join(map(str, report["volume"]))
+    roi = "x".join(map(str, report["roi"]))
+    return [
+        f"unet3d sliding window {volume}, roi {roi}",
+        "peak RSS (GiB)",
+        f"{peak_gib:.2f}",
+        "RSS before the call (GiB)",
+        f"{before_gib:.2f}",
+        f"{report['seconds']:.1f} s",
+        "<= 4 GiB",
+    ]
+
+
+def print_table(rows: list[list[str]]) -> None:
+    header = ["case", "measured", "time (s)", "reference", "reference (s)", "ratio", "goal"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs, not the goals")
+    parser.add_argument("--cases", nargs="+", choices=CASE_NAMES, default=list(CASE_NAMES))
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1; quick 0)")
+    parser.add_argument("--device", default="cpu", help="device of the timing cases (memory is always on the CPU)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the sliding-window memory measurement")
+    parser.add_argument("--sliding-window-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.sliding_window_child:
+        sliding_window_child(args.quick, args.threads)
+        return
+    from monai_xai.cams import GRADIENT_METHODS
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    repeats = args.repeats or (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    print(
+        f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {repeats} after "
+        f"{warmup} warm-up{' (quick sizes)' if args.quick else ''}\n"
+    )
+    rows = []
+    for name in args.cases:
+        case = build_case(name, args.quick, device)
+        rows += run_case(case, repeats, warmup, device, tuple(GRADIENT_METHODS))
+        print(f"done: {name}", file=sys.stderr)
+    if not args.skip_memory:
+        rows.append(sliding_window_memory(args.quick, args.threads))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()
