@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from monai_xai.cams.targets import _tensor_pixel_set, index_pixel_set
+from monai_xai.cams.targets import index_pixel_set, tensor_pixel_set
 
 __all__ = ["sliding_window_cam"]
 
@@ -69,7 +69,7 @@ def _window_mask_source(
             )
         raise ValueError(f"unknown mask {mask!r}; with a sliding window use None, 'pred', a tensor, or a voxel / box.")
     if isinstance(mask, torch.Tensor):
-        return None, _tensor_pixel_set(mask, images).to(images.dtype)
+        return None, tensor_pixel_set(mask, images).to(images.dtype)
     if isinstance(mask, tuple | list):
         return None, index_pixel_set(mask, images).to(images.dtype)
     raise TypeError(f"mask must be None, 'pred', a tensor, or a tuple of ints/slices, got {type(mask).__name__}.")

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from monai_xai.utils import per_sample_index
 
-__all__ = ["ClassTarget", "SegmentationTarget", "build_target", "index_pixel_set", "SCORES"]
+__all__ = ["ClassTarget", "SegmentationTarget", "build_target", "index_pixel_set", "tensor_pixel_set", "SCORES"]
 
 SCORES = ("logit", "probability")
 
@@ -125,8 +125,9 @@ def index_pixel_set(mask: Sequence[int | slice], outputs: torch.Tensor) -> torch
     return pixel_set
 
 
-def _tensor_pixel_set(mask: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """A given mask, (B or 1, 1, *spatial), binary or soft weights in [0, 1]."""
+def tensor_pixel_set(mask: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Check a given mask (B or 1, 1, *spatial), binary or soft weights in [0, 1], and broadcast it to the batch:
+    (B, 1, *spatial) on the outputs' device."""
     batch_size, spatial_shape = outputs.shape[0], tuple(outputs.shape[2:])
     if mask.ndim != outputs.ndim or mask.shape[0] not in (1, batch_size) or mask.shape[1] != 1:
         raise ValueError(
@@ -159,7 +160,7 @@ def _resolve_pixel_set(
             "a tuple of ints (one voxel) or a tuple of slices (a box)."
         )
     if isinstance(mask, torch.Tensor):
-        return _tensor_pixel_set(mask, outputs)
+        return tensor_pixel_set(mask, outputs)
     if isinstance(mask, tuple | list):
         return index_pixel_set(mask, outputs)
     raise TypeError(
