@@ -1,0 +1,46 @@
+"""Read per-case values out of an ignite engine's state, whether MONAI decollated the batch or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.data import MetaTensor
+
+__all__ = ["engine_cases", "stack_values", "case_value"]
+
+
+def engine_cases(data: Any) -> list[dict]:
+    """``engine.state.output`` / ``engine.state.batch`` as a list of per-case dicts.
+
+    MONAI workflows decollate both into lists of dicts by default (``decollate=True``); a collated dict of
+    batch-first tensors is split here so callers see one shape of data either way.
+    """
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        from monai.data import decollate_batch
+
+        return decollate_batch(data, detach=True)
+    raise TypeError(f"expected the engine's output/batch to be a list of dicts or a dict, got {type(data).__name__}.")
+
+
+def case_value(engine: Any, index: int, key: str) -> Any:
+    """Value of ``key`` for case ``index`` of the current iteration: from the output first, then from the batch."""
+    for source in (engine.state.output, engine.state.batch):
+        cases = engine_cases(source)
+        if index < len(cases) and key in cases[index]:
+            return cases[index][key]
+    output_keys = sorted(str(k) for k in engine_cases(engine.state.output)[index])
+    raise KeyError(
+        f"{key!r} is neither in the engine output (keys: {output_keys}) nor in the batch; check the key name, and "
+        "that an XAIInferer is the evaluator's inferer and is attached (listed in its handlers)."
+    )
+
+
+def stack_values(engine: Any, key: str) -> torch.Tensor:
+    """The current iteration's values of ``key`` stacked batch-first, on their own device (meta dropped)."""
+    cases = engine_cases(engine.state.output)
+    values = [case_value(engine, index, key) for index in range(len(cases))]
+    tensors = [torch.as_tensor(v.as_tensor() if isinstance(v, MetaTensor) else v) for v in values]
+    return torch.stack(tensors)

@@ -1,0 +1,153 @@
+"""``XAIMLflowHandler``: MONAI's ``MLFlowHandler`` for explanation runs, that never fails the run it tracks.
+
+On top of ``MLFlowHandler`` (metrics of ``engine.state.metrics`` per epoch, parameters at start) it logs the explanation
+settings as parameters and the whole results folder (NIfTI maps, PNG overlays, plots, ``cases.csv``, ``summary.csv``,
+``summary.md``) as artifacts under ``xai/``, keeping its sub-folders (``MLFlowHandler`` flattens them).
+
+Tracking is best effort: an unreachable server (checked with a short request before the MLflow client's long retry
+loop) or any MLflow error turns the handler off with one warning naming the folder where every result still is, and the
+evaluation finishes normally. Only rank 0 logs in a distributed run.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+from monai.handlers import MLFlowHandler
+
+__all__ = ["XAIMLflowHandler", "tracking_server_error"]
+
+
+def tracking_server_error(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """Why an http(s) MLflow server cannot be reached (None when it answers, or for non-http URIs such as sqlite).
+
+    Args:
+        tracking_uri: e.g. ``"http://127.0.0.1:5000"``.
+        timeout: seconds to wait for the server's ``/health`` endpoint.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout):
+            return None
+    except (urllib.error.URLError, OSError) as error:
+        return str(getattr(error, "reason", error))
+
+
+def _is_rank0() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+class XAIMLflowHandler(MLFlowHandler):
+    """Log an explanation run to MLflow: metrics per method, explanation parameters, the results folder as artifacts.
+
+    Args:
+        output_dir: the results folder (the ``SaliencyWriter``'s ``output_dir``), logged under ``xai/`` when the
+            engine completes and named in the warning when tracking fails.
+        tracking_uri: ``sqlite:///<path>/mlruns.db`` (embedded; default ``<output_dir>/mlflow/mlruns.db``, with the
+            run artifacts in ``<output_dir>/mlflow/mlruns``; that folder is not logged as an artifact) or
+            ``http://host:port`` of an ``mlflow server``. MLflow 3.x refuses the plain file store.
+        params: explanation settings to log as run parameters, e.g. ``{"xai_methods": ["gradcam"],
+            "xai_target_layer": "layer4", "road_percentiles": [10, 50, 90]}`` (values are logged as strings).
+        experiment_name: MLflow experiment.
+        run_name: run name; None gives a unique ``xai_<date>_<time>_<id>`` so every evaluation is a new run.
+        server_timeout: seconds to wait for an http server to answer before tracking is turned off.
+        kwargs: other ``MLFlowHandler`` arguments.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        tracking_uri: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        experiment_name: str = "monai_xai",
+        run_name: str | None = None,
+        server_timeout: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.tracking_dir = self.output_dir / "mlflow"
+        if tracking_uri is None:
+            self.tracking_dir.mkdir(parents=True, exist_ok=True)
+            tracking_uri = f"sqlite:///{(self.tracking_dir / 'mlruns.db').resolve()}"
+        # MLFlowHandler reuses the newest unfinished run when run_name is None (e.g. one left by a crash on a
+        # long-running server); a unique name always starts a fresh run
+        run_name = run_name or f"xai_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        kwargs.setdefault("iteration_log", False)
+        kwargs.setdefault("close_on_complete", True)
+        super().__init__(
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            run_name=run_name,
+            experiment_param={key: str(value) for key, value in (params or {}).items()},
+            **kwargs,
+        )
+        self.tracking_uri = tracking_uri
+        self.server_timeout = server_timeout
+        self.active = _is_rank0()
+
+    def _disable(self, reason: str) -> None:
+        self.active = False
+        warnings.warn(
+            f"MLflow tracking at {self.tracking_uri} is off for this run ({reason}); the evaluation continues and "
+            f"all results are on disk in {self.output_dir.resolve()}.",
+            stacklevel=2,
+        )
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        if not self.active:
+            return
+        try:
+            step()
+        except Exception as error:  # tracking must never fail the evaluation it records
+            self._disable(f"{type(error).__name__}: {error}")
+
+    def start(self, engine: Any) -> None:
+        if self.active:
+            unreachable = tracking_server_error(self.tracking_uri, self.server_timeout)
+            if unreachable is not None:
+                self._disable(f"server unreachable: {unreachable}")
+        self._guarded(lambda: MLFlowHandler.start(self, engine))
+
+    def epoch_completed(self, engine: Any) -> None:
+        """Log ``engine.state.metrics``, and each curve of ``engine.state.metric_curves`` (e.g. ROAD) as the metric
+        ``"<name>_<curve>"`` with the percentile as step, so MLflow plots it."""
+
+        def log() -> None:
+            MLFlowHandler.epoch_completed(self, engine)
+            for name, curve in (getattr(engine.state, "metric_curves", {}) or {}).items():
+                for column, value in curve.items():
+                    prefix, _, suffix = column.rpartition("_")
+                    if suffix.replace(".", "", 1).isdigit():
+                        self._log_metrics({f"{name}_{prefix}": value}, step=int(float(suffix)))
+
+        self._guarded(log)
+
+    def iteration_completed(self, engine: Any) -> None:
+        self._guarded(lambda: MLFlowHandler.iteration_completed(self, engine))
+
+    def complete(self) -> None:
+        """Log the results folder under ``xai/`` keeping its layout, then any ``artifacts`` given to the handler."""
+
+        def log_folder() -> None:
+            if self.cur_run is not None and self.output_dir.is_dir():
+                for path in sorted(self.output_dir.rglob("*")):
+                    if path.is_file() and self.tracking_dir not in path.parents:
+                        folder = Path("xai", path.parent.relative_to(self.output_dir)).as_posix()
+                        self.client.log_artifact(self.cur_run.info.run_id, str(path), artifact_path=folder)
+            MLFlowHandler.complete(self)
+
+        self._guarded(log_folder)
+
+    def close(self) -> None:
+        if self.cur_run is None:
+            return
+        self._guarded(lambda: MLFlowHandler.close(self))

@@ -1,0 +1,69 @@
+"""Metric plots: one bar chart per metric across methods, and score curves (e.g. ROAD over removal percentiles)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["plot_metric_bars", "plot_metric_curves"]
+
+
+def plot_metric_bars(values: Mapping[str, Mapping[str, float]], path: str | Path, title: str | None = None) -> Path:
+    """One panel per metric, one bar per method.
+
+    Args:
+        values: {metric name: {method: value}}; NaN values are drawn as missing bars.
+        path: output PNG (parent folders are created).
+        title: figure title.
+    """
+    if not values:
+        raise ValueError("values is empty; nothing to plot.")
+    figure = Figure(figsize=(3.0 * len(values), 3.2), layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, len(values)))
+    for axis, (metric, per_method) in zip(axes, values.items()):
+        methods = list(per_method)
+        axis.bar(range(len(methods)), [float(per_method[m]) for m in methods], color="tab:blue")
+        axis.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
+        axis.set_title(metric, fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    return path
+
+
+def plot_metric_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+) -> Path:
+    """Several curves on one axis (e.g. one per method).
+
+    Args:
+        curves: {label: (x values, y values)} of equal lengths per curve.
+        path: output PNG (parent folders are created).
+        xlabel, ylabel, title: axis labels and title.
+    """
+    if not curves:
+        raise ValueError("curves is empty; nothing to plot.")
+    figure = Figure(figsize=(4.5, 3.4), layout="constrained")
+    axis = figure.subplots()
+    for label, (x, y) in curves.items():
+        if len(x) != len(y):
+            raise ValueError(f"curve {label!r} has {len(x)} x values but {len(y)} y values.")
+        axis.plot(list(x), list(y), marker="o", label=label)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title, fontsize=10)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    return path

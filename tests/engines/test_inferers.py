@@ -1,0 +1,126 @@
+"""XAIInferer in a real SupervisedEvaluator: maps reach the engine output, per case, under the evaluator's no_grad."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.inferers import SimpleInferer, SlidingWindowInferer
+
+from monai_xai.cams import CAMExplainer
+from monai_xai.inferers import XAIInferer, _label_pixel_set, check_explain_config
+from tests.cams.nets import TinyResNet, tiny_unet3d
+from tests.engines.conftest import affine_for, case_dataset, make_evaluator
+
+
+def collect_outputs(evaluator) -> list[dict]:
+    """Run the evaluator and return every case's output dict (after MONAI's decollation)."""
+    outputs: list[dict] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.extend(engine.state.output))
+    evaluator.run()
+    return outputs
+
+
+def test_classification_maps_reach_output_per_case():
+    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    images = torch.randn(3, 1, 32, 32)
+    inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam", "hirescam"])
+    evaluator = make_evaluator(network, case_dataset(images), inferer, [inferer])
+    outputs = collect_outputs(evaluator)
+
+    # oracle: the explainer called directly, outside any engine and outside no_grad
+    predicted = network(images).argmax(dim=1)
+    expected = {m: CAMExplainer(network, "layer4", [m])(images)[m] for m in ("gradcam", "hirescam")}
+    assert len(outputs) == 3
+    for index, case in enumerate(outputs):
+        assert int(case["xai_class"]) == int(predicted[index])
+        for method in ("gradcam", "hirescam"):
+            maps = case[f"saliency_{method}"]
+            assert maps.shape == (1, 32, 32)
+            torch.testing.assert_close(maps.as_tensor(), expected[method][index], atol=1e-5, rtol=1e-4)
+            # each case keeps its own affine after decollation (the NIfTI writer relies on it)
+            torch.testing.assert_close(maps.affine, affine_for(index, (0.5, 0.5)))
+            assert float(case[f"xai_seconds_{method}"]) > 0
+        assert case["pred"].shape == (3,)
+
+
+def test_given_class_per_sample_and_prediction_unchanged():
+    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    images = torch.randn(2, 1, 32, 32)
+    inferer = XAIInferer(None, "layer4", "gradcam", class_idx=[2, 0])
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer]))
+    expected = CAMExplainer(network, "layer4", ["gradcam"])(images, class_idx=[2, 0])["gradcam"]
+    with torch.no_grad():
+        logits = network(images)
+    for index, case in enumerate(outputs):
+        assert int(case["xai_class"]) == [2, 0][index]
+        torch.testing.assert_close(case["saliency_gradcam"].as_tensor(), expected[index], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(case["pred"].as_tensor(), logits[index], atol=1e-5, rtol=1e-4)
+
+
+def test_segmentation_pixel_set_from_batch_label():
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 16, 16, 16)
+    labels = torch.zeros(2, 1, 16, 16, 16)
+    labels[0, :, 2:8, 3:9, 4:10] = 1
+    labels[1, :, 8:14, 6:12, 2:8] = 1
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key="label")
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer]))
+    expected = CAMExplainer(network, "model.1.submodule", ["gradcam"])(images, class_idx=1, mask=labels)["gradcam"]
+    for index, case in enumerate(outputs):
+        assert case["saliency_gradcam"].shape == (1, 16, 16, 16)
+        torch.testing.assert_close(case["saliency_gradcam"].as_tensor(), expected[index], atol=1e-5, rtol=1e-4)
+
+
+def test_sliding_window_inferer_settings_are_used_for_the_maps():
+    network = tiny_unet3d().eval()
+    images = torch.randn(1, 1, 24, 24, 24)
+    window = SlidingWindowInferer(roi_size=16, sw_batch_size=2, overlap=0.5, mode="constant")
+    inferer = XAIInferer(window, "model.1.submodule", ["gradcam"], class_idx=1)
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer], batch_size=1))
+    explainer = CAMExplainer(
+        network, "model.1.submodule", ["gradcam"], roi_size=16, sw_batch_size=2, overlap=0.5, sw_mode="constant"
+    )
+    expected = explainer(images, class_idx=1, mask="pred")["gradcam"]
+    torch.testing.assert_close(outputs[0]["saliency_gradcam"].as_tensor(), expected[0], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(outputs[0]["pred"].as_tensor(), window(images, network)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_label_pixel_set_label_map_and_one_hot():
+    label_map = torch.tensor([[[0, 1, 2, 1]], [[2, 2, 0, 1]]]).reshape(2, 1, 2, 2)
+    classes = torch.tensor([1, 2])
+    expected = torch.tensor([[[0, 1], [0, 1]], [[1, 1], [0, 0]]], dtype=torch.float32).reshape(2, 1, 2, 2)
+    torch.testing.assert_close(_label_pixel_set(label_map, classes), expected)
+    one_hot = torch.nn.functional.one_hot(label_map[:, 0], 3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(_label_pixel_set(one_hot, classes), expected)
+
+
+def test_errors_say_what_to_set():
+    network = TinyResNet(spatial_dims=2)
+    with pytest.raises(ValueError, match="target_layers is empty"):
+        XAIInferer(SimpleInferer(), "", ["gradcam"])
+    with pytest.raises(ValueError, match="mask must be one of"):
+        XAIInferer(SimpleInferer(), "layer4", ["gradcam"], mask="box")
+    segmenter = tiny_unet3d().eval()
+    unattached = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key="label")
+    with pytest.raises(RuntimeError, match="attach the inferer"):
+        unattached(torch.randn(1, 1, 16, 16, 16), segmenter)
+    no_class = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"])
+    with pytest.raises(ValueError, match="--xai_class"):
+        no_class(torch.randn(1, 1, 16, 16, 16), segmenter)
+    with pytest.raises(ValueError, match="xai_target_layer is not set"):
+        check_explain_config(network, "", ["gradcam"])
+    with pytest.raises(ValueError, match="--xai_target_layer"):
+        check_explain_config(network, "layer9", ["gradcam"])
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        check_explain_config(network, "layer4", ["gradcamm"])
+
+
+def test_attached_but_not_the_evaluators_inferer_is_reported():
+    network = TinyResNet(spatial_dims=2).eval()
+    images = torch.randn(2, 1, 32, 32)
+    inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
+    evaluator = make_evaluator(network, case_dataset(images), SimpleInferer(), [inferer])
+    with pytest.raises(RuntimeError, match="make it the evaluator's inferer"):
+        evaluator.run()

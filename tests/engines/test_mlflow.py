@@ -1,0 +1,135 @@
+"""XAIMLflowHandler against a real ``mlflow server`` (sqlite backend, 127.0.0.1), read back with MlflowClient."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from monai.inferers import SimpleInferer
+
+from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, tracking_server_error
+from monai_xai.inferers import XAIInferer
+from tests.cams.nets import TinyResNet
+from tests.engines.conftest import case_dataset, make_evaluator
+
+pytestmark = pytest.mark.slow
+
+
+METHODS = ("gradcam", "layercam")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on a free port; yields its URI, killed at teardown."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+    ]  # fmt: skip
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError as error:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log_tail = (root / "server.log").read_text()[-2000:]
+                    raise RuntimeError(f"mlflow server did not start: {log_tail}") from error
+                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, metrics=("heat_diff",)):
+    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    images = torch.randn(2, 1, 16, 16)
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[:, :, 2:9, 4:12] = 1
+    inferer = XAIInferer(SimpleInferer(), "layer4", METHODS)
+    tracker = XAIMLflowHandler(
+        output_dir,
+        tracking_uri=tracking_uri,
+        params={"xai_methods": list(METHODS), "xai_target_layer": "layer4", "road_percentiles": [20, 80]},
+        experiment_name="xai_test",
+        run_name=run_name,
+        server_timeout=2.0,
+    )
+    handlers = [
+        inferer,
+        SaliencyWriter(output_dir, METHODS),
+        XAIMetricHandler(
+            list(metrics),
+            METHODS,
+            network=network,
+            metric_args={"road_combined": {"percentiles": [20, 80], "noise": 0.0}},
+            mask_key="mask",
+        ),
+        tracker,
+    ]
+    evaluator = make_evaluator(network, case_dataset(images, mask=masks), inferer, handlers)
+    evaluator.run()
+    return evaluator
+
+
+def test_metrics_params_and_artifacts_reach_the_server(mlflow_server, tmp_path):
+    evaluator = explain_with_tracking(tmp_path / "xai", mlflow_server, "served", metrics=("heat_diff", "road_combined"))
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("xai_test")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'served'")
+    assert run.info.status == "FINISHED"
+    for method in METHODS:
+        for metric in ("heat_diff", "road_combined"):
+            name = f"{metric}_{method}"
+            assert run.data.metrics[name] == pytest.approx(evaluator.state.metrics[name], rel=1e-6, abs=1e-9)
+        # ROAD curves are logged with the percentile as step
+        history = client.get_metric_history(run.info.run_id, f"road_combined_{method}_morf")
+        assert sorted(point.step for point in history) == [20, 80]
+    assert run.data.params["xai_methods"] == str(list(METHODS))
+    assert run.data.params["road_percentiles"] == "[20, 80]"
+    top = {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
+    assert {"xai/cases.csv", "xai/summary.csv", "xai/summary.md", "xai/metrics.png", "xai/c0"} <= top
+    case_files = {item.path for item in client.list_artifacts(run.info.run_id, "xai/c0")}
+    assert {"xai/c0/c0_gradcam.nii.gz", "xai/c0/c0_gradcam.png"} <= case_files
+
+
+def test_unreachable_server_warns_and_the_run_finishes(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert tracking_server_error(closed, timeout=1.0) is not None
+    output_dir = tmp_path / "xai"
+    with pytest.warns(UserWarning, match=f"all results are on disk in {output_dir.resolve()}"):
+        evaluator = explain_with_tracking(output_dir, closed, run_name="offline")
+    assert "heat_diff_gradcam" in evaluator.state.metrics
+    assert (output_dir / "summary.csv").exists() and (output_dir / "c1" / "c1_layercam.nii.gz").exists()
+
+
+def test_embedded_sqlite_default(tmp_path):
+    output_dir = tmp_path / "xai"
+    explain_with_tracking(output_dir, tracking_uri=None, run_name="embedded")
+    client = MlflowClient(tracking_uri=f"sqlite:///{output_dir / 'mlflow' / 'mlruns.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("xai_test").experiment_id])
+    assert "heat_diff_layercam" in run.data.metrics
+    # the tracking folder itself is not logged as an artifact of the run it stores
+    assert "xai/mlflow" not in {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
