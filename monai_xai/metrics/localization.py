@@ -1,0 +1,393 @@
+"""Localisation metrics: how well a saliency map agrees with a ground-truth region mask.
+
+All functions take ``saliency`` (B, 1, *spatial) and a binary ``mask`` of the same shape, work on 2D and 3D, stay on
+the input's device and return one value per sample, ``(B,)``. A sample the metric is undefined for (empty mask, and
+the further cases each docstring names) is NaN, with a warning; the ``*Metric`` classes leave those samples out of
+the mean (see :mod:`monai_xai.metrics.per_sample`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.utils import MetricReduction
+
+from monai_xai.metrics.per_sample import PerSampleMetric, check_binary_map, check_saliency, warn_undefined
+
+__all__ = [
+    "effective_heat_ratios",
+    "ehr_auc",
+    "heat_diff",
+    "saliency_iou",
+    "saliency_dice",
+    "pointing_game",
+    "relevance_mass_accuracy",
+    "EHRAUCMetric",
+    "HeatDiffMetric",
+    "SaliencyIoUMetric",
+    "SaliencyDiceMetric",
+    "PointingGameMetric",
+    "RelevanceMassAccuracyMetric",
+]
+
+# InputIBA ignores heat below this value when it picks quantile thresholds ("points of interest").
+_POI_THRESHOLD = 0.1
+# InputIBA caps every threshold at this share of the maximum so the top threshold still selects the peak.
+_MAX_THRESHOLD_SHARE = 0.99
+
+
+def _flat_inputs(saliency: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    saliency = check_saliency(saliency)
+    mask = check_binary_map("mask", mask, saliency)
+    return saliency.flatten(1), mask.flatten(1)
+
+
+def _nan_where(undefined: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return torch.where(undefined, torch.full_like(values, float("nan")), values)
+
+
+def _quantiles_of_selected(values: torch.Tensor, selected: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Per-row quantiles (numpy's default linear interpolation) of the selected entries of ``values``.
+
+    Args:
+        values: (B, N) real tensor.
+        selected: (B, N) bool tensor; each row needs at least one True entry for its result to be meaningful.
+        levels: (K,) quantile levels in [0, 1].
+
+    Returns:
+        (B, K) tensor.
+    """
+    length = values.shape[1]
+    # unselected entries sort first, so the selected ones fill the tail of every sorted row
+    ordered = torch.where(selected, values, torch.full_like(values, -math.inf)).sort(dim=1).values
+    count = selected.sum(dim=1, keepdim=True)
+    position = levels[None] * (count - 1).clamp_min(0).to(values.dtype)
+    low = position.floor()
+    first = length - count.clamp_min(1)
+    value_low = ordered.gather(1, first + low.long())
+    value_high = ordered.gather(1, first + position.ceil().long())
+    return value_low + (value_high - value_low) * (position - low)
+
+
+def effective_heat_ratios(
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    thresholds: str = "equidistant",
+    steps: int = 11,
+    weighted: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Effective heat ratio (EHR) curve: share of the thresholded heat that falls inside the mask, per threshold.
+
+    For each threshold ``t_k`` the map is binarised as ``above = saliency >= t_k`` and
+    ``ratio_k = |above & mask| / |above|`` (``weighted=False``) or ``sum(saliency[above & mask]) / |above|``
+    (``weighted=True``, InputIBA's ``weight_by_heat``); a threshold that selects nothing gives ratio 0.
+
+    Threshold modes (``levels`` is ``linspace(0, 1, steps)`` in both):
+
+    - ``"equidistant"`` (Qiu et al., the default): ``t_k = levels[k]`` applied to the map as given.
+    - ``"quantile"`` (InputIBA ``EffectiveHeatRatios``): heat below 0.1 is set to 0; the points of interest are the
+      values >= 0.1; ``t_k = min(quantile(points, levels[k]), 0.99 * max)`` with numpy's linear quantile. A sample
+      with no value >= 0.1 has no threshold (the reference raises on it): its curve is NaN.
+
+    The x axis of the curve is ``levels`` in both modes. InputIBA divides maps whose maximum exceeds 1 by 255
+    (uint8 heatmaps); here the map must already lie in [0, 1].
+
+    Args:
+        saliency: (B, 1, *spatial) map with values in [0, 1], e.g. from ``monai_xai.utils.normalize_per_sample``.
+        mask: (B, 1, *spatial) binary ground-truth region (bool or 0/1).
+        thresholds: ``"equidistant"`` or ``"quantile"``.
+        steps: number of thresholds, >= 2 (InputIBA uses 11).
+        weighted: count heat instead of voxels inside the mask (default False; InputIBA's default is True).
+
+    Returns:
+        ``(ratios, levels)``: (B, steps) curve in [0, 1], NaN for skipped samples (empty mask; in quantile mode also
+        no heat >= 0.1), and the (steps,) x axis.
+    """
+    heat, roi = _flat_inputs(saliency, mask)
+    if thresholds not in ("equidistant", "quantile"):
+        raise ValueError(f'thresholds must be "equidistant" or "quantile", got {thresholds!r}.')
+    if not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an int >= 2 (number of thresholds), got {steps!r}.")
+    if heat.min() < 0 or heat.max() > 1:
+        raise ValueError(
+            "saliency must lie in [0, 1] for effective heat ratios; normalise it first, e.g. with "
+            "monai_xai.utils.normalize_per_sample."
+        )
+    levels = torch.linspace(0.0, 1.0, steps, dtype=heat.dtype, device=heat.device)
+    undefined = ~roi.any(dim=1)
+    warn_undefined("effective heat ratio", undefined, "empty mask")
+    if thresholds == "equidistant":
+        cuts = levels.expand(heat.shape[0], steps)
+    else:
+        points = heat >= _POI_THRESHOLD
+        no_points = ~points.any(dim=1)
+        warn_undefined("effective heat ratio", no_points & ~undefined, "no saliency >= 0.1 to take quantiles of")
+        undefined = undefined | no_points
+        heat = torch.where(points, heat, torch.zeros_like(heat))
+        peak = heat.amax(dim=1, keepdim=True)
+        cuts = torch.minimum(_quantiles_of_selected(heat, points, levels), _MAX_THRESHOLD_SHARE * peak)
+    ratios = []
+    for k in range(steps):
+        above = heat >= cuts[:, k : k + 1]
+        inside = above & roi
+        amount = (heat * inside).sum(dim=1) if weighted else inside.sum(dim=1).to(heat.dtype)
+        ratios.append(amount / above.sum(dim=1).clamp_min(1))
+    return _nan_where(undefined[:, None], torch.stack(ratios, dim=1)), levels
+
+
+def ehr_auc(
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    thresholds: str = "equidistant",
+    steps: int = 11,
+    weighted: bool = False,
+) -> torch.Tensor:
+    """Area under the effective heat ratio curve, trapezoid rule over the threshold axis [0, 1].
+
+    See :func:`effective_heat_ratios` for the curve, the threshold modes and the arguments; the reference
+    InputIBA metric is ``ehr_auc(saliency, mask, thresholds="quantile", steps=11, weighted=True)``.
+
+    Returns:
+        (B,) tensor in [0, 1]; NaN for skipped samples.
+    """
+    ratios, levels = effective_heat_ratios(saliency, mask, thresholds=thresholds, steps=steps, weighted=weighted)
+    return torch.trapezoid(ratios, levels, dim=1)
+
+
+def heat_diff(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean saliency inside the mask minus mean saliency outside it (Qiu et al., "Diff").
+
+    Args:
+        saliency: (B, 1, *spatial) real map (normalise it first to compare methods on one scale).
+        mask: (B, 1, *spatial) binary ground-truth region.
+
+    Returns:
+        (B,) tensor; NaN where the mask is empty or covers the whole image (one of the two means does not exist).
+    """
+    heat, roi = _flat_inputs(saliency, mask)
+    inside_count = roi.sum(dim=1)
+    outside_count = roi.shape[1] - inside_count
+    undefined = (inside_count == 0) | (outside_count == 0)
+    warn_undefined("heat_diff", undefined, "mask empty or covering the whole image")
+    inside_mean = (heat * roi).sum(dim=1) / inside_count.clamp_min(1)
+    outside_mean = (heat * ~roi).sum(dim=1) / outside_count.clamp_min(1)
+    return _nan_where(undefined, inside_mean - outside_mean)
+
+
+def _binarize(heat: torch.Tensor, threshold: float | None, top_fraction: float | None) -> torch.Tensor:
+    """(B, N) map -> (B, N) bool selection at a value threshold or of the top fraction of voxels."""
+    if (threshold is None) == (top_fraction is None):
+        raise ValueError("pass exactly one of threshold=<value> (keep saliency >= value) or top_fraction=<(0, 1]>.")
+    if threshold is not None:
+        return heat >= threshold
+    if not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}.")
+    keep = math.ceil(top_fraction * heat.shape[1])
+    # stable sort: among equal values the lower flat index is kept, so the selection is deterministic
+    order = heat.argsort(dim=1, descending=True, stable=True)[:, :keep]
+    return torch.zeros_like(heat, dtype=torch.bool).scatter_(1, order, True)
+
+
+def _overlap_counts(
+    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None, top_fraction: float | None, metric: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    heat, roi = _flat_inputs(saliency, mask)
+    selected = _binarize(heat, threshold, top_fraction)
+    undefined = ~roi.any(dim=1)
+    warn_undefined(metric, undefined, "empty mask")
+    return (selected & roi).sum(dim=1), selected.sum(dim=1), roi.sum(dim=1), undefined
+
+
+def saliency_iou(
+    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None = None, top_fraction: float | None = None
+) -> torch.Tensor:
+    """Intersection over union of the binarised saliency map and the mask.
+
+    Args:
+        saliency: (B, 1, *spatial) real map.
+        mask: (B, 1, *spatial) binary ground-truth region.
+        threshold: keep voxels with ``saliency >= threshold``; or
+        top_fraction: keep the ``ceil(top_fraction * N)`` most salient voxels of each sample (ties: lower flat index
+            first). Exactly one of the two must be given.
+
+    Returns:
+        (B,) tensor in [0, 1]; NaN where the mask is empty.
+    """
+    intersection, selected, region, undefined = _overlap_counts(saliency, mask, threshold, top_fraction, "saliency_iou")
+    union = (selected + region - intersection).clamp_min(1)
+    return _nan_where(undefined, intersection / union)
+
+
+def saliency_dice(
+    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None = None, top_fraction: float | None = None
+) -> torch.Tensor:
+    """Dice overlap ``2 |S & M| / (|S| + |M|)`` of the binarised saliency map S and the mask M.
+
+    Arguments as :func:`saliency_iou`.
+
+    Returns:
+        (B,) tensor in [0, 1]; NaN where the mask is empty.
+    """
+    intersection, selected, region, undefined = _overlap_counts(
+        saliency, mask, threshold, top_fraction, "saliency_dice"
+    )
+    return _nan_where(undefined, 2 * intersection / (selected + region).clamp_min(1))
+
+
+def pointing_game(
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    tolerance: float = 15,
+    spacing: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Pointing game (Zhang et al.; TorchRay): does the saliency maximum fall within ``tolerance`` of the mask?
+
+    The point is the first maximum in flattened (C-order) index order. As in TorchRay, it hits when some mask voxel
+    lies strictly closer than ``tolerance``; a point inside the mask always hits (so ``tolerance=0`` means "inside").
+
+    Args:
+        saliency: (B, 1, *spatial) real map.
+        mask: (B, 1, *spatial) binary ground-truth region.
+        tolerance: distance, >= 0, in voxels, or in the units of ``spacing`` (e.g. mm) when that is given. Default 15.
+        spacing: voxel size per spatial dim (len(spatial) positive numbers); None means 1 voxel per axis.
+
+    Returns:
+        (B,) tensor: 1.0 hit, 0.0 miss, NaN where the mask is empty.
+    """
+    saliency = check_saliency(saliency)
+    roi = check_binary_map("mask", mask, saliency)[:, 0]
+    spatial = roi.shape[1:]
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}.")
+    if spacing is None:
+        spacing = (1.0,) * len(spatial)
+    if len(spacing) != len(spatial) or any(s <= 0 for s in spacing):
+        raise ValueError(
+            f"spacing must hold {len(spatial)} positive voxel sizes (one per spatial dim), got {tuple(spacing)!r}."
+        )
+    batch = roi.shape[0]
+    peak = torch.unravel_index(saliency.flatten(1).argmax(dim=1), spatial)
+    # squared distance to the peak, built axis by axis and broadcast: (B, *spatial) without a coordinate grid
+    distance2 = torch.zeros((batch,) + (1,) * len(spatial), dtype=saliency.dtype, device=saliency.device)
+    for axis, (size, step) in enumerate(zip(spatial, spacing, strict=True)):
+        offsets = torch.arange(size, dtype=saliency.dtype, device=saliency.device)[None] - peak[axis][:, None]
+        view = [batch] + [1] * len(spatial)
+        view[axis + 1] = size
+        distance2 = distance2 + ((offsets * step) ** 2).reshape(view)
+    hit = (roi & ((distance2 < tolerance**2) | (distance2 == 0))).flatten(1).any(dim=1)
+    undefined = ~roi.flatten(1).any(dim=1)
+    warn_undefined("pointing_game", undefined, "empty mask")
+    return _nan_where(undefined, hit.to(saliency.dtype))
+
+
+def relevance_mass_accuracy(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of the total positive relevance that lies inside the mask (Arras et al.; Quantus).
+
+    ``sum(relu(saliency)[mask]) / sum(relu(saliency))``: negative relevance is set to 0 first.
+
+    Args:
+        saliency: (B, 1, *spatial) real relevance map.
+        mask: (B, 1, *spatial) binary ground-truth region.
+
+    Returns:
+        (B,) tensor in [0, 1]; NaN where the mask is empty or the map has no positive relevance.
+    """
+    heat, roi = _flat_inputs(saliency, mask)
+    positive = heat.clamp_min(0)
+    total = positive.sum(dim=1)
+    undefined = ~roi.any(dim=1) | (total == 0)
+    warn_undefined("relevance_mass_accuracy", undefined, "empty mask or no positive relevance")
+    return _nan_where(undefined, (positive * roi).sum(dim=1) / torch.where(undefined, 1, total))
+
+
+class EHRAUCMetric(PerSampleMetric):
+    """Cumulative EHR-AUC (:func:`ehr_auc`): call with ``y_pred=saliency`` (B, 1, *spatial), ``y=mask``.
+
+    Args:
+        thresholds, steps, weighted: as :func:`ehr_auc`.
+        reduction, get_not_nans: as :class:`~monai_xai.metrics.per_sample.PerSampleMetric`; skipped (NaN) samples
+            are left out of the mean and not counted in ``not_nans``.
+    """
+
+    def __init__(
+        self,
+        thresholds: str = "equidistant",
+        steps: int = 11,
+        weighted: bool = False,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
+        self.thresholds = thresholds
+        self.steps = steps
+        self.weighted = weighted
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return ehr_auc(y_pred, y, thresholds=self.thresholds, steps=self.steps, weighted=self.weighted)[:, None]
+
+
+class HeatDiffMetric(PerSampleMetric):
+    """Cumulative :func:`heat_diff`: call with ``y_pred=saliency`` (B, 1, *spatial), ``y=mask``."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return heat_diff(y_pred, y)[:, None]
+
+
+class SaliencyIoUMetric(PerSampleMetric):
+    """Cumulative :func:`saliency_iou`: call with ``y_pred=saliency``, ``y=mask``.
+
+    Args:
+        threshold, top_fraction: as :func:`saliency_iou` (exactly one of them).
+        reduction, get_not_nans: as :class:`~monai_xai.metrics.per_sample.PerSampleMetric`.
+    """
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        top_fraction: float | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
+        self.threshold = threshold
+        self.top_fraction = top_fraction
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return saliency_iou(y_pred, y, threshold=self.threshold, top_fraction=self.top_fraction)[:, None]
+
+
+class SaliencyDiceMetric(SaliencyIoUMetric):
+    """Cumulative :func:`saliency_dice`: ``y_pred=saliency``, ``y=mask``; arguments as :class:`SaliencyIoUMetric`."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return saliency_dice(y_pred, y, threshold=self.threshold, top_fraction=self.top_fraction)[:, None]
+
+
+class PointingGameMetric(PerSampleMetric):
+    """Cumulative :func:`pointing_game` hit rate: call with ``y_pred=saliency``, ``y=mask``.
+
+    The mean is over all samples with a non-empty mask (TorchRay additionally averages per class).
+    """
+
+    def __init__(
+        self,
+        tolerance: float = 15,
+        spacing: Sequence[float] | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
+        self.tolerance = tolerance
+        self.spacing = spacing
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return pointing_game(y_pred, y, tolerance=self.tolerance, spacing=self.spacing)[:, None]
+
+
+class RelevanceMassAccuracyMetric(PerSampleMetric):
+    """Cumulative :func:`relevance_mass_accuracy`: call with ``y_pred=saliency``, ``y=mask``."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return relevance_mass_accuracy(y_pred, y)[:, None]

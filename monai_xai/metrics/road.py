@@ -1,0 +1,404 @@
+"""ROAD: RemOve And Debias (Rong et al., ICML 2022), a faithfulness metric for saliency maps, 2D and 3D.
+
+Pixels are removed in saliency order and replaced by noisy linear imputation (``noisy_linear_impute``), and the
+classifier's score for the explained class is read again. Removing the most relevant pixels first (MoRF) should make
+the score drop fast; removing the least relevant first (LeRF) should barely move it.
+
+Percentile convention (pytorch-grad-cam's): a percentile p is the share of pixels KEPT, in percent. MoRF at p removes
+the (100 - p)% most salient pixels, LeRF at p removes the (100 - p)% least salient ones. Exactly
+``N - round(N * p / 100)`` of the N pixels are removed (half rounds up). Pixels are ranked by (saliency, flat index in
+C order), so ties, e.g. a map that is zero on most of the image, are broken in raster order: a flat map removes a fixed
+share of pixels instead of everything or nothing (pytorch-grad-cam thresholds with a strict ``<`` and removes every
+tied pixel).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.metrics import CumulativeIterationMetric
+from monai.metrics.utils import do_metric_reduction
+from monai.utils import MetricReduction
+
+from monai_xai.metrics.imputation import noisy_linear_impute
+from monai_xai.utils import check_batch_map, per_sample_index
+
+__all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
+
+DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+_ORDERS = ("morf", "lerf")
+_SCORES = ("logit", "probability")
+
+
+@dataclass(frozen=True)
+class ROADCurve:
+    """ROAD result of one removal order for a batch.
+
+    Attributes:
+        order: ``"morf"`` or ``"lerf"``.
+        percentiles: share of pixels kept at each step, in percent, length P.
+        score_change: (B, P) target score after imputation minus before ("confidence increase"; negative = drop).
+        still_predicted: (B, P) bool, the explained class is still the arg-max after imputation (the ROAD paper's
+            accuracy per percentage, with the explained class as the label).
+    """
+
+    order: str
+    percentiles: tuple[float, ...]
+    score_change: torch.Tensor
+    still_predicted: torch.Tensor
+
+    @property
+    def mean_score_change(self) -> torch.Tensor:
+        """(B,) score change averaged over the percentiles (pytorch-grad-cam's ROAD*Average)."""
+        return self.score_change.mean(dim=1)
+
+    @property
+    def accuracy(self) -> torch.Tensor:
+        """(P,) share of samples whose explained class is still predicted at each percentile."""
+        return self.still_predicted.to(self.score_change.dtype).mean(dim=0)
+
+
+def removal_masks(
+    saliency: torch.Tensor, percentiles: Sequence[float] = DEFAULT_PERCENTILES, order: str = "morf"
+) -> torch.Tensor:
+    """Pixels removed by ROAD at each percentile, with deterministic tie-breaking (see the module docstring).
+
+    Args:
+        saliency: (B, 1, *spatial) real tensor, larger = more relevant.
+        percentiles: share of pixels kept, in percent, each in (0, 100].
+        order: ``"morf"`` removes the most salient pixels, ``"lerf"`` the least salient.
+
+    Returns:
+        (B, P, *spatial) bool tensor, True where a pixel is removed; every sample loses exactly
+        ``N - round(N * p / 100)`` pixels at percentile p.
+    """
+    if order not in _ORDERS:
+        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}.")
+    if saliency.ndim < 3 or saliency.shape[1] != 1:
+        raise ValueError(f"saliency must have shape (B, 1, *spatial), got {tuple(saliency.shape)}.")
+    flat = saliency.reshape(saliency.shape[0], -1)
+    pixels = flat.shape[1]
+    kept = _kept_counts(percentiles, pixels)
+    ascending = torch.sort(flat, dim=1, stable=True).indices
+    rank = torch.empty_like(ascending)
+    rank.scatter_(1, ascending, torch.arange(pixels, device=flat.device).expand_as(ascending))
+    kept = torch.tensor(kept, device=flat.device).reshape(1, -1, 1)
+    rank = rank.unsqueeze(1)
+    removed = rank >= kept if order == "morf" else rank < pixels - kept
+    return removed.reshape(saliency.shape[0], len(percentiles), *saliency.shape[2:])
+
+
+def road(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    order: str = "morf",
+    score: str = "logit",
+    noise: float = 0.01,
+    batch_size: int | None = None,
+    neighbourhood: int | None = None,
+    spacing: Sequence[float] | None = None,
+    generator: torch.Generator | None = None,
+) -> ROADCurve:
+    """ROAD curve of one removal order for a batch of classifier inputs.
+
+    Args:
+        model: classifier returning (B, num_classes) logits; run in eval mode under ``torch.no_grad`` and given back
+            with every module's train/eval mode as it was.
+        images: (B, C, *spatial) model input, 2D or 3D; imputation works on these values as given (normalised or not).
+        saliency: (B, 1, *spatial) map per sample, larger = more relevant (e.g. a CAM at input resolution).
+        class_idx: explained class, an int for the batch or one per sample; ``None`` uses the predicted class.
+        percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
+        order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
+        score: ``"logit"`` (pytorch-grad-cam's ClassifierOutputTarget) or ``"probability"`` (softmax).
+        noise: standard deviation of the imputation noise, absolute, in image units (ROAD: 0.01 on [0, 1] images).
+        batch_size: most images per imputation and forward pass; ``None`` does all B * P at once.
+        neighbourhood: imputation neighbourhood, 8 or 4 in 2D, 26 or 6 in 3D (default: the full one).
+        spacing: physical pixel size per spatial axis for the imputation weights; ``None`` for isotropic.
+        generator: torch generator on the images' device for reproducible noise.
+
+    Returns:
+        ``ROADCurve`` with (B, P) ``score_change`` and ``still_predicted``.
+    """
+    curves = _road_curves(
+        model,
+        images,
+        saliency,
+        class_idx,
+        percentiles,
+        (order,),
+        score=score,
+        noise=noise,
+        batch_size=batch_size,
+        neighbourhood=neighbourhood,
+        spacing=spacing,
+        generator=generator,
+    )
+    return curves[order]
+
+
+def road_combined(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    score: str = "logit",
+    noise: float = 0.01,
+    batch_size: int | None = None,
+    neighbourhood: int | None = None,
+    spacing: Sequence[float] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``(mean LeRF score change - mean MoRF score change) / 2`` per sample (pytorch-grad-cam's ROADCombined).
+
+    Higher is better: a faithful map keeps the score when its least relevant pixels go and loses it when its most
+    relevant pixels go. Arguments as in ``road``; the unperturbed forward pass is shared by both orders.
+
+    Returns:
+        (B,) tensor.
+    """
+    curves = _road_curves(
+        model,
+        images,
+        saliency,
+        class_idx,
+        percentiles,
+        _ORDERS,
+        score=score,
+        noise=noise,
+        batch_size=batch_size,
+        neighbourhood=neighbourhood,
+        spacing=spacing,
+        generator=generator,
+    )
+    return (curves["lerf"].mean_score_change - curves["morf"].mean_score_change) / 2
+
+
+class ROADMetric(CumulativeIterationMetric):
+    """ROAD scores buffered per case across iterations (and distributed ranks), reduced like MONAI's DiceMetric.
+
+    Call signature (what an ignite handler's ``output_transform`` must produce)::
+
+        metric(y_pred=saliency, y=images, class_idx=None)
+
+    with ``saliency`` (B, 1, *spatial), ``images`` (B, C, *spatial) the model input, and ``class_idx`` the explained
+    class (int, per-sample sequence or tensor; ``None`` = the model's predicted class, which is what a plain
+    ``IgniteMetricHandler`` gets since it passes only ``(y_pred, y)``). Per-sample ``class_idx`` needs batch-first
+    tensors: with lists of channel-first tensors every item is computed on its own.
+
+    Each case adds one row; its columns are named by ``column_names``: the score change at every percentile of each
+    order, then the mean over percentiles (``order="morf"`` or ``"lerf"``, P + 1 columns) or, for
+    ``order="combined"``, the MoRF curve, the LeRF curve and ``road_combined`` (2 P + 1 columns).
+
+    Example::
+
+        metric = ROADMetric(model, order="combined")
+        for batch in loader:
+            saliency = explainer(batch["image"])["gradcam"]
+            metric(y_pred=saliency, y=batch["image"], class_idx=batch["label"])
+        curve = metric.aggregate()  # (2 P + 1,) mean over cases; curve[-1] is the mean ROADCombined
+
+    Args:
+        model: classifier returning (B, num_classes) logits, on the images' device.
+        percentiles, score, noise, batch_size, neighbourhood, spacing, generator: as in ``road``.
+        order: ``"morf"``, ``"lerf"`` or ``"combined"``.
+        reduction: MONAI reduction over the buffered (cases, columns) tensor; the default ``"mean_batch"`` averages
+            over cases and keeps the columns. NaN rows are ignored by the reduction.
+        get_not_nans: also return the number of non-NaN values per reduced entry.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        order: str = "combined",
+        score: str = "logit",
+        noise: float = 0.01,
+        batch_size: int | None = None,
+        neighbourhood: int | None = None,
+        spacing: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+        reduction: MetricReduction | str = MetricReduction.MEAN_BATCH,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__()
+        if order not in (*_ORDERS, "combined"):
+            raise ValueError(f"order must be 'morf', 'lerf' or 'combined', got {order!r}.")
+        _kept_counts(percentiles, None)
+        _check_score(score)
+        self.model = model
+        self.percentiles = tuple(percentiles)
+        self.order = order
+        self.score = score
+        self.noise = noise
+        self.batch_size = batch_size
+        self.neighbourhood = neighbourhood
+        self.spacing = spacing
+        self.generator = generator
+        self.reduction = reduction
+        self.get_not_nans = get_not_nans
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Name of every buffered column, e.g. ``("morf_10", ..., "morf_90", "morf_mean")``."""
+        if self.order == "combined":
+            return (*self._curve_names("morf"), *self._curve_names("lerf"), "combined")
+        return (*self._curve_names(self.order), f"{self.order}_mean")
+
+    def _curve_names(self, order: str) -> list[str]:
+        return [f"{order}_{p:g}" for p in self.percentiles]
+
+    def _compute_tensor(
+        self,
+        y_pred: torch.Tensor,
+        y: torch.Tensor | None = None,
+        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """ROAD scores of one batch.
+
+        Args:
+            y_pred: (B, 1, *spatial) saliency maps.
+            y: (B, C, *spatial) model input the maps explain.
+            class_idx: explained class per sample; ``None`` = predicted class.
+
+        Returns:
+            (B, len(column_names)) float tensor.
+        """
+        if y is None:
+            raise ValueError("ROADMetric needs the model input: call metric(y_pred=saliency, y=images).")
+        orders = _ORDERS if self.order == "combined" else (self.order,)
+        curves = _road_curves(
+            self.model,
+            y,
+            y_pred,
+            class_idx,
+            self.percentiles,
+            orders,
+            score=self.score,
+            noise=self.noise,
+            batch_size=self.batch_size,
+            neighbourhood=self.neighbourhood,
+            spacing=self.spacing,
+            generator=self.generator,
+        )
+        if self.order == "combined":
+            morf, lerf = curves["morf"], curves["lerf"]
+            combined = (lerf.mean_score_change - morf.mean_score_change) / 2
+            return torch.cat([morf.score_change, lerf.score_change, combined[:, None]], dim=1)
+        curve = curves[self.order]
+        return torch.cat([curve.score_change, curve.mean_score_change[:, None]], dim=1)
+
+    def aggregate(
+        self, reduction: MetricReduction | str | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Reduce the buffered (cases, columns) scores.
+
+        Args:
+            reduction: overrides the constructor's reduction (see ``monai.utils.MetricReduction``).
+
+        Returns:
+            The reduced scores ((columns,) for ``"mean_batch"``), and the not-NaN counts if ``get_not_nans``.
+        """
+        data = self.get_buffer()
+        if not isinstance(data, torch.Tensor):
+            raise ValueError(
+                f"the data to aggregate must be a PyTorch Tensor, got {type(data)}; call the metric first."
+            )
+        reduced, not_nans = do_metric_reduction(data, reduction or self.reduction)
+        return (reduced, not_nans) if self.get_not_nans else reduced
+
+
+def _kept_counts(percentiles: Sequence[float], pixels: int | None) -> list[int]:
+    """Number of pixels kept per percentile; validates the percentiles (and, given ``pixels``, that one is kept)."""
+    if len(percentiles) == 0 or any(not 0 < p <= 100 for p in percentiles):
+        raise ValueError(f"percentiles are shares of pixels kept, each in (0, 100], got {tuple(percentiles)}.")
+    if pixels is None:
+        return []
+    kept = [math.floor(pixels * p / 100 + 0.5) for p in percentiles]
+    if min(kept) == 0:
+        raise ValueError(
+            f"Percentile {min(percentiles)} keeps no pixel of an image with {pixels} pixels, so everything would be "
+            "removed; use larger percentiles or larger images."
+        )
+    return kept
+
+
+def _check_score(score: str) -> None:
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
+
+
+def _target_score(logits: torch.Tensor, class_idx: torch.Tensor, score: str) -> torch.Tensor:
+    if logits.ndim != 2:
+        raise ValueError(
+            "ROAD needs a classifier returning (B, num_classes) logits, "
+            f"the model returned shape {tuple(logits.shape)}."
+        )
+    values = logits.softmax(dim=1) if score == "probability" else logits
+    return values.gather(1, class_idx[:, None]).squeeze(1)
+
+
+def _road_curves(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None,
+    percentiles: Sequence[float],
+    orders: Sequence[str],
+    *,
+    score: str,
+    noise: float,
+    batch_size: int | None,
+    neighbourhood: int | None,
+    spacing: Sequence[float] | None,
+    generator: torch.Generator | None,
+) -> dict[str, ROADCurve]:
+    """ROAD curves for several orders sharing one unperturbed forward pass; see ``road`` for the arguments."""
+    _check_score(score)
+    if images.ndim not in (4, 5):
+        raise ValueError(f"images must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(images.shape)}.")
+    saliency = saliency.to(images.device)
+    check_batch_map("saliency", saliency, images)
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of images per forward pass, got {batch_size}.")
+    # (orders, B, P, *spatial); every (order, sample, percentile) triple is one imputed image
+    masks = torch.stack([removal_masks(saliency, percentiles, order) for order in orders])
+    triples = masks.shape[0] * masks.shape[1] * masks.shape[2]
+    chunk = batch_size or triples
+    order_index, sample_index, step_index = (
+        index.flatten().to(images.device)
+        for index in torch.meshgrid(*(torch.arange(n) for n in masks.shape[:3]), indexing="ij")
+    )
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = torch.cat([model(part) for part in images.split(chunk)])
+            target = per_sample_index(
+                logits.argmax(dim=1) if class_idx is None else class_idx, images.shape[0], images.device
+            )
+            before = _target_score(logits, target, score)
+            after_scores, after_classes = [], []
+            for start in range(0, triples, chunk):
+                part = slice(start, start + chunk)
+                samples_part = sample_index[part]
+                remove = masks[order_index[part], samples_part, step_index[part]].unsqueeze(1)
+                imputed = noisy_linear_impute(
+                    images[samples_part], remove, noise, neighbourhood, spacing, generator=generator
+                )
+                logits_after = model(imputed)
+                after_scores.append(_target_score(logits_after, target[samples_part], score))
+                after_classes.append(logits_after.argmax(dim=1))
+    finally:
+        for module, training in modes.items():
+            module.train(training)
+    shape = masks.shape[:3]
+    change = torch.cat(after_scores).reshape(shape) - before[None, :, None]
+    still = torch.cat(after_classes).reshape(shape) == target[None, :, None]
+    return {order: ROADCurve(order, tuple(percentiles), change[k], still[k]) for k, order in enumerate(orders)}

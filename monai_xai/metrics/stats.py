@@ -1,0 +1,239 @@
+"""Comparing explanation methods on per-case scores: paired t-test, one-way ANOVA with Tukey HSD, and the summary
+table (mean, std, min, max, n) of published XAI comparisons.
+
+This is the edge of the package: scores arrive as torch tensors (or arrays / sequences) and leave as plain Python
+numbers, computed with numpy and scipy. NaN marks a case a metric skipped (see
+:mod:`monai_xai.metrics.per_sample`); every function here drops NaN explicitly and reports how many it dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import stats as scipy_stats
+
+__all__ = [
+    "PairedTTest",
+    "PairwiseComparison",
+    "AnovaTukey",
+    "MethodSummary",
+    "paired_t_test",
+    "anova_tukey",
+    "summary_table",
+    "summary_markdown",
+]
+
+Scores = torch.Tensor | np.ndarray | Sequence[float]
+
+
+@dataclass(frozen=True)
+class PairedTTest:
+    """Paired t-test of method A against method B over the cases both scored.
+
+    Attributes:
+        statistic: t statistic of A - B.
+        pvalue: two-sided p-value.
+        mean_difference: mean of A - B over the pairs used.
+        n_pairs: number of cases used.
+        n_dropped: cases dropped because either score was NaN.
+    """
+
+    statistic: float
+    pvalue: float
+    mean_difference: float
+    n_pairs: int
+    n_dropped: int
+
+
+@dataclass(frozen=True)
+class PairwiseComparison:
+    """Tukey HSD comparison of two methods: ``mean_difference`` is mean(first) - mean(second)."""
+
+    first: str
+    second: str
+    mean_difference: float
+    pvalue: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class AnovaTukey:
+    """One-way ANOVA across methods and Tukey HSD post-hoc comparisons of every pair.
+
+    Attributes:
+        f_statistic, pvalue: ANOVA result.
+        comparisons: one :class:`PairwiseComparison` per unordered pair, in the order of the input methods.
+        n: cases used per method (NaN dropped).
+        n_dropped: NaN cases dropped per method.
+        confidence_level: of the Tukey confidence intervals.
+    """
+
+    f_statistic: float
+    pvalue: float
+    comparisons: list[PairwiseComparison]
+    n: dict[str, int]
+    n_dropped: dict[str, int]
+    confidence_level: float
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """One row of the summary table; statistics over the non-NaN cases (NaN when there are none).
+
+    Attributes:
+        method: method name.
+        mean, std, min, max: of the scores; ``std`` is the sample standard deviation (N - 1), NaN for n < 2.
+        n: cases used.
+        n_skipped: NaN cases left out.
+    """
+
+    method: str
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+    n_skipped: int
+
+
+def _as_vector(name: str, scores: Scores) -> np.ndarray:
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu().double().numpy()
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"scores of {name!r} must be one value per case, shape (N,), got {values.shape}.")
+    if np.isinf(values).any():
+        raise ValueError(f"scores of {name!r} contain infinite values; only NaN (skipped case) is allowed.")
+    return values
+
+
+def _finite_groups(scores: Mapping[str, Scores]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    if not isinstance(scores, Mapping) or not scores:
+        raise ValueError("scores must be a non-empty mapping {method name: per-case scores}.")
+    kept, dropped = {}, {}
+    for name, values in scores.items():
+        vector = _as_vector(name, values)
+        kept[name] = vector[~np.isnan(vector)]
+        dropped[name] = int(np.isnan(vector).sum())
+    return kept, dropped
+
+
+def paired_t_test(scores_a: Scores, scores_b: Scores) -> PairedTTest:
+    """Paired (dependent) t-test between two methods' scores on the same cases (``scipy.stats.ttest_rel``).
+
+    A case where either method's score is NaN is dropped from both, so the test stays paired.
+
+    Args:
+        scores_a: (N,) per-case scores of method A.
+        scores_b: (N,) per-case scores of method B, case ``i`` matching ``scores_a[i]``.
+
+    Returns:
+        :class:`PairedTTest`.
+    """
+    first, second = _as_vector("scores_a", scores_a), _as_vector("scores_b", scores_b)
+    if first.shape != second.shape:
+        raise ValueError(
+            f"paired scores must have one value per case for both methods, got {first.shape} and {second.shape}."
+        )
+    both = ~(np.isnan(first) | np.isnan(second))
+    if both.sum() < 2:
+        raise ValueError(f"a paired t-test needs at least 2 cases scored by both methods, got {int(both.sum())}.")
+    result = scipy_stats.ttest_rel(first[both], second[both])
+    return PairedTTest(
+        statistic=float(result.statistic),
+        pvalue=float(result.pvalue),
+        mean_difference=float(np.mean(first[both] - second[both])),
+        n_pairs=int(both.sum()),
+        n_dropped=int((~both).sum()),
+    )
+
+
+def anova_tukey(scores: Mapping[str, Scores], confidence_level: float = 0.95) -> AnovaTukey:
+    """One-way ANOVA (``scipy.stats.f_oneway``) across methods, then Tukey HSD (``scipy.stats.tukey_hsd``).
+
+    The groups are treated as independent; NaN cases are dropped per method (groups may then differ in size).
+
+    Args:
+        scores: {method name: (N_m,) per-case scores}, at least two methods with at least two cases each.
+        confidence_level: of the Tukey confidence intervals (default 0.95).
+
+    Returns:
+        :class:`AnovaTukey`.
+    """
+    groups, dropped = _finite_groups(scores)
+    if len(groups) < 2:
+        raise ValueError("ANOVA needs at least two methods.")
+    short = [name for name, values in groups.items() if values.size < 2]
+    if short:
+        raise ValueError(f"every method needs at least 2 non-NaN scores for ANOVA; too few for {short}.")
+    names, samples = list(groups), list(groups.values())
+    anova = scipy_stats.f_oneway(*samples)
+    tukey = scipy_stats.tukey_hsd(*samples)
+    interval = tukey.confidence_interval(confidence_level=confidence_level)
+    comparisons = [
+        PairwiseComparison(
+            first=names[i],
+            second=names[j],
+            mean_difference=float(tukey.statistic[i, j]),
+            pvalue=float(tukey.pvalue[i, j]),
+            ci_low=float(interval.low[i, j]),
+            ci_high=float(interval.high[i, j]),
+        )
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
+    ]
+    return AnovaTukey(
+        f_statistic=float(anova.statistic),
+        pvalue=float(anova.pvalue),
+        comparisons=comparisons,
+        n={name: int(values.size) for name, values in groups.items()},
+        n_dropped=dropped,
+        confidence_level=confidence_level,
+    )
+
+
+def summary_table(scores: Mapping[str, Scores]) -> list[MethodSummary]:
+    """Mean, sample std (N - 1), min, max and n of each method's non-NaN scores, one row per method in input order.
+
+    Args:
+        scores: {method name: (N_m,) per-case scores}; NaN cases are counted in ``n_skipped`` and left out.
+    """
+    groups, dropped = _finite_groups(scores)
+    rows = []
+    for name, values in groups.items():
+        empty = values.size == 0
+        rows.append(
+            MethodSummary(
+                method=name,
+                mean=math.nan if empty else float(values.mean()),
+                std=float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                min=math.nan if empty else float(values.min()),
+                max=math.nan if empty else float(values.max()),
+                n=int(values.size),
+                n_skipped=dropped[name],
+            )
+        )
+    return rows
+
+
+def summary_markdown(rows: Sequence[MethodSummary], digits: int = 4) -> str:
+    """Render :func:`summary_table` rows as a Markdown table (``digits`` decimals; NaN shown as ``-``)."""
+
+    def number(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+    lines = ["| method | mean | std | min | max | n | skipped |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        cells = [
+            row.method,
+            *(number(v) for v in (row.mean, row.std, row.min, row.max)),
+            str(row.n),
+            str(row.n_skipped),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
