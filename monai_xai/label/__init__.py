@@ -1,0 +1,32 @@
+"""MONAI Label integration: an infer task that serves class-activation maps to 3D Slicer and other REST clients.
+
+Importing this package needs ``monailabel`` (``pip install monailabel``, with ``pydicom<3`` for monailabel 0.8.5).
+"""
+
+from monai_xai.label.heatmap_io import (
+    HeatBin,
+    HeatmapToInputGridd,
+    QuantizeHeatmapd,
+    heat_bins,
+    heat_color,
+    quantize_heatmap,
+    resample_to_grid,
+)
+from monai_xai.label.infer_tasks import DEFAULT_METHODS, BundleExplainTask, CompatibleBundleInferTask
+from monai_xai.label.options import ExplainOptions, InvalidExplainRequest, parse_explain_options
+
+__all__ = [
+    "BundleExplainTask",
+    "CompatibleBundleInferTask",
+    "DEFAULT_METHODS",
+    "ExplainOptions",
+    "InvalidExplainRequest",
+    "parse_explain_options",
+    "HeatBin",
+    "HeatmapToInputGridd",
+    "QuantizeHeatmapd",
+    "heat_bins",
+    "heat_color",
+    "quantize_heatmap",
+    "resample_to_grid",
+]

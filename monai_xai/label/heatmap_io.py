@@ -1,0 +1,216 @@
+"""Heatmaps for viewers: resampling back onto the input image's grid and quantising into named, coloured bins.
+
+3D Slicer's MONAI Label module loads every inference result as a ``uint8`` label map whose values it turns into
+segments, one per label name. A heatmap in [0, 1] is therefore also delivered as a label map: the unit interval is cut
+into ``n_bins`` equal bins, bin ``k`` (1-based) covers ``[(k - 1) / n, k / n)`` (the last bin includes 1), is written as
+label value ``k`` and named e.g. ``"heat 0.5-0.6"``; voxels below ``min_heat`` get label 0 (no segment), so the cold
+background does not cover the image. Each bin carries a colour on a cold-to-hot scale (blue, cyan, green, yellow, red).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, SpatialResample
+
+__all__ = [
+    "HeatBin",
+    "heat_bins",
+    "heat_color",
+    "quantize_heatmap",
+    "resample_to_grid",
+    "HeatmapToInputGridd",
+    "QuantizeHeatmapd",
+]
+
+# Cold-to-hot colour scale: (position in [0, 1], RGB in [0, 1]); piecewise linear between the anchors.
+_COLD_TO_HOT = (
+    (0.00, (0.0, 0.0, 1.0)),
+    (0.25, (0.0, 1.0, 1.0)),
+    (0.50, (0.0, 1.0, 0.0)),
+    (0.75, (1.0, 1.0, 0.0)),
+    (1.00, (1.0, 0.0, 0.0)),
+)
+
+
+@dataclass(frozen=True)
+class HeatBin:
+    """One bin of a quantised heatmap.
+
+    Attributes:
+        label: label value in the label map, 1..n_bins.
+        name: segment name, ``"heat <low>-<high>"``.
+        low: lower edge (included).
+        high: upper edge (excluded, except 1.0 for the last bin).
+        color: RGB in [0, 1], the cold-to-hot colour of the bin's centre.
+    """
+
+    label: int
+    name: str
+    low: float
+    high: float
+    color: tuple[float, float, float]
+
+
+def heat_color(value: float) -> tuple[float, float, float]:
+    """Cold-to-hot colour (blue, cyan, green, yellow, red) of ``value`` in [0, 1], as RGB in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"value must be in [0, 1], got {value}.")
+    positions = [position for position, _ in _COLD_TO_HOT]
+    channels = np.asarray([rgb for _, rgb in _COLD_TO_HOT])
+    return tuple(round(float(np.interp(value, positions, channels[:, c])), 4) for c in range(3))
+
+
+def _decimals(n_bins: int) -> int:
+    """Decimals for the edges k / n_bins: exact when 3 or fewer suffice (1 for 10 bins, 2 for 4, 3 for 8), else as
+    many as keep neighbouring names distinct (2 up to 100 bins, 3 above)."""
+    for decimals in (1, 2, 3):
+        if 10**decimals % n_bins == 0:
+            return decimals
+    return 2 if n_bins <= 100 else 3
+
+
+def heat_bins(n_bins: int) -> list[HeatBin]:
+    """The ``n_bins`` equal bins of [0, 1], coldest first.
+
+    Args:
+        n_bins: number of bins, 1 to 255 (label values must fit ``uint8``).
+
+    Returns:
+        list of :class:`HeatBin`, ``label`` 1..n_bins.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or not 1 <= n_bins <= 255:
+        raise ValueError(f"n_bins must be an int in [1, 255] (label values are uint8), got {n_bins!r}.")
+    decimals = _decimals(n_bins)
+    bins = []
+    for index in range(n_bins):
+        low, high = index / n_bins, (index + 1) / n_bins
+        name = f"heat {low:.{decimals}f}-{high:.{decimals}f}"
+        bins.append(HeatBin(index + 1, name, low, high, heat_color((low + high) / 2)))
+    return bins
+
+
+def quantize_heatmap(heatmap: torch.Tensor, n_bins: int, min_heat: float = 0.0) -> torch.Tensor:
+    """Label map of a heatmap: voxel value ``h`` in bin ``k`` (see :func:`heat_bins`) gets label ``k``.
+
+    Args:
+        heatmap: tensor of any shape with values in [0, 1] (e.g. (1, *spatial)).
+        n_bins: number of equal bins of [0, 1], 1 to 255.
+        min_heat: voxels with ``h < min_heat`` get label 0 (no segment); in [0, 1], default 0 (every voxel labelled).
+
+    Returns:
+        uint8 tensor of ``heatmap``'s shape and device, values 0..n_bins.
+    """
+    heat_bins(n_bins)  # validates n_bins
+    if not 0.0 <= min_heat <= 1.0:
+        raise ValueError(f"min_heat must be in [0, 1], got {min_heat}.")
+    if heatmap.numel() and (heatmap.amin() < 0 or heatmap.amax() > 1 or not torch.isfinite(heatmap).all()):
+        raise ValueError(
+            f"heatmap values must be finite and in [0, 1], got range [{float(heatmap.amin())}, "
+            f"{float(heatmap.amax())}]; normalise it first (e.g. monai_xai.utils.normalize_per_sample)."
+        )
+    values = torch.as_tensor(heatmap).float()
+    labels = (values * n_bins).floor().clamp(0, n_bins - 1) + 1
+    return torch.where(values >= min_heat, labels, torch.zeros_like(labels)).to(torch.uint8)
+
+
+def resample_to_grid(
+    volume: MetaTensor,
+    dst_affine: torch.Tensor | np.ndarray,
+    spatial_size: Sequence[int],
+    mode: str = "bilinear",
+) -> MetaTensor:
+    """Resample a channel-first volume onto another voxel grid of the same world space.
+
+    The voxel-to-world affines say where every voxel lies, so this undoes any chain of spatial preprocessing
+    (orientation, spacing, crop, pad, resize) that kept ``volume.affine`` up to date, as MONAI's spatial transforms do;
+    it needs no invertible-transform trace. World points outside ``volume`` get 0.
+
+    Args:
+        volume: (C, *spatial) MetaTensor whose ``affine`` maps its voxels to world (RAS, mm) coordinates.
+        dst_affine: (r + 1, r + 1) voxel-to-world affine of the destination grid (r = number of spatial dims).
+        spatial_size: destination shape (r ints).
+        mode: ``"bilinear"`` (heatmaps) or ``"nearest"`` (masks).
+
+    Returns:
+        (C, *spatial_size) float32 MetaTensor with ``affine == dst_affine``.
+    """
+    if not isinstance(volume, MetaTensor):
+        raise TypeError(f"volume must be a MetaTensor carrying its affine, got {type(volume).__name__}.")
+    rank = volume.ndim - 1
+    dst_affine = torch.as_tensor(np.asarray(dst_affine), dtype=torch.float64)
+    if tuple(dst_affine.shape) != (rank + 1, rank + 1) or len(spatial_size) != rank:
+        raise ValueError(
+            f"a (C, *spatial) volume with {rank} spatial dims needs a ({rank + 1}, {rank + 1}) dst_affine and "
+            f"{rank} spatial sizes, got {tuple(dst_affine.shape)} and {tuple(spatial_size)}."
+        )
+    resampler = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float64)
+    resampled = resampler(volume, dst_affine=dst_affine, spatial_size=[int(s) for s in spatial_size])
+    return resampled.float()
+
+
+class HeatmapToInputGridd(MapTransform):
+    """Put heatmaps computed on the preprocessed image back onto the grid of the image as it was loaded.
+
+    The loaded grid is read from the preprocessed image's meta (``original_affine`` and ``spatial_shape``, written by
+    ``LoadImage``); values are clamped to [0, 1] after the bilinear resampling.
+
+    Args:
+        keys: keys of (C, *spatial) MetaTensor heatmaps on the preprocessed grid.
+        image_key: key of the preprocessed image (MetaTensor) whose meta holds the loaded grid.
+        meta_key_postfix: the heatmap's meta dict ``f"{key}_{postfix}"`` receives ``affine`` (the loaded affine), as
+            MONAI Label's writer expects.
+    """
+
+    def __init__(self, keys: KeysCollection, image_key: str = "image", meta_key_postfix: str = "meta_dict") -> None:
+        super().__init__(keys)
+        self.image_key = image_key
+        self.meta_key_postfix = meta_key_postfix
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        image = d[self.image_key]
+        meta = image.meta if isinstance(image, MetaTensor) else {}
+        original_affine, spatial_shape = meta.get("original_affine"), meta.get("spatial_shape")
+        if original_affine is None or spatial_shape is None:
+            raise ValueError(
+                f"{self.image_key!r} has no 'original_affine'/'spatial_shape' meta; load it with MONAI's LoadImage "
+                "(a file path), not as an in-memory array."
+            )
+        spatial_shape = [int(s) for s in np.asarray(spatial_shape).reshape(-1)]
+        for key in self.key_iterator(d):
+            heatmap = d[key]
+            if not isinstance(heatmap, MetaTensor):
+                heatmap = MetaTensor(heatmap, affine=image.affine)
+            d[key] = resample_to_grid(heatmap, original_affine, spatial_shape[-(heatmap.ndim - 1) :]).clamp(0, 1)
+            d.setdefault(f"{key}_{self.meta_key_postfix}", {})["affine"] = np.asarray(original_affine)
+        return d
+
+
+class QuantizeHeatmapd(MapTransform):
+    """Dictionary wrapper of :func:`quantize_heatmap`: heatmaps in [0, 1] to uint8 label maps of ``n_bins`` bins.
+
+    Args:
+        keys: keys of heatmap tensors in [0, 1].
+        n_bins: number of equal bins, 1 to 255.
+        min_heat: voxels below this get label 0.
+    """
+
+    def __init__(self, keys: KeysCollection, n_bins: int, min_heat: float = 0.0) -> None:
+        super().__init__(keys)
+        heat_bins(n_bins)
+        self.n_bins = n_bins
+        self.min_heat = min_heat
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            heatmap = d[key]
+            labels = quantize_heatmap(torch.as_tensor(heatmap), self.n_bins, self.min_heat)
+            d[key] = MetaTensor(labels, meta=heatmap.meta) if isinstance(heatmap, MetaTensor) else labels
+        return d

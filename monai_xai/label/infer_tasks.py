@@ -1,0 +1,296 @@
+"""MONAI Label infer task that explains a bundle's network with class-activation maps, for 3D Slicer and REST clients.
+
+``BundleExplainTask`` reads the same parts of a bundle as MONAI Label's ``BundleInferTask`` (``network_def``,
+``preprocessing``, ``inferer`` from ``configs/inference.json``, weights from ``models/model.pt``) and answers an infer
+request with the CAM of the requested method, class and (segmentation) pixel set, put back onto the grid of the image
+as it was loaded. The result volume is either a ``uint8`` label map of heat bins (named ``"heat 0.5-0.6"``, the form
+Slicer's MONAI Label module displays as segments) or the ``float32`` heatmap in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from fastapi import HTTPException
+from monai.data import MetaTensor
+from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.transforms import SqueezeDimd
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
+
+from monai_xai.cams import GRADIENT_METHODS, PERTURBATION_METHODS, CAMExplainer
+from monai_xai.label.heatmap_io import HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
+from monai_xai.label.options import (
+    PIXEL_SETS,
+    PREDICTED,
+    RESULT_VOLUMES,
+    ExplainOptions,
+    InvalidExplainRequest,
+    parse_explain_options,
+)
+
+__all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS"]
+
+logger = logging.getLogger(__name__)
+
+# Gradient methods first (one forward and one backward pass), perturbation methods last (many forward passes).
+DEFAULT_METHODS = ("gradcam", *[name for name in GRADIENT_METHODS if name != "gradcam"], *PERTURBATION_METHODS)
+_OPTIONS_KEY = "explain_options"
+
+
+class CompatibleBundleInferTask(BundleInferTask):
+    """MONAI Label's ``BundleInferTask`` made to run bundles whose preprocessing also names optional keys, on MONAI 1.6.
+
+    Two fixes, nothing else changes:
+
+    - the bundle's own ``LoadImaged`` is kept (``extend_load_image=False`` by default): MONAI Label's replacement
+      ignores ``allow_missing_keys``, so a bundle loading ``["image", "label"]`` fails on an image-only request;
+    - the request's ``image_path`` string is hidden from the pre-transforms: MONAI 1.6's ``Spacingd`` updates every
+      ``image_*`` entry as a meta dict when the input is NIfTI, and fails on that string.
+
+    Args:
+        path, conf, kwargs: as ``BundleInferTask``.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
+        kwargs.setdefault("extend_load_image", False)
+        super().__init__(path, conf, **kwargs)
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        hidden = {
+            key: data.pop(key)
+            for key in list(data)
+            if key.startswith(f"{self.input_key}_") and isinstance(data[key], str)
+        }
+        data = super().run_pre_transforms(data, transforms)
+        data.update(hidden)
+        return data
+
+
+class BundleExplainTask(CompatibleBundleInferTask):
+    """Explain a MONAI bundle's predictions with class-activation maps, as a MONAI Label infer task.
+
+    Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
+    ``method`` (CAM method), ``target_layer``, ``class`` (name, index, or ``"predicted"`` for classifiers),
+    ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained),
+    ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
+    label ``k`` = bin ``k``; ``"heatmap"``: float32 in [0, 1], written as float32 whatever ``result_dtype`` says).
+    The result JSON holds the explained class, the prediction, the bins (names, edges, cold-to-hot colours) and, for
+    ``"bins"``, ``label_names`` mapping bin names to label values, which Slicer uses to name the segments.
+
+    Bad requests raise ``fastapi.HTTPException`` (422 with the reason; 404 for a missing image) so MONAI Label's REST
+    server answers with the message and keeps serving.
+
+    Args:
+        path: bundle folder (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``).
+        conf: MONAI Label app conf (``preload`` is read, as by ``BundleInferTask``).
+        methods: offered CAM methods, the first is the default; default :data:`DEFAULT_METHODS`.
+        target_layers: offered layers (dotted names), the first is the default; default the keys of the bundle
+            metadata's ``cam_target_layers``.
+        n_bins: default number of heat bins.
+        min_heat: default heat below which voxels stay unlabelled, in [0, 1].
+        const: bundle constants (config names and keys), as for ``BundleInferTask``.
+        kwargs: passed to ``BundleInferTask`` (e.g. ``load_strict``).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        conf: dict[str, str],
+        methods: Sequence[str] | None = None,
+        target_layers: Sequence[str] | None = None,
+        n_bins: int = 10,
+        min_heat: float = 0.1,
+        const: BundleConstants | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(path, conf, const=const, type=InferType.SEGMENTATION, add_post_restore=False, **kwargs)
+        if not self.valid:
+            return
+        with open(os.path.join(path, "configs", self.const.metadata_json())) as metadata_file:
+            metadata = json.load(metadata_file)
+        outputs = metadata["network_data_format"]["outputs"][self.key_pred]
+        self.segmentation = bool(outputs.get("spatial_shape")) or outputs.get("format") == "segmentation"
+        channel_def = outputs.get("channel_def", {})
+        self.class_names = [str(channel_def.get(str(c), f"class {c}")) for c in range(int(outputs["num_channels"]))]
+
+        self.methods = tuple(methods) if methods is not None else DEFAULT_METHODS
+        unknown = [name for name in self.methods if name not in GRADIENT_METHODS and name not in PERTURBATION_METHODS]
+        if not self.methods or unknown:
+            raise ValueError(
+                f"methods must be a non-empty subset of {[*GRADIENT_METHODS, *PERTURBATION_METHODS]}, got {methods}."
+            )
+        self.target_layers = tuple(target_layers or metadata.get("cam_target_layers", {}))
+        if not self.target_layers:
+            raise ValueError(
+                f"{path}: no target layers; pass target_layers=[...] or list them in the bundle metadata as "
+                '"cam_target_layers": {"<dotted layer name>": "<description>"}.'
+            )
+        self.n_bins, self.min_heat = n_bins, min_heat
+        # Validates the defaults now rather than on the first request.
+        parse_explain_options({}, self.methods, self.target_layers, self.class_names, self.segmentation)
+        self.labels = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(n_bins)}
+
+        network_name = metadata.get("name", os.path.basename(os.path.normpath(path)))
+        self.description = (
+            f"Class-activation maps of '{network_name}' ({'segmentation' if self.segmentation else 'classification'}"
+            f"), as {n_bins} heat bins (segments 'heat <low>-<high>') or a float heatmap (result_volume=heatmap)."
+        )
+        foreground = [name for name in self.class_names if name.lower() != "background"]
+        class_choices = [*foreground, *[n for n in self.class_names if n not in foreground]]
+        self._config.update(
+            {
+                "method": list(self.methods),
+                "target_layer": list(self.target_layers),
+                "class": class_choices if self.segmentation else [PREDICTED, *self.class_names],
+                **({"pixel_set": list(PIXEL_SETS)} if self.segmentation else {}),
+                "bins": n_bins,
+                "min_heat": min_heat,
+                "result_volume": list(RESULT_VOLUMES),
+            }
+        )
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["explain"] = {
+            "segmentation": self.segmentation,
+            "classes": self.class_names,
+            "methods": list(self.methods),
+            "target_layers": list(self.target_layers),
+            "pixel_sets": list(PIXEL_SETS) if self.segmentation else [],
+            "result_volumes": list(RESULT_VOLUMES),
+            "bins": self.n_bins,
+            "min_heat": self.min_heat,
+        }
+        return info
+
+    def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
+        """Run one explain request; see the class docstring for the params and errors."""
+        model = request.get("model", os.path.basename(self.bundle_path))
+        try:
+            options = parse_explain_options(
+                {**self._config, **request},
+                self.methods,
+                self.target_layers,
+                self.class_names,
+                self.segmentation,
+                default_bins=self.n_bins,
+                default_min_heat=self.min_heat,
+            )
+        except InvalidExplainRequest as error:
+            raise HTTPException(status_code=422, detail=f"{model}: {error}") from error
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            raise HTTPException(
+                status_code=404, detail=f"{model}: image {image!r} not found (give an image id of the studies folder)."
+            )
+        try:
+            result_file, result_json = super().__call__({**request, _OPTIONS_KEY: options}, callbacks)
+        except HTTPException:
+            raise
+        except Exception as error:
+            logger.exception("explain request failed")
+            raise HTTPException(
+                status_code=500, detail=f"{model}: explanation failed: {type(error).__name__}: {error}"
+            ) from error
+        if options.result_volume == "bins":
+            result_json["label_names"] = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(options.n_bins)}
+        else:
+            result_json.pop("label_names", None)
+        return result_file, result_json
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
+        """Predict once, then compute the CAM of the requested target on the preprocessed image.
+
+        MONAI Label runs inferers under ``torch.no_grad()``; the CAM runs under ``torch.enable_grad()``.
+        ``data[output_label_key]`` receives the (1, *spatial) heatmap in [0, 1] on the preprocessed grid and
+        ``data[output_json_key]`` the explanation summary.
+        """
+        options: ExplainOptions = data[_OPTIONS_KEY]
+        network = self._get_network(device, data)
+        image = data[self.input_key]
+        pixels = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image)[None]
+        pixels = pixels.to(torch.device(device)).float()
+        inferer = self.inferer(data)
+        with torch.no_grad():
+            outputs = inferer(pixels, network)
+        class_idx = options.class_idx if options.class_idx is not None else int(outputs[0].argmax())
+        summary = self._summary(options, class_idx, outputs[0])
+
+        explainer = CAMExplainer(network, options.target_layer, methods=(options.method,), **_window_options(inferer))
+        with torch.enable_grad():
+            heatmap = explainer(pixels, class_idx=class_idx, mask=options.pixel_set)[options.method][0]
+        affine = image.affine if isinstance(image, MetaTensor) else None
+        data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
+        data[self.output_json_key] = summary
+        return data
+
+    def inverse_transforms(self, data: dict | None = None) -> None:
+        """None: the heatmap is put back onto the input grid by affine resampling in :meth:`post_transforms`."""
+        return None
+
+    def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        """Resample the heatmap onto the loaded image's grid, quantise it for ``"bins"``, drop the channel dim."""
+        options: ExplainOptions = data[_OPTIONS_KEY]
+        key = self.output_label_key
+        transforms: list[Callable] = [HeatmapToInputGridd(keys=key, image_key=self.input_key)]
+        if options.result_volume == "bins":
+            transforms.append(QuantizeHeatmapd(keys=key, n_bins=options.n_bins, min_heat=options.min_heat))
+        transforms.append(SqueezeDimd(keys=key, dim=0))
+        return transforms
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
+        """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8)."""
+        options: ExplainOptions = data[_OPTIONS_KEY]
+        return super().writer(
+            data, extension=extension, dtype="uint8" if options.result_volume == "bins" else "float32"
+        )
+
+    def _summary(self, options: ExplainOptions, class_idx: int, outputs: torch.Tensor) -> dict[str, Any]:
+        """JSON-ready description of the explanation and of the prediction it explains."""
+        summary: dict[str, Any] = {
+            "method": options.method,
+            "target_layer": options.target_layer,
+            "class": self.class_names[class_idx],
+            "class_index": class_idx,
+            "result_volume": options.result_volume,
+        }
+        if self.segmentation:
+            predicted = outputs.argmax(dim=0) == class_idx if outputs.shape[0] > 1 else outputs[0] > 0
+            summary["pixel_set"] = options.pixel_set
+            summary["predicted_voxels"] = int(predicted.sum())
+            if not predicted.any():
+                summary["warning"] = (
+                    f"the network predicts no voxel of class '{self.class_names[class_idx]}': the pixel set is empty "
+                    "and the heatmap is all zeros."
+                )
+        else:
+            scores = outputs.softmax(dim=0) if outputs.shape[0] > 1 else outputs.sigmoid()
+            summary["predicted_class"] = self.class_names[int(outputs.argmax())]
+            summary["probabilities"] = {name: float(p) for name, p in zip(self.class_names, scores)}
+        bins = heat_bins(options.n_bins)
+        summary["bins"] = [
+            {"label": b.label, "name": b.name, "low": b.low, "high": b.high, "color": list(b.color)} for b in bins
+        ]
+        summary["min_heat"] = options.min_heat
+        summary["label_colors"] = {b.name: list(b.color) for b in bins}
+        return summary
+
+
+def _window_options(inferer: Inferer) -> dict[str, Any]:
+    """CAMExplainer sliding-window arguments mirroring the bundle's inferer (none for a whole-image inferer)."""
+    if isinstance(inferer, SlidingWindowInferer):
+        return {
+            "roi_size": inferer.roi_size,
+            "sw_batch_size": inferer.sw_batch_size,
+            "overlap": inferer.overlap,
+            "sw_mode": str(inferer.mode.value),
+        }
+    if not isinstance(inferer, SimpleInferer):
+        logger.warning(f"{type(inferer).__name__} is not a sliding-window inferer: explaining the whole image at once.")
+    return {}

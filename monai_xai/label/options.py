@@ -1,0 +1,145 @@
+"""The options of an explain request (method, class, pixel set, bins) read from MONAI Label request params.
+
+MONAI Label merges a model's ``config`` (as listed by ``/info``) under the request's params, and a config entry that is
+a list means "choose one, the first is the default" (3D Slicer shows it as a combo box and sends the chosen item). So
+every option here accepts either a plain value or such a list, whose first item is taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from monai_xai.label.heatmap_io import heat_bins
+
+__all__ = [
+    "ExplainOptions",
+    "InvalidExplainRequest",
+    "PIXEL_SETS",
+    "RESULT_VOLUMES",
+    "PREDICTED",
+    "parse_explain_options",
+]
+
+PREDICTED = "predicted"
+# Segmentation pixel sets selectable by name (see monai_xai.cams.targets.build_target).
+PIXEL_SETS = ("pred", "largest_component")
+# "bins": uint8 label map of heat bins (what Slicer displays as segments); "heatmap": float32 volume in [0, 1].
+RESULT_VOLUMES = ("bins", "heatmap")
+
+
+class InvalidExplainRequest(ValueError):
+    """A request asks for something the explain task does not offer (unknown method, class out of range, ...)."""
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """What one explain request asks for.
+
+    Attributes:
+        method: CAM method name (``monai_xai.cams`` registry name).
+        target_layer: dotted name of the explained layer.
+        class_idx: output channel to explain; None for a classifier means its predicted class.
+        pixel_set: segmentation only: ``"pred"`` or ``"largest_component"``; None for classifiers.
+        n_bins: number of heat bins of the label-map result, 1 to 255.
+        min_heat: heat below this is left unlabelled in the label-map result, in [0, 1].
+        result_volume: ``"bins"`` (uint8 label map) or ``"heatmap"`` (float32 in [0, 1]).
+    """
+
+    method: str
+    target_layer: str
+    class_idx: int | None
+    pixel_set: str | None
+    n_bins: int
+    min_heat: float
+    result_volume: str
+
+
+def _chosen(params: Mapping[str, object], key: str, default: object) -> object:
+    value = params.get(key, default)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise InvalidExplainRequest(f"{key!r} is an empty list; send one value.")
+        return value[0]
+    return value
+
+
+def _choice(params: Mapping[str, object], key: str, allowed: Sequence[str]) -> str:
+    value = _chosen(params, key, allowed[0])
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidExplainRequest(f"unknown {key} {value!r}; choose one of {list(allowed)}.")
+    return value
+
+
+def _class_index(value: object, class_names: Sequence[str], segmentation: bool) -> int | None:
+    """A class given by name (case-insensitive), by index (int or digit string), or ``"predicted"`` (classifiers)."""
+    choices = [*([] if segmentation else [PREDICTED]), *class_names]
+    if isinstance(value, str) and value.strip().lower() == PREDICTED and not segmentation:
+        return None
+    if isinstance(value, str) and value.strip().lower() in [name.lower() for name in class_names]:
+        return [name.lower() for name in class_names].index(value.strip().lower())
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value < len(class_names):
+            return value
+        raise InvalidExplainRequest(
+            f"class {value} is out of range: the network has {len(class_names)} classes "
+            f"(0..{len(class_names) - 1}: {list(class_names)})."
+        )
+    raise InvalidExplainRequest(f"unknown class {value!r}; choose one of {choices} or a class index.")
+
+
+def parse_explain_options(
+    params: Mapping[str, object],
+    methods: Sequence[str],
+    target_layers: Sequence[str],
+    class_names: Sequence[str],
+    segmentation: bool,
+    default_class: str | None = None,
+    default_bins: int = 10,
+    default_min_heat: float = 0.1,
+) -> ExplainOptions:
+    """Validate and read the explain options of a request.
+
+    Args:
+        params: request params: ``method``, ``target_layer``, ``class``, ``pixel_set`` (segmentation), ``bins``,
+            ``min_heat``, ``result_volume``; each a value or a list whose first item is taken; missing ones default.
+        methods: offered method names, the first is the default.
+        target_layers: offered layer names, the first is the default.
+        class_names: one name per output channel, in channel order.
+        segmentation: whether the network is a segmenter (then a class is required and a pixel set is read).
+        default_class: class used when the request names none: for classifiers ``"predicted"``, for segmenters the
+            first class not called "background" unless given here.
+        default_bins: bins when the request names none.
+        default_min_heat: ``min_heat`` when the request names none.
+
+    Raises:
+        InvalidExplainRequest: on an unknown method, layer, class, pixel set or result volume, a class index out of
+            range, or bins / min_heat out of range; the message says what is allowed.
+    """
+    method = _choice(params, "method", methods)
+    target_layer = _choice(params, "target_layer", target_layers)
+    if default_class is None:
+        foreground = [name for name in class_names if name.lower() != "background"]
+        default_class = (foreground or list(class_names))[0] if segmentation else PREDICTED
+    class_idx = _class_index(_chosen(params, "class", default_class), class_names, segmentation)
+    pixel_set = _choice(params, "pixel_set", PIXEL_SETS) if segmentation else None
+
+    n_bins = _chosen(params, "bins", default_bins)
+    try:
+        n_bins = int(n_bins) if isinstance(n_bins, (int, str)) and not isinstance(n_bins, bool) else n_bins
+        heat_bins(n_bins)
+    except ValueError as error:
+        raise InvalidExplainRequest(f"bins must be an int in [1, 255], got {n_bins!r}.") from error
+
+    min_heat = _chosen(params, "min_heat", default_min_heat)
+    try:
+        min_heat = float(min_heat)
+    except (TypeError, ValueError) as error:
+        raise InvalidExplainRequest(f"min_heat must be a number in [0, 1], got {min_heat!r}.") from error
+    if not 0.0 <= min_heat <= 1.0:
+        raise InvalidExplainRequest(f"min_heat must be in [0, 1], got {min_heat}.")
+
+    result_volume = _choice(params, "result_volume", RESULT_VOLUMES)
+    return ExplainOptions(method, target_layer, class_idx, pixel_set, n_bins, min_heat, result_volume)

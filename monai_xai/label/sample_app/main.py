@@ -1,0 +1,77 @@
+"""MONAI Label app serving MONAI bundles and their class-activation-map explanations from a local studies folder.
+
+Start it (see docs/monai_label.md)::
+
+    monailabel start_server --app <copy of this folder> --studies <folder of NIfTI/NRRD volumes> \
+        --conf bundles <folder holding bundle folders> --conf zoo_source github --conf sam2 false
+
+For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` the app serves two models:
+``<bundle>`` (the bundle's own inference, MONAI Label's ``BundleInferTask`` with the fixes of
+:class:`monai_xai.label.CompatibleBundleInferTask`) and ``<bundle>_explain`` (CAMs,
+:class:`monai_xai.label.BundleExplainTask`). App conf (``--conf key value``):
+
+- ``bundles``: folder holding the bundle folders (default ``<app>/model``, MONAI Label's convention).
+- ``models``: comma-separated bundle names to serve (default: every valid bundle in ``bundles``).
+- ``explain_methods``: comma-separated CAM methods offered (default: all of ``monai_xai.label.DEFAULT_METHODS``).
+- ``bins``: default number of heat bins (default 10); ``min_heat``: default unlabelled heat (default 0.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, heat_bins
+
+logger = logging.getLogger(__name__)
+
+
+class ExplainApp(MONAILabelApp):
+    """Bundles and their explain tasks; app labels: the segmentation classes, then the default heat bins."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.bundles_dir = os.path.realpath(conf.get("bundles", os.path.join(app_dir, "model")))
+        names = conf.get("models")
+        self.bundle_names = names.split(",") if names else sorted(os.listdir(self.bundles_dir))
+        methods = conf.get("explain_methods")
+        self.explain_methods = methods.split(",") if methods else None
+        self.n_bins = int(conf.get("bins", 10))
+        self.min_heat = float(conf.get("min_heat", 0.1))
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="monai-xai explanations",
+            description="MONAI bundles with class-activation-map explanations (monai-xai)",
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        infers: dict[str, InferTask] = {}
+        for name in self.bundle_names:
+            path = os.path.join(self.bundles_dir, name)
+            if not os.path.exists(os.path.join(path, "configs", "inference.json")):
+                logger.warning(f"skip {path}: no configs/inference.json")
+                continue
+            task = CompatibleBundleInferTask(path, self.conf)
+            if not task.is_valid():
+                logger.warning(f"skip {path}: no models/model.pt or models/model.ts")
+                continue
+            infers[name] = task
+            infers[f"{name}_explain"] = BundleExplainTask(
+                path, self.conf, methods=self.explain_methods, n_bins=self.n_bins, min_heat=self.min_heat
+            )
+        if not infers:
+            logger.warning(f"no servable bundle among {self.bundle_names} in {self.bundles_dir}")
+        # Slicer creates one empty segment per app label when a sample opens: the classes first (so auto-segmentation
+        # picks a segmentation model), then the default bins.
+        classes = [
+            label
+            for task in infers.values()
+            if task.type == "segmentation" and not isinstance(task, BundleExplainTask)
+            for label in task.labels
+        ]
+        self.labels = [*dict.fromkeys(classes), *[heat_bin.name for heat_bin in heat_bins(self.n_bins)]]
+        return infers

@@ -1,0 +1,72 @@
+"""BundleExplainTask in-process on the demo bundles' real networks (random weights): layers, grid, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from fastapi import HTTPException
+from monai.bundle import ConfigParser
+
+from monai_xai.label import BundleExplainTask
+from tests.label.conftest import REPO, SEGMENTATION
+
+
+@pytest.fixture(scope="module")
+def unet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tmp copy of the segmentation bundle with its own UNet and random weights."""
+    bundle = tmp_path_factory.mktemp("unet") / SEGMENTATION
+    shutil.copytree(REPO / "bundles" / SEGMENTATION, bundle, ignore=shutil.ignore_patterns("models", "eval"))
+    (bundle / "models").mkdir()
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+@pytest.mark.parametrize("layer", ["model.1.submodule.1.submodule.1.submodule", "model.1.submodule.2"])
+def test_bundle_layers_explained_onto_the_input_grid(unet_bundle, studies_dir, layer):
+    task = BundleExplainTask(str(unet_bundle), {}, methods=["gradcam", "eigencam"])
+    image = studies_dir / "phantom_lesion.nii.gz"
+    request = {"image": str(image), "device": "cpu", "target_layer": layer, "method": "eigencam", "bins": 5}
+    result_file, result = task(request)
+    labels = nib.load(result_file)
+    source = nib.load(image)
+    assert labels.shape == source.shape
+    np.testing.assert_allclose(labels.affine, source.affine, atol=1e-4)
+    assert np.asarray(labels.dataobj).dtype == np.uint8 and np.asarray(labels.dataobj).max() <= 5
+    assert result["target_layer"] == layer and result["label_names"] == {
+        "heat 0.0-0.2": 1,
+        "heat 0.2-0.4": 2,
+        "heat 0.4-0.6": 3,
+        "heat 0.6-0.8": 4,
+        "heat 0.8-1.0": 5,
+    }
+    Path(result_file).unlink()
+
+
+def test_bad_request_is_an_http_422(unet_bundle, studies_dir):
+    task = BundleExplainTask(str(unet_bundle), {}, methods=["gradcam"])
+    with pytest.raises(HTTPException) as raised:
+        task({"image": str(studies_dir / "case_000.nii.gz"), "class": "tumour"})
+    assert raised.value.status_code == 422 and "unknown class 'tumour'" in raised.value.detail
+
+
+def test_construction_errors(unet_bundle, tmp_path):
+    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+        BundleExplainTask(str(unet_bundle), {}, methods=["gradcamm"])
+    bundle = tmp_path / "no_layers"
+    shutil.copytree(unet_bundle, bundle)
+    metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+    del metadata["cam_target_layers"]
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="no target layers; pass target_layers"):
+        BundleExplainTask(str(bundle), {})
+    assert BundleExplainTask(str(bundle), {}, target_layers=["model.1.submodule.2"]).target_layers == (
+        "model.1.submodule.2",
+    )
