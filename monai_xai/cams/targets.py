@@ -3,6 +3,8 @@
 A target is a callable ``target(outputs, sample_ids=None) -> scores``: ``outputs`` (N, C) or (N, C, *spatial) are model
 outputs and ``sample_ids`` (N,) says which original sample each row belongs to (default ``arange(N)``), so perturbation
 methods can score many perturbed copies of a sample in one forward pass. ``scores`` (N,) never mixes rows.
+``target.predicted(outputs, sample_ids=None) -> (N,) bool`` says whether each row still predicts the explained class
+(what the perturbation metrics report as accuracy).
 """
 
 from __future__ import annotations
@@ -50,6 +52,18 @@ class ClassTarget:
         classes = self.class_idx.to(outputs.device)[rows]
         return _class_scores(outputs, self.score).gather(1, classes[:, None])[:, 0]
 
+    def predicted(self, outputs: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """outputs (N, C) -> (N,) bool: row n predicts class ``class_idx[sample_ids[n]]``.
+
+        With C > 1 the class must be the arg-max (ties go to the lowest index, as ``argmax``). A single-output
+        classifier (C == 1, class 0) has one logit for its positive class: it predicts the class when the logit is
+        > 0, i.e. its sigmoid probability exceeds 0.5.
+        """
+        rows = _rows(sample_ids, outputs.shape[0], outputs.device)
+        if outputs.shape[1] == 1:
+            return outputs[:, 0] > 0
+        return outputs.argmax(dim=1) == self.class_idx.to(outputs.device)[rows]
+
 
 class SegmentationTarget:
     """Seg-Grad-CAM target: the sum of one class's scores over a pixel set M, per sample.
@@ -78,6 +92,16 @@ class SegmentationTarget:
         index = classes.reshape(-1, 1, *([1] * (outputs.ndim - 2))).expand(-1, 1, *outputs.shape[2:])
         class_map = _class_scores(outputs, self.score).gather(1, index)
         return (class_map * self.pixel_set.to(outputs.device, outputs.dtype)[rows]).flatten(1).sum(dim=1)
+
+    def predicted(self, outputs: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """outputs (N, C, *spatial) -> (N,) bool: at least half of the pixel-set weight of row n is still predicted
+        as its class (argmax == class, or logit > 0 for single-channel outputs). An empty pixel set gives False."""
+        rows = _rows(sample_ids, outputs.shape[0], outputs.device)
+        classes = self.class_idx.to(outputs.device)[rows]
+        weights = self.pixel_set.to(outputs.device, outputs.dtype)[rows].flatten(1)
+        still_class = _predicted_mask(outputs, classes).flatten(1)
+        total = weights.sum(dim=1)
+        return (total > 0) & ((weights * still_class).sum(dim=1) >= 0.5 * total)
 
 
 def _predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
@@ -189,14 +213,20 @@ def build_target(
             component of that prediction), a (B or 1, 1, *spatial) tensor with values in [0, 1] (e.g. a ground-truth
             mask), a tuple of ints (one voxel, every sample) or a tuple of slices (a box, every sample).
         score: ``"logit"`` (default) or ``"probability"``.
-        warn_empty: warn when a sample's pixel set is empty (its maps will be all zeros).
+        warn_empty: warn when a sample's pixel set is empty (its score is 0 whatever the input: maps all zeros).
 
     Raises:
         ValueError: unknown score, class_idx out of range or missing for segmentation, a mask for a classifier, a mask
             of the wrong shape or values.
+        TypeError: outputs that are not one tensor.
     """
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+    if not isinstance(outputs, torch.Tensor):
+        raise TypeError(
+            f"the model must return one tensor (B, C) or (B, C, *spatial), got {type(outputs).__name__}; wrap a "
+            "network with several outputs (e.g. deep supervision) so that it returns the final one."
+        )
     if outputs.ndim < 2:
         raise ValueError(f"model outputs must be (B, C) or (B, C, *spatial), got shape {tuple(outputs.shape)}.")
     outputs = outputs.detach()
@@ -229,7 +259,8 @@ def build_target(
     if warn_empty and empty.any():
         warnings.warn(
             f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
-            "their maps are all zeros. Check class_idx and mask.",
+            "their score is 0 whatever the input (all-zero maps, unchanged perturbation scores). Check class_idx "
+            "and mask.",
             stacklevel=2,
         )
     return target

@@ -2,10 +2,12 @@
 
 ``SaliencyMetricHandler`` is MONAI's ``IgniteMetricHandler`` fed from the engine's per-case dicts: the maps of one
 method as ``y_pred``, the ground-truth region, the input images or nothing as ``y``, and, for metrics that re-run the
-model, the explained class as ``class_idx``. Values land in ``engine.state.metrics[name]``, per-case values in
-``engine.state.metric_details[name]`` (what MONAI's ``MetricsSaver`` writes) and, for curve-valued metrics such as
-ROAD, the mean curve in ``engine.state.metric_curves[name]``; the cumulative metrics all-gather their
-buffers, so a run split over ranks aggregates to the one-process result.
+model, the explained class as ``class_idx`` and, for a segmentation network, the explained pixel set as ``mask`` (see
+:func:`explained_pixel_set`), so that they score exactly what the maps explain. Values land in
+``engine.state.metrics[name]``, per-case values in ``engine.state.metric_details[name]`` (what MONAI's
+``MetricsSaver`` writes) and, for curve-valued metrics such as ROAD, the mean curve in
+``engine.state.metric_curves[name]``; the cumulative metrics all-gather their buffers, so a run split over ranks
+aggregates to the one-process result.
 
 ``XAIMetricHandler`` attaches one such handler per metric and explanation method, named ``"<metric>_<method>"``; it
 is what the config overlays use, because a bundle's ``handlers`` list cannot grow with (command-line) lists of metrics
@@ -21,12 +23,20 @@ from typing import Any
 import torch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
+from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.handlers.engine_data import stack_values
-from monai_xai.inferers import CLASS_KEY, saliency_key
+from monai_xai.handlers.engine_data import engine_cases, stack_values
+from monai_xai.inferers import CLASS_KEY, XAIInferer, saliency_key
 
-__all__ = ["SaliencyMetricHandler", "XAIMetricHandler", "XAIMetricSpec", "XAI_METRICS", "region_mask"]
+__all__ = [
+    "SaliencyMetricHandler",
+    "XAIMetricHandler",
+    "XAIMetricSpec",
+    "XAI_METRICS",
+    "explained_pixel_set",
+    "region_mask",
+]
 
 REFERENCES = ("mask", "image", None)
 
@@ -63,6 +73,32 @@ def region_mask(label: torch.Tensor, class_idx: torch.Tensor, label_value: int |
     return (label == value.reshape(-1, *([1] * (label.ndim - 1))).to(label.dtype)).float()
 
 
+def explained_pixel_set(engine: Any, class_idx: torch.Tensor) -> str | torch.Tensor | None:
+    """The segmentation pixel set the engine's :class:`~monai_xai.inferers.XAIInferer` explained, as the ``mask`` of
+    ``road`` / ``deletion_insertion``.
+
+    Args:
+        engine: the evaluator; its ``inferer`` says how the pixel set was chosen.
+        class_idx: (B,) class each case explains (the inferer's ``"xai_class"``).
+
+    Returns:
+        None for a classifier (per-case ``"pred"`` without spatial dims) or when the engine's inferer is not an
+        ``XAIInferer`` (the metrics then take the predicted region); the inferer's ``mask`` (``"pred"`` or
+        ``"largest_component"``, resolved again on the unperturbed images as the inferer did); or, with the inferer's
+        ``mask_key``, (B, 1, *spatial) region of each case's class in that label of the batch (the inferer reads it
+        from the batch too, before any postprocessing).
+    """
+    inferer = getattr(engine, "inferer", None)
+    prediction = engine_cases(engine.state.output)[0].get(CommonKeys.PRED)
+    if not isinstance(inferer, XAIInferer) or getattr(prediction, "ndim", 0) < 2:
+        return None
+    if inferer.mask_key is None:
+        return inferer.mask
+    labels = [case[inferer.mask_key] for case in engine_cases(engine.state.batch)]
+    label = torch.stack([torch.as_tensor(v.as_tensor() if hasattr(v, "as_tensor") else v) for v in labels])
+    return region_mask(label, class_idx, "class")
+
+
 class SaliencyMetricHandler(IgniteMetricHandler):
     """Cumulative metric over one method's maps (or any per-case output value), read from the engine each iteration.
 
@@ -75,6 +111,8 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         mask_key: output or batch key of the region for ``reference="mask"`` (default ``"label"``).
         label_value: which region of ``mask_key``: None (foreground), an int, or ``"class"`` (the explained class).
         pass_class: pass ``class_idx`` (the explained class per case, ``"xai_class"``) to ``metric_fn``.
+        pass_pixel_set: pass ``mask`` (the explained pixel set of a segmentation network, see
+            :func:`explained_pixel_set`) to ``metric_fn``; nothing is passed for classifiers.
         save_details: keep per-case values in ``engine.state.metric_details[name]``.
     """
 
@@ -87,6 +125,7 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         mask_key: str = "label",
         label_value: int | str | None = None,
         pass_class: bool = False,
+        pass_pixel_set: bool = False,
         save_details: bool = True,
     ) -> None:
         if reference not in REFERENCES:
@@ -98,6 +137,7 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         self.mask_key = mask_key
         self.label_value = label_value
         self.pass_class = pass_class
+        self.pass_pixel_set = pass_pixel_set
 
     def attach(self, engine: Any, name: str | None = None) -> None:  # type: ignore[override]
         """Attach under ``name`` (default: the name given at construction), so a bundle's ``handlers`` list works."""
@@ -121,7 +161,7 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         """Feed the current iteration's cases to the metric (the ignite ``output_transform`` sees only the output)."""
         y_pred = stack_values(engine, self.pred_key)
         kwargs: dict[str, torch.Tensor] = {}
-        needs_class = self.pass_class or self.label_value == "class"
+        needs_class = self.pass_class or self.pass_pixel_set or self.label_value == "class"
         class_idx = stack_values(engine, CLASS_KEY).reshape(-1) if needs_class else None
         y = None
         if self.reference == "image":
@@ -130,6 +170,10 @@ class SaliencyMetricHandler(IgniteMetricHandler):
             y = region_mask(stack_values(engine, self.mask_key).to(y_pred.device), class_idx, self.label_value)
         if self.pass_class:
             kwargs["class_idx"] = class_idx
+        if self.pass_pixel_set:
+            pixel_set = explained_pixel_set(engine, class_idx)
+            if pixel_set is not None:
+                kwargs["mask"] = pixel_set
         self._is_reduced = False
         self.metric_fn(y_pred, y, **kwargs)
 
@@ -143,11 +187,13 @@ class XAIMetricSpec:
             ``network``).
         reference: ``y`` of the metric: ``"mask"``, ``"image"`` or None (see :class:`SaliencyMetricHandler`).
         pass_class: whether the metric takes ``class_idx``.
+        pass_pixel_set: whether the metric takes ``mask``, the segmentation pixel set the maps explain.
     """
 
     build: Callable[..., CumulativeIterationMetric]  # build(network | None, **metric_args)
     reference: str | None
     pass_class: bool = False
+    pass_pixel_set: bool = False
 
 
 def _localization(class_name: str) -> Callable[..., CumulativeIterationMetric]:
@@ -182,11 +228,11 @@ XAI_METRICS: dict[str, XAIMetricSpec] = {
     "heat_diff": XAIMetricSpec(_localization("HeatDiffMetric"), "mask"),
     "pointing_game": XAIMetricSpec(_localization("PointingGameMetric"), "mask"),
     "relevance_mass": XAIMetricSpec(_localization("RelevanceMassAccuracyMetric"), "mask"),
-    "deletion": XAIMetricSpec(_perturbation_curve("deletion"), "image", pass_class=True),
-    "insertion": XAIMetricSpec(_perturbation_curve("insertion"), "image", pass_class=True),
-    "road_morf": XAIMetricSpec(_road("morf"), "image", pass_class=True),
-    "road_lerf": XAIMetricSpec(_road("lerf"), "image", pass_class=True),
-    "road_combined": XAIMetricSpec(_road("combined"), "image", pass_class=True),
+    "deletion": XAIMetricSpec(_perturbation_curve("deletion"), "image", pass_class=True, pass_pixel_set=True),
+    "insertion": XAIMetricSpec(_perturbation_curve("insertion"), "image", pass_class=True, pass_pixel_set=True),
+    "road_morf": XAIMetricSpec(_road("morf"), "image", pass_class=True, pass_pixel_set=True),
+    "road_lerf": XAIMetricSpec(_road("lerf"), "image", pass_class=True, pass_pixel_set=True),
+    "road_combined": XAIMetricSpec(_road("combined"), "image", pass_class=True, pass_pixel_set=True),
 }
 
 
@@ -196,7 +242,8 @@ class XAIMetricHandler:
     Args:
         metrics: names in :data:`XAI_METRICS`: ``ehr_auc``, ``heat_diff``, ``pointing_game``, ``relevance_mass``
             (need a ground-truth region), ``deletion``, ``insertion``, ``road_morf``, ``road_lerf``,
-            ``road_combined`` (re-run the engine's network on perturbed inputs; classifiers).
+            ``road_combined`` (re-run the engine's network on perturbed inputs and score the explained class: of a
+            classifier, or of a segmentation network summed over the explained pixel set).
         methods: the CAM methods whose maps are scored (the ``XAIInferer``'s methods); metric names become
             ``"<metric>_<method>"``.
         network: the evaluated network, required by the metrics that re-run it (in a bundle: ``"@network"``; the
@@ -257,6 +304,7 @@ class XAIMetricHandler:
                     mask_key=self.mask_key,
                     label_value=self.label_value,
                     pass_class=spec.pass_class,
+                    pass_pixel_set=spec.pass_pixel_set,
                     save_details=self.save_details,
                 )
                 handler.attach(engine)

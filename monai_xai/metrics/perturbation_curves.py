@@ -1,5 +1,9 @@
 """Deletion and insertion curves (Petsiuk et al., RISE): how fast the class score falls (rises) as the most salient
-voxels are removed (inserted) first. N-D, batched over the perturbation steps, on the model's device."""
+voxels are removed (inserted) first. N-D, batched over the perturbation steps, on the model's device.
+
+The score is the CAM target (``monai_xai.cams.targets.build_target``): a classifier's class probability (or logit), or
+for a segmentation network the class probability (or logit) summed over a pixel set fixed on the unperturbed image.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ from monai.networks.layers import GaussianFilter
 from monai.utils import MetricReduction
 from torch import nn
 
+from monai_xai.cams.targets import build_target
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
-from monai_xai.utils import check_batch_map, per_sample_index
+from monai_xai.utils import check_batch_map
 
 __all__ = ["PerturbationCurve", "deletion_insertion", "DeletionInsertionMetric"]
 
@@ -51,17 +56,6 @@ def _module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(module, module.training) for module in model.modules()]
 
 
-def _class_scores(model: nn.Module, inputs: torch.Tensor, apply_softmax: bool) -> torch.Tensor:
-    logits = model(inputs)
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != inputs.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(
-            f"model must return classification logits of shape (N, num_classes), got {shape}; wrap the network so "
-            "that it returns one score per class (e.g. the mean logit of a segmentation class over its region)."
-        )
-    return logits.softmax(dim=1) if apply_softmax else logits
-
-
 def deletion_insertion(
     model: nn.Module,
     images: torch.Tensor,
@@ -73,6 +67,7 @@ def deletion_insertion(
     batch_size: int = 32,
     apply_softmax: bool = True,
     blur_sigma: float = 5.0,
+    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
 ) -> PerturbationCurve:
     """Deletion or insertion curve of each image under its saliency map (RISE).
 
@@ -86,18 +81,24 @@ def deletion_insertion(
     module's train/eval mode is restored afterwards, also when the call raises.
 
     Args:
-        model: classifier returning (N, num_classes) logits, on the images' device.
+        model: classifier returning (N, num_classes) logits, or segmentation network returning (N, num_classes,
+            *spatial) logits, on the images' device.
         images: (B, C, *spatial) input batch, 2D or 3D.
         saliency: (B, 1, *spatial) map for each image (any real values; only their order matters).
-        class_idx: class scored per sample (int, or one per sample); None uses the class the model predicts on the
-            unperturbed image (RISE's top-1 class).
+        class_idx: class scored per sample (int, or one per sample); None uses the class a classifier predicts on the
+            unperturbed image (RISE's top-1 class); required for segmentation networks.
         mode: ``"deletion"`` (lower area is better) or ``"insertion"`` (higher is better).
         steps: number of perturbation steps, >= 1; the curve has ``steps + 1`` points.
         substrate: ``"zeros"``, ``"blur"`` or a tensor broadcastable to ``images``; None picks ``"zeros"`` for deletion
             and ``"blur"`` for insertion, as RISE.
         batch_size: perturbed images per forward pass, >= 1.
-        apply_softmax: score the softmax probability of the class (True, RISE) or its raw logit (False).
+        apply_softmax: score the softmax probability of the class (True, RISE; sigmoid for a single output channel)
+            or its raw logit (False).
         blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5).
+        mask: segmentation only, the pixel set whose class score is summed, defined on the unperturbed images as in
+            ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
+            (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
+            voxel) or of slices (a box). Must be None for classifiers.
 
     Returns:
         :class:`PerturbationCurve` with ``scores`` (B, steps + 1) and ``auc`` (B,).
@@ -127,16 +128,8 @@ def deletion_insertion(
     try:
         model.eval()
         with torch.no_grad():
-            logits = _class_scores(model, images, apply_softmax=False)
-            if class_idx is None:
-                target = logits.argmax(dim=1)
-            else:
-                target = per_sample_index(class_idx, batch, images.device)
-                if target.min() < 0 or target.max() >= logits.shape[1]:
-                    raise ValueError(
-                        f"class_idx must be in [0, {logits.shape[1] - 1}] for a model with {logits.shape[1]} "
-                        f"classes, got {target.tolist()}."
-                    )
+            score = "probability" if apply_softmax else "logit"
+            target = build_target(model(images), class_idx, mask, score)
             replacement = _substrate(images, substrate, blur_sigma)
             start, finish = (images, replacement) if mode == "deletion" else (replacement, images)
             # every (sample, step) pair is one perturbed image; they are built and scored batch_size at a time
@@ -147,8 +140,7 @@ def deletion_insertion(
                 replaced = rank[sample] < replaced_counts[step][:, None]
                 replaced = replaced.reshape(chunk.numel(), 1, *images.shape[2:])
                 perturbed = torch.where(replaced, finish[sample], start[sample])
-                class_scores = _class_scores(model, perturbed, apply_softmax)
-                scores.append(class_scores.gather(1, target[sample][:, None])[:, 0])
+                scores.append(target(model(perturbed), sample))
     finally:
         for module, training in modes:
             module.train(training)
@@ -160,10 +152,11 @@ class DeletionInsertionMetric(PerSampleMetric):
     """Cumulative deletion or insertion AUC (:func:`deletion_insertion`).
 
     Call with ``y_pred=saliency`` (B, 1, *spatial) and ``y=images`` (B, C, *spatial) (the images the maps explain),
-    optionally ``class_idx=`` per sample; the model is re-run on the perturbed images.
+    optionally ``class_idx=`` per sample and, for a segmentation network, ``mask=`` (the pixel set, see
+    :func:`deletion_insertion`); the model is re-run on the perturbed images.
 
     Args:
-        model: classifier returning (N, num_classes) logits.
+        model: classifier or segmentation network (see :func:`deletion_insertion`).
         mode, steps, substrate, batch_size, apply_softmax, blur_sigma: as :func:`deletion_insertion`.
         reduction, get_not_nans: as :class:`~monai_xai.metrics.per_sample.PerSampleMetric`.
     """
@@ -196,8 +189,10 @@ class DeletionInsertionMetric(PerSampleMetric):
         y_pred: torch.Tensor,
         y: torch.Tensor | None = None,
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        mask: str | torch.Tensor | Sequence[int | slice] | None = None,
         **kwargs,
     ) -> torch.Tensor:
         if y is None:
             raise ValueError("DeletionInsertionMetric needs y=images (B, C, *spatial) next to y_pred=saliency.")
-        return deletion_insertion(self.model, y, y_pred, class_idx=class_idx, **self.curve_args).auc[:, None]
+        curve = deletion_insertion(self.model, y, y_pred, class_idx=class_idx, mask=mask, **self.curve_args)
+        return curve.auc[:, None]

@@ -1,8 +1,14 @@
 """ROAD: RemOve And Debias (Rong et al., ICML 2022), a faithfulness metric for saliency maps, 2D and 3D.
 
 Pixels are removed in saliency order and replaced by noisy linear imputation (``noisy_linear_impute``), and the
-classifier's score for the explained class is read again. Removing the most relevant pixels first (MoRF) should make
+model's score for the explained class is read again. Removing the most relevant pixels first (MoRF) should make
 the score drop fast; removing the least relevant first (LeRF) should barely move it.
+
+The score is the CAM target (``monai_xai.cams.targets.build_target``), so it means what it means for the explanation:
+a classifier's class logit (or probability), or for a segmentation network the class logit (or probability) summed
+over a pixel set M fixed on the unperturbed image (Seg-Grad-CAM's target; by default M is the region predicted as the
+class). "Still predicted" is the target's ``predicted``: the class is the arg-max, or, for segmentation, at least half
+of M is still predicted as the class.
 
 Percentile convention (pytorch-grad-cam's): a percentile p is the share of pixels KEPT, in percent. MoRF at p removes
 the (100 - p)% most salient pixels, LeRF at p removes the (100 - p)% least salient ones. Exactly
@@ -23,14 +29,16 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
+from monai_xai.cams.targets import SCORES, build_target
 from monai_xai.metrics.imputation import noisy_linear_impute
-from monai_xai.utils import check_batch_map, per_sample_index
+from monai_xai.utils import check_batch_map
 
 __all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
 
 DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+# a segmentation pixel set as CAMExplainer takes it: "pred", "largest_component", a tensor, a voxel or box tuple
+PixelSet = str | torch.Tensor | Sequence[int | slice] | None
 _ORDERS = ("morf", "lerf")
-_SCORES = ("logit", "probability")
 
 
 @dataclass(frozen=True)
@@ -41,8 +49,9 @@ class ROADCurve:
         order: ``"morf"`` or ``"lerf"``.
         percentiles: share of pixels kept at each step, in percent, length P.
         score_change: (B, P) target score after imputation minus before ("confidence increase"; negative = drop).
-        still_predicted: (B, P) bool, the explained class is still the arg-max after imputation (the ROAD paper's
-            accuracy per percentage, with the explained class as the label).
+        still_predicted: (B, P) bool, the explained class is still predicted after imputation (the ROAD paper's
+            accuracy per percentage, with the explained class as the label): the arg-max of a classifier, or at least
+            half of the pixel set of a segmentation network.
     """
 
     order: str
@@ -98,6 +107,7 @@ def road(
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     order: str = "morf",
+    mask: PixelSet = None,
     score: str = "logit",
     noise: float = 0.01,
     batch_size: int | None = None,
@@ -105,17 +115,24 @@ def road(
     spacing: Sequence[float] | None = None,
     generator: torch.Generator | None = None,
 ) -> ROADCurve:
-    """ROAD curve of one removal order for a batch of classifier inputs.
+    """ROAD curve of one removal order for a batch of classifier or segmentation inputs.
 
     Args:
-        model: classifier returning (B, num_classes) logits; run in eval mode under ``torch.no_grad`` and given back
-            with every module's train/eval mode as it was.
+        model: classifier returning (B, num_classes) logits, or segmentation network returning (B, num_classes,
+            *spatial) logits; run in eval mode under ``torch.no_grad`` and given back with every module's train/eval
+            mode as it was.
         images: (B, C, *spatial) model input, 2D or 3D; imputation works on these values as given (normalised or not).
         saliency: (B, 1, *spatial) map per sample, larger = more relevant (e.g. a CAM at input resolution).
-        class_idx: explained class, an int for the batch or one per sample; ``None`` uses the predicted class.
+        class_idx: explained class, an int for the batch or one per sample; ``None`` uses the predicted class
+            (classifiers only: a segmentation network needs the class).
         percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
-        score: ``"logit"`` (pytorch-grad-cam's ClassifierOutputTarget) or ``"probability"`` (softmax).
+        mask: segmentation only, the pixel set M whose class score is summed, defined on the unperturbed images as
+            in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
+            (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
+            voxel) or of slices (a box). Must be None for classifiers.
+        score: ``"logit"`` (pytorch-grad-cam's ClassifierOutputTarget) or ``"probability"`` (softmax over classes,
+            sigmoid for a single output channel).
         noise: standard deviation of the imputation noise, absolute, in image units (ROAD: 0.01 on [0, 1] images).
         batch_size: most images per imputation and forward pass; ``None`` does all B * P at once.
         neighbourhood: imputation neighbourhood, 8 or 4 in 2D, 26 or 6 in 3D (default: the full one).
@@ -132,6 +149,7 @@ def road(
         class_idx,
         percentiles,
         (order,),
+        mask=mask,
         score=score,
         noise=noise,
         batch_size=batch_size,
@@ -148,6 +166,7 @@ def road_combined(
     saliency: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    mask: PixelSet = None,
     score: str = "logit",
     noise: float = 0.01,
     batch_size: int | None = None,
@@ -170,6 +189,7 @@ def road_combined(
         class_idx,
         percentiles,
         _ORDERS,
+        mask=mask,
         score=score,
         noise=noise,
         batch_size=batch_size,
@@ -185,12 +205,13 @@ class ROADMetric(CumulativeIterationMetric):
 
     Call signature (what an ignite handler's ``output_transform`` must produce)::
 
-        metric(y_pred=saliency, y=images, class_idx=None)
+        metric(y_pred=saliency, y=images, class_idx=None, mask=None)
 
-    with ``saliency`` (B, 1, *spatial), ``images`` (B, C, *spatial) the model input, and ``class_idx`` the explained
-    class (int, per-sample sequence or tensor; ``None`` = the model's predicted class, which is what a plain
-    ``IgniteMetricHandler`` gets since it passes only ``(y_pred, y)``). Per-sample ``class_idx`` needs batch-first
-    tensors: with lists of channel-first tensors every item is computed on its own.
+    with ``saliency`` (B, 1, *spatial), ``images`` (B, C, *spatial) the model input, ``class_idx`` the explained
+    class (int, per-sample sequence or tensor; ``None`` = a classifier's predicted class, which is what a plain
+    ``IgniteMetricHandler`` gets since it passes only ``(y_pred, y)``) and ``mask`` the pixel set of a segmentation
+    network (see ``road``). Per-sample ``class_idx`` and tensor masks need batch-first tensors: with lists of
+    channel-first tensors every item is computed on its own.
 
     Each case adds one row; its columns are named by ``column_names``: the score change at every percentile of each
     order, then the mean over percentiles (``order="morf"`` or ``"lerf"``, P + 1 columns) or, for
@@ -205,7 +226,7 @@ class ROADMetric(CumulativeIterationMetric):
         curve = metric.aggregate()  # (2 P + 1,) mean over cases; curve[-1] is the mean ROADCombined
 
     Args:
-        model: classifier returning (B, num_classes) logits, on the images' device.
+        model: classifier or segmentation network (see ``road``), on the images' device.
         percentiles, score, noise, batch_size, neighbourhood, spacing, generator: as in ``road``.
         order: ``"morf"``, ``"lerf"`` or ``"combined"``.
         reduction: MONAI reduction over the buffered (cases, columns) tensor; the default ``"mean_batch"`` averages
@@ -259,13 +280,15 @@ class ROADMetric(CumulativeIterationMetric):
         y_pred: torch.Tensor,
         y: torch.Tensor | None = None,
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        mask: PixelSet = None,
     ) -> torch.Tensor:
         """ROAD scores of one batch.
 
         Args:
             y_pred: (B, 1, *spatial) saliency maps.
             y: (B, C, *spatial) model input the maps explain.
-            class_idx: explained class per sample; ``None`` = predicted class.
+            class_idx: explained class per sample; ``None`` = predicted class (classifiers only).
+            mask: segmentation pixel set (see ``road``); None for classifiers.
 
         Returns:
             (B, len(column_names)) float tensor.
@@ -280,6 +303,7 @@ class ROADMetric(CumulativeIterationMetric):
             class_idx,
             self.percentiles,
             orders,
+            mask=mask,
             score=self.score,
             noise=self.noise,
             batch_size=self.batch_size,
@@ -330,18 +354,8 @@ def _kept_counts(percentiles: Sequence[float], pixels: int | None) -> list[int]:
 
 
 def _check_score(score: str) -> None:
-    if score not in _SCORES:
-        raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-
-
-def _target_score(logits: torch.Tensor, class_idx: torch.Tensor, score: str) -> torch.Tensor:
-    if logits.ndim != 2:
-        raise ValueError(
-            "ROAD needs a classifier returning (B, num_classes) logits, "
-            f"the model returned shape {tuple(logits.shape)}."
-        )
-    values = logits.softmax(dim=1) if score == "probability" else logits
-    return values.gather(1, class_idx[:, None]).squeeze(1)
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
 
 
 def _road_curves(
@@ -352,6 +366,7 @@ def _road_curves(
     percentiles: Sequence[float],
     orders: Sequence[str],
     *,
+    mask: PixelSet,
     score: str,
     noise: float,
     batch_size: int | None,
@@ -379,12 +394,11 @@ def _road_curves(
     model.eval()
     try:
         with torch.no_grad():
-            logits = torch.cat([model(part) for part in images.split(chunk)])
-            target = per_sample_index(
-                logits.argmax(dim=1) if class_idx is None else class_idx, images.shape[0], images.device
-            )
-            before = _target_score(logits, target, score)
-            after_scores, after_classes = [], []
+            outputs = torch.cat([model(part) for part in images.split(chunk)])
+            # the target (class, and pixel set of a segmentation) is fixed on the unperturbed images
+            target = build_target(outputs, class_idx, mask, score)
+            before = target(outputs)
+            after_scores, after_predicted = [], []
             for start in range(0, triples, chunk):
                 part = slice(start, start + chunk)
                 samples_part = sample_index[part]
@@ -392,13 +406,13 @@ def _road_curves(
                 imputed = noisy_linear_impute(
                     images[samples_part], remove, noise, neighbourhood, spacing, generator=generator
                 )
-                logits_after = model(imputed)
-                after_scores.append(_target_score(logits_after, target[samples_part], score))
-                after_classes.append(logits_after.argmax(dim=1))
+                outputs_after = model(imputed)
+                after_scores.append(target(outputs_after, samples_part))
+                after_predicted.append(target.predicted(outputs_after, samples_part))
     finally:
         for module, training in modes.items():
             module.train(training)
     shape = masks.shape[:3]
     change = torch.cat(after_scores).reshape(shape) - before[None, :, None]
-    still = torch.cat(after_classes).reshape(shape) == target[None, :, None]
+    still = torch.cat(after_predicted).reshape(shape)
     return {order: ROADCurve(order, tuple(percentiles), change[k], still[k]) for k, order in enumerate(orders)}

@@ -133,3 +133,44 @@ def test_errors_say_what_to_do():
         build_target(torch.randn(2, 3), mask="pred")
     with pytest.raises(ValueError, match="score must be one of"):
         build_target(seg, class_idx=1, score="prob")
+
+
+def test_class_target_predicted_is_argmax_or_positive_single_logit():
+    outputs = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 0.0, 1.0]])
+    target = ClassTarget(torch.tensor([2, 0, 0]))
+    assert target.predicted(outputs).tolist() == [True, False, True]
+    # rows 0, 1 are copies of sample 1 (class 0), row 2 of sample 0 (class 2): the class follows sample_ids
+    assert target.predicted(outputs, torch.tensor([1, 1, 0])).tolist() == [False, False, False]
+    assert target.predicted(outputs[[2, 2, 0]], torch.tensor([1, 2, 0])).tolist() == [True, True, True]
+    single = ClassTarget(torch.tensor([0, 0, 0]))  # one logit: class 0 is the positive class, predicted if logit > 0
+    assert single.predicted(torch.tensor([[0.5], [-0.5], [0.0]])).tolist() == [True, False, False]
+
+
+def test_segmentation_target_predicted_needs_half_of_the_pixel_set_weight():
+    # 1 x 4 image, pixel set weights [1, 1, 0.5, 0] (total 2.5): class 1 must keep >= 1.25 of that weight
+    pixel_set = torch.tensor([1.0, 1.0, 0.5, 0.0]).reshape(1, 1, 1, 4)
+    target = SegmentationTarget(torch.tensor([1]), pixel_set)
+
+    def outputs_where_class1(wins: list[int]) -> torch.Tensor:
+        logits = torch.zeros(1, 3, 1, 4)
+        logits[0, 0] = 1.0
+        logits[0, 1, 0, wins] = 2.0
+        return logits
+
+    assert target.predicted(outputs_where_class1([0, 2])).tolist() == [True]  # 1.5 of 2.5
+    assert target.predicted(outputs_where_class1([0])).tolist() == [False]  # 1.0 of 2.5
+    assert target.predicted(outputs_where_class1([2, 3])).tolist() == [False]  # 0.5: weight 0 pixels do not count
+    # rows follow sample_ids: sample 0 explains class 1, sample 1 class 2 over the same pixel set
+    pair = SegmentationTarget(torch.tensor([1, 2]), pixel_set.expand(2, -1, -1, -1))
+    rows = torch.cat([outputs_where_class1([0, 1]), outputs_where_class1([0, 1])])
+    assert pair.predicted(rows, torch.tensor([1, 0])).tolist() == [False, True]
+    single = SegmentationTarget(torch.tensor([0]), pixel_set)  # one channel: predicted where logit > 0
+    assert single.predicted(torch.tensor([1.0, 1.0, -1.0, -1.0]).reshape(1, 1, 1, 4)).tolist() == [True]
+    assert single.predicted(torch.tensor([1.0, -1.0, -1.0, 1.0]).reshape(1, 1, 1, 4)).tolist() == [False]
+    empty = SegmentationTarget(torch.tensor([1]), torch.zeros(1, 1, 1, 4))
+    assert empty.predicted(outputs_where_class1([0, 1, 2, 3])).tolist() == [False]
+
+
+def test_non_tensor_outputs_are_rejected():
+    with pytest.raises(TypeError, match="must return one tensor"):
+        build_target([torch.randn(2, 3, 4, 4)], class_idx=1)

@@ -7,6 +7,7 @@ from torch import nn
 
 from monai_xai.metrics import DeletionInsertionMetric, deletion_insertion
 from tests.metrics.nets import RegionLinearClassifier
+from tests.metrics.segmenters import intensity_logits, intensity_segmenter
 
 # weights [[1, 2], [3, 4]] on an image of ones: class-1 logit 10
 HAND_WEIGHT = torch.tensor([[1.0, 2.0], [3.0, 4.0]])[None]
@@ -50,6 +51,61 @@ def test_ties_follow_flattened_index_order():
         model, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), class_idx=1, steps=4, apply_softmax=False
     )
     assert torch.allclose(curve.scores, torch.tensor([[10.0, 9.0, 7.0, 4.0, 0.0]]))
+
+
+# class-1 logits 10 x - 5 = [[5, 3], [-3, 4]]: class 1 predicted at voxels 0, 1, 3, class 2 (logit 5 - 10 x) at voxel 2
+SEG_IMAGE = torch.tensor([[1.0, 0.8], [0.2, 0.9]])
+
+
+def _seg_inputs(spatial_dims: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SEG_IMAGE and HAND_SALIENCY as a (batch, 1, [1,] 2, 2) batch: the 3D case is one slice of depth 1."""
+    shape = (1, 1, *([1] * (spatial_dims - 2)), 2, 2)
+    return SEG_IMAGE.reshape(shape).expand(batch, *shape[1:]), HAND_SALIENCY.reshape(shape).expand(batch, *shape[1:])
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_segmentation_deletion_hand_values_per_sample_class(spatial_dims):
+    images, saliency = _seg_inputs(spatial_dims, 2)
+    # deletion order: voxels 1, 2, 3, 0 into zeros (class-1 logit -5, class-2 logit 5), pixel set = predicted region
+    # sample 0, class 1 over {0, 1, 3}: 5+3+4=12, 5-5+4=4, 4, 5-5-5=-5, -15
+    # sample 1, class 2 over {2}: 3, 3, 5, 5, 5
+    curve = deletion_insertion(
+        intensity_segmenter(spatial_dims), images, saliency, class_idx=[1, 2], steps=4, apply_softmax=False
+    )
+    expected = torch.tensor([[12.0, 4.0, 4.0, -5.0, -15.0], [3.0, 3.0, 5.0, 5.0, 5.0]])
+    torch.testing.assert_close(curve.scores, expected)
+    # AUC = (first / 2 + middle three + last / 2) / 4
+    torch.testing.assert_close(curve.auc, torch.tensor([(6 + 4 + 4 - 5 - 7.5) / 4, (1.5 + 3 + 5 + 5 + 2.5) / 4]))
+
+
+def test_segmentation_box_mask_and_probability_score():
+    images, saliency = _seg_inputs(2, 1)
+    model = intensity_segmenter(2)
+    # the box is the first row (voxels 0 and 1), whatever is predicted there
+    box = deletion_insertion(model, images, saliency, class_idx=1, steps=4, apply_softmax=False, mask=(0, slice(None)))
+    torch.testing.assert_close(box.scores, torch.tensor([[8.0, 0.0, 0.0, 0.0, -10.0]]))
+    # probability: the softmax over the 3 classes of each voxel, summed over the predicted region {0, 1, 3}
+    probability = deletion_insertion(model, images, saliency, class_idx=1, steps=4)
+    region = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    by_hand = [(intensity_logits(x).softmax(dim=1)[0, 1] * region).sum() for x in (images, torch.zeros_like(images))]
+    torch.testing.assert_close(probability.scores[0, [0, -1]], torch.stack(by_hand))
+    assert probability.scores[0, 0] > 2.5 and probability.scores[0, -1] < 0.1
+
+
+def test_segmentation_metric_passes_the_mask_and_needs_a_class():
+    images, saliency = _seg_inputs(3, 2)
+    model = intensity_segmenter(3)
+    ground_truth = torch.zeros(1, 1, 1, 2, 2)
+    ground_truth[..., 1, :] = 1.0  # second row: voxels 2 and 3
+    metric = DeletionInsertionMetric(model, steps=4, apply_softmax=False)
+    rows = metric(y_pred=saliency, y=images, class_idx=[1, 2], mask=ground_truth)
+    # class 1 over {2, 3}: -3+4=1, 1, -5+4=-1, -10, -10; class 2 over {2, 3}: 3-4=-1, -1, 5-4=1, 10, 10
+    expected = torch.tensor([[1.0, 1.0, -1.0, -10.0, -10.0], [-1.0, -1.0, 1.0, 10.0, 10.0]])
+    torch.testing.assert_close(rows[:, 0], torch.trapezoid(expected, dx=0.25, dim=1))
+    with pytest.raises(ValueError, match="class_idx is required for segmentation"):
+        deletion_insertion(model, images, saliency)
+    with pytest.raises(ValueError, match="mask is only used for segmentation"):
+        deletion_insertion(RegionLinearClassifier(HAND_WEIGHT), torch.ones(1, 1, 2, 2), HAND_SALIENCY, mask="pred")
 
 
 def _region_problem(seed: int, spatial: tuple[int, ...]):
@@ -140,9 +196,9 @@ def test_model_runs_in_eval_mode_and_every_module_mode_is_restored():
 
 
 def test_mode_is_restored_when_the_model_fails():
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3), nn.Unflatten(1, (3, 1)))  # returns (N, 3, 1): not logits
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))  # returns (N,): no class dimension
     model.train()
-    with pytest.raises(ValueError, match=r"\(N, num_classes\)"):
+    with pytest.raises(ValueError, match=r"\(B, C\) or \(B, C, \*spatial\)"):
         deletion_insertion(model, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), class_idx=0)
     assert all(module.training for module in model.modules())
 
@@ -164,7 +220,7 @@ def test_bad_inputs_raise_clear_errors():
         deletion_insertion(model, images, HAND_SALIENCY, substrate=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="class_idx"):
         deletion_insertion(model, images, HAND_SALIENCY, class_idx=[0, 1])
-    with pytest.raises(ValueError, match=r"class_idx must be in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"class_idx \[2\] out of range: the model has 2 output classes"):
         deletion_insertion(model, images, HAND_SALIENCY, class_idx=2)
 
 

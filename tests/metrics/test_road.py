@@ -1,4 +1,5 @@
-"""ROAD: removal sets by hand, scores against pytorch-grad-cam's ROAD classes, and a network whose evidence is known."""
+"""ROAD: removal sets by hand, scores against pytorch-grad-cam's ROAD classes, and networks (a classifier and a
+segmenter) whose evidence is known."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 
 from monai_xai.metrics import ROADMetric, removal_masks, road, road_combined
 from tests.metrics.road_nets import RegionMeanClassifier, tiny_cnn
+from tests.metrics.segmenters import GAIN, intensity_logits, intensity_segmenter
 
 
 def distinct_saliency(batch: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -191,10 +193,98 @@ def test_bad_input_messages(kwargs, message):
         road(**arguments)
 
 
-def test_non_classifier_output_is_rejected():
-    segmenter = torch.nn.Conv2d(3, 2, 1)
-    with pytest.raises(ValueError, match=r"\(B, num_classes\) logits"):
-        road(segmenter, torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), 0, (50,))
+def box_setup(spatial: tuple[int, ...]):
+    """Two images, constant background and a brighter cube M; the cube grown by one voxel (``dilated``) is removed
+    by MoRF at ``percentile``. Every known neighbour of the removed set is background, so the noise-free imputation
+    (a discrete harmonic function with constant boundary values) is the background value: known by hand."""
+    region = torch.zeros(spatial, dtype=torch.bool)
+    dilated = torch.zeros(spatial, dtype=torch.bool)
+    region[tuple(slice(n // 2 - 1, n // 2 + 1) for n in spatial)] = True
+    dilated[tuple(slice(n // 2 - 2, n // 2 + 2) for n in spatial)] = True
+    background, foreground = torch.tensor([0.1, 0.2]), torch.tensor([1.0, 0.8])
+    shape = (2, 1, *([1] * len(spatial)))
+    images = torch.where(region, foreground.reshape(shape), background.reshape(shape))
+    imputed = torch.where(dilated, background.reshape(shape), images)
+    pixels = region.numel()
+    saliency = (dilated.float() + torch.arange(pixels).reshape(spatial) / (10.0 * pixels)).expand(2, 1, *spatial)
+    percentile = 100.0 * (pixels - int(dilated.sum())) / pixels
+    return images, imputed, saliency, percentile, region
+
+
+@pytest.mark.parametrize("spatial", [(8, 8), (6, 6, 6)])
+@pytest.mark.parametrize("mask_kind", ["pred", "box", "tensor"])
+@pytest.mark.parametrize("score", ["logit", "probability"])
+def test_segmentation_score_is_the_class_summed_over_the_pixel_set(spatial, mask_kind, score):
+    images, imputed, saliency, percentile, region = box_setup(spatial)
+    classes = torch.tensor([1, 2])  # per sample: the bright cube (class 1), the background (class 2)
+    if mask_kind == "pred":
+        mask = None
+        pixel_set = torch.stack([region, ~region]).float()[:, None]  # predicted region of each sample's class
+    elif mask_kind == "box":
+        mask = tuple(slice(n // 2 - 1, n // 2 + 2) for n in spatial)  # the cube and a layer of background
+        pixel_set = torch.zeros(1, 1, *spatial)
+        pixel_set[(slice(None), slice(None), *mask)] = 1.0
+    else:
+        mask = torch.roll(region, 1, dims=0)[None, None].float()  # e.g. a ground truth off by one voxel
+        pixel_set = mask
+    hand = intensity_logits if score == "logit" else (lambda x: intensity_logits(x).softmax(dim=1))
+
+    def class_sum(x: torch.Tensor) -> torch.Tensor:
+        maps = hand(x)[torch.arange(2), classes]
+        return (maps * pixel_set[:, 0]).flatten(1).sum(dim=1)
+
+    model = intensity_segmenter(len(spatial))
+    curve = road(model, images, saliency, classes, (percentile,), mask=mask, score=score, noise=0.0)
+    expected = class_sum(imputed) - class_sum(images)
+    torch.testing.assert_close(curve.score_change[:, 0], expected, atol=1e-4, rtol=1e-5)
+    assert expected[0] < -1.0  # the cube's class loses its evidence
+    # after imputation everything is background: class 1 is gone from sample 0, class 2 covers sample 1's set
+    assert curve.still_predicted[:, 0].tolist() == [False, True]
+
+
+@pytest.mark.parametrize("spatial", [(24, 24), (10, 10, 10)])
+def test_segmentation_map_marking_the_pixel_set_drops_morf_more_than_a_random_map(spatial):
+    region = torch.zeros(spatial, dtype=torch.bool)
+    region[tuple(slice(n // 4, n // 2) for n in spatial)] = True
+    images = 0.1 * torch.rand(2, 1, *spatial)
+    images[:, :, region] = 1.0
+    pixels = region.numel()
+    faithful = (region.float() + torch.arange(pixels).reshape(spatial) / (10.0 * pixels)).expand(2, 1, *spatial)
+    random_map = distinct_saliency(2, spatial, seed=3)
+    model, percentiles = intensity_segmenter(len(spatial)), (30, 60, 90)
+    noise = {"noise": 0.01, "generator": torch.Generator().manual_seed(0)}
+    good = road(model, images, faithful, 1, percentiles, mask="pred", **noise)
+    random_curve = road(model, images, random_map, 1, percentiles, mask="pred", **noise)
+    # removing the whole region costs about GAIN * (1 - 0.05) per voxel of it; a random 10 % costs about a tenth
+    assert (good.score_change[:, -1] < -0.8 * GAIN * region.sum()).all()
+    assert (good.mean_score_change < random_curve.mean_score_change - GAIN).all()
+    assert not good.still_predicted.any() and random_curve.still_predicted[:, -1].all()
+    assert (
+        road_combined(model, images, faithful, 1, percentiles, mask="largest_component", **noise).min()
+        > road_combined(model, images, random_map, 1, percentiles, mask="largest_component", **noise).max()
+    )
+
+
+def test_segmentation_metric_passes_the_mask_and_needs_a_class():
+    images, _, saliency, _, region = box_setup((8, 8))
+    model, ground_truth = intensity_segmenter(2), region[None, None].float()
+    metric = ROADMetric(model, (50, 90), order="combined", noise=0.0)
+    rows = metric(saliency, images, class_idx=1, mask=ground_truth)
+    morf = road(model, images, saliency, 1, (50, 90), mask=ground_truth, noise=0.0)
+    torch.testing.assert_close(rows[:, :2], morf.score_change)
+    expected = road_combined(model, images, saliency, 1, (50, 90), mask=ground_truth, noise=0.0)
+    torch.testing.assert_close(rows[:, -1], expected)
+    with pytest.raises(ValueError, match="class_idx is required for segmentation"):
+        road(model, images, saliency, None, (50,))
+    with pytest.raises(ValueError, match="mask is only used for segmentation"):
+        road(tiny_cnn().eval(), torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), 0, (50,), mask="pred")
+
+
+def test_segmentation_empty_pixel_set_warns():
+    images = torch.full((1, 1, 6, 6), 0.1)  # class 1 (x > 0.5) is predicted nowhere
+    with pytest.warns(UserWarning, match=r"empty for sample\(s\) \[0\]"):
+        curve = road(intensity_segmenter(2), images, torch.rand(1, 1, 6, 6), 1, (50,), noise=0.0)
+    assert curve.score_change.tolist() == [[0.0]] and not curve.still_predicted.any()
 
 
 @pytest.mark.parametrize("order", ["morf", "combined"])

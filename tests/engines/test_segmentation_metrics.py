@@ -1,0 +1,60 @@
+"""ROAD and deletion on a 3D segmentation evaluator: the handler scores the class and pixel set the maps explain."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.inferers import SimpleInferer
+
+from monai_xai.handlers import XAIMetricHandler
+from monai_xai.inferers import XAIInferer
+from monai_xai.metrics import deletion_insertion
+from monai_xai.metrics.road import road
+from tests.cams.nets import tiny_unet3d
+from tests.engines.conftest import case_dataset, make_evaluator
+
+METRIC_ARGS = {"deletion": {"steps": 4, "apply_softmax": False}, "road_morf": {"percentiles": [50], "noise": 0.0}}
+
+
+def run_segmentation(mask_key: str | None) -> tuple[dict[str, torch.Tensor], object]:
+    """Two 12^3 cases of a tiny UNet explained for class 1; returns the maps, classes and the engine state."""
+    torch.manual_seed(0)
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 12, 12, 12)
+    labels = torch.zeros(2, 1, 12, 12, 12)
+    labels[0, :, 2:7, 3:8, 4:9] = 1
+    labels[1, :, 5:10, 4:9, 2:7] = 1
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key=mask_key)
+    metrics = XAIMetricHandler(["deletion", "road_morf"], ["gradcam"], network=network, metric_args=METRIC_ARGS)
+    evaluator = make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, metrics])
+    seen: dict[str, list] = {"saliency_gradcam": [], "xai_class": []}
+
+    def keep(engine):
+        for case in engine.state.output:
+            for key in seen:
+                value = case[key]
+                seen[key].append(value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value))
+
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, keep)
+    evaluator.run()
+    outputs = {key: torch.stack(values) for key, values in seen.items()}
+    return {**outputs, "images": images, "labels": labels, "net": network}, evaluator.state
+
+
+@pytest.mark.parametrize("mask_key", [None, "label"])
+def test_segmentation_rerun_metrics_equal_direct_calls(mask_key):
+    run, state = run_segmentation(mask_key)
+    maps, classes = run["saliency_gradcam"], run["xai_class"]
+    assert classes.tolist() == [1, 1]
+    # the pixel set the maps explain: the predicted class-1 region (XAIInferer's default) or the label's class-1 region
+    mask = None if mask_key is None else (run["labels"] == 1).float()
+    network, images = run["net"], run["images"]
+    deletion = deletion_insertion(network, images, maps, classes, steps=4, apply_softmax=False, mask=mask).auc
+    torch.testing.assert_close(state.metric_details["deletion_gradcam"].reshape(-1), deletion, atol=1e-4, rtol=1e-5)
+    morf = road(network, images, maps, classes, [50], mask=mask, noise=0.0).mean_score_change
+    torch.testing.assert_close(state.metric_details["road_morf_gradcam"][:, -1], morf, atol=1e-4, rtol=1e-5)
+    # the mask matters: scoring the other pixel set gives other values
+    other = (run["labels"] == 1).float() if mask_key is None else None
+    other_morf = road(network, images, maps, classes, [50], mask=other, noise=0.0).mean_score_change
+    assert (other_morf - morf).abs().max() > 1e-2
