@@ -15,7 +15,7 @@ from monai.networks.layers import GaussianFilter
 from monai.utils import MetricReduction
 from torch import nn
 
-from monai_xai.cams.targets import build_target
+from monai_xai.cams.targets import SegmentationTarget, build_target
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
 from monai_xai.utils import check_batch_map
 
@@ -145,6 +145,9 @@ def deletion_insertion(
         for module, training in modes:
             module.train(training)
     scores = torch.cat(scores).reshape(batch, steps + 1)
+    # a sample with an empty pixel set has no score: NaN, so reductions skip it instead of counting a flat curve
+    if isinstance(target, SegmentationTarget):
+        scores = scores.masked_fill(target.empty[:, None], float("nan"))
     return PerturbationCurve(scores=scores, auc=torch.trapezoid(scores, dx=1.0 / steps, dim=1))
 
 

@@ -29,7 +29,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
-from monai_xai.cams.targets import SCORES, build_target
+from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
 from monai_xai.metrics.imputation import noisy_linear_impute
 from monai_xai.utils import check_batch_map
 
@@ -358,6 +358,13 @@ def _check_score(score: str) -> None:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
 
 
+def _empty_pixel_set(target: ClassTarget | SegmentationTarget) -> torch.Tensor:
+    """(B,) bool: samples whose segmentation pixel set is empty (never for classifiers)."""
+    if isinstance(target, SegmentationTarget):
+        return target.empty
+    return torch.zeros_like(target.class_idx, dtype=torch.bool)
+
+
 def _road_curves(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -414,5 +421,7 @@ def _road_curves(
             module.train(training)
     shape = masks.shape[:3]
     change = torch.cat(after_scores).reshape(shape) - before[None, :, None]
+    # a sample with an empty pixel set has no score to change: NaN, so reductions skip it instead of counting a 0
+    change = change.masked_fill(_empty_pixel_set(target)[None, :, None], float("nan"))
     still = torch.cat(after_predicted).reshape(shape)
     return {order: ROADCurve(order, tuple(percentiles), change[k], still[k]) for k, order in enumerate(orders)}

@@ -248,3 +248,12 @@ def test_curves_stay_on_the_gpu_and_match_the_cpu(mode):
     on_gpu = deletion_insertion(model.cuda(), images.cuda(), contribution.cuda(), mode=mode, steps=5)
     assert on_gpu.scores.is_cuda and on_gpu.auc.is_cuda
     assert torch.allclose(on_gpu.scores.cpu(), on_cpu.scores, atol=1e-5)
+
+
+def test_segmentation_empty_pixel_set_gives_nan_curve():
+    images = torch.full((2, 1, 4, 4), 0.1)
+    images[1, :, :2] = 0.9  # class 1 (x > 0.5) is predicted nowhere in sample 0
+    with pytest.warns(UserWarning, match=r"empty for sample\(s\) \[0\]"):
+        curve = deletion_insertion(intensity_segmenter(2), images, torch.rand(2, 1, 4, 4), class_idx=1, steps=4)
+    assert torch.isnan(curve.scores[0]).all() and torch.isnan(curve.auc[0])
+    assert torch.isfinite(curve.scores[1]).all()

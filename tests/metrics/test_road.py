@@ -280,11 +280,13 @@ def test_segmentation_metric_passes_the_mask_and_needs_a_class():
         road(tiny_cnn().eval(), torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), 0, (50,), mask="pred")
 
 
-def test_segmentation_empty_pixel_set_warns():
-    images = torch.full((1, 1, 6, 6), 0.1)  # class 1 (x > 0.5) is predicted nowhere
+def test_segmentation_empty_pixel_set_warns_and_is_nan():
+    images = torch.full((2, 1, 6, 6), 0.1)
+    images[1, :, :3] = 0.9  # class 1 (x > 0.5) is predicted nowhere in sample 0, on the top half of sample 1
     with pytest.warns(UserWarning, match=r"empty for sample\(s\) \[0\]"):
-        curve = road(intensity_segmenter(2), images, torch.rand(1, 1, 6, 6), 1, (50,), noise=0.0)
-    assert curve.score_change.tolist() == [[0.0]] and not curve.still_predicted.any()
+        curve = road(intensity_segmenter(2), images, torch.rand(2, 1, 6, 6), 1, (50,), noise=0.0)
+    assert torch.isnan(curve.score_change[0]).all() and not curve.still_predicted[0].any()
+    assert torch.isfinite(curve.score_change[1]).all()
 
 
 @pytest.mark.parametrize("order", ["morf", "combined"])
