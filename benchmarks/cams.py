@@ -8,7 +8,7 @@ Measured per case (2D ResNet50 classifier, 3D MONAI UNet with a segmentation tar
 - ``gradcam`` vs ``monai.visualize.GradCAM`` (whole-image class score for the UNet: MONAI has no pixel-set target).
 
 And the peak resident memory of a sliding-window CAM of a 1x1x256x256x160 volume with a 96^3 ROI (goal <= 4 GiB on the
-CPU), measured as ``ru_maxrss`` of a child process that only builds the UNet, the volume and runs the explainer.
+CPU), measured as the peak RSS (VmHWM) of a child process that only builds the UNet, the volume and runs the explainer.
 
 Times are medians of ``--repeats`` runs after ``--warmup`` runs (``time.perf_counter``, CUDA synchronised). Networks
 have random weights (nothing is downloaded). Full sizes take many minutes on a CPU; ``--quick`` runs tiny sizes without
@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -198,20 +199,32 @@ def run_case(case: Case, repeats: int, warmup: int, device: torch.device, method
     return rows
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (VmHWM) in KiB.
+
+    Not ``ru_maxrss``: Linux carries that over from the parent through fork and exec, so a child started by a process
+    that already used 7 GiB reports 7 GiB before doing anything. VmHWM belongs to the address space that exec creates.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no procfs (not Linux): best available
+
+
 def sliding_window_child(quick: bool, threads: int) -> None:
-    """Runs in a fresh process: prints JSON with ru_maxrss (KiB) before and after one sliding-window CAM call."""
+    """Runs in a fresh process: prints JSON with the peak RSS (KiB) before and after one sliding-window CAM call."""
     from monai_xai.cams import CAMExplainer
 
     torch.set_num_threads(threads)
     volume, roi = ((1, 1, 64, 64, 48), (32, 32, 32)) if quick else ((1, 1, 256, 256, 160), (96, 96, 96))
     model = _unet().eval()
     images = torch.randn(volume)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kib()
     start = time.perf_counter()
     explainer = CAMExplainer(model, "model.1.submodule", ("gradcam", "hirescam"), roi_size=roi, sw_batch_size=1)
     maps = explainer(images, class_idx=1, mask="pred")
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = _peak_rss_kib()
     assert maps["hirescam"].shape == images.shape
     print(json.dumps({"volume": volume, "roi": roi, "before_kib": before, "peak_kib": after, "seconds": seconds}))
 
