@@ -1,0 +1,91 @@
+"""The ``monai-xai`` command line, the bundle-explain runner and the demo's summary table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from monai_xai.bundle_explain import explain_bundle, explain_config_files, overlay_dir
+from monai_xai.demo import format_table, summary_rows
+from tests.engines.bundles import make_classification_bundle
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_config_files_are_layered_bundle_first_then_overlays_then_bundle_explain(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text("{}")
+    files = explain_config_files(bundle)
+    assert files == [
+        str(bundle / "configs" / "inference.json"),
+        str(REPO / "configs" / "explain.json"),
+        str(REPO / "configs" / "xai_metrics.json"),
+        str(REPO / "configs" / "mlflow.json"),
+    ]
+    (bundle / "configs" / "explain.json").write_text("{}")
+    assert explain_config_files(bundle, overlays=("explain",))[-1] == str(bundle / "configs" / "explain.json")
+    assert overlay_dir() == REPO / "configs"
+
+
+def test_config_files_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model-zoo layout"):
+        explain_config_files(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "inference.json").write_text("{}")
+    with pytest.raises(ValueError, match="must include 'explain'"):
+        explain_config_files(tmp_path, overlays=("xai_metrics",))
+
+
+def test_summary_table_from_writer_csv(tmp_path):
+    summary = tmp_path / "summary.csv"
+    summary.write_text(
+        "metric,method,mean,std,min,max,n,n_skipped\n"
+        "ehr_auc,gradcam,0.5,0.1,0.4,0.6,2,0\n"
+        "xai_seconds,gradcam,0.25,0,0.25,0.25,2,0\n"
+        "ehr_auc,hirescam,0.75,0.1,0.7,0.8,2,0\n"
+    )
+    metrics, table = summary_rows(summary)
+    assert metrics == ["ehr_auc", "xai_seconds"]
+    assert table == {"gradcam": {"ehr_auc": 0.5, "xai_seconds": 0.25}, "hirescam": {"ehr_auc": 0.75}}
+    assert format_table(metrics, table).splitlines() == [
+        "| method | ehr_auc | s/case |",
+        "|---|---|---|",
+        "| gradcam | 0.500 | 0.250 |",
+        "| hirescam | 0.750 |  |",
+    ]
+
+
+def test_cli_phantom_writes_a_datalist(tmp_path):
+    script = Path(sys.executable).parent / "monai-xai"
+    finished = subprocess.run(
+        [str(script), "phantom", str(tmp_path / "data"), "--n_cases", "4", "--seed", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    datalist = json.loads((tmp_path / "data" / "datalist.json").read_text())
+    cases = datalist["training"] + datalist["validation"] + datalist["test"]
+    assert len(cases) == 4 and all((tmp_path / "data" / case["image"]).is_file() for case in cases)
+
+
+@pytest.mark.slow
+def test_explain_bundle_runs_the_overlays_in_process(tmp_path):
+    bundle = make_classification_bundle(tmp_path / "bundle")
+    explain_bundle(
+        bundle,
+        overlays=("explain", "xai_metrics"),
+        xai_methods=["gradcam", "hirescam"],
+        xai_target_layer="features.denseblock2",
+        xai_metrics=["ehr_auc", "heat_diff"],
+        xai_region_key="mask",
+        xai_region_value=None,
+        xai_output_dir=str(tmp_path / "xai"),
+    )
+    metrics, table = summary_rows(tmp_path / "xai" / "summary.csv")
+    assert {"ehr_auc", "heat_diff", "xai_seconds"} <= set(metrics)
+    assert set(table) == {"gradcam", "hirescam"}
+    assert all(0.0 <= table[method]["ehr_auc"] <= 1.0 for method in table)
