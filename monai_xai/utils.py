@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
-__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map"]
+__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map", "preserved_model_state"]
 
 
 def normalize_per_sample(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -64,3 +66,22 @@ def check_batch_map(name: str, value: torch.Tensor, reference: torch.Tensor) -> 
         )
     if value.is_floating_point() and not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or infinite values; fix or mask them before computing the metric.")
+
+
+@contextmanager
+def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the body with ``model`` in eval mode, then restore each module's mode and each parameter's ``requires_grad``.
+
+    Flags are saved per module (not just the top-level one), so a model with e.g. frozen BatchNorm layers in eval mode
+    inside a training model comes back unchanged.
+    """
+    training_flags = [(module, module.training) for module in model.modules()]
+    requires_grad_flags = [(param, param.requires_grad) for param in model.parameters()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in training_flags:
+            module.training = training
+        for param, requires_grad in requires_grad_flags:
+            param.requires_grad_(requires_grad)

@@ -1,12 +1,13 @@
 """Class-activation maps for MONAI networks: N-D (2D and 3D), batched, classification and segmentation targets."""
 
 from monai_xai.cams.explainer import CAMExplainer
-from monai_xai.cams.hooks import ActivationRecorder, preserved_model_state
+from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassTarget, SegmentationTarget, build_target
+from monai_xai.utils import preserved_model_state
 
 __all__ = [
     "CAMExplainer",

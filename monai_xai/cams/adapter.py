@@ -20,8 +20,8 @@ import torch
 from pytorch_grad_cam.activations_and_gradients import ActivationsAndGradients
 from torch import nn
 
-from monai_xai.cams.hooks import preserved_model_state
 from monai_xai.cams.targets import ClassTarget, SegmentationTarget
+from monai_xai.utils import preserved_model_state
 
 __all__ = ["ADAPTER_PREFIX", "grad_cam_method", "available_grad_cam_methods"]
 

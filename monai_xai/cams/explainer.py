@@ -18,13 +18,13 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_xai.cams.adapter import ADAPTER_PREFIX, grad_cam_method
-from monai_xai.cams.hooks import ActivationRecorder, preserved_model_state
+from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS, METHODS_WITHOUT_GRADIENTS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
-from monai_xai.utils import normalize_per_sample
+from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
 

@@ -1,40 +1,21 @@
-"""Context managers that let the CAM engine run a network and leave it exactly as it was found.
+"""Hooks that let the CAM engine record a network's activations and leave it exactly as it was found.
 
-``preserved_model_state`` puts the model in eval mode and restores every module's train/eval flag and every
-parameter's ``requires_grad`` flag on exit. ``ActivationRecorder`` records target layers' outputs on the forward pass,
+``ActivationRecorder`` records target layers' outputs on the forward pass,
 keeping them in the autograd graph even when neither the inputs nor the parameters require grad and even inside
-``torch.no_grad()``, and removes its hooks on exit. Both restore on exceptions too.
+``torch.no_grad()``, and removes its hooks on exit, also on exceptions. Modes and ``requires_grad`` flags are restored
+by ``monai_xai.utils.preserved_model_state``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from types import TracebackType
 
 import torch
 from torch import nn
 
-__all__ = ["preserved_model_state", "ActivationRecorder"]
-
-
-@contextmanager
-def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the body with ``model`` in eval mode, then restore each module's mode and each parameter's ``requires_grad``.
-
-    Flags are saved per module (not just the top-level one), so a model with e.g. frozen BatchNorm layers in eval mode
-    inside a training model comes back unchanged.
-    """
-    training_flags = [(module, module.training) for module in model.modules()]
-    requires_grad_flags = [(param, param.requires_grad) for param in model.parameters()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in training_flags:
-            module.training = training
-        for param, requires_grad in requires_grad_flags:
-            param.requires_grad_(requires_grad)
+__all__ = ["ActivationRecorder"]
 
 
 class ActivationRecorder:

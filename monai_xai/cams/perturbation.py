@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_xai.cams.hooks import preserved_model_state
+from monai_xai.utils import preserved_model_state
 
 __all__ = ["PERTURBATION_METHODS", "scorecam", "ablationcam"]
 

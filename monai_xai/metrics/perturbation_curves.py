@@ -17,7 +17,7 @@ from torch import nn
 
 from monai_xai.cams.targets import SegmentationTarget, build_target
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
-from monai_xai.utils import check_batch_map
+from monai_xai.utils import check_batch_map, preserved_model_state
 
 __all__ = ["PerturbationCurve", "deletion_insertion", "DeletionInsertionMetric"]
 
@@ -50,10 +50,6 @@ def _substrate(images: torch.Tensor, substrate: str | torch.Tensor, blur_sigma: 
         # zero padding at the border, as RISE's convolution with its Gaussian kernel
         return GaussianFilter(images.ndim - 2, sigma=blur_sigma).to(images.device)(images)
     raise ValueError(f'substrate must be "zeros", "blur" or a tensor, got {substrate!r}.')
-
-
-def _module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(module, module.training) for module in model.modules()]
 
 
 def deletion_insertion(
@@ -124,26 +120,20 @@ def deletion_insertion(
     rank = torch.empty_like(order).scatter_(1, order, positions)  # rank[b, v]: where voxel v comes in the order
     replaced_counts = torch.arange(steps + 1, device=images.device) * voxels // steps
 
-    modes = _module_modes(model)
-    try:
-        model.eval()
-        with torch.no_grad():
-            score = "probability" if apply_softmax else "logit"
-            target = build_target(model(images), class_idx, mask, score)
-            replacement = _substrate(images, substrate, blur_sigma)
-            start, finish = (images, replacement) if mode == "deletion" else (replacement, images)
-            # every (sample, step) pair is one perturbed image; they are built and scored batch_size at a time
-            pairs = torch.arange(batch * (steps + 1), device=images.device)
-            scores = []
-            for chunk in pairs.split(batch_size):
-                sample, step = chunk // (steps + 1), chunk % (steps + 1)
-                replaced = rank[sample] < replaced_counts[step][:, None]
-                replaced = replaced.reshape(chunk.numel(), 1, *images.shape[2:])
-                perturbed = torch.where(replaced, finish[sample], start[sample])
-                scores.append(target(model(perturbed), sample))
-    finally:
-        for module, training in modes:
-            module.train(training)
+    with preserved_model_state(model), torch.no_grad():
+        score = "probability" if apply_softmax else "logit"
+        target = build_target(model(images), class_idx, mask, score)
+        replacement = _substrate(images, substrate, blur_sigma)
+        start, finish = (images, replacement) if mode == "deletion" else (replacement, images)
+        # every (sample, step) pair is one perturbed image; they are built and scored batch_size at a time
+        pairs = torch.arange(batch * (steps + 1), device=images.device)
+        scores = []
+        for chunk in pairs.split(batch_size):
+            sample, step = chunk // (steps + 1), chunk % (steps + 1)
+            replaced = rank[sample] < replaced_counts[step][:, None]
+            replaced = replaced.reshape(chunk.numel(), 1, *images.shape[2:])
+            perturbed = torch.where(replaced, finish[sample], start[sample])
+            scores.append(target(model(perturbed), sample))
     scores = torch.cat(scores).reshape(batch, steps + 1)
     # a sample with an empty pixel set has no score: NaN, so reductions skip it instead of counting a flat curve
     if isinstance(target, SegmentationTarget):

@@ -31,7 +31,7 @@ from monai.utils import MetricReduction
 
 from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
 from monai_xai.metrics.imputation import noisy_linear_impute
-from monai_xai.utils import check_batch_map
+from monai_xai.utils import check_batch_map, preserved_model_state
 
 __all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
 
@@ -397,28 +397,22 @@ def _road_curves(
         index.flatten().to(images.device)
         for index in torch.meshgrid(*(torch.arange(n) for n in masks.shape[:3]), indexing="ij")
     )
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            outputs = torch.cat([model(part) for part in images.split(chunk)])
-            # the target (class, and pixel set of a segmentation) is fixed on the unperturbed images
-            target = build_target(outputs, class_idx, mask, score)
-            before = target(outputs)
-            after_scores, after_predicted = [], []
-            for start in range(0, triples, chunk):
-                part = slice(start, start + chunk)
-                samples_part = sample_index[part]
-                remove = masks[order_index[part], samples_part, step_index[part]].unsqueeze(1)
-                imputed = noisy_linear_impute(
-                    images[samples_part], remove, noise, neighbourhood, spacing, generator=generator
-                )
-                outputs_after = model(imputed)
-                after_scores.append(target(outputs_after, samples_part))
-                after_predicted.append(target.predicted(outputs_after, samples_part))
-    finally:
-        for module, training in modes.items():
-            module.train(training)
+    with preserved_model_state(model), torch.no_grad():
+        outputs = torch.cat([model(part) for part in images.split(chunk)])
+        # the target (class, and pixel set of a segmentation) is fixed on the unperturbed images
+        target = build_target(outputs, class_idx, mask, score)
+        before = target(outputs)
+        after_scores, after_predicted = [], []
+        for start in range(0, triples, chunk):
+            part = slice(start, start + chunk)
+            samples_part = sample_index[part]
+            remove = masks[order_index[part], samples_part, step_index[part]].unsqueeze(1)
+            imputed = noisy_linear_impute(
+                images[samples_part], remove, noise, neighbourhood, spacing, generator=generator
+            )
+            outputs_after = model(imputed)
+            after_scores.append(target(outputs_after, samples_part))
+            after_predicted.append(target.predicted(outputs_after, samples_part))
     shape = masks.shape[:3]
     change = torch.cat(after_scores).reshape(shape) - before[None, :, None]
     # a sample with an empty pixel set has no score to change: NaN, so reductions skip it instead of counting a 0
