@@ -1,0 +1,318 @@
+"""Tests of monai_xai.sanity: random-map baselines against closed forms, Spearman against scipy, and the model
+randomisation test on networks built so the answer is known (parameter-free: nothing can change; a hand-set
+"trained" network on white noise: a random re-initialisation decorrelates its maps)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.bundle import ConfigParser
+from scipy import stats
+from torch import nn
+
+from monai_xai.cams import CAMExplainer
+from monai_xai.data import write_phantom_dataset
+from monai_xai.metrics import ehr_auc
+from monai_xai.sanity import (
+    MAX_RANDOMISATION_SPEARMAN,
+    bundle_sanity_checks,
+    model_randomisation_check,
+    random_map_baseline,
+    random_saliency_maps,
+    randomize_weights,
+    sanity_markdown,
+    spearman_correlation,
+)
+
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _delta_classifier(spatial_dims: int) -> nn.Sequential:
+    """'Trained' classifier whose class-1 logit is the mean of ReLU(image): layer "0" copies the image into channel 0
+    (centred delta kernel), so its CAM for class 1 is ReLU(image). A re-initialised 9^d kernel is nearly orthogonal
+    to the delta, so on white noise the randomised CAM is almost uncorrelated with the trained one."""
+    net = nn.Sequential(
+        CONV[spatial_dims](1, 4, 9, padding=4), nn.ReLU(), POOL[spatial_dims](1), nn.Flatten(), nn.Linear(4, 2)
+    )
+    with torch.no_grad():
+        for param in net.parameters():
+            param.zero_()
+        net[0].weight[(0, 0) + (4,) * spatial_dims] = 1.0
+        net[4].weight[1, 0] = 1.0
+    return net
+
+
+class FixedFeatures(nn.Module):
+    """Convolution with a fixed kernel held in a buffer: no parameters, nothing to re-initialise."""
+
+    def __init__(self, spatial_dims: int) -> None:
+        super().__init__()
+        kernel = torch.randn((3, 1) + (3,) * spatial_dims, generator=torch.Generator().manual_seed(7))
+        self.register_buffer("kernel", kernel)
+        self.conv = F.conv2d if spatial_dims == 2 else F.conv3d
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images, self.kernel, padding=1)
+
+
+class FixedHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.tensor([[1.0, -1.0, 0.5], [-0.5, 1.0, 1.0]]))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flatten(2).mean(dim=2) @ self.weight.T
+
+
+def _parameter_free_classifier(spatial_dims: int) -> nn.Sequential:
+    return nn.Sequential(FixedFeatures(spatial_dims), nn.ReLU(), FixedHead())
+
+
+def _delta_segmenter(spatial_dims: int) -> nn.Sequential:
+    """'Trained' 2-class segmenter: class 1 wherever the image exceeds 0.5 (logit image - 0.5 against 0)."""
+    net = nn.Sequential(CONV[spatial_dims](1, 4, 3, padding=1), nn.ReLU(), CONV[spatial_dims](4, 2, 1))
+    with torch.no_grad():
+        for param in net.parameters():
+            param.zero_()
+        net[0].weight[(0, 0) + (1,) * spatial_dims] = 1.0
+        net[2].weight[1, 0] = 1.0
+        net[2].bias[1] = -0.5
+    return net
+
+
+# ---------------------------------------------------------------- random maps and baselines
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 16, 16), (2, 1, 8, 8, 8)])
+def test_uniform_baseline_equals_mask_fraction(shape):
+    # Every voxel of an i.i.d. map is equally likely to be above any threshold, and min-max normalisation keeps the
+    # peak at 1, so each ratio of the EHR curve has expectation |mask| / N exactly: EHR-AUC's expectation too.
+    masks = torch.zeros(shape, dtype=torch.bool)
+    masks[0, 0, : shape[2] // 8] = True  # 1/8 of the image
+    masks[1, 0, : shape[2] // 2] = True  # 1/2 of the image
+    generator = torch.Generator().manual_seed(0)
+    baseline = random_map_baseline(ehr_auc, masks, n_draws=200, generator=generator)
+    assert baseline.shape == (2,)
+    # per-draw standard deviation is below 0.04 (the 1.0 threshold keeps one voxel), so 200 draws: ~0.003
+    torch.testing.assert_close(baseline, torch.tensor([1 / 8, 1 / 2]), atol=0.012, rtol=0)
+
+
+@pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 8)])
+def test_smooth_baseline_of_half_mask_is_one_half(spatial):
+    # The upsampled field is mirror-symmetric in distribution, and with a half-image mask the ratios inside and
+    # outside add up to 1 at every threshold: the expectation is exactly 1/2 whatever the smoothness.
+    masks = torch.zeros((1, 1, *spatial), dtype=torch.bool)
+    masks[..., : spatial[-1] // 2] = True
+    generator = torch.Generator().manual_seed(1)
+    baseline = random_map_baseline(ehr_auc, masks, n_draws=300, kind="smooth", grid_size=2, generator=generator)
+    torch.testing.assert_close(baseline, torch.tensor([0.5]), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("shape, grid", [((2, 1, 12, 10), (1, 5)), ((2, 1, 6, 8, 10), (1, 4, 1))])
+def test_smooth_maps_vary_only_along_refined_axes(shape, grid):
+    maps = random_saliency_maps(shape, kind="smooth", grid_size=grid, generator=torch.Generator().manual_seed(0))
+    assert maps.shape == shape and maps.dtype == torch.float32
+    for axis, size in enumerate(grid, start=2):
+        spread = maps.amax(dim=axis) - maps.amin(dim=axis)
+        if size == 1:
+            assert spread.max() < 1e-6  # one grid cell along this axis: constant up to float rounding
+        else:
+            assert spread.min() > 1e-3
+    flat = maps.flatten(1)
+    torch.testing.assert_close(flat.amin(dim=1), torch.zeros(2))
+    torch.testing.assert_close(flat.amax(dim=1), torch.ones(2))
+
+
+def test_smooth_maps_on_full_grid_are_the_uniform_maps():
+    uniform = random_saliency_maps((3, 1, 5, 7), generator=torch.Generator().manual_seed(3))
+    smooth = random_saliency_maps((3, 1, 5, 7), "smooth", (5, 7), generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(smooth, uniform)
+    assert (uniform.flatten(1).amax(dim=1) == 1).all() and (uniform.flatten(1).amin(dim=1) == 0).all()
+
+
+def test_baseline_bad_inputs():
+    masks = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    with pytest.raises(TypeError, match="metric_fn must be callable"):
+        random_map_baseline("ehr_auc", masks)
+    with pytest.raises(ValueError, match=r"masks must have shape \(B, 1, H, W\)"):
+        random_map_baseline(ehr_auc, masks[:, 0])
+    with pytest.raises(TypeError, match="masks must be a torch.Tensor"):
+        random_map_baseline(ehr_auc, np.ones((2, 1, 4, 4)))
+    with pytest.raises(ValueError, match="n_draws must be a positive int"):
+        random_map_baseline(ehr_auc, masks, n_draws=0)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        random_map_baseline(ehr_auc, masks, kind="gaussian")
+    with pytest.raises(ValueError, match="grid_size must be a positive int or 2 positive ints"):
+        random_map_baseline(ehr_auc, masks, kind="smooth", grid_size=(2, 2, 2))
+    with pytest.raises(ValueError, match=r"one score per sample, shape \(2,\)"):
+        random_map_baseline(lambda saliency, mask: saliency.mean(), masks)
+
+
+# ---------------------------------------------------------------- Spearman
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 5, 6), (2, 1, 4, 3, 5)])
+def test_spearman_matches_scipy_with_ties(shape):
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(0, 4, shape, generator=generator).float()  # many ties
+    second = first + torch.randint(0, 3, shape, generator=generator).float()
+    expected = [stats.spearmanr(a.ravel(), b.ravel()).statistic for a, b in zip(first.numpy(), second.numpy())]
+    torch.testing.assert_close(spearman_correlation(first, second), torch.tensor(expected, dtype=torch.float32))
+
+
+def test_spearman_constant_map_is_nan_and_bad_inputs():
+    maps = torch.rand(2, 1, 4, 4)
+    constant = maps.clone()
+    constant[1] = 0.0
+    correlation = spearman_correlation(maps, constant)
+    assert correlation[0] == 1 and correlation[1].isnan()
+    with pytest.raises(ValueError, match="must share one shape"):
+        spearman_correlation(maps, maps[:, :, :3])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        spearman_correlation(maps, torch.full_like(maps, float("nan")))
+    with pytest.raises(TypeError, match="must be torch.Tensors"):
+        spearman_correlation(maps, maps.numpy())
+
+
+# ---------------------------------------------------------------- weight re-initialisation
+
+
+def test_randomize_weights_leaves_model_and_global_rng_untouched():
+    model = _delta_classifier(2).train()
+    model[4].eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    randomised = randomize_weights(model, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert [module.training for module in model.modules()] == [True, True, True, True, True, False]
+    assert not torch.equal(randomised[0].weight, model[0].weight)
+    assert not torch.equal(randomised[4].weight, model[4].weight)
+    again = randomize_weights(model, seed=3)
+    for name, value in randomised.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_randomize_weights_warns_about_what_it_cannot_reset():
+    with pytest.warns(UserWarning, match="no module of the model has reset_parameters"):
+        randomize_weights(_parameter_free_classifier(2))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3))
+    model.scale = nn.Parameter(torch.ones(1))
+    with pytest.warns(UserWarning, match=r"keep their trained values: \['scale'\]"):
+        randomised = randomize_weights(model)
+    assert torch.equal(randomised.scale, model.scale)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        randomize_weights(lambda images: images)
+
+
+# ---------------------------------------------------------------- model randomisation test
+
+
+@pytest.mark.parametrize("spatial", [(24, 24), (12, 12, 12)])
+def test_randomisation_without_parameters_keeps_maps(spatial):
+    model = _parameter_free_classifier(len(spatial))
+    images = torch.randn(3, 1, *spatial)
+    with pytest.warns(UserWarning, match="no module of the model has reset_parameters"):
+        result = model_randomisation_check(model, "0", images, ("gradcam", "hirescam"), class_idx=[0, 1, 0])
+    for method in ("gradcam", "hirescam"):
+        torch.testing.assert_close(result.randomised_maps[method], result.trained_maps[method])
+        torch.testing.assert_close(result.correlation[method], torch.ones(3))
+
+
+@pytest.mark.parametrize("spatial", [(24, 24), (12, 12, 12)])
+def test_randomisation_decorrelates_weight_dependent_maps(spatial):
+    model = _delta_classifier(len(spatial))
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    images = torch.randn(4, 1, *spatial)
+    methods = ("gradcam", "hirescam", "layercam")
+    result = model_randomisation_check(model, "0", images, methods, class_idx=1, seed=0)
+    # the trained CAM is ReLU(image) (the known answer), so the check compares the right maps
+    expected = F.relu(images) / F.relu(images).flatten(1).amax(dim=1).reshape(-1, *[1] * (images.ndim - 1))
+    torch.testing.assert_close(result.trained_maps["gradcam"], expected)
+    for method in methods:
+        correlation = result.correlation[method]
+        assert correlation.shape == (4,)
+        assert correlation.abs().max() < 0.3 < MAX_RANDOMISATION_SPEARMAN, (method, correlation)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_randomisation_explains_the_trained_models_predicted_class():
+    model = _delta_classifier(2)
+    images = torch.randn(6, 1, 24, 24)
+    images[:3] -= 3  # ReLU(image) ~ 0: trained logits tie at 0, argmax picks class 0 for these
+    trained_class = model(images).argmax(dim=1)
+    randomised = randomize_weights(model, seed=0)
+    assert (randomised(images).argmax(dim=1) != trained_class).any()  # otherwise this test proves nothing
+    result = model_randomisation_check(model, "0", images, "gradcam", seed=0)
+    expected = CAMExplainer(randomised, "0", "gradcam")(images, class_idx=trained_class)
+    torch.testing.assert_close(result.randomised_maps["gradcam"], expected["gradcam"])
+
+
+@pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 8)])
+def test_randomisation_of_segmenter_keeps_trained_pixel_set(spatial):
+    model = _delta_segmenter(len(spatial))
+    images = torch.rand(2, 1, *spatial)
+    trained_region = (model(images).argmax(dim=1, keepdim=True) == 1).float()
+    randomised = randomize_weights(model, seed=0)
+    own_region = (randomised(images).argmax(dim=1, keepdim=True) == 1).float()
+    assert not torch.equal(own_region, trained_region)  # otherwise this test proves nothing
+    result = model_randomisation_check(model, "0", images, "gradcam", class_idx=1, mask="pred", seed=0)
+    explainer = CAMExplainer(randomised, "0", "gradcam")
+    expected = explainer(images, class_idx=1, mask=trained_region)["gradcam"]
+    torch.testing.assert_close(result.randomised_maps["gradcam"], expected)
+    assert not torch.allclose(result.randomised_maps["gradcam"], explainer(images, class_idx=1, mask="pred")["gradcam"])
+
+
+def test_randomisation_check_bad_inputs():
+    model = _delta_classifier(2)
+    images = torch.randn(2, 1, 24, 24)
+    with pytest.raises(ValueError, match="no layer named 'layer4'"):
+        model_randomisation_check(model, "layer4", images)
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        model_randomisation_check(model, "0", images, "gradcamm")
+    with pytest.raises(ValueError, match="class_idx has 3 entries but the batch has 2"):
+        model_randomisation_check(model, "0", images, class_idx=[0, 1, 1])
+
+
+# ---------------------------------------------------------------- bundle check
+
+
+def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
+    source = REPO / "bundles" / "lesion_classification_3d" / "configs"
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    for name in ("inference.json", "explain.json"):
+        shutil.copy(source / name, bundle / "configs" / name)
+    with pytest.raises(FileNotFoundError, match="model.pt is missing"):
+        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"])
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    (bundle / "models").mkdir()
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+
+    summary = bundle_sanity_checks(bundle, n_cases=2, methods=["gradcam", "eigencam"], n_draws=32, batch_size=2)
+    assert [row.method for row in summary] == ["gradcam", "eigencam"]
+    assert [row.uses_gradients for row in summary] == [True, False]
+    # closed form of the uniform baseline: the mean share of lesion voxels of the same two phantoms (the bundle's
+    # preprocessing leaves phantoms unchanged); the 1.0 threshold dominates the sampling error (~0.0004 here)
+    datalist = write_phantom_dataset(tmp_path / "phantoms", 2, seed=4242, positive_fraction=1.0, split=(0, 0, 1))
+    shares = [
+        nib.load(datalist.parent / item["mask"]).get_fdata().mean() for item in json.loads(datalist.read_text())["test"]
+    ]
+    assert summary[0].random_uniform == pytest.approx(np.mean(shares), abs=0.0015)
+    for row in summary:
+        assert 0 <= row.ehr_auc <= 1 and -1 <= row.spearman <= 1
+        assert row.localisation_ratio == row.ehr_auc / max(row.random_uniform, row.random_smooth)
+    table = sanity_markdown(summary)
+    assert table.count("\n") == 3 and "| gradcam |" in table and "(not required)" in table
