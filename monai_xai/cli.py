@@ -1,9 +1,10 @@
-"""``monai-xai`` command line (python-fire): ``demo``, ``explain`` a bundle, write ``phantom`` data.
+"""``monai-xai`` command line (python-fire): ``demo``, ``explain`` a bundle, ``sanity`` checks, ``phantom`` data.
 
 Examples::
 
     monai-xai demo
     monai-xai explain bundles/lesion_segmentation_3d --xai_methods "['gradcam','hirescam']"
+    monai-xai sanity bundles/lesion_classification_3d
     monai-xai phantom outputs/phantoms --n_cases 20
 """
 
@@ -16,6 +17,7 @@ import fire
 from monai_xai.bundle_explain import OVERLAYS, explain_bundle
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
+from monai_xai.sanity import bundle_sanity_table
 
 __all__ = ["main"]
 
@@ -37,7 +39,7 @@ def phantom(out_dir: str, n_cases: int = 20, seed: int = 0, dim: int = 3, positi
 
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
-    fire.Fire({"demo": run_demo, "explain": explain, "phantom": phantom})
+    fire.Fire({"demo": run_demo, "explain": explain, "sanity": bundle_sanity_table, "phantom": phantom})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from monai_xai.bundle_explain import explain_bundle, explain_config_files, overlay_dir
-from monai_xai.demo import format_table, summary_rows
+from monai_xai.demo import format_table, summary_rows, with_road_combined
 from tests.engines.bundles import make_classification_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +56,15 @@ def test_summary_table_from_writer_csv(tmp_path):
         "| gradcam | 0.500 | 0.250 |",
         "| hirescam | 0.750 |  |",
     ]
+
+
+def test_road_combined_column_from_morf_and_lerf_means():
+    table = {"gradcam": {"road_morf": -0.6, "road_lerf": 0.2, "xai_seconds": 0.1}, "eigencam": {"road_morf": -0.2}}
+    metrics = with_road_combined(["road_morf", "road_lerf", "xai_seconds"], table)
+    assert metrics == ["road_morf", "road_lerf", "road_combined", "xai_seconds"]
+    assert table["gradcam"]["road_combined"] == pytest.approx(0.4)  # (0.2 - (-0.6)) / 2
+    assert "road_combined" not in table["eigencam"]
+    assert with_road_combined(["ehr_auc"], {}) == ["ehr_auc"]
 
 
 def test_cli_phantom_writes_a_datalist(tmp_path):

@@ -18,7 +18,15 @@ from scipy import ndimage
 
 from monai_xai.utils import per_sample_index
 
-__all__ = ["ClassTarget", "SegmentationTarget", "build_target", "index_pixel_set", "tensor_pixel_set", "SCORES"]
+__all__ = [
+    "ClassTarget",
+    "SegmentationTarget",
+    "build_target",
+    "index_pixel_set",
+    "tensor_pixel_set",
+    "per_voxel_scale",
+    "SCORES",
+]
 
 SCORES = ("logit", "probability")
 
@@ -81,6 +89,11 @@ class SegmentationTarget:
         self.score = score
 
     @property
+    def size(self) -> torch.Tensor:
+        """(B,) total weight of each sample's pixel set (its voxel count for a binary set)."""
+        return self.pixel_set.flatten(1).sum(dim=1)
+
+    @property
     def empty(self) -> torch.Tensor:
         """(B,) bool, True for samples whose pixel set is empty (their score does not depend on the input)."""
         return self.pixel_set.flatten(1).sum(dim=1) == 0
@@ -102,6 +115,19 @@ class SegmentationTarget:
         still_class = _predicted_mask(outputs, classes).flatten(1)
         total = weights.sum(dim=1)
         return (total > 0) & ((weights * still_class).sum(dim=1) >= 0.5 * total)
+
+
+def per_voxel_scale(target: ClassTarget | SegmentationTarget) -> torch.Tensor:
+    """(B,) divisor that turns a target's scores into per-voxel means: 1 for a classifier, the pixel-set size for a
+    segmenter, NaN for an empty pixel set (the sample has no score, so anything divided by it is skipped as NaN).
+
+    Perturbation metrics report segmentation scores as the mean over the pixel set so that they read like a
+    classifier's (e.g. a probability change in [-1, 1]) and do not grow with the size of the region.
+    """
+    if isinstance(target, SegmentationTarget):
+        size = target.size
+        return torch.where(size > 0, size, torch.full_like(size, float("nan")))
+    return torch.ones(target.class_idx.shape, device=target.class_idx.device)
 
 
 def _predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
@@ -259,8 +285,8 @@ def build_target(
     if warn_empty and empty.any():
         warnings.warn(
             f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
-            "their score is 0 whatever the input (all-zero maps, unchanged perturbation scores). Check class_idx "
-            "and mask.",
+            "their score is 0 whatever the input (all-zero maps; ROAD and deletion/insertion give NaN). "
+            "Check class_idx and mask.",
             stacklevel=2,
         )
     return target

@@ -2,7 +2,8 @@
 voxels are removed (inserted) first. N-D, batched over the perturbation steps, on the model's device.
 
 The score is the CAM target (``monai_xai.cams.targets.build_target``): a classifier's class probability (or logit), or
-for a segmentation network the class probability (or logit) summed over a pixel set fixed on the unperturbed image.
+for a segmentation network the class probability (or logit) over a pixel set fixed on the unperturbed image, as its
+mean over the set (NaN for an empty set).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from monai.networks.layers import GaussianFilter
 from monai.utils import MetricReduction
 from torch import nn
 
-from monai_xai.cams.targets import SegmentationTarget, build_target
+from monai_xai.cams.targets import build_target, per_voxel_scale
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
 from monai_xai.utils import check_batch_map, preserved_model_state
 
@@ -91,7 +92,7 @@ def deletion_insertion(
         apply_softmax: score the softmax probability of the class (True, RISE; sigmoid for a single output channel)
             or its raw logit (False).
         blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5).
-        mask: segmentation only, the pixel set whose class score is summed, defined on the unperturbed images as in
+        mask: segmentation only, the pixel set whose class score is averaged, defined on the unperturbed images as in
             ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
             (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
             voxel) or of slices (a box). Must be None for classifiers.
@@ -134,10 +135,8 @@ def deletion_insertion(
             replaced = replaced.reshape(chunk.numel(), 1, *images.shape[2:])
             perturbed = torch.where(replaced, finish[sample], start[sample])
             scores.append(target(model(perturbed), sample))
-    scores = torch.cat(scores).reshape(batch, steps + 1)
-    # a sample with an empty pixel set has no score: NaN, so reductions skip it instead of counting a flat curve
-    if isinstance(target, SegmentationTarget):
-        scores = scores.masked_fill(target.empty[:, None], float("nan"))
+    # segmentation: mean over the pixel set; an empty set has no score: NaN, so reductions skip it
+    scores = torch.cat(scores).reshape(batch, steps + 1) / per_voxel_scale(target)[:, None]
     return PerturbationCurve(scores=scores, auc=torch.trapezoid(scores, dx=1.0 / steps, dim=1))
 
 

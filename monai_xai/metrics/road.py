@@ -5,9 +5,10 @@ model's score for the explained class is read again. Removing the most relevant 
 the score drop fast; removing the least relevant first (LeRF) should barely move it.
 
 The score is the CAM target (``monai_xai.cams.targets.build_target``), so it means what it means for the explanation:
-a classifier's class logit (or probability), or for a segmentation network the class logit (or probability) summed
-over a pixel set M fixed on the unperturbed image (Seg-Grad-CAM's target; by default M is the region predicted as the
-class). "Still predicted" is the target's ``predicted``: the class is the arg-max, or, for segmentation, at least half
+a classifier's class logit (or probability), or for a segmentation network the class logit (or probability) over a
+pixel set M fixed on the unperturbed image (Seg-Grad-CAM's target; by default M is the region predicted as the class),
+reported as its mean over M so that values read like a classifier's and do not grow with the region (NaN for an
+empty M). "Still predicted" is the target's ``predicted``: the class is the arg-max, or, for segmentation, at least half
 of M is still predicted as the class.
 
 Percentile convention (pytorch-grad-cam's): a percentile p is the share of pixels KEPT, in percent. MoRF at p removes
@@ -29,7 +30,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
-from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
+from monai_xai.cams.targets import SCORES, build_target, per_voxel_scale
 from monai_xai.metrics.imputation import noisy_linear_impute
 from monai_xai.utils import check_batch_map, preserved_model_state
 
@@ -127,7 +128,7 @@ def road(
             (classifiers only: a segmentation network needs the class).
         percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
-        mask: segmentation only, the pixel set M whose class score is summed, defined on the unperturbed images as
+        mask: segmentation only, the pixel set M whose class score is averaged, defined on the unperturbed images as
             in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
             (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
             voxel) or of slices (a box). Must be None for classifiers.
@@ -358,13 +359,6 @@ def _check_score(score: str) -> None:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
 
 
-def _empty_pixel_set(target: ClassTarget | SegmentationTarget) -> torch.Tensor:
-    """(B,) bool: samples whose segmentation pixel set is empty (never for classifiers)."""
-    if isinstance(target, SegmentationTarget):
-        return target.empty
-    return torch.zeros_like(target.class_idx, dtype=torch.bool)
-
-
 def _road_curves(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -414,8 +408,7 @@ def _road_curves(
             after_scores.append(target(outputs_after, samples_part))
             after_predicted.append(target.predicted(outputs_after, samples_part))
     shape = masks.shape[:3]
-    change = torch.cat(after_scores).reshape(shape) - before[None, :, None]
-    # a sample with an empty pixel set has no score to change: NaN, so reductions skip it instead of counting a 0
-    change = change.masked_fill(_empty_pixel_set(target)[None, :, None], float("nan"))
+    # segmentation: mean over the pixel set; an empty set has no score to change: NaN, so reductions skip it
+    change = (torch.cat(after_scores).reshape(shape) - before[None, :, None]) / per_voxel_scale(target)[None, :, None]
     still = torch.cat(after_predicted).reshape(shape)
     return {order: ROADCurve(order, tuple(percentiles), change[k], still[k]) for k, order in enumerate(orders)}

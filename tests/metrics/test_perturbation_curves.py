@@ -67,15 +67,15 @@ def _seg_inputs(spatial_dims: int, batch: int) -> tuple[torch.Tensor, torch.Tens
 def test_segmentation_deletion_hand_values_per_sample_class(spatial_dims):
     images, saliency = _seg_inputs(spatial_dims, 2)
     # deletion order: voxels 1, 2, 3, 0 into zeros (class-1 logit -5, class-2 logit 5), pixel set = predicted region
-    # sample 0, class 1 over {0, 1, 3}: 5+3+4=12, 5-5+4=4, 4, 5-5-5=-5, -15
-    # sample 1, class 2 over {2}: 3, 3, 5, 5, 5
+    # sample 0, class 1 over {0, 1, 3}: 5+3+4=12, 5-5+4=4, 4, 5-5-5=-5, -15, each / 3 voxels (mean over the set)
+    # sample 1, class 2 over {2}: 3, 3, 5, 5, 5 (one voxel)
     curve = deletion_insertion(
         intensity_segmenter(spatial_dims), images, saliency, class_idx=[1, 2], steps=4, apply_softmax=False
     )
-    expected = torch.tensor([[12.0, 4.0, 4.0, -5.0, -15.0], [3.0, 3.0, 5.0, 5.0, 5.0]])
+    expected = torch.tensor([[12.0 / 3, 4.0 / 3, 4.0 / 3, -5.0 / 3, -15.0 / 3], [3.0, 3.0, 5.0, 5.0, 5.0]])
     torch.testing.assert_close(curve.scores, expected)
     # AUC = (first / 2 + middle three + last / 2) / 4
-    torch.testing.assert_close(curve.auc, torch.tensor([(6 + 4 + 4 - 5 - 7.5) / 4, (1.5 + 3 + 5 + 5 + 2.5) / 4]))
+    torch.testing.assert_close(curve.auc, torch.tensor([(6 + 4 + 4 - 5 - 7.5) / 12, (1.5 + 3 + 5 + 5 + 2.5) / 4]))
 
 
 def test_segmentation_box_mask_and_probability_score():
@@ -83,13 +83,15 @@ def test_segmentation_box_mask_and_probability_score():
     model = intensity_segmenter(2)
     # the box is the first row (voxels 0 and 1), whatever is predicted there
     box = deletion_insertion(model, images, saliency, class_idx=1, steps=4, apply_softmax=False, mask=(0, slice(None)))
-    torch.testing.assert_close(box.scores, torch.tensor([[8.0, 0.0, 0.0, 0.0, -10.0]]))
-    # probability: the softmax over the 3 classes of each voxel, summed over the predicted region {0, 1, 3}
+    torch.testing.assert_close(box.scores, torch.tensor([[8.0, 0.0, 0.0, 0.0, -10.0]]) / 2)  # mean over 2 voxels
+    # probability: the softmax over the 3 classes of each voxel, averaged over the predicted region {0, 1, 3}
     probability = deletion_insertion(model, images, saliency, class_idx=1, steps=4)
     region = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    by_hand = [(intensity_logits(x).softmax(dim=1)[0, 1] * region).sum() for x in (images, torch.zeros_like(images))]
+    by_hand = [
+        (intensity_logits(x).softmax(dim=1)[0, 1] * region).sum() / 3 for x in (images, torch.zeros_like(images))
+    ]
     torch.testing.assert_close(probability.scores[0, [0, -1]], torch.stack(by_hand))
-    assert probability.scores[0, 0] > 2.5 and probability.scores[0, -1] < 0.1
+    assert probability.scores[0, 0] > 0.8 and probability.scores[0, -1] < 0.04
 
 
 def test_segmentation_metric_passes_the_mask_and_needs_a_class():
@@ -99,8 +101,8 @@ def test_segmentation_metric_passes_the_mask_and_needs_a_class():
     ground_truth[..., 1, :] = 1.0  # second row: voxels 2 and 3
     metric = DeletionInsertionMetric(model, steps=4, apply_softmax=False)
     rows = metric(y_pred=saliency, y=images, class_idx=[1, 2], mask=ground_truth)
-    # class 1 over {2, 3}: -3+4=1, 1, -5+4=-1, -10, -10; class 2 over {2, 3}: 3-4=-1, -1, 5-4=1, 10, 10
-    expected = torch.tensor([[1.0, 1.0, -1.0, -10.0, -10.0], [-1.0, -1.0, 1.0, 10.0, 10.0]])
+    # class 1 over {2, 3}: -3+4=1, 1, -5+4=-1, -10, -10; class 2 over {2, 3}: 3-4=-1, -1, 5-4=1, 10, 10; / 2 voxels
+    expected = torch.tensor([[1.0, 1.0, -1.0, -10.0, -10.0], [-1.0, -1.0, 1.0, 10.0, 10.0]]) / 2
     torch.testing.assert_close(rows[:, 0], torch.trapezoid(expected, dx=0.25, dim=1))
     with pytest.raises(ValueError, match="class_idx is required for segmentation"):
         deletion_insertion(model, images, saliency)
