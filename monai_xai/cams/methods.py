@@ -12,14 +12,14 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["GRADIENT_METHODS", "METHODS_WITHOUT_GRADIENTS", "first_principal_component"]
+__all__ = ["GRADIENT_METHODS", "METHODS_WITHOUT_GRADIENTS", "first_principal_component", "weighted_channel_sum"]
 
 
 def _spatial_dims(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(2, tensor.ndim))
 
 
-def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+def weighted_channel_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
     """sum_k w_k A_k for channel weights (B, K) -> (B, 1, *spatial)."""
     weights = weights.reshape(*weights.shape[:2], *([1] * (activations.ndim - 2)))
     return (weights * activations).sum(dim=1, keepdim=True)
@@ -27,7 +27,7 @@ def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Ten
 
 def gradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): w_k = spatial mean of g_k."""
-    return _weighted_sum(grads.mean(dim=_spatial_dims(grads)), activations)
+    return weighted_channel_sum(grads.mean(dim=_spatial_dims(grads)), activations)
 
 
 def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
@@ -37,14 +37,14 @@ def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     activation_sums = activations.sum(dim=spatial, keepdim=True)
     alpha = grads_squared / (2 * grads_squared + activation_sums * grads_squared * grads + 1e-6)
     alpha = torch.where(grads != 0, alpha, torch.zeros_like(alpha))
-    return _weighted_sum((grads.clamp_min(0) * alpha).sum(dim=spatial), activations)
+    return weighted_channel_sum((grads.clamp_min(0) * alpha).sum(dim=spatial), activations)
 
 
 def xgradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """XGrad-CAM (Fu et al.): w_k = sum_space(g_k A_k) / (sum_space A_k + 1e-7)."""
     spatial = _spatial_dims(grads)
     activation_sums = activations.sum(dim=spatial, keepdim=True)
-    return _weighted_sum((grads * activations / (activation_sums + 1e-7)).sum(dim=spatial), activations)
+    return weighted_channel_sum((grads * activations / (activation_sums + 1e-7)).sum(dim=spatial), activations)
 
 
 def hirescam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:

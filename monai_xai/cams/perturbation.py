@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_xai.cams.methods import weighted_channel_sum
 from monai_xai.utils import preserved_model_state
 
 __all__ = ["PERTURBATION_METHODS", "scorecam", "ablationcam"]
@@ -43,12 +44,6 @@ def _pair_chunks(
     for start in range(0, total, batch_size):
         flat = torch.arange(start, min(start + batch_size, total), device=device)
         yield flat, flat // num_channels, flat % num_channels
-
-
-def _weighted_sum(weights: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
-    """sum_k w_k A_k for channel weights (B, K) and activations (B, K, *S) -> (B, 1, *S)."""
-    weights = weights.reshape(*weights.shape[:2], *([1] * (activations.ndim - 2)))
-    return (weights * activations).sum(dim=1, keepdim=True)
 
 
 def scorecam(
@@ -91,7 +86,7 @@ def scorecam(
             masked_images = images[sample_ids] * saliency.to(images.dtype)
             scores[flat] = target(model(masked_images), sample_ids).to(scores.dtype)
     weights = torch.softmax(scores.reshape(num_samples, num_channels), dim=1)
-    return _weighted_sum(weights, activations)
+    return weighted_channel_sum(weights, activations)
 
 
 class _OutputOverride:
@@ -170,7 +165,7 @@ def ablationcam(
     drops = scores[:, None] - ablated_scores.reshape(num_samples, num_channels)
     # The slope (y - y_k) / y is undefined for y == 0; the normalised map only needs the drops' relative sizes then.
     denominator = torch.where(scores != 0, scores, torch.ones_like(scores))
-    return _weighted_sum(drops / denominator[:, None], activations)
+    return weighted_channel_sum(drops / denominator[:, None], activations)
 
 
 PERTURBATION_METHODS: dict[str, Callable[..., torch.Tensor]] = {}
