@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from monai_xai.visualize.plots import save_figure
+
 __all__ = ["mid_slices", "save_overlay_png"]
 
 AXIS_NAMES = ("axis 0", "axis 1", "axis 2")
@@ -79,7 +81,4 @@ def save_overlay_png(
     figure.colorbar(shown, ax=list(axes), shrink=0.8)
     if title:
         figure.suptitle(title, fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    return path
+    return save_figure(figure, path)

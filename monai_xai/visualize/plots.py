@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_metric_bars", "plot_metric_curves"]
+__all__ = ["save_figure", "plot_metric_bars", "plot_metric_curves"]
+
+
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as an image at ``path`` (parent folders created), at the resolution all our plots use."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    return path
 
 
 def plot_metric_bars(values: Mapping[str, Mapping[str, float]], path: str | Path, title: str | None = None) -> Path:
@@ -30,10 +38,7 @@ def plot_metric_bars(values: Mapping[str, Mapping[str, float]], path: str | Path
         axis.set_title(metric, fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_metric_curves(
@@ -63,7 +68,4 @@ def plot_metric_curves(
     axis.legend(fontsize=8)
     if title:
         axis.set_title(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    return path
+    return save_figure(figure, path)
