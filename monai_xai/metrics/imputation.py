@@ -91,7 +91,7 @@ def noisy_linear_impute(
     Each removed pixel becomes the ``neighbour_weights`` mean of its in-image neighbours (out-of-image neighbours are
     dropped, known neighbours act as boundary values), then Gaussian noise of standard deviation ``noise`` is added to
     the removed pixels only. All samples and channels are solved together on ``images.device`` (on a CPU in groups of
-samples small enough for the solver's vectors to stay in cache).
+    samples small enough for the solver's vectors to stay in cache).
 
     Args:
         images: (B, C, *spatial) floating tensor, 2D or 3D spatial.
