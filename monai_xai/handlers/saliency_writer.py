@@ -6,7 +6,7 @@ Files under ``output_dir``:
   meta, i.e. with the affine (and so the spacing and orientation) of the preprocessed input: it overlays the input in
   3D Slicer or ITK-SNAP. ``Invertd`` in a bundle's postprocessing only inverts ``pred``, so the map stays in the
   preprocessed space, which its affine describes.
-- ``<case>/<case>_<method>.png``: the map over the image (three mid slices for 3D).
+- ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak).
 - ``cases.csv``: one row per case and method: class, seconds, files, and every per-case metric value found in
   ``engine.state.metric_details`` under ``"<metric>_<method>"``.
 - ``summary.csv`` / ``summary.md``: per metric and method, mean, std, min, max, n and skipped cases;

@@ -1,6 +1,7 @@
-"""Pictures of explanations: heatmap overlays (mid slices for 3D) and metric plots, written with matplotlib (no GUI)."""
+"""Pictures of explanations: heatmap overlays (3D: slices through the map's peak) and metric plots, drawn with
+matplotlib without a GUI."""
 
-from monai_xai.visualize.overlays import mid_slices, save_overlay_png
+from monai_xai.visualize.overlays import orthogonal_slices, peak_voxel, save_overlay_png
 from monai_xai.visualize.plots import plot_metric_bars, plot_metric_curves
 
-__all__ = ["mid_slices", "save_overlay_png", "plot_metric_bars", "plot_metric_curves"]
+__all__ = ["orthogonal_slices", "peak_voxel", "save_overlay_png", "plot_metric_bars", "plot_metric_curves"]

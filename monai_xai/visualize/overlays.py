@@ -1,4 +1,5 @@
-"""Heatmap-over-image PNGs: the whole image for 2D, the three orthogonal mid slices for 3D.
+"""Heatmap-over-image PNGs: the whole image for 2D, three orthogonal slices for 3D (by default through the map's peak,
+where the explanation has most to show; the volume's middle often misses a small lesion).
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot), so no GUI backend or global state is involved and
 writers can run in worker threads and on headless machines.
@@ -14,9 +15,7 @@ from matplotlib.figure import Figure
 
 from monai_xai.visualize.plots import save_figure
 
-__all__ = ["mid_slices", "save_overlay_png"]
-
-AXIS_NAMES = ("axis 0", "axis 1", "axis 2")
+__all__ = ["peak_voxel", "orthogonal_slices", "save_overlay_png"]
 
 
 def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -25,14 +24,31 @@ def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def mid_slices(volume: torch.Tensor | np.ndarray) -> list[np.ndarray]:
-    """The middle slice across each spatial axis of a channel-first image.
+def peak_voxel(saliency: torch.Tensor | np.ndarray) -> tuple[int, ...]:
+    """Spatial index of the largest value of a channel-first map (the first one in C order on ties; NaN ignored).
+
+    Args:
+        saliency: (C, *spatial) map; channel 0 is used.
+
+    Returns:
+        one index per spatial dim; the middle of the map if it holds no finite value.
+    """
+    heat = _as_array(saliency)[0]
+    finite = np.isfinite(heat)
+    if not finite.any():
+        return tuple(n // 2 for n in heat.shape)
+    return tuple(int(i) for i in np.unravel_index(np.argmax(np.where(finite, heat, -np.inf)), heat.shape))
+
+
+def orthogonal_slices(volume: torch.Tensor | np.ndarray, centre: tuple[int, ...] | None = None) -> list[np.ndarray]:
+    """The slices through ``centre`` across each spatial axis of a channel-first image.
 
     Args:
         volume: (C, H, W) or (C, D, H, W); channel 0 is used.
+        centre: spatial index the 3D slices pass through; None takes the middle voxel. Ignored for 2D.
 
     Returns:
-        [the (H, W) image] for 2D; for 3D the mid slices across axes 0, 1 and 2 ((H, W), (D, W), (D, H)).
+        [the (H, W) image] for 2D; for 3D the slices across axes 0, 1 and 2 ((H, W), (D, W), (D, H)).
     """
     array = _as_array(volume)
     if array.ndim not in (3, 4):
@@ -40,7 +56,10 @@ def mid_slices(volume: torch.Tensor | np.ndarray) -> list[np.ndarray]:
     image = array[0]
     if image.ndim == 2:
         return [image]
-    return [np.take(image, image.shape[axis] // 2, axis=axis) for axis in range(3)]
+    centre = tuple(n // 2 for n in image.shape) if centre is None else tuple(centre)
+    if len(centre) != 3 or not all(0 <= c < n for c, n in zip(centre, image.shape)):
+        raise ValueError(f"centre must be 3 indices inside the volume {image.shape}, got {centre}.")
+    return [np.take(image, centre[axis], axis=axis) for axis in range(3)]
 
 
 def save_overlay_png(
@@ -50,8 +69,9 @@ def save_overlay_png(
     title: str | None = None,
     alpha: float = 0.5,
     cmap: str = "jet",
+    centre: str | tuple[int, ...] = "peak",
 ) -> Path:
-    """Write the saliency map over the image as a PNG (one panel for 2D, three mid-slice panels for 3D).
+    """Write the saliency map over the image as a PNG (one panel for 2D, three orthogonal slices for 3D).
 
     Args:
         image: (C, *spatial) input image (channel 0 shown in grey, min-max scaled per panel).
@@ -60,16 +80,27 @@ def save_overlay_png(
         title: figure title (e.g. case and method).
         alpha: opacity of the heatmap in [0, 1].
         cmap: matplotlib colour map of the heatmap.
+        centre: where the three 3D slices cross: ``"peak"`` (the map's largest value, :func:`peak_voxel`),
+            ``"mid"`` (the middle voxel) or a (D, H, W) index; each panel's title gives its slice index.
 
     Returns:
         the path written.
     """
-    image_slices, heat_slices = mid_slices(image), mid_slices(saliency)
-    if [s.shape for s in image_slices] != [s.shape for s in heat_slices]:
+    if _as_array(image).shape[1:] != _as_array(saliency).shape[1:]:
         raise ValueError(
             f"image {tuple(_as_array(image).shape)} and saliency {tuple(_as_array(saliency).shape)} must share the "
             "spatial shape."
         )
+    spatial = _as_array(saliency).shape[1:]
+    if centre == "peak":
+        indices, label = peak_voxel(saliency), "peak"
+    elif centre == "mid":
+        indices, label = tuple(n // 2 for n in spatial), "mid"
+    elif isinstance(centre, str):
+        raise ValueError(f'centre must be "peak", "mid" or a (D, H, W) index, got {centre!r}.')
+    else:
+        indices, label = tuple(centre), "chosen"
+    image_slices, heat_slices = orthogonal_slices(image, indices), orthogonal_slices(saliency, indices)
     figure = Figure(figsize=(3.2 * len(image_slices), 3.4))
     axes = np.atleast_1d(figure.subplots(1, len(image_slices)))
     for index, (axis, picture, heat) in enumerate(zip(axes, image_slices, heat_slices)):
@@ -77,7 +108,7 @@ def save_overlay_png(
         shown = axis.imshow(heat.T, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, origin="lower")
         axis.set_axis_off()
         if len(image_slices) > 1:
-            axis.set_title(f"mid slice, {AXIS_NAMES[index]}", fontsize=8)
+            axis.set_title(f"axis {index} = {indices[index]} ({label})", fontsize=8)
     figure.colorbar(shown, ax=list(axes), shrink=0.8)
     if title:
         figure.suptitle(title, fontsize=9)

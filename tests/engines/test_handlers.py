@@ -17,7 +17,7 @@ from monai_xai.handlers.saliency_writer import split_metric_name
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import deletion_insertion, ehr_auc, heat_diff
 from monai_xai.metrics.road import road
-from monai_xai.visualize import mid_slices, save_overlay_png
+from monai_xai.visualize import orthogonal_slices, peak_voxel, save_overlay_png
 from tests.cams.nets import TinyResNet, tiny_unet3d
 from tests.engines.conftest import affine_for, case_dataset, make_evaluator
 
@@ -163,6 +163,16 @@ def test_metric_handler_errors():
         XAIMetricHandler(["ehr_auc"], ["gradcam"], metric_args={"ehr": {}})
 
 
+def test_peak_voxel_finds_an_off_centre_lesion():
+    saliency = torch.zeros(1, 10, 12, 14)
+    saliency[0, 7, 2, 11] = 1.0  # the peak, far from the middle (5, 6, 7)
+    saliency[0, 7, 3, 11] = 0.9
+    assert peak_voxel(saliency) == (7, 2, 11)
+    saliency[0, 1, 1, 1] = float("nan")  # NaN is not a peak
+    assert peak_voxel(saliency) == (7, 2, 11)
+    assert peak_voxel(torch.full((1, 4, 6, 8), float("nan"))) == (2, 3, 4)
+
+
 def test_split_metric_name_prefers_the_longest_method():
     assert split_metric_name("ehr_auc_gradcam", ["gradcam"]) == ("ehr_auc", "gradcam")
     assert split_metric_name("deletion_eigengradcam", ["gradcam", "eigengradcam"]) == ("deletion", "eigengradcam")
@@ -170,14 +180,22 @@ def test_split_metric_name_prefers_the_longest_method():
     assert split_metric_name("loss", ["gradcam"]) is None
 
 
-def test_mid_slices_and_overlay(tmp_path):
+def test_orthogonal_slices_and_overlay(tmp_path):
     volume = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
-    slices = mid_slices(volume)
+    slices = orthogonal_slices(volume)
     np.testing.assert_array_equal(slices[0], volume[0, 1].numpy())
     np.testing.assert_array_equal(slices[1], volume[0, :, 1].numpy())
     np.testing.assert_array_equal(slices[2], volume[0, :, :, 2].numpy())
-    assert len(mid_slices(torch.zeros(1, 5, 6))) == 1
+    through = orthogonal_slices(volume, (0, 2, 1))
+    np.testing.assert_array_equal(through[0], volume[0, 0].numpy())
+    np.testing.assert_array_equal(through[1], volume[0, :, 2].numpy())
+    np.testing.assert_array_equal(through[2], volume[0, :, :, 1].numpy())
+    assert len(orthogonal_slices(torch.zeros(1, 5, 6))) == 1
+    with pytest.raises(ValueError, match="centre must be 3 indices"):
+        orthogonal_slices(volume, (2, 0, 0))
     with pytest.raises(ValueError, match="share the spatial shape"):
         save_overlay_png(torch.zeros(1, 8, 8), torch.zeros(1, 4, 4), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="centre must be"):
+        save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "x.png", centre="max")
     assert save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "y.png").exists()
     assert not math.isnan(float(slices[0].mean()))
