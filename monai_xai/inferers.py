@@ -13,7 +13,8 @@ Keys added to the engine output (``<method>`` as given in ``methods``):
 
 - ``"saliency_<method>"``: (B, 1, *spatial) float32 map in [0, 1] (a MetaTensor with the input's meta, e.g. affine).
 - ``"xai_class"``: (B,) int64, the class each map explains.
-- ``"xai_seconds_<method>"``: (B,) float, wall time of the method on the batch divided by the batch size.
+- ``"xai_seconds_<method>"``: (B,) float, wall time of the method on the batch divided by the batch size (with
+  ``time_each_method=False``: of all methods together, the same value under every method).
 """
 
 from __future__ import annotations
@@ -98,10 +99,12 @@ def _with_meta_of(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 class XAIInferer(Inferer):
     """An inferer that returns ``inferer``'s prediction and computes CAMs of the same inputs with gradients enabled.
 
-    Each method runs its own forward and backward pass (a fresh :class:`~monai_xai.cams.CAMExplainer` per method) so
-    that the per-method timing is that method's cost alone; use ``CAMExplainer`` directly to share one backward pass
-    between gradient methods. With a :class:`~monai.inferers.SlidingWindowInferer` the maps are computed window by
-    window with the same ``roi_size``, ``sw_batch_size``, ``overlap`` and blending mode.
+    By default each method runs its own forward and backward pass (a fresh :class:`~monai_xai.cams.CAMExplainer` per
+    method) so that the per-method timing is that method's cost alone. ``time_each_method=False`` explains with all
+    methods at once: the gradient methods then share one forward and one backward pass (8 methods cost about one),
+    and each method's recorded time is that of the whole call. With a :class:`~monai.inferers.SlidingWindowInferer`
+    the maps are computed window by window with the same ``roi_size``, ``sw_batch_size``, ``overlap`` and blending
+    mode.
 
     Args:
         inferer: the bundle's inferer (``SimpleInferer`` when None); its prediction is returned unchanged.
@@ -115,6 +118,8 @@ class XAIInferer(Inferer):
             explained class is the pixel set (e.g. ``"label"``); needs the inferer to be attached to the engine.
         score: ``"logit"`` or ``"probability"`` (see ``CAMExplainer``).
         batch_size: perturbed copies per forward pass of ScoreCAM/AblationCAM.
+        time_each_method: True: one pass per method, timed alone; False: one shared call for all methods (faster;
+            the time is per call).
 
     Example::
 
@@ -132,6 +137,7 @@ class XAIInferer(Inferer):
         mask_key: str | None = None,
         score: str = "logit",
         batch_size: int = 32,
+        time_each_method: bool = True,
     ) -> None:
         super().__init__()
         if inferer is not None and not callable(inferer):
@@ -153,6 +159,7 @@ class XAIInferer(Inferer):
         self.mask_key = mask_key
         self.score = score
         self.batch_size = batch_size
+        self.time_each_method = time_each_method
         self.explanations: dict[str, torch.Tensor] = {}
         self._engine: Any = None
 
@@ -212,22 +219,24 @@ class XAIInferer(Inferer):
         explained_class = class_idx if self.class_idx is None else self.class_idx
         outputs: dict[str, torch.Tensor] = {CLASS_KEY: class_idx.detach().clone()}
         pixels = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
+        groups = [(method,) for method in self.methods] if self.time_each_method else [self.methods]
         with torch.enable_grad():
-            for method in self.methods:
-                explainer = self._explainer(network, method)
+            for methods in groups:
+                explainer = self._explainer(network, methods)
                 start = time.perf_counter()
-                maps = explainer(pixels, class_idx=explained_class, mask=mask)[method]
-                if maps.device.type == "cuda":
-                    torch.cuda.synchronize(maps.device)
+                maps = explainer(pixels, class_idx=explained_class, mask=mask)
+                if inputs.device.type == "cuda":
+                    torch.cuda.synchronize(inputs.device)
                 seconds = (time.perf_counter() - start) / batch_size
-                outputs[saliency_key(method)] = _with_meta_of(maps, inputs)
-                outputs[seconds_key(method)] = torch.full((batch_size,), seconds, dtype=torch.float64)
+                for method in methods:
+                    outputs[saliency_key(method)] = _with_meta_of(maps[method], inputs)
+                    outputs[seconds_key(method)] = torch.full((batch_size,), seconds, dtype=torch.float64)
         return outputs
 
     def _sliding_window(self) -> bool:
         return isinstance(self.inferer, SlidingWindowInferer)
 
-    def _explainer(self, network: nn.Module, method: str) -> CAMExplainer:
+    def _explainer(self, network: nn.Module, methods: tuple[str, ...]) -> CAMExplainer:
         window: dict[str, Any] = {}
         if self._sliding_window():
             window = {
@@ -237,7 +246,7 @@ class XAIInferer(Inferer):
                 "sw_mode": str(self.inferer.mode),  # a MONAI StrEnum: str() is its value
             }
         return CAMExplainer(
-            network, self.target_layers, (method,), score=self.score, batch_size=self.batch_size, **window
+            network, self.target_layers, methods, score=self.score, batch_size=self.batch_size, **window
         )
 
     def _pixel_set(self, inputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:

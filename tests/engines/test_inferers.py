@@ -44,6 +44,32 @@ def test_classification_maps_reach_output_per_case():
         assert case["pred"].shape == (3,)
 
 
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_shared_pass_gives_the_same_maps_with_one_forward(spatial_dims):
+    methods = ["gradcam", "hirescam", "layercam", "eigencam"]
+    network = TinyResNet(spatial_dims=spatial_dims, num_classes=3).eval()
+    images = torch.randn(2, 1, *(16,) * spatial_dims)
+    forwards = []
+    network.register_forward_hook(lambda module, inputs, output: forwards.append(inputs[0].shape[0]))
+    runs = {}
+    for time_each_method in (True, False):
+        forwards.clear()
+        inferer = XAIInferer(SimpleInferer(), "layer4", methods, time_each_method=time_each_method)
+        runs[time_each_method] = (
+            collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer])),
+            len(forwards),
+        )
+    (separate, separate_forwards), (shared, shared_forwards) = runs[True], runs[False]
+    # the evaluator's own forward, then one per method (separate) or one for all gradient methods (shared)
+    assert separate_forwards == 1 + len(methods) and shared_forwards == 1 + 1
+    for one, other in zip(separate, shared):
+        for method in methods:
+            torch.testing.assert_close(one[f"saliency_{method}"].as_tensor(), other[f"saliency_{method}"].as_tensor())
+        # a shared call has one time, recorded under every method
+        assert len({float(other[f"xai_seconds_{method}"]) for method in methods}) == 1
+        assert len({float(one[f"xai_seconds_{method}"]) for method in methods}) == len(methods)
+
+
 def test_given_class_per_sample_and_prediction_unchanged():
     network = TinyResNet(spatial_dims=2, num_classes=3).eval()
     images = torch.randn(2, 1, 32, 32)
