@@ -26,12 +26,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.metrics import CumulativeIterationMetric
-from monai.metrics.utils import do_metric_reduction
 from monai.utils import MetricReduction
 
 from monai_xai.cams.targets import SCORES, build_target, per_voxel_scale
 from monai_xai.metrics.imputation import noisy_linear_impute
+from monai_xai.metrics.per_sample import PerSampleMetric
 from monai_xai.utils import check_batch_map, preserved_model_state
 
 __all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
@@ -201,7 +200,7 @@ def road_combined(
     return (curves["lerf"].mean_score_change - curves["morf"].mean_score_change) / 2
 
 
-class ROADMetric(CumulativeIterationMetric):
+class ROADMetric(PerSampleMetric):
     """ROAD scores buffered per case across iterations (and distributed ranks), reduced like MONAI's DiceMetric.
 
     Call signature (what an ignite handler's ``output_transform`` must produce)::
@@ -231,7 +230,8 @@ class ROADMetric(CumulativeIterationMetric):
         percentiles, score, noise, batch_size, neighbourhood, spacing, generator: as in ``road``.
         order: ``"morf"``, ``"lerf"`` or ``"combined"``.
         reduction: MONAI reduction over the buffered (cases, columns) tensor; the default ``"mean_batch"`` averages
-            over cases and keeps the columns. NaN rows are ignored by the reduction.
+            over cases and keeps the columns. NaN rows (segmentation cases with an empty pixel set) are left out; a
+            column without any defined case is NaN (:class:`~monai_xai.metrics.per_sample.PerSampleMetric`).
         get_not_nans: also return the number of non-NaN values per reduced entry.
     """
 
@@ -249,7 +249,7 @@ class ROADMetric(CumulativeIterationMetric):
         reduction: MetricReduction | str = MetricReduction.MEAN_BATCH,
         get_not_nans: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(reduction, get_not_nans)
         if order not in (*_ORDERS, "combined"):
             raise ValueError(f"order must be 'morf', 'lerf' or 'combined', got {order!r}.")
         _kept_counts(percentiles, None)
@@ -263,8 +263,6 @@ class ROADMetric(CumulativeIterationMetric):
         self.neighbourhood = neighbourhood
         self.spacing = spacing
         self.generator = generator
-        self.reduction = reduction
-        self.get_not_nans = get_not_nans
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -318,25 +316,6 @@ class ROADMetric(CumulativeIterationMetric):
             return torch.cat([morf.score_change, lerf.score_change, combined[:, None]], dim=1)
         curve = curves[self.order]
         return torch.cat([curve.score_change, curve.mean_score_change[:, None]], dim=1)
-
-    def aggregate(
-        self, reduction: MetricReduction | str | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Reduce the buffered (cases, columns) scores.
-
-        Args:
-            reduction: overrides the constructor's reduction (see ``monai.utils.MetricReduction``).
-
-        Returns:
-            The reduced scores ((columns,) for ``"mean_batch"``), and the not-NaN counts if ``get_not_nans``.
-        """
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor):
-            raise ValueError(
-                f"the data to aggregate must be a PyTorch Tensor, got {type(data)}; call the metric first."
-            )
-        reduced, not_nans = do_metric_reduction(data, reduction or self.reduction)
-        return (reduced, not_nans) if self.get_not_nans else reduced
 
 
 def _kept_counts(percentiles: Sequence[float], pixels: int | None) -> list[int]:

@@ -313,8 +313,24 @@ def test_metric_buffers_cases_and_reduces_per_column(order):
     reduced, not_nans = metric.aggregate()
     assert not_nans.tolist() == [4.0] * len(metric.column_names)
     metric.reset()
-    with pytest.raises(ValueError, match="call the metric first"):
+    with pytest.raises(ValueError, match="nothing to aggregate"):
         metric.aggregate()
+
+
+def test_metric_skips_empty_pixel_sets_and_is_nan_when_all_are_empty():
+    images = torch.full((2, 1, 6, 6), 0.1)
+    images[1, :, :3] = 0.9  # class 1 (x > 0.5) is predicted nowhere in sample 0
+    metric = ROADMetric(intensity_segmenter(2), (50,), order="morf", noise=0.0, get_not_nans=True)
+    with pytest.warns(UserWarning, match="empty"):
+        rows = metric(torch.rand(2, 1, 6, 6), images, class_idx=1)
+    value, not_nans = metric.aggregate()
+    torch.testing.assert_close(value, rows[1])  # the mean over the one defined case
+    assert not_nans.tolist() == [1.0, 1.0]
+    metric.reset()
+    with pytest.warns(UserWarning, match="empty"):
+        metric(torch.rand(1, 1, 6, 6), images[:1], class_idx=1)
+    value, not_nans = metric.aggregate()
+    assert torch.isnan(value).all() and not_nans.tolist() == [0.0, 0.0]  # no defined case: NaN, not MONAI's 0
 
 
 def test_metric_accepts_lists_of_channel_first_tensors():
