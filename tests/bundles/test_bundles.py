@@ -169,3 +169,21 @@ def test_segmentation_bundle_trains_evaluates_and_infers(tmp_path, tiny_dataset)
         assert written.shape[:3] == source.shape
         assert np.allclose(written.affine, source.affine)
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
+def test_sanity_checks_run_from_the_evaluate_config(bundle, capsys):
+    # the README's acceptance figures come from `python -m monai.bundle run sanity` on the shipped weights
+    run(
+        run_id="sanity",
+        config_file=[str(_config(bundle, name)) for name in ("train.json", "evaluate.json")],
+        meta_file=str(_config(bundle, "metadata.json")),
+        logging_file=str(_config(bundle, "logging.conf")),
+        bundle_root=str(bundle),
+        sanity_cases=1,
+    )
+    printed = capsys.readouterr().out
+    methods = json.loads(_config(bundle, "explain.json").read_text())["xai_methods"]
+    rows = [line.split("|")[1].strip() for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["method", *methods]
+    assert "1 positive phantoms (seed 4242)" in printed
