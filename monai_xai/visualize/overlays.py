@@ -24,6 +24,10 @@ def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
+def _middle(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(n // 2 for n in shape)
+
+
 def peak_voxel(saliency: torch.Tensor | np.ndarray) -> tuple[int, ...]:
     """Spatial index of the largest value of a channel-first map (the first one in C order on ties; NaN ignored).
 
@@ -36,7 +40,7 @@ def peak_voxel(saliency: torch.Tensor | np.ndarray) -> tuple[int, ...]:
     heat = _as_array(saliency)[0]
     finite = np.isfinite(heat)
     if not finite.any():
-        return tuple(n // 2 for n in heat.shape)
+        return _middle(heat.shape)
     return tuple(int(i) for i in np.unravel_index(np.argmax(np.where(finite, heat, -np.inf)), heat.shape))
 
 
@@ -56,7 +60,7 @@ def orthogonal_slices(volume: torch.Tensor | np.ndarray, centre: tuple[int, ...]
     image = array[0]
     if image.ndim == 2:
         return [image]
-    centre = tuple(n // 2 for n in image.shape) if centre is None else tuple(centre)
+    centre = _middle(image.shape) if centre is None else tuple(centre)
     if len(centre) != 3 or not all(0 <= c < n for c, n in zip(centre, image.shape)):
         raise ValueError(f"centre must be 3 indices inside the volume {image.shape}, got {centre}.")
     return [np.take(image, centre[axis], axis=axis) for axis in range(3)]
@@ -86,16 +90,15 @@ def save_overlay_png(
     Returns:
         the path written.
     """
-    if _as_array(image).shape[1:] != _as_array(saliency).shape[1:]:
+    image, saliency = _as_array(image), _as_array(saliency)
+    if image.shape[1:] != saliency.shape[1:]:
         raise ValueError(
-            f"image {tuple(_as_array(image).shape)} and saliency {tuple(_as_array(saliency).shape)} must share the "
-            "spatial shape."
+            f"image {tuple(image.shape)} and saliency {tuple(saliency.shape)} must share the spatial shape."
         )
-    spatial = _as_array(saliency).shape[1:]
     if centre == "peak":
         indices, label = peak_voxel(saliency), "peak"
     elif centre == "mid":
-        indices, label = tuple(n // 2 for n in spatial), "mid"
+        indices, label = _middle(saliency.shape[1:]), "mid"
     elif isinstance(centre, str):
         raise ValueError(f'centre must be "peak", "mid" or a (D, H, W) index, got {centre!r}.')
     else:
