@@ -11,7 +11,7 @@ __all__ = ["resolve_layers"]
 
 
 def resolve_layers(
-    model: nn.Module, target_layers: str | nn.Module | Sequence[str | nn.Module]
+    model: nn.Module, target_layers: str | int | nn.Module | Sequence[str | int | nn.Module]
 ) -> list[tuple[str, nn.Module]]:
     """Turn layer names and/or modules into ``(dotted name, module)`` pairs of ``model``.
 
@@ -19,6 +19,8 @@ def resolve_layers(
         model: the network to explain.
         target_layers: a dotted name such as ``"layer4"``, ``"features.denseblock4"`` or ``"model.1.submodule"``
             (the names printed by ``model.named_modules()``), a submodule of ``model``, or a non-empty list of either.
+            An int stands for its name: ``0`` is the layer ``"0"`` of an ``nn.Sequential`` (command-line parsers
+            such as fire read ``--target_layer 0`` as an int).
 
     Returns:
         one ``(name, module)`` pair per requested layer, in the order given.
@@ -26,15 +28,17 @@ def resolve_layers(
     Raises:
         ValueError: a name that is not a layer of ``model`` (the message lists close matches), a module that is not part
             of ``model``, or an empty list.
-        TypeError: an entry that is neither a string nor an ``nn.Module``.
+        TypeError: an entry that is neither a string, an int nor an ``nn.Module``.
     """
-    requested = [target_layers] if isinstance(target_layers, str | nn.Module) else list(target_layers)
+    requested = [target_layers] if isinstance(target_layers, str | int | nn.Module) else list(target_layers)
     if not requested:
         raise ValueError("target_layers is empty; give at least one layer name (e.g. 'layer4') or module.")
     modules_by_name = dict(model.named_modules())
     names_by_module = {id(module): name for name, module in modules_by_name.items()}
     resolved = []
     for layer in requested:
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            layer = str(layer)
         if isinstance(layer, str):
             if layer not in modules_by_name:
                 close = difflib.get_close_matches(layer, [name for name in modules_by_name if name], n=5, cutoff=0.4)
@@ -53,6 +57,8 @@ def resolve_layers(
             resolved.append((names_by_module[id(layer)], layer))
         else:
             raise TypeError(
-                f"target_layers entries must be layer names (str) or nn.Module objects, got {type(layer).__name__}."
+                f"target_layers entries must be layer names (str) or nn.Module objects, got {type(layer).__name__} "
+                f"{layer!r}; on the command line quote a dotted name that looks like a number, e.g. "
+                "--target_layer '\"1.10\"'."
             )
     return resolved

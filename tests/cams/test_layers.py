@@ -32,5 +32,17 @@ def test_foreign_module_empty_list_and_wrong_type():
         resolve_layers(model, torch.nn.Conv2d(1, 1, 3))
     with pytest.raises(ValueError, match="target_layers is empty"):
         resolve_layers(model, [])
-    with pytest.raises(TypeError, match="layer names .* or nn.Module"):
-        resolve_layers(model, [4])
+    with pytest.raises(TypeError, match="layer names .* or nn.Module.*quote"):
+        resolve_layers(model, [1.1])
+    with pytest.raises(TypeError, match="got bool"):
+        resolve_layers(model, [True])
+
+
+def test_int_is_the_name_of_a_sequential_child():
+    """fire parses ``--target_layer 0`` as the int 0; it means the layer named "0"."""
+    head = torch.nn.Conv3d(2, 2, 1)
+    model = torch.nn.Sequential(tiny_unet3d(), head)
+    assert resolve_layers(model, 1) == [("1", head)]
+    assert resolve_layers(model, [0, "1"]) == [("0", model[0]), ("1", head)]
+    with pytest.raises(ValueError, match="no layer named '2'"):
+        resolve_layers(model, 2)
