@@ -6,9 +6,10 @@
   randomisation test: explain with the trained network and with a copy whose weights are re-initialised; a map that
   barely changes (high Spearman rank correlation) does not depend on what the network learnt.
 - :func:`bundle_sanity_checks` / :func:`bundle_sanity_table`: both checks for every CAM method of a MONAI bundle on a
-  held-out phantom test set with ground-truth lesion masks. Command line::
+  held-out phantom test set with ground-truth lesion masks, optionally with a picture of both networks' maps of the
+  first case. Command line::
 
-      python -m monai_xai.sanity bundles/lesion_classification_3d --n_cases 16
+      python -m monai_xai.sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from monai_xai.cams.targets import SegmentationTarget, build_target
 from monai_xai.data import write_phantom_dataset
 from monai_xai.metrics import ehr_auc
 from monai_xai.utils import normalize_per_sample, preserved_model_state
+from monai_xai.visualize import save_map_grid_png
 
 __all__ = [
     "RANDOM_MAP_KINDS",
@@ -384,6 +386,24 @@ def _feature_size(model: nn.Module, layer: str, images: torch.Tensor) -> tuple[i
     return sizes[0]
 
 
+def _save_randomisation_figure(
+    result: RandomisationResult, image: torch.Tensor, mask: torch.Tensor, layer: str, path: str | Path
+) -> None:
+    """Both networks' maps of the first case of ``result`` side by side, Spearman per method."""
+    labels = {method: f"{method}\nSpearman {rho[0].item():.2f}" for method, rho in result.correlation.items()}
+    save_map_grid_png(
+        image,
+        {
+            "trained": {method: maps[0] for method, maps in result.trained_maps.items()},
+            "randomised": {method: maps[0] for method, maps in result.randomised_maps.items()},
+        },
+        path,
+        mask=mask,
+        column_labels=labels,
+        title=f"model randomisation test at {layer} (white: true lesion)",
+    )
+
+
 def bundle_sanity_checks(
     bundle_dir: str | Path,
     n_cases: int = 16,
@@ -394,6 +414,7 @@ def bundle_sanity_checks(
     batch_size: int = 4,
     randomisation_seed: int = 0,
     device: str | None = None,
+    figure: str | Path | None = None,
 ) -> list[MethodSanity]:
     """Localisation-vs-random and model-randomisation checks of every CAM method of a bundle on held-out phantoms.
 
@@ -414,6 +435,8 @@ def bundle_sanity_checks(
         batch_size: cases explained per call.
         randomisation_seed: seed of the weight re-initialisation and of the random maps.
         device: torch device; None picks CUDA when available, else CPU.
+        figure: optional PNG path: the trained and the randomised network's maps of the first case side by side
+            (:func:`monai_xai.visualize.save_map_grid_png`, axial slice through its lesion, Spearman per method).
 
     Returns:
         one :class:`MethodSanity` per method, in the order of ``methods``.
@@ -440,6 +463,8 @@ def bundle_sanity_checks(
         for method in methods:
             scores[method].append(ehr_auc(result.trained_maps[method], batch_masks))
             correlations[method].append(result.correlation[method])
+        if figure is not None and start == 0:
+            _save_randomisation_figure(result, batch_images[0], batch_masks[0], layer, figure)
         uniform.append(random_map_baseline(ehr_auc, batch_masks, n_draws, "uniform", generator=generator))
         smooth.append(random_map_baseline(ehr_auc, batch_masks, n_draws, "smooth", grid, generator=generator))
 
@@ -491,6 +516,7 @@ def bundle_sanity_table(
     batch_size: int = 4,
     randomisation_seed: int = 0,
     device: str | None = None,
+    figure: str | None = None,
 ) -> str:
     """Run :func:`bundle_sanity_checks` and return its Markdown table with a line on the run (fire-friendly).
 
@@ -507,11 +533,13 @@ def bundle_sanity_table(
         batch_size=batch_size,
         randomisation_seed=randomisation_seed,
         device=device,
+        figure=figure,
     )
     elapsed = time.perf_counter() - start
+    shown = f"\nMaps of the first case, trained and randomised: {figure}" if figure else ""
     return (
         f"{sanity_markdown(summary)}\n\n{n_cases} positive phantoms (seed {seed}), {n_draws} random maps per case and "
-        f"baseline, re-initialisation seed {randomisation_seed}; {elapsed:.0f} s."
+        f"baseline, re-initialisation seed {randomisation_seed}; {elapsed:.0f} s.{shown}"
     )
 
 

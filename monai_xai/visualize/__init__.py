@@ -1,7 +1,21 @@
 """Pictures of explanations: heatmap overlays (3D: slices through the map's peak) and metric plots, drawn with
 matplotlib without a GUI."""
 
-from monai_xai.visualize.overlays import orthogonal_slices, peak_voxel, save_overlay_png
+from monai_xai.visualize.overlays import (
+    fullest_slice,
+    orthogonal_slices,
+    peak_voxel,
+    save_map_grid_png,
+    save_overlay_png,
+)
 from monai_xai.visualize.plots import plot_metric_bars, plot_metric_curves
 
-__all__ = ["orthogonal_slices", "peak_voxel", "save_overlay_png", "plot_metric_bars", "plot_metric_curves"]
+__all__ = [
+    "fullest_slice",
+    "orthogonal_slices",
+    "peak_voxel",
+    "save_map_grid_png",
+    "save_overlay_png",
+    "plot_metric_bars",
+    "plot_metric_curves",
+]

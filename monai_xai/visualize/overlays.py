@@ -7,6 +7,7 @@ writers can run in worker threads and on headless machines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 
 from monai_xai.visualize.plots import save_figure
 
-__all__ = ["peak_voxel", "orthogonal_slices", "save_overlay_png"]
+__all__ = ["peak_voxel", "fullest_slice", "orthogonal_slices", "save_overlay_png", "save_map_grid_png"]
 
 
 def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -42,6 +43,24 @@ def peak_voxel(saliency: torch.Tensor | np.ndarray) -> tuple[int, ...]:
     if not finite.any():
         return _middle(heat.shape)
     return tuple(int(i) for i in np.unravel_index(np.argmax(np.where(finite, heat, -np.inf)), heat.shape))
+
+
+def fullest_slice(mask: torch.Tensor | np.ndarray, axis: int = -1) -> int:
+    """Index of the slice across a spatial axis that holds the most voxels of a mask (the first on ties).
+
+    Unlike the mask's centroid, this slice always cuts the mask, even when it has several parts (e.g. lesions).
+
+    Args:
+        mask: (C, *spatial) region (bool or 0/1); channel 0 is used.
+        axis: spatial axis (0-based over the spatial dims; negative counts from the last).
+
+    Returns:
+        the slice index; the middle one if the mask is empty.
+    """
+    region = _as_array(mask)[0] > 0.5
+    axis = axis % region.ndim
+    counts = region.sum(axis=tuple(other for other in range(region.ndim) if other != axis))
+    return int(np.argmax(counts)) if counts.any() else region.shape[axis] // 2
 
 
 def orthogonal_slices(volume: torch.Tensor | np.ndarray, centre: tuple[int, ...] | None = None) -> list[np.ndarray]:
@@ -115,4 +134,76 @@ def save_overlay_png(
     figure.colorbar(shown, ax=list(axes), shrink=0.8)
     if title:
         figure.suptitle(title, fontsize=9)
+    return save_figure(figure, path)
+
+
+def save_map_grid_png(
+    image: torch.Tensor | np.ndarray,
+    maps: Mapping[str, Mapping[str, torch.Tensor | np.ndarray]],
+    path: str | Path,
+    mask: torch.Tensor | np.ndarray | None = None,
+    column_labels: Mapping[str, str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Path:
+    """Several maps of one image side by side: a row per set of maps, a column per method.
+
+    Used to compare explanations at a glance, e.g. the trained and the weight-randomised network's maps of the model
+    randomisation test (:func:`monai_xai.sanity.bundle_sanity_checks`). A 3D image is shown by one slice across its
+    last spatial axis (axial for RAS volumes): the one holding most of ``mask`` (:func:`fullest_slice`) when given,
+    else the middle one; the mask's outline is drawn in white on every panel.
+
+    Args:
+        image: (C, *spatial) input image (channel 0 shown in grey).
+        maps: {row label: {method: (1, *spatial) map in [0, 1]}}; every row has the same methods, in the same order.
+        path: output PNG (parent folders are created).
+        mask: optional (1, *spatial) region (e.g. the ground-truth lesion), outlined on every panel.
+        column_labels: optional {method: column title} (default: the method name).
+        title: figure title.
+        alpha: opacity of the heatmaps in [0, 1].
+        cmap: matplotlib colour map of the heatmaps.
+
+    Returns:
+        the path written.
+    """
+    image = _as_array(image)
+    if image.ndim not in (3, 4):
+        raise ValueError(f"expected a channel-first (C, H, W) or (C, D, H, W) image, got shape {image.shape}.")
+    if not maps or not all(maps.values()):
+        raise ValueError("maps is empty; give {row label: {method: map}} with at least one map per row.")
+    methods = list(next(iter(maps.values())))
+    if any(list(row) != methods for row in maps.values()):
+        raise ValueError(f"every row of maps must hold the same methods in the same order, {methods}.")
+    arrays = {row: {method: _as_array(heat) for method, heat in row_maps.items()} for row, row_maps in maps.items()}
+    outline = None if mask is None else _as_array(mask)
+    for heat in [*(heat for row in arrays.values() for heat in row.values()), *([] if outline is None else [outline])]:
+        if heat.shape[1:] != image.shape[1:]:
+            raise ValueError(f"maps and mask must share the image's spatial shape {image.shape[1:]}, got {heat.shape}.")
+
+    if image.ndim == 4:
+        axial = fullest_slice(outline) if outline is not None else image.shape[-1] // 2
+
+    def shown(volume: np.ndarray) -> np.ndarray:
+        return volume[0] if volume.ndim == 3 else volume[0, ..., axial]
+
+    labels = column_labels or {}
+    figure = Figure(figsize=(1.9 * len(methods), 2.0 * len(arrays) + 0.4), layout="constrained")
+    axes = np.asarray(figure.subplots(len(arrays), len(methods), squeeze=False))
+    for row_index, (row, row_maps) in enumerate(arrays.items()):
+        for column, method in enumerate(methods):
+            axis = axes[row_index, column]
+            axis.imshow(shown(image).T, cmap="gray", origin="lower")
+            heatmap = axis.imshow(shown(row_maps[method]).T, cmap=cmap, alpha=alpha, vmin=0, vmax=1, origin="lower")
+            if outline is not None:
+                axis.contour(shown(outline).T, levels=[0.5], colors="white", linewidths=0.8, origin="lower")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row_index == 0:
+                axis.set_title(labels.get(method, method), fontsize=8)
+            if column == 0:
+                axis.set_ylabel(row, fontsize=9)
+    figure.colorbar(heatmap, ax=axes.ravel().tolist(), shrink=0.8)
+    if title:
+        figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)

@@ -172,8 +172,9 @@ def test_segmentation_bundle_trains_evaluates_and_infers(tmp_path, tiny_dataset)
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda b: b.name)
-def test_sanity_checks_run_from_the_evaluate_config(bundle, capsys):
+def test_sanity_checks_run_from_the_evaluate_config(bundle, capsys, tmp_path):
     # the README's acceptance figures come from `python -m monai.bundle run sanity` on the shipped weights
+    figure = tmp_path / "sanity.png"
     run(
         run_id="sanity",
         config_file=[str(_config(bundle, name)) for name in ("train.json", "evaluate.json")],
@@ -181,9 +182,11 @@ def test_sanity_checks_run_from_the_evaluate_config(bundle, capsys):
         logging_file=str(_config(bundle, "logging.conf")),
         bundle_root=str(bundle),
         sanity_cases=1,
+        sanity_figure=str(figure),
     )
     printed = capsys.readouterr().out
     methods = json.loads(_config(bundle, "explain.json").read_text())["xai_methods"]
     rows = [line.split("|")[1].strip() for line in printed.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["method", *methods]
     assert "1 positive phantoms (seed 4242)" in printed
+    assert f"trained and randomised: {figure}" in printed and figure.stat().st_size > 0

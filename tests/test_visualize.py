@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from monai_xai.visualize import fullest_slice, save_map_grid_png
+
+
+def test_fullest_slice_cuts_the_mask_where_it_is_largest():
+    mask = torch.zeros(1, 6, 7, 8, dtype=torch.bool)
+    mask[0, 0:2, 0:2, 1] = True  # 4 voxels on axial slice 1
+    mask[0, 4:6, 4:7, 6] = True  # 6 on slice 6: the centroid (slice 4) would miss both parts
+    assert fullest_slice(mask) == 6
+    assert fullest_slice(mask, axis=0) == 4  # rows 4 and 5 hold 3 voxels each, rows 0 and 1 hold 2
+    assert fullest_slice(mask, axis=1) == 0  # every occupied column holds 2: the first wins
+    flat = np.zeros((1, 5, 9))
+    flat[0, 1, 3] = flat[0, 4, 3] = 1
+    assert fullest_slice(flat) == 3 and fullest_slice(flat, axis=0) == 1
+    assert fullest_slice(torch.zeros(1, 4, 6, 8)) == 4
+
+
+def _brightness(path) -> float:
+    return float(imread(path)[..., :3].mean())
+
+
+def test_map_grid_shows_the_axial_slice_through_the_mask(tmp_path):
+    # the maps are bright on axial slice 5 only; the grid must cut there when the mask is centred on it
+    image = torch.zeros(1, 8, 8, 8)
+    heat = torch.zeros(1, 8, 8, 8)
+    heat[..., 5] = 1
+    maps = {"trained": {"a": heat, "b": heat}, "randomised": {"a": heat, "b": heat}}
+    on, off = torch.zeros(1, 8, 8, 8), torch.zeros(1, 8, 8, 8)
+    on[0, 3:5, 3:5, 5] = 1
+    off[0, 3:5, 3:5, 1] = 1
+    options = {"alpha": 1.0, "cmap": "gray"}
+    through = save_map_grid_png(image, maps, tmp_path / "on.png", mask=on, **options)
+    beside = save_map_grid_png(image, maps, tmp_path / "off.png", mask=off, **options)
+    assert _brightness(through) > _brightness(beside) + 0.2
+    # a column per method, a row per set of maps
+    wide = save_map_grid_png(image, {"trained": {m: heat for m in "abcd"}}, tmp_path / "wide.png", **options)
+    assert imread(wide).shape[1] > 1.8 * imread(through).shape[1]
+    assert imread(wide).shape[0] < imread(through).shape[0]
+
+
+def test_map_grid_2d_and_bad_inputs(tmp_path):
+    image, heat = torch.rand(1, 6, 6), torch.rand(1, 6, 6)
+    labels = {"gradcam": "gradcam\nrho=0.12"}
+    assert save_map_grid_png(image, {"trained": {"gradcam": heat}}, tmp_path / "2d.png", column_labels=labels).exists()
+    with pytest.raises(ValueError, match="maps is empty"):
+        save_map_grid_png(image, {}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="same methods in the same order"):
+        save_map_grid_png(image, {"a": {"gradcam": heat}, "b": {"hirescam": heat}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="spatial shape"):
+        save_map_grid_png(image, {"a": {"gradcam": torch.rand(1, 4, 4)}}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="channel-first"):
+        save_map_grid_png(torch.rand(6, 6), {"a": {"gradcam": heat}}, tmp_path / "x.png")
