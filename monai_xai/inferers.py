@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,7 +30,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from monai_xai.cams import CAMExplainer
+from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer
 from monai_xai.utils import per_sample_index
 
 __all__ = [
@@ -108,7 +108,9 @@ class XAIInferer(Inferer):
 
     Args:
         inferer: the bundle's inferer (``SimpleInferer`` when None); its prediction is returned unchanged.
-        target_layers: layer(s) to explain, e.g. ``"layer4"`` or ``"model.1.submodule"`` (see ``CAMExplainer``).
+        target_layers: layer(s) to explain, e.g. ``"layer4"`` or ``"model.1.submodule"`` (see ``CAMExplainer``), or
+            one per method, ``{"gradcam": "model.1", "hirescam": "0", ...}`` (an entry for every method; with
+            ``time_each_method=False`` the methods sharing a layer share a pass).
         methods: CAM method names, e.g. ``("gradcam", "hirescam")``.
         class_idx: class to explain: None (classifiers: the predicted class of each sample), an int, or one per sample.
             Segmentation networks need an int.
@@ -130,7 +132,7 @@ class XAIInferer(Inferer):
     def __init__(
         self,
         inferer: Inferer | None = None,
-        target_layers: str | nn.Module | Sequence[str | nn.Module] = "",
+        target_layers: LayerSpec | Mapping[str, LayerSpec] = "",
         methods: str | Sequence[str] = ("gradcam",),
         class_idx: int | Sequence[int] | None = None,
         mask: str = "pred",
@@ -154,6 +156,12 @@ class XAIInferer(Inferer):
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not self.methods:
             raise ValueError("methods is empty; give at least one CAM method, e.g. methods=['gradcam'].")
+        layer_groups = group_methods_by_layer(target_layers, self.methods)
+        if time_each_method:
+            # one pass per method, in the order of `methods`
+            layer_of = {method: layers for layers, grouped in layer_groups for method in grouped}
+            layer_groups = [(layer_of[method], (method,)) for method in self.methods]
+        self._passes = layer_groups
         self.class_idx = class_idx
         self.mask = mask
         self.mask_key = mask_key
@@ -219,10 +227,9 @@ class XAIInferer(Inferer):
         explained_class = class_idx if self.class_idx is None else self.class_idx
         outputs: dict[str, torch.Tensor] = {CLASS_KEY: class_idx.detach().clone()}
         pixels = inputs.as_tensor() if isinstance(inputs, MetaTensor) else inputs
-        groups = [(method,) for method in self.methods] if self.time_each_method else [self.methods]
         with torch.enable_grad():
-            for methods in groups:
-                explainer = self._explainer(network, methods)
+            for layers, methods in self._passes:
+                explainer = self._explainer(network, layers, methods)
                 start = time.perf_counter()
                 maps = explainer(pixels, class_idx=explained_class, mask=mask)
                 if inputs.device.type == "cuda":
@@ -236,7 +243,7 @@ class XAIInferer(Inferer):
     def _sliding_window(self) -> bool:
         return isinstance(self.inferer, SlidingWindowInferer)
 
-    def _explainer(self, network: nn.Module, methods: tuple[str, ...]) -> CAMExplainer:
+    def _explainer(self, network: nn.Module, layers: LayerSpec, methods: tuple[str, ...]) -> CAMExplainer:
         window: dict[str, Any] = {}
         if self._sliding_window():
             window = {
@@ -245,9 +252,7 @@ class XAIInferer(Inferer):
                 "overlap": self.inferer.overlap,
                 "sw_mode": str(self.inferer.mode),  # a MONAI StrEnum: str() is its value
             }
-        return CAMExplainer(
-            network, self.target_layers, methods, score=self.score, batch_size=self.batch_size, **window
-        )
+        return CAMExplainer(network, layers, methods, score=self.score, batch_size=self.batch_size, **window)
 
     def _pixel_set(self, inputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         if self._engine is None:
@@ -297,7 +302,9 @@ def _active_config_parser() -> Any:
 
 
 def check_explain_config(
-    network: nn.Module | None = None, target_layers: Any = None, methods: str | Sequence[str] | None = None
+    network: nn.Module | None = None,
+    target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None,
+    methods: str | Sequence[str] | None = None,
 ) -> None:
     """Fail early, before any data is loaded, when ``configs/explain.json`` cannot work with the bundle it overlays.
 
@@ -308,7 +315,8 @@ def check_explain_config(
 
     Args:
         network: the network to explain.
-        target_layers: ``xai_target_layer``: a layer name of ``network`` (or a list of them).
+        target_layers: ``xai_target_layer``: a layer name of ``network`` (or a list of them), or a mapping
+            ``{method: layer}`` with an entry for each method.
         methods: ``xai_methods``.
 
     Raises:
@@ -343,8 +351,10 @@ def check_explain_config(
             "xai_target_layer is not set: pass the layer to explain, e.g. --xai_target_layer <name> "
             f"(a name from network.named_modules(); the last leaf layers of this network are {candidates})."
         )
+    methods = (methods,) if isinstance(methods, str) else tuple(methods or ())
     try:
-        CAMExplainer(network, target_layers, methods or ())
+        for layers, grouped in group_methods_by_layer(target_layers, methods):
+            CAMExplainer(network, layers, grouped)
     except (ValueError, TypeError) as error:
         raise ValueError(
             f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"

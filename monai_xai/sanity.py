@@ -19,7 +19,7 @@ import json
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from monai.bundle import ConfigParser
 from torch import nn
 
-from monai_xai.cams import GRADIENT_METHODS, CAMExplainer, resolve_layers
+from monai_xai.cams import GRADIENT_METHODS, CAMExplainer, LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import METHODS_WITHOUT_GRADIENTS
 from monai_xai.cams.targets import SegmentationTarget, build_target
 from monai_xai.data import write_phantom_dataset
@@ -373,9 +373,9 @@ def _phantom_test_set(
     return images, masks
 
 
-def _feature_size(model: nn.Module, layer: str, images: torch.Tensor) -> tuple[int, ...]:
-    """Spatial size of ``layer``'s output for ``images`` (one forward pass without gradients)."""
-    ((_, module),) = resolve_layers(model, layer)
+def _feature_size(model: nn.Module, layers: LayerSpec, images: torch.Tensor) -> tuple[int, ...]:
+    """Spatial size of the (first) layer's output for ``images`` (one forward pass without gradients)."""
+    (_, module), *_ = resolve_layers(model, layers)
     sizes: list[tuple[int, ...]] = []
     handle = module.register_forward_hook(lambda _module, _inputs, output: sizes.append(tuple(output.shape[2:])))
     try:
@@ -387,10 +387,19 @@ def _feature_size(model: nn.Module, layer: str, images: torch.Tensor) -> tuple[i
 
 
 def _save_randomisation_figure(
-    result: RandomisationResult, image: torch.Tensor, mask: torch.Tensor, layer: str, path: str | Path
+    result: RandomisationResult,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    groups: list[tuple[LayerSpec, tuple[str, ...]]],
+    path: str | Path,
 ) -> None:
-    """Both networks' maps of the first case of ``result`` side by side, Spearman per method."""
-    labels = {method: f"{method}\nSpearman {rho[0].item():.2f}" for method, rho in result.correlation.items()}
+    """Both networks' maps of the first case of ``result`` side by side, Spearman (and layer) per method."""
+    layer_of = {method: layers for layers, grouped in groups for method in grouped}
+    labels = {
+        method: f"{method}{'' if len(groups) == 1 else f' at {layer_of[method]}'}\nSpearman {rho[0].item():.2f}"
+        for method, rho in result.correlation.items()
+    }
+    where = f"at {groups[0][0]}" if len(groups) == 1 else "at each method's layer"
     save_map_grid_png(
         image,
         {
@@ -400,7 +409,7 @@ def _save_randomisation_figure(
         path,
         mask=mask,
         column_labels=labels,
-        title=f"model randomisation test at {layer} (white: true lesion)",
+        title=f"model randomisation test {where} (white: true lesion)",
     )
 
 
@@ -409,7 +418,7 @@ def bundle_sanity_checks(
     n_cases: int = 16,
     seed: int = 4242,
     methods: Sequence[str] | None = None,
-    target_layer: str | None = None,
+    target_layer: LayerSpec | Mapping[str, LayerSpec] | None = None,
     n_draws: int = 16,
     batch_size: int = 4,
     randomisation_seed: int = 0,
@@ -430,7 +439,8 @@ def bundle_sanity_checks(
         n_cases: number of test phantoms, >= 1.
         seed: phantom data set seed.
         methods: CAM methods to check; None uses the bundle's ``xai_methods``.
-        target_layer: CAM layer; None uses the bundle's ``xai_target_layer``.
+        target_layer: CAM layer, or ``{method: layer}`` for a layer per method (the smooth baseline then uses each
+            method's layer grid); None uses the bundle's ``xai_target_layer``.
         n_draws: random maps per case for each random baseline.
         batch_size: cases explained per call.
         randomisation_seed: seed of the weight re-initialisation and of the random maps.
@@ -445,30 +455,44 @@ def bundle_sanity_checks(
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     network, preprocessing, settings = _load_bundle(bundle_dir, torch_device)
     methods = tuple(settings["xai_methods"] if methods is None else methods)
-    layer = settings["xai_target_layer"] if target_layer is None else target_layer
+    groups = group_methods_by_layer(settings["xai_target_layer"] if target_layer is None else target_layer, methods)
     class_idx = settings["xai_class"]
     images, masks = _phantom_test_set(preprocessing, settings.get("xai_region_key", "mask"), n_cases, seed)
-    grid = _feature_size(network, layer, images[:1].to(torch_device))
+    grids = [_feature_size(network, layers, images[:1].to(torch_device)) for layers, _ in groups]
     generator = torch.Generator(device=torch_device).manual_seed(randomisation_seed)
 
     scores: dict[str, list[torch.Tensor]] = {method: [] for method in methods}
     correlations: dict[str, list[torch.Tensor]] = {method: [] for method in methods}
-    uniform, smooth = [], []
+    uniform: list[torch.Tensor] = []
+    smooth: list[list[torch.Tensor]] = [[] for _ in groups]
     for start in range(0, n_cases, batch_size):
         batch_images = images[start : start + batch_size].to(torch_device)
         batch_masks = masks[start : start + batch_size].to(torch_device)
-        result = model_randomisation_check(
-            network, layer, batch_images, methods, class_idx, settings.get("xai_mask"), randomisation_seed
-        )
+        result = RandomisationResult({}, {}, {})
+        for layers, grouped in groups:
+            group_result = model_randomisation_check(
+                network, layers, batch_images, grouped, class_idx, settings.get("xai_mask"), randomisation_seed
+            )
+            result.correlation.update(group_result.correlation)
+            result.trained_maps.update(group_result.trained_maps)
+            result.randomised_maps.update(group_result.randomised_maps)
         for method in methods:
             scores[method].append(ehr_auc(result.trained_maps[method], batch_masks))
             correlations[method].append(result.correlation[method])
         if figure is not None and start == 0:
-            _save_randomisation_figure(result, batch_images[0], batch_masks[0], layer, figure)
+            _save_randomisation_figure(result, batch_images[0], batch_masks[0], groups, figure)
         uniform.append(random_map_baseline(ehr_auc, batch_masks, n_draws, "uniform", generator=generator))
-        smooth.append(random_map_baseline(ehr_auc, batch_masks, n_draws, "smooth", grid, generator=generator))
+        for index, grid in enumerate(grids):
+            smooth[index].append(
+                random_map_baseline(ehr_auc, batch_masks, n_draws, "smooth", grid, generator=generator)
+            )
 
-    random_uniform, random_smooth = torch.cat(uniform).nanmean().item(), torch.cat(smooth).nanmean().item()
+    random_uniform = torch.cat(uniform).nanmean().item()
+    random_smooth = {
+        method: torch.cat(smooth[index]).nanmean().item()
+        for index, (_, grouped) in enumerate(groups)
+        for method in grouped
+    }
     summary = []
     for method in methods:
         correlation = torch.cat(correlations[method])
@@ -477,7 +501,7 @@ def bundle_sanity_checks(
                 method=method,
                 ehr_auc=torch.cat(scores[method]).nanmean().item(),
                 random_uniform=random_uniform,
-                random_smooth=random_smooth,
+                random_smooth=random_smooth[method],
                 spearman=correlation.nanmean().item(),
                 spearman_undefined=int(correlation.isnan().sum()),
                 uses_gradients=method in GRADIENT_METHODS and method not in METHODS_WITHOUT_GRADIENTS,
@@ -511,7 +535,7 @@ def bundle_sanity_table(
     n_cases: int = 16,
     seed: int = 4242,
     methods: Sequence[str] | None = None,
-    target_layer: str | None = None,
+    target_layer: LayerSpec | Mapping[str, LayerSpec] | None = None,
     n_draws: int = 16,
     batch_size: int = 4,
     randomisation_seed: int = 0,

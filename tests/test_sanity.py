@@ -316,3 +316,16 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
         assert row.localisation_ratio == row.ehr_auc / max(row.random_uniform, row.random_smooth)
     table = sanity_markdown(summary)
     assert table.count("\n") == 3 and "| gradcam |" in table and "(not required)" in table
+
+    # a layer per method: each row equals that method checked alone at its layer
+    per_method = {"gradcam": "layer3", "eigencam": "layer4"}
+    figure = tmp_path / "grid.png"
+    split = bundle_sanity_checks(bundle, n_cases=2, methods=list(per_method), target_layer=per_method, figure=figure)
+    assert figure.stat().st_size > 0
+    for row in split:
+        alone = bundle_sanity_checks(bundle, n_cases=2, methods=[row.method], target_layer=per_method[row.method])[0]
+        assert row.ehr_auc == pytest.approx(alone.ehr_auc) and row.spearman == pytest.approx(alone.spearman)
+    gradcam_layer4 = summary[0]
+    assert split[0].ehr_auc != pytest.approx(gradcam_layer4.ehr_auc)  # layer3 differs from the bundle's layer4
+    with pytest.raises(ValueError, match=r"missing \['eigencam'\]"):
+        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam", "eigencam"], target_layer={"gradcam": "layer3"})

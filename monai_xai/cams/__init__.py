@@ -2,7 +2,7 @@
 
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.hooks import ActivationRecorder
-from monai_xai.cams.layers import resolve_layers
+from monai_xai.cams.layers import LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
 from monai_xai.cams.sliding_window import sliding_window_cam
@@ -19,6 +19,8 @@ __all__ = [
     "ActivationRecorder",
     "preserved_model_state",
     "resolve_layers",
+    "group_methods_by_layer",
+    "LayerSpec",
     "ClassTarget",
     "SegmentationTarget",
     "build_target",

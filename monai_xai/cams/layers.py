@@ -1,13 +1,17 @@
-"""Find the layers to explain in a network: by dotted name (as in ``model.named_modules()``) or by module object."""
+"""Find the layers to explain in a network: by dotted name (as in ``model.named_modules()``) or by module object,
+and, when methods are explained at different layers, which methods share a layer."""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from torch import nn
 
-__all__ = ["resolve_layers"]
+__all__ = ["LayerSpec", "resolve_layers", "group_methods_by_layer"]
+
+# the layer(s) of one explanation: a dotted name, an int (the name of an nn.Sequential child), a module, or a list
+LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module]
 
 
 def resolve_layers(
@@ -62,3 +66,46 @@ def resolve_layers(
                 "--target_layer '\"1.10\"'."
             )
     return resolved
+
+
+def _layer_key(layers: LayerSpec) -> Hashable:
+    if isinstance(layers, str | int | nn.Module):
+        return str(layers) if isinstance(layers, int) else layers
+    return tuple(str(layer) if isinstance(layer, int) else layer for layer in layers)
+
+
+def group_methods_by_layer(
+    target_layers: LayerSpec | Mapping[str, LayerSpec], methods: Sequence[str]
+) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+    """Which methods are explained at which layer(s), so that methods sharing a layer can share a pass.
+
+    Channel-averaging CAMs (GradCAM, GradCAM++, XGradCAM) and element-wise ones (HiResCAM, LayerCAM, ...) can need
+    different layers of one network (see the segmentation bundle's README); a mapping gives each method its own.
+
+    Args:
+        target_layers: the layer(s) of every method (see :func:`resolve_layers`), or a mapping
+            ``{method: layer(s)}`` with an entry for each of ``methods`` and no other.
+        methods: the method names, in order.
+
+    Returns:
+        ``[(layer(s), methods explained there), ...]``, in the order the layers are first needed; the methods keep
+        their order.
+
+    Raises:
+        ValueError: a mapping that misses a method or names one that is not in ``methods``.
+    """
+    if not isinstance(target_layers, Mapping):
+        return [(target_layers, tuple(methods))]
+    missing = [method for method in methods if method not in target_layers]
+    unknown = [method for method in target_layers if method not in methods]
+    if missing or unknown:
+        example = {method: target_layers.get(method, "<layer>") for method in methods}
+        raise ValueError(
+            f"a per-method target layer mapping needs exactly one entry per method: missing {missing}, not among the "
+            f"methods {unknown}; e.g. {example}."
+        )
+    groups: dict[Hashable, tuple[LayerSpec, list[str]]] = {}
+    for method in methods:
+        layers = target_layers[method]
+        groups.setdefault(_layer_key(layers), (layers, []))[1].append(method)
+    return [(layers, tuple(grouped)) for layers, grouped in groups.values()]

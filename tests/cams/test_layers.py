@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from monai_xai.cams.layers import resolve_layers
+from monai_xai.cams.layers import group_methods_by_layer, resolve_layers
 from tests.cams.nets import TinyResNet, tiny_unet3d
 
 
@@ -46,3 +46,31 @@ def test_int_is_the_name_of_a_sequential_child():
     assert resolve_layers(model, [0, "1"]) == [("0", model[0]), ("1", head)]
     with pytest.raises(ValueError, match="no layer named '2'"):
         resolve_layers(model, 2)
+
+
+def test_methods_grouped_by_layer_in_order_of_first_use():
+    model = TinyResNet(spatial_dims=2)
+    methods = ["gradcam", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam"]
+    assert group_methods_by_layer("layer4", methods) == [("layer4", tuple(methods))]
+    per_method = {
+        "hirescam": "layer4",
+        "gradcam": ["layer3", "layer4"],
+        "xgradcam": ("layer3", "layer4"),  # the same layers as a tuple: the same pass
+        "layercam": "layer4",
+        "eigencam": model.layer2,
+        "scorecam": 4,  # the layer named "4" (an nn.Sequential child), not "layer4"
+    }
+    assert group_methods_by_layer(per_method, methods) == [
+        (["layer3", "layer4"], ("gradcam", "xgradcam")),
+        ("layer4", ("hirescam", "layercam")),
+        (model.layer2, ("eigencam",)),
+        (4, ("scorecam",)),
+    ]
+    assert group_methods_by_layer({"gradcam": 0, "hirescam": "0"}, ["gradcam", "hirescam"]) == [
+        (0, ("gradcam", "hirescam"))
+    ]
+
+
+def test_per_method_mapping_must_name_exactly_the_methods():
+    with pytest.raises(ValueError, match=r"missing \['hirescam'\], not among the methods \['layercam'\]"):
+        group_methods_by_layer({"gradcam": "layer4", "layercam": "layer3"}, ["gradcam", "hirescam"])

@@ -50,7 +50,8 @@ def classification_run(tmp_path_factory):
     finished = run_bundle(
         [bundle / "configs" / "inference.json", EXPLAIN, METRICS, MLFLOW],
         "--xai_methods", "['gradcam','layercam']",
-        "--xai_target_layer", "features.denseblock2",
+        # a layer per method, as a dict on the command line
+        "--xai_target_layer", "{'gradcam': 'features.denseblock2', 'layercam': 'features.denseblock1'}",
         "--xai_metrics", "['ehr_auc','pointing_game','road_combined','deletion','insertion']",
         "--xai_metric_args#road_combined#percentiles", "[30,70]",
         "--xai_region_key", "mask",
@@ -98,7 +99,9 @@ def test_classification_bundle_logs_to_mlflow(classification_run):
         steps = [p.step for p in client.get_metric_history(run.info.run_id, f"road_combined_{method}_lerf")]
         assert sorted(steps) == [30, 70]
     assert json.loads(run.data.params["xai_methods"].replace("'", '"')) == ["gradcam", "layercam"]
-    assert run.data.params["xai_target_layer"] == "features.denseblock2"
+    assert run.data.params["xai_target_layer"] == str(
+        {"gradcam": "features.denseblock2", "layercam": "features.denseblock1"}
+    )
     assert "30, 70" in run.data.params["xai_metric_args"]
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
     assert {"xai/summary.csv", "xai/summary.md", "xai/road_combined_morf_curve.png", "xai/img0"} <= artifacts

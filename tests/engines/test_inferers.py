@@ -122,6 +122,25 @@ def test_label_pixel_set_label_map_and_one_hot():
     torch.testing.assert_close(_label_pixel_set(one_hot, classes), expected)
 
 
+@pytest.mark.parametrize("time_each_method", [True, False])
+def test_each_method_at_its_own_layer(time_each_method):
+    # oracle: each method explained alone at its layer; shared passes: one per distinct layer
+    layers = {"gradcam": "layer3", "hirescam": "layer4", "layercam": "layer3", "eigencam": "layer4"}
+    network = TinyResNet(spatial_dims=3, num_classes=3).eval()
+    images = torch.randn(2, 1, 16, 16, 16)
+    forwards = []
+    network.register_forward_hook(lambda module, inputs, output: forwards.append(inputs[0].shape[0]))
+    inferer = XAIInferer(SimpleInferer(), layers, list(layers), time_each_method=time_each_method)
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer]))
+    assert len(forwards) == 1 + (len(layers) if time_each_method else 2)
+    for method, layer in layers.items():
+        expected = CAMExplainer(network, layer, [method])(images)[method]
+        at_other = CAMExplainer(network, "layer4" if layer == "layer3" else "layer3", [method])(images)[method]
+        for index, case in enumerate(outputs):
+            torch.testing.assert_close(case[f"saliency_{method}"].as_tensor(), expected[index], atol=1e-5, rtol=1e-4)
+            assert not torch.allclose(case[f"saliency_{method}"].as_tensor(), at_other[index], atol=1e-3)
+
+
 def test_errors_say_what_to_set():
     network = TinyResNet(spatial_dims=2)
     with pytest.raises(ValueError, match="target_layers is empty"):
@@ -141,6 +160,13 @@ def test_errors_say_what_to_set():
         check_explain_config(network, "layer9", ["gradcam"])
     with pytest.raises(ValueError, match="unknown CAM method"):
         check_explain_config(network, "layer4", ["gradcamm"])
+    check_explain_config(network, {"gradcam": "layer3", "hirescam": "layer4"}, ["gradcam", "hirescam"])
+    with pytest.raises(ValueError, match=r"missing \['hirescam'\].*--xai_target_layer"):
+        check_explain_config(network, {"gradcam": "layer3"}, ["gradcam", "hirescam"])
+    with pytest.raises(ValueError, match=r"not among the methods \['layercam'\]"):
+        XAIInferer(SimpleInferer(), {"gradcam": "layer3", "layercam": "layer4"}, ["gradcam"])
+    with pytest.raises(ValueError, match="no layer named 'layer9'"):
+        check_explain_config(network, {"gradcam": "layer3", "hirescam": "layer9"}, ["gradcam", "hirescam"])
 
 
 def test_attached_but_not_the_evaluators_inferer_is_reported():
