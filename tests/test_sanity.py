@@ -22,6 +22,8 @@ from monai_xai.data import write_phantom_dataset
 from monai_xai.metrics import ehr_auc
 from monai_xai.sanity import (
     MAX_RANDOMISATION_SPEARMAN,
+    _load_bundle,
+    _phantom_test_set,
     bundle_sanity_checks,
     model_randomisation_check,
     random_map_baseline,
@@ -312,8 +314,16 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     ]
     assert summary[0].random_uniform == pytest.approx(np.mean(shares), abs=0.0015)
     for row in summary:
-        assert 0 <= row.ehr_auc <= 1 and -1 <= row.spearman <= 1
+        assert 0 <= row.ehr_auc <= 1 and 0 <= row.randomised_ehr_auc <= 1 and -1 <= row.spearman <= 1
         assert row.localisation_ratio == row.ehr_auc / max(row.random_uniform, row.random_smooth)
+    # oracle for the randomised network's EHR-AUC: the same cases explained directly
+    network, preprocessing, settings = _load_bundle(bundle.resolve(), torch.device("cpu"))
+    images, masks = _phantom_test_set(preprocessing, settings.get("xai_region_key", "mask"), 2, 4242)
+    direct = model_randomisation_check(network, "layer4", images, ["gradcam"], settings["xai_class"], None, 0)
+    assert summary[0].randomised_ehr_auc == pytest.approx(
+        ehr_auc(direct.randomised_maps["gradcam"], masks).mean().item()
+    )
+    assert summary[0].randomised_ehr_auc != pytest.approx(summary[0].ehr_auc)
     table = sanity_markdown(summary)
     assert table.count("\n") == 3 and "| gradcam |" in table and "(not required)" in table
 
