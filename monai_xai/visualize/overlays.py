@@ -187,16 +187,18 @@ def save_map_grid_png(
     def shown(volume: np.ndarray) -> np.ndarray:
         return volume[0] if volume.ndim == 3 else volume[0, ..., axial]
 
+    picture = shown(image).T
+    outline_slice = None if outline is None else shown(outline).T
     labels = column_labels or {}
     figure = Figure(figsize=(1.9 * len(methods), 2.0 * len(arrays) + 0.4), layout="constrained")
     axes = np.asarray(figure.subplots(len(arrays), len(methods), squeeze=False))
     for row_index, (row, row_maps) in enumerate(arrays.items()):
         for column, method in enumerate(methods):
             axis = axes[row_index, column]
-            axis.imshow(shown(image).T, cmap="gray", origin="lower")
+            axis.imshow(picture, cmap="gray", origin="lower")
             heatmap = axis.imshow(shown(row_maps[method]).T, cmap=cmap, alpha=alpha, vmin=0, vmax=1, origin="lower")
-            if outline is not None:
-                axis.contour(shown(outline).T, levels=[0.5], colors="white", linewidths=0.8, origin="lower")
+            if outline_slice is not None:
+                axis.contour(outline_slice, levels=[0.5], colors="white", linewidths=0.8, origin="lower")
             axis.set_xticks([])
             axis.set_yticks([])
             if row_index == 0:
