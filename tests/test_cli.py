@@ -9,6 +9,7 @@ import pytest
 
 from monai_xai.bundle_explain import explain_bundle, explain_config_files, overlay_dir
 from monai_xai.demo import format_table, summary_rows, with_road_combined
+from monai_xai.sanity import bundle_sanity_checks
 from tests.engines.bundles import make_classification_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,3 +99,30 @@ def test_explain_bundle_runs_the_overlays_in_process(tmp_path):
     assert {"ehr_auc", "heat_diff", "xai_seconds"} <= set(metrics)
     assert set(table) == {"gradcam", "hirescam"}
     assert all(0.0 <= table[method]["ehr_auc"] <= 1.0 for method in table)
+
+
+def test_cli_sanity_checks_any_bundle_on_its_own_datalist(tmp_path):
+    """`monai-xai sanity` on a bundle that is not a demo bundle (2D DenseNet, no explain.json), with its own data."""
+    bundle = make_classification_bundle(tmp_path / "bundle")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"validation": json.loads((bundle / "data" / "datalist.json").read_text())}))
+    figure = tmp_path / "sanity.png"
+    options = {"methods": ["gradcam", "eigencam"], "target_layer": "features.denseblock2", "class_idx": 1}
+    script = Path(sys.executable).parent / "monai-xai"
+    finished = subprocess.run(
+        [str(script), "sanity", str(bundle), "--datalist", str(datalist), "--data_list_key", "validation"]
+        + [f"--{name}={json.dumps(value)}" for name, value in options.items()]
+        + ["--figure", str(figure), "--progress", "False"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    rows = {
+        line.split(" | ")[0][2:]: line.split(" | ") for line in finished.stdout.splitlines() if line.startswith("| ")
+    }
+    expected = bundle_sanity_checks(bundle, datalist=datalist, data_list_key="validation", progress=False, **options)
+    for row in expected:
+        assert rows[row.method][1] == f"{row.ehr_auc:.4f}" and rows[row.method][4].startswith(f"{row.spearman:.3f}")
+    assert f"the 'validation' cases of {datalist}" in finished.stdout
+    assert figure.stat().st_size > 0

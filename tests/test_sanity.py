@@ -22,8 +22,6 @@ from monai_xai.data import write_phantom_dataset
 from monai_xai.metrics import ehr_auc
 from monai_xai.sanity import (
     MAX_RANDOMISATION_SPEARMAN,
-    _load_bundle,
-    _phantom_test_set,
     bundle_sanity_checks,
     model_randomisation_check,
     random_map_baseline,
@@ -32,6 +30,7 @@ from monai_xai.sanity import (
     sanity_markdown,
     spearman_correlation,
 )
+from monai_xai.sanity.bundle import _case_batches
 
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
@@ -290,39 +289,64 @@ def test_randomisation_check_bad_inputs():
 # ---------------------------------------------------------------- bundle check
 
 
-def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
-    source = REPO / "bundles" / "lesion_classification_3d" / "configs"
-    bundle = tmp_path / "bundle"
+def _untrained_bundle(tmp_path: Path, name: str = "lesion_classification_3d", explain: bool = True) -> Path:
+    """A copy of a demo bundle's inference (and explain) config with freshly initialised weights (seeded)."""
+    source = REPO / "bundles" / name / "configs"
+    bundle = tmp_path / name
     (bundle / "configs").mkdir(parents=True)
-    for name in ("inference.json", "explain.json"):
-        shutil.copy(source / name, bundle / "configs" / name)
-    with pytest.raises(FileNotFoundError, match="model.pt is missing"):
-        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"])
+    for config in ("inference.json", "explain.json") if explain else ("inference.json",):
+        shutil.copy(source / config, bundle / "configs" / config)
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     (bundle / "models").mkdir()
+    torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def _phantom_datalist(folder: Path, n_cases: int = 2, seed: int = 4242) -> Path:
+    """The held-out phantoms ``bundle_sanity_checks`` checks by default, as a datalist on disk."""
+    return write_phantom_dataset(folder, n_cases, seed=seed, positive_fraction=1.0, split=(0, 0, 1))
+
+
+def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
+    bundle = _untrained_bundle(tmp_path)
+    weights = bundle / "models" / "model.pt"
+    weights.rename(tmp_path / "model.pt")
+    with pytest.raises(FileNotFoundError, match="model.pt is missing"):
+        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"])
+    (tmp_path / "model.pt").rename(weights)
 
     summary = bundle_sanity_checks(bundle, n_cases=2, methods=["gradcam", "eigencam"], n_draws=32, batch_size=2)
     assert [row.method for row in summary] == ["gradcam", "eigencam"]
     assert [row.uses_gradients for row in summary] == [True, False]
     # closed form of the uniform baseline: the mean share of lesion voxels of the same two phantoms (the bundle's
     # preprocessing leaves phantoms unchanged); the 1.0 threshold dominates the sampling error (~0.0004 here)
-    datalist = write_phantom_dataset(tmp_path / "phantoms", 2, seed=4242, positive_fraction=1.0, split=(0, 0, 1))
-    shares = [
-        nib.load(datalist.parent / item["mask"]).get_fdata().mean() for item in json.loads(datalist.read_text())["test"]
-    ]
+    datalist = _phantom_datalist(tmp_path / "phantoms")
+    cases = json.loads(datalist.read_text())["test"]
+    shares = [nib.load(datalist.parent / item["mask"]).get_fdata().mean() for item in cases]
     assert summary[0].random_uniform == pytest.approx(np.mean(shares), abs=0.0015)
     for row in summary:
         assert 0 <= row.ehr_auc <= 1 and 0 <= row.randomised_ehr_auc <= 1 and -1 <= row.spearman <= 1
         assert row.localisation_ratio == row.ehr_auc / max(row.random_uniform, row.random_smooth)
-    # oracle for the randomised network's EHR-AUC: the same cases explained directly
-    network, preprocessing, settings = _load_bundle(bundle.resolve(), torch.device("cpu"))
-    images, masks = _phantom_test_set(preprocessing, settings.get("xai_region_key", "mask"), 2, 4242)
-    direct = model_randomisation_check(network, "layer4", images, ["gradcam"], settings["xai_class"], None, 0)
-    assert summary[0].randomised_ehr_auc == pytest.approx(
-        ehr_auc(direct.randomised_maps["gradcam"], masks).mean().item()
+    # oracle for both networks' EHR-AUC: the same NIfTI files loaded with nibabel (the classifier's preprocessing
+    # leaves 48^3 phantoms unchanged up to its [0, 1] intensity clip) and explained directly
+    images = torch.stack(
+        [torch.from_numpy(nib.load(datalist.parent / item["image"]).get_fdata()).float()[None] for item in cases]
+    ).clamp(0, 1)
+    masks = torch.stack(
+        [torch.from_numpy(nib.load(datalist.parent / item["mask"]).get_fdata() > 0.5)[None] for item in cases]
     )
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    model = parser.get_parsed_content("network_def")
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    direct = model_randomisation_check(model.eval(), "layer4", images, ["gradcam"], 1, None, 0)
+    assert summary[0].ehr_auc == pytest.approx(ehr_auc(direct.trained_maps["gradcam"], masks).mean().item(), abs=1e-5)
+    assert summary[0].randomised_ehr_auc == pytest.approx(
+        ehr_auc(direct.randomised_maps["gradcam"], masks).mean().item(), abs=1e-5
+    )
+    assert summary[0].spearman == pytest.approx(direct.correlation["gradcam"].mean().item(), abs=1e-5)
     assert summary[0].randomised_ehr_auc != pytest.approx(summary[0].ehr_auc)
     table = sanity_markdown(summary)
     assert table.count("\n") == 3 and "| gradcam |" in table and "(not required)" in table
@@ -339,3 +363,107 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     assert split[0].ehr_auc != pytest.approx(gradcam_layer4.ehr_auc)  # layer3 differs from the bundle's layer4
     with pytest.raises(ValueError, match=r"missing \['eigencam'\]"):
         bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam", "eigencam"], target_layer={"gradcam": "layer3"})
+
+
+@pytest.mark.parametrize("name", ["lesion_classification_3d", "lesion_segmentation_3d"])
+def test_sanity_on_a_datalist_equals_the_phantom_run(tmp_path, name):
+    """The same phantoms given as the user's own datalist give the same figures; the segmenter's transforms load
+    the datalist's "mask" under their own key "label" (its explain.json `xai_region_key`)."""
+    bundle = _untrained_bundle(tmp_path, name)
+    phantoms = bundle_sanity_checks(bundle, n_cases=3, methods=["gradcam", "hirescam"], batch_size=2, progress=False)
+    datalist = _phantom_datalist(tmp_path / "own", n_cases=3)
+    own = bundle_sanity_checks(
+        bundle, datalist=datalist, region_key="mask", methods=["gradcam", "hirescam"], batch_size=2, progress=False
+    )
+    assert own == phantoms
+    assert all(row.has_ground_truth for row in own)
+
+
+def test_sanity_on_a_datalist_with_unlabelled_and_negative_cases(tmp_path):
+    """Localisation is averaged over the cases with a non-empty ground truth only; every case counts in the
+    randomisation test."""
+    bundle = _untrained_bundle(tmp_path)
+    folder = tmp_path / "data"
+    positives = json.loads(_phantom_datalist(folder / "pos", n_cases=2).read_text())["test"]
+    negative = json.loads(
+        write_phantom_dataset(folder / "neg", 1, seed=7, positive_fraction=0.0, split=(0, 0, 1)).read_text()
+    )["test"][0]
+    unlabelled = {"image": negative["image"]}
+    cases = {
+        "labelled": [{key: f"pos/{item[key]}" for key in ("image", "mask")} for item in positives],
+        "rest": [
+            {"image": f"neg/{negative['image']}", "mask": f"neg/{negative['mask']}"},
+            {"image": f"neg/{unlabelled['image']}"},
+        ],
+    }
+    cases["mixed"] = [cases["labelled"][0], *cases["rest"], cases["labelled"][1]]
+    datalist = folder / "datalist.json"
+    datalist.write_text(json.dumps(cases))
+
+    def check(key):
+        return bundle_sanity_checks(bundle, datalist=datalist, data_list_key=key, methods=["gradcam"], progress=False)[
+            0
+        ]
+
+    labelled, rest, mixed = check("labelled"), check("rest"), check("mixed")
+    assert mixed.ehr_auc == pytest.approx(labelled.ehr_auc)
+    assert mixed.randomised_ehr_auc == pytest.approx(labelled.randomised_ehr_auc)
+    assert mixed.spearman == pytest.approx((2 * labelled.spearman + 2 * rest.spearman) / 4, abs=1e-6)
+    assert not rest.has_ground_truth and np.isnan(rest.localisation_ratio) and not rest.localisation_passed
+    row = sanity_markdown([rest]).splitlines()[-1]
+    assert row.startswith("| gradcam | n/a | n/a / n/a | n/a |") and "n/a (no ground truth)" in row
+    assert (
+        bundle_sanity_checks(bundle, datalist=datalist, data_list_key="mixed", n_cases=1, methods=["gradcam"])[0]
+        == (
+            bundle_sanity_checks(bundle, datalist=datalist, data_list_key="labelled", n_cases=1, methods=["gradcam"])[0]
+        )
+    )
+
+
+def test_case_batches_split_where_the_image_size_changes():
+    sizes = [4, 4, 4, 6, 6, 4]
+    cases = [{"image": str(size)} for size in sizes]
+
+    def preprocessing(case):
+        return {"image": torch.zeros(1, int(case["image"]), 5)}
+
+    batches = list(_case_batches(cases, preprocessing, "label", batch_size=2))
+    assert [tuple(images.shape) for images, _ in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
+    assert all(not regions.any() and regions.shape[1] == 1 for _, regions in batches)
+
+
+def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):
+    bundle = _untrained_bundle(tmp_path, explain=False)
+    with pytest.raises(ValueError, match=r"xai_methods \(--methods\) and xai_target_layer \(--target_layer\)"):
+        bundle_sanity_checks(bundle, n_cases=1)
+    datalist = _phantom_datalist(tmp_path / "data", n_cases=1)
+    row = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", target_layer="layer4", class_idx=1)[0]
+    assert row.method == "gradcam" and row.has_ground_truth  # the datalist's "mask" is the default region key
+
+    def fails(match, **kwargs):
+        with pytest.raises((ValueError, FileNotFoundError), match=match):
+            bundle_sanity_checks(bundle, methods=["gradcam"], target_layer="layer4", progress=False, **kwargs)
+
+    fails("does not exist", datalist=tmp_path / "nowhere.json")
+    fails(
+        r"no list of cases under 'valid'; its lists are \['test', 'training', 'validation'\]",
+        datalist=datalist,
+        data_list_key="valid",
+    )
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"test": [')
+    fails("not valid JSON", datalist=broken)
+    broken.write_text(json.dumps({"test": [{"label": "x.nii.gz"}]}))
+    fails("case 0 of 'test' .* has no 'image' path", datalist=broken)
+    broken.write_text(json.dumps({"test": []}))
+    fails("lists no cases under 'test'", datalist=broken)
+    fails("n_cases must be a positive int", n_cases=0)
+    # the classifier's inference preprocessing loads "mask" only: a "label" region would stay a file name
+    relabelled = json.loads(datalist.read_text())
+    relabelled["test"] = [{"image": item["image"], "label": item["mask"]} for item in relabelled["test"]]
+    (tmp_path / "data" / "relabelled.json").write_text(json.dumps(relabelled))
+    fails(
+        "does not load the ground-truth key 'label'", datalist=tmp_path / "data" / "relabelled.json", region_key="label"
+    )
+    (bundle / "configs" / "inference.json").rename(tmp_path / "inference.json")
+    fails("model-zoo layout", n_cases=1)
