@@ -4,6 +4,7 @@ randomisation test on networks built so the answer is known (parameter-free: not
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from monai_xai.metrics import ehr_auc
 from monai_xai.sanity import (
     MAX_RANDOMISATION_SPEARMAN,
     bundle_sanity_checks,
+    cascading_randomisation,
     model_randomisation_check,
     random_map_baseline,
     random_saliency_maps,
@@ -286,6 +288,68 @@ def test_randomisation_check_bad_inputs():
         model_randomisation_check(model, "0", images, class_idx=[0, 1, 1])
 
 
+# ---------------------------------------------------------------- cascading randomisation
+
+
+class HeadFirst(nn.Module):
+    """Defines its head before its body, but calls the body first; ``unused`` is never called."""
+
+    def __init__(self, spatial_dims: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 2)
+        self.unused = nn.Linear(2, 2)
+        self.body = nn.Sequential(
+            CONV[spatial_dims](1, 4, 3, padding=1), nn.ReLU(), CONV[spatial_dims](4, 4, 3, padding=1)
+        )
+        self.pool = POOL[spatial_dims](1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(F.relu(self.body(images))).flatten(1))
+
+
+@pytest.mark.parametrize("spatial", [(16, 16), (8, 8, 8)])
+def test_cascade_randomises_from_the_output_down(spatial):
+    torch.manual_seed(0)
+    model = HeadFirst(len(spatial)).eval()
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    images = torch.randn(3, 1, *spatial)
+    methods = ("gradcam", "eigencam")
+    cascade = cascading_randomisation(model, "body.2", images, methods, class_idx=1, seed=5)
+    # reverse order of the forward pass, not of definition; parameter-free (ReLU, pool) and uncalled modules left out
+    assert cascade.layers == ["head", "body.2", "body.0"]
+    assert {method: tuple(rho.shape) for method, rho in cascade.correlation.items()} == {m: (3, 3) for m in methods}
+    # known answer: EigenCAM reads only the CAM layer's activations, so randomising the head above it changes nothing
+    torch.testing.assert_close(cascade.correlation["eigencam"][0], torch.ones(3))
+    assert (cascade.correlation["eigencam"][1] < 0.99).all()
+    assert (cascade.correlation["gradcam"][0] < 0.99).all()  # GradCAM's channel weights come from the head
+    # hand computation of the last step: re-initialise each module with seed 5 + its step, explain, correlate
+    trained = CAMExplainer(model, "body.2", methods)(images, class_idx=1)
+    by_hand = copy.deepcopy(model)
+    for step, name in enumerate(cascade.layers):
+        torch.manual_seed(5 + step)
+        by_hand.get_submodule(name).reset_parameters()
+    maps = CAMExplainer(by_hand, "body.2", methods)(images, class_idx=1)
+    for method in methods:
+        torch.testing.assert_close(cascade.correlation[method][-1], spearman_correlation(trained[method], maps[method]))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_cascade_with_named_blocks_and_bad_inputs():
+    torch.manual_seed(0)
+    model = HeadFirst(2).eval()
+    images = torch.randn(2, 1, 12, 12)
+    blocks = cascading_randomisation(model, "body.2", images, "gradcam", class_idx=0, layers=["head", "body"])
+    assert blocks.layers == ["head", "body"] and blocks.correlation["gradcam"].shape == (2, 2)
+    alone = cascading_randomisation(model, "body.2", images, "gradcam", class_idx=0, layers=["head"])
+    # step k's weights depend only on seed + k, not on the steps after it
+    torch.testing.assert_close(alone.correlation["gradcam"][0], blocks.correlation["gradcam"][0])
+    with pytest.raises(ValueError, match=r"unknown \['neck'\]"):
+        cascading_randomisation(model, "body.2", images, layers=["head", "neck"])
+    with pytest.raises(ValueError, match="nothing to randomise"):
+        cascading_randomisation(_parameter_free_classifier(2), "0", images[:, :1], class_idx=0)
+
+
 # ---------------------------------------------------------------- bundle check
 
 
@@ -354,8 +418,16 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     # a layer per method: each row equals that method checked alone at its layer
     per_method = {"gradcam": "layer3", "eigencam": "layer4"}
     figure = tmp_path / "grid.png"
-    split = bundle_sanity_checks(bundle, n_cases=2, methods=list(per_method), target_layer=per_method, figure=figure)
-    assert figure.stat().st_size > 0
+    cascade_figure = tmp_path / "cascade.png"
+    split = bundle_sanity_checks(
+        bundle,
+        n_cases=2,
+        methods=list(per_method),
+        target_layer=per_method,
+        figure=figure,
+        cascade_figure=cascade_figure,
+    )
+    assert figure.stat().st_size > 0 and cascade_figure.stat().st_size > 0
     for row in split:
         alone = bundle_sanity_checks(bundle, n_cases=2, methods=[row.method], target_layer=per_method[row.method])[0]
         assert row.ehr_auc == pytest.approx(alone.ehr_auc) and row.spearman == pytest.approx(alone.spearman)

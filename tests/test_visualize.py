@@ -3,7 +3,7 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from monai_xai.visualize import fullest_slice, save_map_grid_png
+from monai_xai.visualize import fullest_slice, plot_metric_curves, save_map_grid_png
 
 
 def test_fullest_slice_cuts_the_mask_where_it_is_largest():
@@ -54,3 +54,15 @@ def test_map_grid_2d_and_bad_inputs(tmp_path):
         save_map_grid_png(image, {"a": {"gradcam": torch.rand(1, 4, 4)}}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="channel-first"):
         save_map_grid_png(torch.rand(6, 6), {"a": {"gradcam": heat}}, tmp_path / "x.png")
+
+
+def test_metric_curves_with_named_steps_widen_and_draw_the_reference(tmp_path):
+    steps = [f"layer{index}.conv" for index in range(40)]
+    curves = {"gradcam": (range(40), np.linspace(1, 0, 40).tolist())}
+    plain = imread(plot_metric_curves({"gradcam": (range(3), [1.0, 0.5, 0.2])}, tmp_path / "plain.png", "x", "y"))
+    named = imread(plot_metric_curves(curves, tmp_path / "named.png", "x", "y", xtick_labels=steps))
+    assert named.shape[1] > 1.5 * plain.shape[1]  # 40 vertical layer names need room
+    with_line = imread(plot_metric_curves(curves, tmp_path / "line.png", "x", "y", xtick_labels=steps, reference=0.5))
+    assert with_line.shape == named.shape and not np.array_equal(with_line, named)
+    with pytest.raises(ValueError, match="3 x values but 2 y values"):
+        plot_metric_curves({"a": (range(3), [1.0, 0.5])}, tmp_path / "bad.png", "x", "y")

@@ -6,7 +6,8 @@
 - :mod:`~monai_xai.sanity.randomisation`: :func:`model_randomisation_check`, the model parameter randomisation test of
   Adebayo et al. (2018), "Sanity Checks for Saliency Maps": explain with the trained network and with a copy whose
   weights are re-initialised; a map that barely changes (high Spearman rank correlation) does not depend on what the
-  network learnt.
+  network learnt. :func:`cascading_randomisation` re-initialises one module at a time from the output down, to show
+  which weights a map depends on.
 - :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks` / :func:`bundle_sanity_table`, both checks for every
   CAM method of a MONAI bundle, on held-out phantoms (the demo bundles) or on the cases of your own datalist, with an
   optional picture of both networks' maps of the first case. Command line::
@@ -26,7 +27,9 @@ from monai_xai.sanity.bundle import (
 )
 from monai_xai.sanity.randomisation import (
     MAX_RANDOMISATION_SPEARMAN,
+    CascadeResult,
     RandomisationResult,
+    cascading_randomisation,
     model_randomisation_check,
     randomize_weights,
     spearman_correlation,
@@ -43,6 +46,8 @@ __all__ = [
     "randomize_weights",
     "RandomisationResult",
     "model_randomisation_check",
+    "CascadeResult",
+    "cascading_randomisation",
     "MethodSanity",
     "bundle_sanity_checks",
     "sanity_markdown",

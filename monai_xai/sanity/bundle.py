@@ -33,11 +33,13 @@ from monai_xai.metrics import ehr_auc
 from monai_xai.sanity.baselines import random_map_baseline
 from monai_xai.sanity.randomisation import (
     MAX_RANDOMISATION_SPEARMAN,
+    CascadeResult,
     RandomisationResult,
+    cascading_randomisation,
     model_randomisation_check,
 )
 from monai_xai.utils import preserved_model_state
-from monai_xai.visualize import save_map_grid_png
+from monai_xai.visualize import plot_metric_curves, save_map_grid_png
 
 __all__ = [
     "MIN_LOCALISATION_RATIO",
@@ -298,6 +300,29 @@ def _save_randomisation_figure(
     )
 
 
+def _save_cascade_figure(
+    cascade: CascadeResult, groups: list[tuple[LayerSpec, tuple[str, ...]]], n_cases: int, path: str | Path
+) -> None:
+    """Mean Spearman over the cases after each cascade step, one curve per method; "-> " marks the first step that
+    reaches inside a CAM layer (from there on its activations change too)."""
+    cam_layers = {name for layers, _ in groups for name in ([layers] if isinstance(layers, str) else layers)}
+    labels = list(cascade.layers)
+    for cam_layer in cam_layers:
+        inside = [i for i, name in enumerate(labels) if name == cam_layer or name.startswith(f"{cam_layer}.")]
+        if inside:
+            labels[inside[0]] = f"-> {labels[inside[0]]}"
+    steps = range(len(labels))
+    plot_metric_curves(
+        {method: (steps, rho.nanmean(dim=1).tolist()) for method, rho in cascade.correlation.items()},
+        path,
+        xlabel="randomised down to (cumulative, from the output)",
+        ylabel="Spearman with the trained maps",
+        title=f"cascading randomisation, {n_cases} case(s); CAM layer {', '.join(sorted(cam_layers))}",
+        xtick_labels=labels,
+        reference=MAX_RANDOMISATION_SPEARMAN,
+    )
+
+
 def bundle_sanity_checks(
     bundle_dir: str | Path,
     n_cases: int | None = None,
@@ -309,6 +334,7 @@ def bundle_sanity_checks(
     randomisation_seed: int = 0,
     device: str | None = None,
     figure: str | Path | None = None,
+    cascade_figure: str | Path | None = None,
     datalist: str | Path | None = None,
     data_list_key: str = "test",
     region_key: str | None = None,
@@ -344,6 +370,9 @@ def bundle_sanity_checks(
         device: torch device; None picks CUDA when available, else CPU.
         figure: optional PNG path: the trained and the randomised network's maps of the first case side by side
             (:func:`monai_xai.visualize.save_map_grid_png`, axial slice through its ground truth, Spearman per method).
+        cascade_figure: optional PNG path: the cascading randomisation of the first batch
+            (:func:`~monai_xai.sanity.cascading_randomisation`), the mean Spearman per method as the modules are
+            re-initialised from the output down.
         datalist: MONAI datalist JSON (``{"test": [{"image": ..., "label": ...}, ...]}``; relative paths are relative
             to its folder); None checks phantoms.
         data_list_key: the datalist's list to check, e.g. ``"validation"``.
@@ -377,7 +406,9 @@ def bundle_sanity_checks(
         cases = _read_datalist(Path(datalist).resolve(), data_list_key, region_key, n_cases)
         batches = _case_batches(cases, preprocessing, transform_key, batch_size)
         with tqdm(total=len(cases), desc="sanity checks", unit="case", disable=not progress) as bar:
-            per_case = _check_batches(network, batches, groups, settings, n_draws, randomisation_seed, figure, bar)
+            per_case = _check_batches(
+                network, batches, groups, settings, n_draws, randomisation_seed, (figure, cascade_figure), bar
+            )
     return [
         MethodSanity(
             method=method,
@@ -400,10 +431,11 @@ def _check_batches(
     settings: Mapping[str, Any],
     n_draws: int,
     randomisation_seed: int,
-    figure: str | Path | None,
+    figures: tuple[str | Path | None, str | Path | None],
     bar: tqdm,
 ) -> dict[str, dict[str, torch.Tensor]]:
-    """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined)."""
+    """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
+    the cascade pictures (``figures``, either None) of the first batch."""
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
     names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman")
@@ -420,8 +452,18 @@ def _check_batches(
             result.correlation.update(group_result.correlation)
             result.trained_maps.update(group_result.trained_maps)
             result.randomised_maps.update(group_result.randomised_maps)
-        if figure is not None and index == 0:
+        figure, cascade_figure = figures if index == 0 else (None, None)
+        if figure is not None:
             _save_randomisation_figure(result, images[0], regions[0], groups, figure)
+        if cascade_figure is not None:
+            cascade = CascadeResult([], {})
+            for layers, grouped in groups:
+                step = cascading_randomisation(
+                    network, layers, images, grouped, settings["xai_class"], settings["xai_mask"], randomisation_seed
+                )
+                cascade.layers = step.layers
+                cascade.correlation.update(step.correlation)
+            _save_cascade_figure(cascade, groups, images.shape[0], cascade_figure)
         uniform = _where_region(
             lambda region: random_map_baseline(ehr_auc, region, n_draws, "uniform", generator=generator), regions
         )
@@ -488,6 +530,7 @@ def bundle_sanity_table(
     randomisation_seed: int = 0,
     device: str | None = None,
     figure: str | None = None,
+    cascade_figure: str | None = None,
     datalist: str | None = None,
     data_list_key: str = "test",
     region_key: str | None = None,
@@ -511,6 +554,7 @@ def bundle_sanity_table(
         randomisation_seed=randomisation_seed,
         device=device,
         figure=figure,
+        cascade_figure=cascade_figure,
         datalist=datalist,
         data_list_key=data_list_key,
         region_key=region_key,
@@ -524,6 +568,7 @@ def bundle_sanity_table(
     else:
         cases = f"the {data_list_key!r} cases of {datalist}" + (f" (first {n_cases})" if n_cases else "")
     shown = f"\nMaps of the first case, trained and randomised: {figure}" if figure else ""
+    shown += f"\nCascading randomisation of the first batch: {cascade_figure}" if cascade_figure else ""
     return (
         f"{sanity_markdown(summary)}\n\n{cases}, {n_draws} random maps per case and baseline, re-initialisation seed "
         f"{randomisation_seed}; {elapsed:.0f} s.{shown}"

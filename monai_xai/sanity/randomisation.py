@@ -10,6 +10,7 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,8 @@ __all__ = [
     "randomize_weights",
     "RandomisationResult",
     "model_randomisation_check",
+    "CascadeResult",
+    "cascading_randomisation",
 ]
 
 # Acceptance figure: a CAM's Spearman correlation with the map of the weight-randomised network is at most this.
@@ -159,15 +162,130 @@ def model_randomisation_check(
     """
     layer_names = [name for name, _ in resolve_layers(model, target_layers)]
     trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
-    with torch.no_grad(), preserved_model_state(model):
-        outputs = model(images)
-    target = build_target(outputs, class_idx, mask, trained.score, warn_empty=False)
-    fixed_class = target.class_idx
-    fixed_mask = target.pixel_set if isinstance(target, SegmentationTarget) else None
-    trained_maps = trained(images, class_idx=fixed_class, mask=fixed_mask)
+    fixed_target = _trained_target(trained, images, class_idx, mask)
+    trained_maps = trained(images, **fixed_target)
     randomised = CAMExplainer(randomize_weights(model, seed), layer_names, methods, **explainer_kwargs)
-    randomised_maps = randomised(images, class_idx=fixed_class, mask=fixed_mask)
+    randomised_maps = randomised(images, **fixed_target)
     correlation = {
         method: spearman_correlation(trained_maps[method], randomised_maps[method]) for method in trained_maps
     }
     return RandomisationResult(correlation, trained_maps, randomised_maps)
+
+
+def _trained_target(
+    explainer: CAMExplainer,
+    images: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None,
+    mask: str | torch.Tensor | Sequence[int | slice] | None,
+) -> dict[str, Any]:
+    """``{"class_idx": ..., "mask": ...}`` fixed by the trained model: its predicted class / region as tensors."""
+    model = explainer.model
+    with torch.no_grad(), preserved_model_state(model):
+        outputs = model(images)
+    target = build_target(outputs, class_idx, mask, explainer.score, warn_empty=False)
+    return {
+        "class_idx": target.class_idx,
+        "mask": target.pixel_set if isinstance(target, SegmentationTarget) else None,
+    }
+
+
+def _resettable_execution_order(model: nn.Module, images: torch.Tensor) -> list[str]:
+    """Names of the modules that hold parameters of their own and can reset them, in the order a forward pass of
+    ``images`` first calls them (modules the pass never calls are left out: they cannot change the output)."""
+    candidates = {
+        module: name
+        for name, module in model.named_modules()
+        if callable(getattr(module, "reset_parameters", None))
+        and next(module.parameters(recurse=False), None) is not None
+    }
+    called: list[str] = []
+    handles = [
+        module.register_forward_hook(lambda module, _inputs, _output: called.append(candidates[module]))
+        for module in candidates
+    ]
+    try:
+        with torch.no_grad(), preserved_model_state(model):
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return list(dict.fromkeys(called))
+
+
+@dataclass
+class CascadeResult:
+    """Outcome of :func:`cascading_randomisation`.
+
+    Attributes:
+        layers: the modules in the order they were randomised, from the output down; step ``k`` has the first
+            ``k + 1`` of them re-initialised.
+        correlation: method -> (L, B) Spearman correlation between the trained maps and the maps after each step (NaN
+            where a map is constant).
+    """
+
+    layers: list[str]
+    correlation: dict[str, torch.Tensor]
+
+
+def cascading_randomisation(
+    model: nn.Module,
+    target_layers: str | nn.Module | Sequence[str | nn.Module],
+    images: torch.Tensor,
+    methods: str | Sequence[str] = ("gradcam",),
+    class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
+    seed: int = 0,
+    layers: Sequence[str] | None = None,
+    **explainer_kwargs,
+) -> CascadeResult:
+    """Cascading model parameter randomisation (Adebayo et al., 2018, Fig. 2): re-initialise the network one module
+    at a time from the output down, and after each step compare the maps with the trained network's.
+
+    It shows which weights a map depends on: a method whose maps keep a high rank correlation until the modules below
+    the CAM layer are reached reads the activations rather than what the layers above learnt (EigenCAM, which uses
+    no gradients, is exactly unchanged while only modules above its layer are randomised). The target is fixed by the
+    trained model, as in :func:`model_randomisation_check`.
+
+    Args:
+        model: trained network (left unchanged; the steps work on a deep copy).
+        target_layers: CAM layer name(s) or module(s) of ``model``.
+        images: (B, C, H, W) or (B, C, D, H, W) float tensor on the model's device.
+        methods: CAM method names, as :class:`monai_xai.cams.CAMExplainer`.
+        class_idx: class to explain (None: the trained model's prediction).
+        mask: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
+        seed: step ``k`` re-initialises its module(s) with seed ``seed + k``, whatever the other steps do.
+        layers: module names to randomise, in this order; a name of a container re-initialises everything in it that
+            has ``reset_parameters`` in one step (e.g. ``["fc", "layer4", "layer3"]``). None: every module with
+            parameters of its own and ``reset_parameters``, in reverse order of a forward pass.
+        explainer_kwargs: further :class:`~monai_xai.cams.CAMExplainer` arguments.
+
+    Returns:
+        a :class:`CascadeResult`.
+    """
+    layer_names = [name for name, _ in resolve_layers(model, target_layers)]
+    trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
+    fixed_target = _trained_target(trained, images, class_idx, mask)
+    trained_maps = trained(images, **fixed_target)
+    layers = list(reversed(_resettable_execution_order(model, images))) if layers is None else list(layers)
+    randomised = copy.deepcopy(model)
+    modules = dict(randomised.named_modules())
+    unknown = [name for name in layers if name not in modules]
+    if unknown or not layers:
+        raise ValueError(
+            f"layers to randomise must be module names of the model, got unknown {unknown}"
+            if unknown
+            else "the model has no module with parameters and reset_parameters: there is nothing to randomise."
+        )
+    explainer = CAMExplainer(randomised, layer_names, methods, **explainer_kwargs)
+    cuda_devices = sorted({param.device for param in randomised.parameters() if param.device.type == "cuda"}, key=str)
+    steps: dict[str, list[torch.Tensor]] = {method: [] for method in trained_maps}
+    for step, name in enumerate(layers):
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed + step)
+            for module in modules[name].modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+        maps = explainer(images, **fixed_target)
+        for method in steps:
+            steps[method].append(spearman_correlation(trained_maps[method], maps[method]))
+    return CascadeResult(layers, {method: torch.stack(values) for method, values in steps.items()})

@@ -47,6 +47,8 @@ def plot_metric_curves(
     xlabel: str,
     ylabel: str,
     title: str | None = None,
+    xtick_labels: Sequence[str] | None = None,
+    reference: float | None = None,
 ) -> Path:
     """Several curves on one axis (e.g. one per method).
 
@@ -54,18 +56,32 @@ def plot_metric_curves(
         curves: {label: (x values, y values)} of equal lengths per curve.
         path: output PNG (parent folders are created).
         xlabel, ylabel, title: axis labels and title.
+        xtick_labels: optional names of the x positions 0, 1, 2, ... (e.g. layer names), drawn vertically; the
+            figure widens with their number.
+        reference: optional y value drawn as a dashed grey line (e.g. a pass threshold).
     """
     if not curves:
         raise ValueError("curves is empty; nothing to plot.")
-    figure = Figure(figsize=(4.5, 3.4), layout="constrained")
+    if xtick_labels is None:
+        size = (4.5, 3.4)
+    else:  # room for the vertical names below the axis and for the legend beside it
+        size = (max(6.0, 0.2 * len(xtick_labels) + 4.0), 3.4 + 0.07 * max(map(len, xtick_labels), default=0))
+    figure = Figure(figsize=size, layout="constrained")
     axis = figure.subplots()
     for label, (x, y) in curves.items():
         if len(x) != len(y):
             raise ValueError(f"curve {label!r} has {len(x)} x values but {len(y)} y values.")
-        axis.plot(list(x), list(y), marker="o", label=label)
+        axis.plot(list(x), list(y), marker="o", markersize=3 if xtick_labels else 6, label=label)
+    if xtick_labels is not None:
+        axis.set_xticks(range(len(xtick_labels)), list(xtick_labels), rotation=90, fontsize=7)
+    if reference is not None:
+        axis.axhline(reference, color="grey", linestyle="--", linewidth=1)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
-    axis.legend(fontsize=8)
+    if xtick_labels is None:
+        axis.legend(fontsize=8)
+    else:
+        axis.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if title:
         axis.set_title(title, fontsize=10)
     return save_figure(figure, path)
