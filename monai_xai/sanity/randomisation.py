@@ -69,6 +69,21 @@ def spearman_correlation(first: torch.Tensor, second: torch.Tensor) -> torch.Ten
     return correlation.clamp(-1, 1).to(torch.float32)
 
 
+def _resettable(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None))
+
+
+def _reset_seeded(modules: Sequence[nn.Module], seed: int) -> None:
+    """Re-initialise ``modules`` in order from a random stream seeded with ``seed``; the global state is untouched."""
+    cuda_devices = sorted(
+        {param.device for module in modules for param in module.parameters() if param.is_cuda}, key=str
+    )
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(seed)
+        for module in modules:
+            module.reset_parameters()
+
+
 def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` whose modules are re-initialised with their own ``reset_parameters`` (seeded).
 
@@ -89,16 +104,12 @@ def randomize_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     randomised = copy.deepcopy(model)
-    cuda_devices = sorted({param.device for param in randomised.parameters() if param.device.type == "cuda"}, key=str)
-    resettable = [module for module in randomised.modules() if callable(getattr(module, "reset_parameters", None))]
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        for module in resettable:
-            module.reset_parameters()
+    resettable = [module for module in randomised.modules() if _resettable(module)]
+    _reset_seeded(resettable, seed)
     kept = [
         f"{name}.{param_name}" if name else param_name
         for name, module in randomised.named_modules()
-        if not callable(getattr(module, "reset_parameters", None))
+        if not _resettable(module)
         for param_name, _ in module.named_parameters(recurse=False)
     ]
     if not resettable:
@@ -195,8 +206,7 @@ def _resettable_execution_order(model: nn.Module, images: torch.Tensor) -> list[
     candidates = {
         module: name
         for name, module in model.named_modules()
-        if callable(getattr(module, "reset_parameters", None))
-        and next(module.parameters(recurse=False), None) is not None
+        if _resettable(module) and next(module.parameters(recurse=False), None) is not None
     }
     called: list[str] = []
     handles = [
@@ -277,14 +287,9 @@ def cascading_randomisation(
             else "the model has no module with parameters and reset_parameters: there is nothing to randomise."
         )
     explainer = CAMExplainer(randomised, layer_names, methods, **explainer_kwargs)
-    cuda_devices = sorted({param.device for param in randomised.parameters() if param.device.type == "cuda"}, key=str)
     steps: dict[str, list[torch.Tensor]] = {method: [] for method in trained_maps}
     for step, name in enumerate(layers):
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed + step)
-            for module in modules[name].modules():
-                if callable(getattr(module, "reset_parameters", None)):
-                    module.reset_parameters()
+        _reset_seeded([module for module in modules[name].modules() if _resettable(module)], seed + step)
         maps = explainer(images, **fixed_target)
         for method in steps:
             steps[method].append(spearman_correlation(trained_maps[method], maps[method]))
