@@ -32,7 +32,7 @@ from monai_xai.sanity import (
     sanity_markdown,
     spearman_correlation,
 )
-from monai_xai.sanity.bundle import _case_batches
+from monai_xai.sanity.bundle import _case_batches, _method_subset
 
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
@@ -426,8 +426,17 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
         target_layer=per_method,
         figure=figure,
         cascade_figure=cascade_figure,
+        cascade_methods=["eigencam"],
     )
     assert figure.stat().st_size > 0 and cascade_figure.stat().st_size > 0
+    groups = [("layer3", ("gradcam",)), ("layer4", ("eigencam", "hirescam"))]
+    assert _method_subset(groups, ["hirescam"], "cascade_methods") == [("layer4", ("hirescam",))]
+    assert _method_subset(groups, "gradcam", "cascade_methods") == [("layer3", ("gradcam",))]
+    assert _method_subset(groups, None, "cascade_methods") == groups
+    with pytest.raises(ValueError, match=r"cascade_methods must name some of the checked methods.*\['scorecam'\] not"):
+        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"], cascade_methods=["scorecam"])
+    with pytest.raises(ValueError, match="cascade_methods must name some"):
+        _method_subset(groups, [], "cascade_methods")
     for row in split:
         alone = bundle_sanity_checks(bundle, n_cases=2, methods=[row.method], target_layer=per_method[row.method])[0]
         assert row.ehr_auc == pytest.approx(alone.ehr_auc) and row.spearman == pytest.approx(alone.spearman)

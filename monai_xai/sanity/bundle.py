@@ -323,6 +323,24 @@ def _save_cascade_figure(
     )
 
 
+def _method_subset(
+    groups: list[tuple[LayerSpec, tuple[str, ...]]], subset: Sequence[str] | None, argument: str
+) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+    """``groups`` keeping only the methods of ``subset`` (None: all); an empty or unknown subset raises."""
+    if subset is None:
+        return groups
+    subset = (subset,) if isinstance(subset, str) else tuple(subset)
+    checked = [method for _, grouped in groups for method in grouped]
+    unknown = [method for method in subset if method not in checked]
+    if unknown or not subset:
+        raise ValueError(
+            f"{argument} must name some of the checked methods {checked}, got {list(subset)}"
+            + (f" ({unknown} not checked; add them to --methods)." if unknown else ".")
+        )
+    kept = [(layers, tuple(method for method in grouped if method in subset)) for layers, grouped in groups]
+    return [(layers, grouped) for layers, grouped in kept if grouped]
+
+
 def bundle_sanity_checks(
     bundle_dir: str | Path,
     n_cases: int | None = None,
@@ -335,6 +353,7 @@ def bundle_sanity_checks(
     device: str | None = None,
     figure: str | Path | None = None,
     cascade_figure: str | Path | None = None,
+    cascade_methods: Sequence[str] | None = None,
     datalist: str | Path | None = None,
     data_list_key: str = "test",
     region_key: str | None = None,
@@ -373,6 +392,9 @@ def bundle_sanity_checks(
         cascade_figure: optional PNG path: the cascading randomisation of the first batch
             (:func:`~monai_xai.sanity.cascading_randomisation`), the mean Spearman per method as the modules are
             re-initialised from the output down.
+        cascade_methods: the methods the cascade picture shows (a subset of the checked methods); None: all of them.
+            The cascade explains its batch once per module of the network, so leaving out the perturbation methods
+            (``scorecam``, ``ablationcam``) makes it many times faster.
         datalist: MONAI datalist JSON (``{"test": [{"image": ..., "label": ...}, ...]}``; relative paths are relative
             to its folder); None checks phantoms.
         data_list_key: the datalist's list to check, e.g. ``"validation"``.
@@ -394,6 +416,7 @@ def bundle_sanity_checks(
     settings = _explain_settings(bundle_settings, methods, target_layer, class_idx, mask)
     methods = tuple(settings["xai_methods"])
     groups = group_methods_by_layer(settings["xai_target_layer"], methods)
+    cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
     with tempfile.TemporaryDirectory() as folder:
         if datalist is None:
             datalist = write_phantom_dataset(
@@ -407,7 +430,14 @@ def bundle_sanity_checks(
         batches = _case_batches(cases, preprocessing, transform_key, batch_size)
         with tqdm(total=len(cases), desc="sanity checks", unit="case", disable=not progress) as bar:
             per_case = _check_batches(
-                network, batches, groups, settings, n_draws, randomisation_seed, (figure, cascade_figure), bar
+                network,
+                batches,
+                (groups, cascade_groups),
+                settings,
+                n_draws,
+                randomisation_seed,
+                (figure, cascade_figure),
+                bar,
             )
     return [
         MethodSanity(
@@ -427,7 +457,7 @@ def bundle_sanity_checks(
 def _check_batches(
     network: nn.Module,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    groups: list[tuple[LayerSpec, tuple[str, ...]]],
+    method_groups: tuple[list[tuple[LayerSpec, tuple[str, ...]]], list[tuple[LayerSpec, tuple[str, ...]]]],
     settings: Mapping[str, Any],
     n_draws: int,
     randomisation_seed: int,
@@ -435,7 +465,9 @@ def _check_batches(
     bar: tqdm,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
-    the cascade pictures (``figures``, either None) of the first batch."""
+    the cascade pictures (``figures``, either None) of the first batch. ``method_groups``: the ``(layers, methods)``
+    groups to check and those the cascade shows."""
+    groups, cascade_groups = method_groups
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
     names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman")
@@ -457,13 +489,20 @@ def _check_batches(
             _save_randomisation_figure(result, images[0], regions[0], groups, figure)
         if cascade_figure is not None:
             cascade = CascadeResult([], {})
-            for layers, grouped in groups:
+            for layers, grouped in cascade_groups:
                 step = cascading_randomisation(
-                    network, layers, images, grouped, settings["xai_class"], settings["xai_mask"], randomisation_seed
+                    network,
+                    layers,
+                    images,
+                    grouped,
+                    settings["xai_class"],
+                    settings["xai_mask"],
+                    randomisation_seed,
+                    progress=not bar.disable,
                 )
                 cascade.layers = step.layers
                 cascade.correlation.update(step.correlation)
-            _save_cascade_figure(cascade, groups, images.shape[0], cascade_figure)
+            _save_cascade_figure(cascade, cascade_groups, images.shape[0], cascade_figure)
         uniform = _where_region(
             lambda region: random_map_baseline(ehr_auc, region, n_draws, "uniform", generator=generator), regions
         )
@@ -531,6 +570,7 @@ def bundle_sanity_table(
     device: str | None = None,
     figure: str | None = None,
     cascade_figure: str | None = None,
+    cascade_methods: Sequence[str] | None = None,
     datalist: str | None = None,
     data_list_key: str = "test",
     region_key: str | None = None,
@@ -555,6 +595,7 @@ def bundle_sanity_table(
         device=device,
         figure=figure,
         cascade_figure=cascade_figure,
+        cascade_methods=cascade_methods,
         datalist=datalist,
         data_list_key=data_list_key,
         region_key=region_key,

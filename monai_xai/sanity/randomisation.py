@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from monai_xai.cams import CAMExplainer, resolve_layers
 from monai_xai.cams.targets import SegmentationTarget, build_target
@@ -246,6 +247,7 @@ def cascading_randomisation(
     mask: str | torch.Tensor | Sequence[int | slice] | None = None,
     seed: int = 0,
     layers: Sequence[str] | None = None,
+    progress: bool = False,
     **explainer_kwargs,
 ) -> CascadeResult:
     """Cascading model parameter randomisation (Adebayo et al., 2018, Fig. 2): re-initialise the network one module
@@ -267,6 +269,7 @@ def cascading_randomisation(
         layers: module names to randomise, in this order; a name of a container re-initialises everything in it that
             has ``reset_parameters`` in one step (e.g. ``["fc", "layer4", "layer3"]``). None: every module with
             parameters of its own and ``reset_parameters``, in reverse order of a forward pass.
+        progress: show a progress bar over the steps (each explains ``images`` once).
         explainer_kwargs: further :class:`~monai_xai.cams.CAMExplainer` arguments.
 
     Returns:
@@ -288,7 +291,7 @@ def cascading_randomisation(
         )
     explainer = CAMExplainer(randomised, layer_names, methods, **explainer_kwargs)
     steps: dict[str, list[torch.Tensor]] = {method: [] for method in trained_maps}
-    for step, name in enumerate(layers):
+    for step, name in enumerate(tqdm(layers, desc="cascading randomisation", unit="step", disable=not progress)):
         _reset_seeded([module for module in modules[name].modules() if _resettable(module)], seed + step)
         maps = explainer(images, **fixed_target)
         for method in steps:
