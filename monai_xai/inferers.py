@@ -48,7 +48,7 @@ SALIENCY_PREFIX = "saliency_"
 SECONDS_PREFIX = "xai_seconds_"
 CLASS_KEY = "xai_class"
 
-_PIXEL_SET_MODES = ("pred", "largest_component")
+_PIXEL_SET_MODES = ("pred", "largest_component", "image")
 
 
 def saliency_key(method: str) -> str:
@@ -115,7 +115,8 @@ class XAIInferer(Inferer):
         class_idx: class to explain: None (classifiers: the predicted class of each sample), an int, or one per sample.
             Segmentation networks need an int.
         mask: segmentation pixel set (ignored for classifiers) when ``mask_key`` is None: ``"pred"`` (predicted
-            region of the class, default) or ``"largest_component"``.
+            region of the class, default), ``"largest_component"`` or ``"image"`` (every voxel; with
+            ``score="probability"``, the class's expected volume).
         mask_key: batch key of a label map (B, 1, *spatial) or one-hot label (B, C, *spatial) whose region of the
             explained class is the pixel set (e.g. ``"label"``); needs the inferer to be attached to the engine.
         score: ``"logit"`` or ``"probability"`` (see ``CAMExplainer``).

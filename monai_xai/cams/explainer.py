@@ -149,7 +149,8 @@ class CAMExplainer:
             class_idx: class to explain: ``None`` (classifiers only: the predicted class of each sample), an int for the
                 whole batch, or one per sample (sequence or (B,) tensor). Required for segmentation networks.
             mask: segmentation only, the pixel set M whose class scores are summed (Seg-Grad-CAM): ``None``/``"pred"``
-                (predicted region of the class), ``"largest_component"``, a (B or 1, 1, *spatial) tensor in [0, 1]
+                (predicted region of the class), ``"largest_component"``, ``"image"`` (every voxel; with
+                ``score="probability"``, the class's expected volume), a (B or 1, 1, *spatial) tensor in [0, 1]
                 (e.g. a ground-truth mask), a tuple of ints (one voxel) or a tuple of slices (a box). A sample with an
                 empty pixel set gets all-zero maps and a warning.
             raw: return the un-normalised, pre-ReLU maps at the target layer's resolution (layers averaged; they must

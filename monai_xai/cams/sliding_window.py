@@ -56,10 +56,10 @@ class _WindowPredictor:
 def _window_mask_source(
     images: torch.Tensor, mask: str | torch.Tensor | Sequence[int | slice] | None
 ) -> tuple[str | None, torch.Tensor | None]:
-    """Split ``mask`` into what every window receives as is (``None``/``"pred"``) and a (B, 1, *spatial) pixel set to
-    crop per window (a tensor, or a voxel / box given in whole-volume coordinates)."""
+    """Split ``mask`` into what every window receives as is (``None``/``"pred"``/``"image"``) and a (B, 1, *spatial)
+    pixel set to crop per window (a tensor, or a voxel / box given in whole-volume coordinates)."""
     if mask is None or isinstance(mask, str):
-        if mask in (None, "pred"):
+        if mask in (None, "pred", "image"):
             return mask, None
         if mask == "largest_component":
             raise ValueError(
@@ -67,7 +67,9 @@ def _window_mask_source(
                 "once; compute the component first (e.g. from a sliding-window prediction) and pass it as a "
                 "(B|1, 1, *spatial) tensor mask."
             )
-        raise ValueError(f"unknown mask {mask!r}; with a sliding window use None, 'pred', a tensor, or a voxel / box.")
+        raise ValueError(
+            f"unknown mask {mask!r}; with a sliding window use None, 'pred', 'image', a tensor, or a voxel / box."
+        )
     if isinstance(mask, torch.Tensor):
         return None, tensor_pixel_set(mask, images).to(images.dtype)
     if isinstance(mask, tuple | list):
@@ -91,12 +93,12 @@ def sliding_window_cam(
     Args:
         explain_window: ``explain_window(window_images (n, C, *roi), window_mask) -> {method: (n, 1, *roi)}``, the
             non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``).
-            ``window_mask`` is the window's crop (n, 1, *roi) of a tensor/voxel/box mask, else ``None`` or ``"pred"``
-            unchanged (each window's predicted region).
+            ``window_mask`` is the window's crop (n, 1, *roi) of a tensor/voxel/box mask, else ``None``, ``"pred"``
+            or ``"image"`` unchanged (each window's predicted region, or all of it).
         images: (B, C, *spatial) images, 2D or 3D.
-        mask: ``None`` or ``"pred"`` (per window), a (B or 1, 1, *spatial) tensor with values in [0, 1], a tuple of ints
-            (one voxel) or of slices (a box) in whole-image coordinates. ``"largest_component"`` needs the whole
-            prediction and is refused.
+        mask: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1, *spatial) tensor with
+            values in [0, 1], a tuple of ints (one voxel) or of slices (a box) in whole-image coordinates.
+            ``"largest_component"`` needs the whole prediction and is refused.
         roi_size: window size, one int per spatial dim (or one int for all); non-positive entries take the image size.
         sw_batch_size: windows per ``explain_window`` call (default 1); memory grows with ``sw_batch_size x roi``.
         overlap: overlap of neighbouring windows in [0, 1) (default 0.25).

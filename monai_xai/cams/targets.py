@@ -205,8 +205,10 @@ def _resolve_pixel_set(
     if isinstance(mask, str):
         if mask == "largest_component":
             return _largest_component(_predicted_mask(outputs, class_idx)).float()
+        if mask == "image":
+            return torch.ones_like(outputs[:, :1])
         raise ValueError(
-            f"unknown mask {mask!r}; use 'pred', 'largest_component', a (B|1, 1, *spatial) tensor, "
+            f"unknown mask {mask!r}; use 'pred', 'largest_component', 'image', a (B|1, 1, *spatial) tensor, "
             "a tuple of ints (one voxel) or a tuple of slices (a box)."
         )
     if isinstance(mask, torch.Tensor):
@@ -214,7 +216,7 @@ def _resolve_pixel_set(
     if isinstance(mask, tuple | list):
         return index_pixel_set(mask, outputs)
     raise TypeError(
-        "mask must be None, 'pred', 'largest_component', a tensor, or a tuple of ints/slices, "
+        "mask must be None, 'pred', 'largest_component', 'image', a tensor, or a tuple of ints/slices, "
         f"got {type(mask).__name__}."
     )
 
@@ -236,7 +238,9 @@ def build_target(
             samples, or one per sample (sequence or (B,) tensor). Required for segmentation outputs.
         mask: segmentation only, the pixel set M summed over: ``None`` or ``"pred"`` (voxels predicted as the class:
             argmax == class, or logit > 0 for single-channel outputs), ``"largest_component"`` (the largest connected
-            component of that prediction), a (B or 1, 1, *spatial) tensor with values in [0, 1] (e.g. a ground-truth
+            component of that prediction), ``"image"`` (every voxel, the same for every model; with
+            ``score="probability"`` the target is the class's expected volume, whose gradient lies where the
+            prediction is uncertain), a (B or 1, 1, *spatial) tensor with values in [0, 1] (e.g. a ground-truth
             mask), a tuple of ints (one voxel, every sample) or a tuple of slices (a box, every sample).
         score: ``"logit"`` (default) or ``"probability"``.
         warn_empty: warn when a sample's pixel set is empty (its score is 0 whatever the input: maps all zeros).

@@ -93,9 +93,9 @@ def deletion_insertion(
             or its raw logit (False).
         blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5).
         mask: segmentation only, the pixel set whose class score is averaged, defined on the unperturbed images as in
-            ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
-            (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
-            voxel) or of slices (a box). Must be None for classifiers.
+            ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
+            ``"image"``, a (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple
+            of ints (one voxel) or of slices (a box). Must be None for classifiers.
 
     Returns:
         :class:`PerturbationCurve` with ``scores`` (B, steps + 1) and ``auc`` (B,).

@@ -36,7 +36,7 @@ from monai_xai.utils import check_batch_map, preserved_model_state
 __all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
 
 DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
-# a segmentation pixel set as CAMExplainer takes it: "pred", "largest_component", a tensor, a voxel or box tuple
+# a segmentation pixel set as CAMExplainer takes it: "pred", "largest_component", "image", a tensor, a voxel / box
 PixelSet = str | torch.Tensor | Sequence[int | slice] | None
 _ORDERS = ("morf", "lerf")
 
@@ -128,9 +128,9 @@ def road(
         percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
         mask: segmentation only, the pixel set M whose class score is averaged, defined on the unperturbed images as
-            in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, a
-            (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple of ints (one
-            voxel) or of slices (a box). Must be None for classifiers.
+            in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
+            ``"image"``, a (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple
+            of ints (one voxel) or of slices (a box). Must be None for classifiers.
         score: ``"logit"`` (pytorch-grad-cam's ClassifierOutputTarget) or ``"probability"`` (softmax over classes,
             sigmoid for a single output channel).
         noise: standard deviation of the imputation noise, absolute, in image units (ROAD: 0.01 on [0, 1] images).

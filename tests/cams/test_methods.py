@@ -97,6 +97,20 @@ def test_segmentation_parity_3d_unet(method, unet3d):
     assert_parity(ours, oracle_raw_cam(ORACLES[method], unet3d, images, layer, targets), method)
 
 
+@pytest.mark.parametrize("method", ["gradcam", "hirescam", "layercam", "eigengradcam"])
+def test_segmentation_parity_whole_image_expected_volume(method, unet3d):
+    """mask="image", score="probability": the target is the class's softmax probability summed over every voxel,
+    given to pytorch-grad-cam as its own callable target."""
+    images = torch.randn(2, 1, 16, 16, 16)
+    explainer = CAMExplainer(unet3d, "model.1.submodule", methods=method, score="probability")
+    ours = explainer(images, class_idx=1, mask="image", raw=True)[method]
+    targets = [lambda output: torch.softmax(output, dim=0)[1].sum()] * 2
+    layer = unet3d.model[1].submodule
+    assert_parity(ours, oracle_raw_cam(ORACLES[method], unet3d, images, layer, targets), method)
+    logit = CAMExplainer(unet3d, "model.1.submodule", methods=method)(images, class_idx=1, mask="image", raw=True)
+    assert not torch.allclose(ours, logit[method], atol=1e-3)
+
+
 def test_all_methods_share_one_backward_and_match_separate_calls(classifier, images, monkeypatch):
     """All gradient methods at once: one forward, one backward, and the same maps as one method per call."""
     forwards, backwards = [], []

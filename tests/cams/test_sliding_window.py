@@ -73,7 +73,8 @@ def test_string_masks_pass_through_or_are_refused():
     images = torch.randn(1, 1, 12, 12)
     explain_window = _RecordingWindowExplainer()
     sliding_window_cam(explain_window, images, "pred", 8, 1, 0.25, "gaussian")
-    assert {window_mask for _, window_mask in explain_window.calls} == {"pred"}
+    sliding_window_cam(explain_window, images, "image", 8, 1, 0.25, "gaussian")
+    assert [window_mask for _, window_mask in explain_window.calls] == ["pred"] * 4 + ["image"] * 4
     with pytest.raises(ValueError, match="whole volume"):
         sliding_window_cam(explain_window, images, "largest_component", 8, 1, 0.25, "gaussian")
     with pytest.raises(ValueError, match="unknown mask 'everything'"):
@@ -98,14 +99,14 @@ def _segmenter(kernel_size: int) -> nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("mask", ["ground_truth", "pred"])
+@pytest.mark.parametrize("mask", ["ground_truth", "pred", "image"])
 def test_sliding_window_equals_whole_volume_for_local_maps(mask):
     """With 1x1x1 convolutions every voxel's HiResCAM / LayerCAM value (g(p) A(p), g(p) = head weights x M(p)) depends
     on that voxel only, so every window computes exactly the whole-volume value and blending must reproduce it: any
     difference beyond float rounding (1e-5) is a misplaced window or a mis-cropped mask."""
     model = _segmenter(kernel_size=1)
     images = torch.randn(2, 1, 20, 18, 13)
-    pixel_set = (torch.rand(2, 1, 20, 18, 13) > 0.7).float() if mask == "ground_truth" else "pred"
+    pixel_set = (torch.rand(2, 1, 20, 18, 13) > 0.7).float() if mask == "ground_truth" else mask
     methods = ("hirescam", "layercam", "gradcam_elementwise")
     whole = CAMExplainer(model, "features", methods)(images, class_idx=1, mask=pixel_set)
     windowed = CAMExplainer(model, "features", methods, roi_size=(8, 8, 8), sw_batch_size=3, overlap=0.25)(

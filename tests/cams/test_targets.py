@@ -49,6 +49,19 @@ def test_segmentation_target_probability_sums_softmax_or_sigmoid():
     assert single.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
+def test_image_pixel_set_is_every_voxel_and_model_independent():
+    outputs = torch.randn(2, 3, 4, 5, 6)
+    target = build_target(outputs, class_idx=2, mask="image", score="probability")
+    assert target.pixel_set.shape == (2, 1, 4, 5, 6) and bool((target.pixel_set == 1).all())
+    # hand computation: the expected volume of class 2, sum of its softmax probability over all 120 voxels
+    probs = torch.exp(outputs) / torch.exp(outputs).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(target(outputs), probs[:, 2].flatten(1).sum(dim=1))
+    box = build_target(outputs, class_idx=2, mask=(slice(None),) * 3, score="probability")
+    torch.testing.assert_close(target(outputs), box(outputs))
+    # unlike "pred", the pixel set does not depend on the outputs it is built from
+    torch.testing.assert_close(build_target(-outputs, class_idx=2, mask="image").pixel_set, target.pixel_set)
+
+
 def test_build_target_classification_predicted_and_given_class():
     outputs = torch.tensor([[0.0, 3.0, 1.0], [5.0, 0.0, 1.0]])
     assert build_target(outputs).class_idx.tolist() == [1, 0]
