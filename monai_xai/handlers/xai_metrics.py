@@ -83,10 +83,10 @@ def explained_pixel_set(engine: Any, class_idx: torch.Tensor) -> str | torch.Ten
 
     Returns:
         None for a classifier (per-case ``"pred"`` without spatial dims) or when the engine's inferer is not an
-        ``XAIInferer`` (the metrics then take the predicted region); the inferer's ``mask`` (``"pred"`` or
-        ``"largest_component"``, resolved again on the unperturbed images as the inferer did); or, with the inferer's
-        ``mask_key``, (B, 1, *spatial) region of each case's class in that label of the batch (the inferer reads it
-        from the batch too, before any postprocessing).
+        ``XAIInferer`` (the metrics then take the predicted region); the inferer's ``mask`` (``"pred"``,
+        ``"largest_component"`` or ``"image"``, resolved again on the unperturbed images as the inferer did); or,
+        with the inferer's ``mask_key``, (B, 1, *spatial) region of each case's class in that label of the batch (the
+        inferer reads it from the batch too, before any postprocessing).
     """
     inferer = getattr(engine, "inferer", None)
     prediction = engine_cases(engine.state.output)[0].get(CommonKeys.PRED)
@@ -249,6 +249,9 @@ class XAIMetricHandler:
         network: the evaluated network, required by the metrics that re-run it (in a bundle: ``"@network"``; the
             engine's ``network`` attribute does not exist yet when MONAI attaches handlers).
         metric_args: keyword arguments per metric class, e.g. ``{"road_combined": {"percentiles": [10, 50, 90]}}``.
+        score: the score the maps explain (the ``XAIInferer``'s ``score``, in a bundle ``"@xai_score"``): ``"logit"``
+            or ``"probability"``. The ROAD metrics score it unless their ``metric_args`` set ``score``; deletion and
+            insertion score the class probability (RISE) unless theirs set ``apply_softmax``.
         mask_key, label_value: the ground-truth region (see :func:`region_mask`); used by region metrics only.
         save_details: keep per-case values in ``engine.state.metric_details``.
 
@@ -263,6 +266,7 @@ class XAIMetricHandler:
         methods: str | Sequence[str],
         network: nn.Module | None = None,
         metric_args: dict[str, dict] | None = None,
+        score: str = "logit",
         mask_key: str = "label",
         label_value: int | str | None = None,
         save_details: bool = True,
@@ -284,6 +288,8 @@ class XAIMetricHandler:
                 f"metrics {rerun} re-run the model on perturbed images: pass network= the evaluated network "
                 '(in a bundle config: "network": "@network").'
             )
+        for metric in ("road_morf", "road_lerf", "road_combined"):
+            self.metric_args.setdefault(metric, {}).setdefault("score", score)
         self.network = network
         self.mask_key = mask_key
         self.label_value = label_value

@@ -17,7 +17,9 @@ from tests.engines.conftest import case_dataset, make_evaluator
 METRIC_ARGS = {"deletion": {"steps": 4, "apply_softmax": False}, "road_morf": {"percentiles": [50], "noise": 0.0}}
 
 
-def run_segmentation(mask_key: str | None) -> tuple[dict[str, torch.Tensor], object]:
+def run_segmentation(
+    mask_key: str | None, mask: str = "pred", score: str = "logit"
+) -> tuple[dict[str, torch.Tensor], object]:
     """Two 12^3 cases of a tiny UNet explained for class 1; returns the maps, classes and the engine state."""
     torch.manual_seed(0)
     network = tiny_unet3d().eval()
@@ -25,8 +27,12 @@ def run_segmentation(mask_key: str | None) -> tuple[dict[str, torch.Tensor], obj
     labels = torch.zeros(2, 1, 12, 12, 12)
     labels[0, :, 2:7, 3:8, 4:9] = 1
     labels[1, :, 5:10, 4:9, 2:7] = 1
-    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key=mask_key)
-    metrics = XAIMetricHandler(["deletion", "road_morf"], ["gradcam"], network=network, metric_args=METRIC_ARGS)
+    inferer = XAIInferer(
+        SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask=mask, mask_key=mask_key, score=score
+    )
+    metrics = XAIMetricHandler(
+        ["deletion", "road_morf"], ["gradcam"], network=network, metric_args=METRIC_ARGS, score=score
+    )
     evaluator = make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, metrics])
     seen: dict[str, list] = {"saliency_gradcam": [], "xai_class": []}
 
@@ -58,3 +64,18 @@ def test_segmentation_rerun_metrics_equal_direct_calls(mask_key):
     other = (run["labels"] == 1).float() if mask_key is None else None
     other_morf = road(network, images, maps, classes, [50], mask=other, noise=0.0).mean_score_change
     assert (other_morf - morf).abs().max() > 1e-2
+
+
+def test_whole_image_probability_target_is_scored_as_explained():
+    """mask="image", score="probability": ROAD scores the mean lesion probability over the volume, as the maps explain;
+    with the logit (the ROAD metric's own default) it would give other values."""
+    run, state = run_segmentation(None, mask="image", score="probability")
+    network, images, maps, classes = run["net"], run["images"], run["saliency_gradcam"], run["xai_class"]
+    morf = road(network, images, maps, classes, [50], mask="image", score="probability", noise=0.0)
+    torch.testing.assert_close(
+        state.metric_details["road_morf_gradcam"][:, -1], morf.mean_score_change, atol=1e-5, rtol=1e-5
+    )
+    logit = road(network, images, maps, classes, [50], mask="image", noise=0.0).mean_score_change
+    assert (logit - morf.mean_score_change).abs().max() > 1e-4  # 100x the tolerance above
+    deletion = deletion_insertion(network, images, maps, classes, steps=4, apply_softmax=False, mask="image").auc
+    torch.testing.assert_close(state.metric_details["deletion_gradcam"].reshape(-1), deletion, atol=1e-4, rtol=1e-5)
