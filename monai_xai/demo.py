@@ -69,13 +69,19 @@ def with_road_combined(metrics: list[str], table: dict[str, dict[str, float]]) -
     return [*metrics[:position], "road_combined", *metrics[position:]]
 
 
+def _cell(value: float) -> str:
+    """Three decimals, or three significant digits below 0.01 (a whole-image segmentation score changes by the
+    lesion's share of the volume, about 0.005), so that small values do not all read 0.000."""
+    return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 or value != value else f"{value:.2e}"
+
+
 def format_table(metrics: Sequence[str], table: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per method, one column per metric mean, seconds per case last."""
     columns = [metric for metric in metrics if metric != _SECONDS] + ([_SECONDS] if _SECONDS in metrics else [])
     header = ["method", *(("s/case" if column == _SECONDS else column) for column in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, values in table.items():
-        cells = [f"{values[column]:.3f}" if column in values else "" for column in columns]
+        cells = [_cell(values[column]) if column in values else "" for column in columns]
         lines.append("| " + " | ".join([method, *cells]) + " |")
     return "\n".join(lines)
 

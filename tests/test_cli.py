@@ -47,15 +47,19 @@ def test_summary_table_from_writer_csv(tmp_path):
         "ehr_auc,gradcam,0.5,0.1,0.4,0.6,2,0\n"
         "xai_seconds,gradcam,0.25,0,0.25,0.25,2,0\n"
         "ehr_auc,hirescam,0.75,0.1,0.7,0.8,2,0\n"
+        "ehr_auc,layercam,-0.004123,0.1,0.7,0.8,2,0\n"
+        "ehr_auc,eigencam,nan,,,,0,2\n"
     )
     metrics, table = summary_rows(summary)
     assert metrics == ["ehr_auc", "xai_seconds"]
-    assert table == {"gradcam": {"ehr_auc": 0.5, "xai_seconds": 0.25}, "hirescam": {"ehr_auc": 0.75}}
+    assert table["gradcam"] == {"ehr_auc": 0.5, "xai_seconds": 0.25} and table["hirescam"] == {"ehr_auc": 0.75}
     assert format_table(metrics, table).splitlines() == [
         "| method | ehr_auc | s/case |",
         "|---|---|---|",
         "| gradcam | 0.500 | 0.250 |",
         "| hirescam | 0.750 |  |",
+        "| layercam | -4.12e-03 |  |",
+        "| eigencam | nan |  |",
     ]
 
 

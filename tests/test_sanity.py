@@ -460,6 +460,30 @@ def test_sanity_on_a_datalist_equals_the_phantom_run(tmp_path, name):
     assert all(row.has_ground_truth for row in own)
 
 
+def test_segmenter_sanity_explains_the_bundles_pixel_set_and_score(tmp_path):
+    """The demo segmenter's explain.json sets the pixel set "image" and the score "probability"; the checks use them
+    (oracle: the same NIfTI phantoms explained directly), and --mask / --score override them."""
+    bundle = _untrained_bundle(tmp_path, "lesion_segmentation_3d")
+    datalist = _phantom_datalist(tmp_path / "own", n_cases=2)
+    cases = json.loads(datalist.read_text())["test"]
+    images = torch.stack(
+        [torch.from_numpy(nib.load(datalist.parent / item["image"]).get_fdata()).float()[None] for item in cases]
+    ).clamp(0, 1)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    model = parser.get_parsed_content("network_def")
+    model.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    spearman = {}
+    for mask, score in ((None, None), ("pred", "logit")):  # None: the bundle's "image" and "probability"
+        row = bundle_sanity_checks(bundle, n_cases=2, methods=["hirescam"], mask=mask, score=score, progress=False)[0]
+        direct = model_randomisation_check(
+            model.eval(), "model.1.submodule", images, ["hirescam"], 1, mask or "image", 0, score=score or "probability"
+        )
+        assert row.spearman == pytest.approx(direct.correlation["hirescam"].mean().item(), abs=1e-5)
+        spearman[mask] = row.spearman
+    assert spearman[None] != pytest.approx(spearman["pred"], abs=1e-3)
+
+
 def test_sanity_on_a_datalist_with_unlabelled_and_negative_cases(tmp_path):
     """Localisation is averaged over the cases with a non-empty ground truth only; every case counts in the
     randomisation test."""

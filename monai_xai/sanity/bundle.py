@@ -140,6 +140,7 @@ def _explain_settings(
     target_layer: LayerSpec | Mapping[str, LayerSpec] | None,
     class_idx: int | None,
     mask: str | None,
+    score: str | None,
 ) -> dict[str, Any]:
     """The explanation to check: each argument given, else the bundle's ``configs/explain.json`` entry."""
     settings = {
@@ -147,6 +148,7 @@ def _explain_settings(
         "xai_target_layer": target_layer if target_layer is not None else bundle_settings.get("xai_target_layer"),
         "xai_class": class_idx if class_idx is not None else bundle_settings.get("xai_class"),
         "xai_mask": mask if mask is not None else bundle_settings.get("xai_mask"),
+        "xai_score": score if score is not None else bundle_settings.get("xai_score", "logit"),
     }
     missing = [
         f"{name} (--{argument})"
@@ -359,6 +361,7 @@ def bundle_sanity_checks(
     region_key: str | None = None,
     class_idx: int | None = None,
     mask: str | None = None,
+    score: str | None = None,
     progress: bool = True,
 ) -> list[MethodSanity]:
     """Localisation-vs-random and model-randomisation checks of every CAM method of a bundle.
@@ -403,6 +406,8 @@ def bundle_sanity_checks(
         class_idx: class to explain; None uses the bundle's ``xai_class``, else each case's predicted class.
         mask: segmentation pixel set (as :class:`~monai_xai.cams.CAMExplainer`); None uses the bundle's ``xai_mask``,
             else the predicted region.
+        score: ``"logit"`` or ``"probability"`` (as :class:`~monai_xai.cams.CAMExplainer`); None uses the bundle's
+            ``xai_score``, else ``"logit"``.
         progress: show a progress bar over the cases.
 
     Returns:
@@ -413,7 +418,7 @@ def bundle_sanity_checks(
     bundle_dir = Path(bundle_dir).resolve()
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     network, preprocessing, bundle_settings = _load_bundle(bundle_dir, torch_device)
-    settings = _explain_settings(bundle_settings, methods, target_layer, class_idx, mask)
+    settings = _explain_settings(bundle_settings, methods, target_layer, class_idx, mask, score)
     methods = tuple(settings["xai_methods"])
     groups = group_methods_by_layer(settings["xai_target_layer"], methods)
     cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
@@ -479,7 +484,14 @@ def _check_batches(
         result = RandomisationResult({}, {}, {})
         for layers, grouped in groups:
             group_result = model_randomisation_check(
-                network, layers, images, grouped, settings["xai_class"], settings["xai_mask"], randomisation_seed
+                network,
+                layers,
+                images,
+                grouped,
+                settings["xai_class"],
+                settings["xai_mask"],
+                randomisation_seed,
+                score=settings["xai_score"],
             )
             result.correlation.update(group_result.correlation)
             result.trained_maps.update(group_result.trained_maps)
@@ -499,6 +511,7 @@ def _check_batches(
                     settings["xai_mask"],
                     randomisation_seed,
                     progress=not bar.disable,
+                    score=settings["xai_score"],
                 )
                 cascade.layers = step.layers
                 cascade.correlation.update(step.correlation)
@@ -576,6 +589,7 @@ def bundle_sanity_table(
     region_key: str | None = None,
     class_idx: int | None = None,
     mask: str | None = None,
+    score: str | None = None,
     progress: bool = True,
 ) -> str:
     """Run :func:`bundle_sanity_checks` and return its Markdown table with a line on the run (fire-friendly).
@@ -601,6 +615,7 @@ def bundle_sanity_table(
         region_key=region_key,
         class_idx=class_idx,
         mask=mask,
+        score=score,
         progress=progress,
     )
     elapsed = time.perf_counter() - start
