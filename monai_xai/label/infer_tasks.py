@@ -29,6 +29,7 @@ from monai_xai.label.options import (
     PIXEL_SETS,
     PREDICTED,
     RESULT_VOLUMES,
+    SCORES,
     ExplainOptions,
     InvalidExplainRequest,
     parse_explain_options,
@@ -77,7 +78,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
 
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
     ``method`` (CAM method), ``target_layer``, ``class`` (name, index, or ``"predicted"`` for classifiers),
-    ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained),
+    ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
+    or ``"image"``: every voxel), ``score`` (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"``
+    explains the class's expected volume),
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
     label ``k`` = bin ``k``; ``"heatmap"``: float32 in [0, 1], written as float32 whatever ``result_dtype`` says).
     The result JSON holds the explained class, the prediction, the bins (names, edges, cold-to-hot colours) and, for
@@ -149,6 +152,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
                 "target_layer": list(self.target_layers),
                 "class": class_choices if self.segmentation else [PREDICTED, *self.class_names],
                 **({"pixel_set": list(PIXEL_SETS)} if self.segmentation else {}),
+                "score": list(SCORES),
                 "bins": n_bins,
                 "min_heat": min_heat,
                 "result_volume": list(RESULT_VOLUMES),
@@ -163,6 +167,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             "methods": list(self.methods),
             "target_layers": list(self.target_layers),
             "pixel_sets": list(PIXEL_SETS) if self.segmentation else [],
+            "scores": list(SCORES),
             "result_volumes": list(RESULT_VOLUMES),
             "bins": self.n_bins,
             "min_heat": self.min_heat,
@@ -222,7 +227,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
         class_idx = options.class_idx if options.class_idx is not None else int(outputs[0].argmax())
         summary = self._summary(options, class_idx, outputs[0])
 
-        explainer = CAMExplainer(network, options.target_layer, methods=(options.method,), **_window_options(inferer))
+        explainer = CAMExplainer(
+            network, options.target_layer, methods=(options.method,), score=options.score, **_window_options(inferer)
+        )
         with torch.enable_grad():
             heatmap = explainer(pixels, class_idx=class_idx, mask=options.pixel_set)[options.method][0]
         affine = image.affine if isinstance(image, MetaTensor) else None
@@ -258,13 +265,14 @@ class BundleExplainTask(CompatibleBundleInferTask):
             "target_layer": options.target_layer,
             "class": self.class_names[class_idx],
             "class_index": class_idx,
+            "score": options.score,
             "result_volume": options.result_volume,
         }
         if self.segmentation:
             predicted = outputs.argmax(dim=0) == class_idx if outputs.shape[0] > 1 else outputs[0] > 0
             summary["pixel_set"] = options.pixel_set
             summary["predicted_voxels"] = int(predicted.sum())
-            if not predicted.any():
+            if not predicted.any() and options.pixel_set != "image":
                 summary["warning"] = (
                     f"the network predicts no voxel of class '{self.class_names[class_idx]}': the pixel set is empty "
                     "and the heatmap is all zeros."

@@ -1,4 +1,4 @@
-"""The options of an explain request (method, class, pixel set, bins) read from MONAI Label request params.
+"""The options of an explain request (method, class, pixel set, score, bins) read from MONAI Label request params.
 
 MONAI Label merges a model's ``config`` (as listed by ``/info``) under the request's params, and a config entry that is
 a list means "choose one, the first is the default" (3D Slicer shows it as a combo box and sends the chosen item). So
@@ -18,12 +18,15 @@ __all__ = [
     "PIXEL_SETS",
     "RESULT_VOLUMES",
     "PREDICTED",
+    "SCORES",
     "parse_explain_options",
 ]
 
 PREDICTED = "predicted"
 # Segmentation pixel sets selectable by name (see monai_xai.cams.targets.build_target).
-PIXEL_SETS = ("pred", "largest_component")
+PIXEL_SETS = ("pred", "largest_component", "image")
+# The explained score of the class: "image" with "probability" is the class's expected volume.
+SCORES = ("logit", "probability")
 # "bins": uint8 label map of heat bins (what Slicer displays as segments); "heatmap": float32 volume in [0, 1].
 RESULT_VOLUMES = ("bins", "heatmap")
 
@@ -40,7 +43,8 @@ class ExplainOptions:
         method: CAM method name (``monai_xai.cams`` registry name).
         target_layer: dotted name of the explained layer.
         class_idx: output channel to explain; None for a classifier means its predicted class.
-        pixel_set: segmentation only: ``"pred"`` or ``"largest_component"``; None for classifiers.
+        pixel_set: segmentation only: ``"pred"``, ``"largest_component"`` or ``"image"``; None for classifiers.
+        score: ``"logit"`` or ``"probability"`` (softmax over classes, sigmoid for one output channel).
         n_bins: number of heat bins of the label-map result, 1 to 255.
         min_heat: heat below this is left unlabelled in the label-map result, in [0, 1].
         result_volume: ``"bins"`` (uint8 label map) or ``"heatmap"`` (float32 in [0, 1]).
@@ -50,6 +54,7 @@ class ExplainOptions:
     target_layer: str
     class_idx: int | None
     pixel_set: str | None
+    score: str
     n_bins: int
     min_heat: float
     result_volume: str
@@ -103,8 +108,9 @@ def parse_explain_options(
     """Validate and read the explain options of a request.
 
     Args:
-        params: request params: ``method``, ``target_layer``, ``class``, ``pixel_set`` (segmentation), ``bins``,
-            ``min_heat``, ``result_volume``; each a value or a list whose first item is taken; missing ones default.
+        params: request params: ``method``, ``target_layer``, ``class``, ``pixel_set`` (segmentation), ``score``,
+            ``bins``, ``min_heat``, ``result_volume``; each a value or a list whose first item is taken; missing ones
+            default.
         methods: offered method names, the first is the default.
         target_layers: offered layer names, the first is the default.
         class_names: one name per output channel, in channel order.
@@ -115,8 +121,8 @@ def parse_explain_options(
         default_min_heat: ``min_heat`` when the request names none.
 
     Raises:
-        InvalidExplainRequest: on an unknown method, layer, class, pixel set or result volume, a class index out of
-            range, or bins / min_heat out of range; the message says what is allowed.
+        InvalidExplainRequest: on an unknown method, layer, class, pixel set, score or result volume, a class index
+            out of range, or bins / min_heat out of range; the message says what is allowed.
     """
     method = _choice(params, "method", methods)
     target_layer = _choice(params, "target_layer", target_layers)
@@ -125,6 +131,7 @@ def parse_explain_options(
         default_class = (foreground or list(class_names))[0] if segmentation else PREDICTED
     class_idx = _class_index(_chosen(params, "class", default_class), class_names, segmentation)
     pixel_set = _choice(params, "pixel_set", PIXEL_SETS) if segmentation else None
+    score = _choice(params, "score", SCORES)
 
     n_bins = _chosen(params, "bins", default_bins)
     try:
@@ -142,4 +149,4 @@ def parse_explain_options(
         raise InvalidExplainRequest(f"min_heat must be in [0, 1], got {min_heat}.")
 
     result_volume = _choice(params, "result_volume", RESULT_VOLUMES)
-    return ExplainOptions(method, target_layer, class_idx, pixel_set, n_bins, min_heat, result_volume)
+    return ExplainOptions(method, target_layer, class_idx, pixel_set, score, n_bins, min_heat, result_volume)

@@ -20,7 +20,7 @@ def test_defaults():
         None,
         None,
     )
-    assert (options.n_bins, options.min_heat, options.result_volume) == (10, 0.1, "bins")
+    assert (options.n_bins, options.min_heat, options.result_volume, options.score) == (10, 0.1, "bins", "logit")
     segmentation = parse_explain_options({}, **SEGMENTER)
     assert (segmentation.class_idx, segmentation.pixel_set) == (1, "pred")  # first class that is not background
 
@@ -35,6 +35,8 @@ def test_values_lists_names_and_indices():
     assert parse_explain_options({"class": "predicted"}, **CLASSIFIER).class_idx is None
     options = parse_explain_options({"pixel_set": "largest_component", "result_volume": "heatmap"}, **SEGMENTER)
     assert (options.pixel_set, options.result_volume) == ("largest_component", "heatmap")
+    options = parse_explain_options({"pixel_set": ["image", "pred"], "score": "probability"}, **SEGMENTER)
+    assert (options.pixel_set, options.score) == ("image", "probability")
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,7 @@ def test_values_lists_names_and_indices():
         ({"class": "tumour"}, False, r"unknown class 'tumour'; choose one of \['predicted', 'no lesion', 'lesion'\]"),
         ({"class": "predicted"}, True, r"unknown class 'predicted'; choose one of \['background', 'lesion'\]"),
         ({"pixel_set": "box"}, True, "unknown pixel_set 'box'"),
+        ({"score": "softmax"}, False, r"unknown score 'softmax'; choose one of \['logit', 'probability'\]"),
         ({"bins": 0}, False, r"bins must be an int in \[1, 255\], got 0"),
         ({"bins": "ten"}, False, "bins must be an int"),
         ({"min_heat": 2}, False, r"min_heat must be in \[0, 1\], got 2.0"),

@@ -61,7 +61,8 @@ def test_info_lists_explain_models_and_options(server):
     config = segmentation["config"]
     assert config["method"] == ["gradcam", "hirescam", "eigencam"]
     assert config["class"] == ["lesion", "background"]
-    assert config["pixel_set"] == ["pred", "largest_component"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image"]
+    assert config["score"] == ["logit", "probability"]
     assert config["target_layer"] == ["conv"]
     assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "heatmap"])
     classification = info["models"][f"{CLASSIFICATION}_explain"]["config"]
@@ -121,9 +122,11 @@ def test_slicer_request_gives_named_bins_matching_the_heatmap(server, studies_di
     assert set(np.unique(labels)) <= set(range(11)) and labels.max() == 10
 
 
-@pytest.mark.parametrize("pixel_set", ["pred", "largest_component"])
-def test_hottest_region_lies_on_the_lesion(server, studies_dir, tmp_path, pixel_set):
-    params = {"result_volume": "heatmap", "pixel_set": pixel_set}
+@pytest.mark.parametrize(
+    "pixel_set, score", [("pred", "logit"), ("largest_component", "logit"), ("image", "probability")]
+)
+def test_hottest_region_lies_on_the_lesion(server, studies_dir, tmp_path, pixel_set, score):
+    params = {"result_volume": "heatmap", "pixel_set": pixel_set, "score": score}
     response = infer(server, f"{SEGMENTATION}_explain", "phantom_lesion", params)
     heat = np.asarray(nib.load(save_result(response, tmp_path)).dataobj)
     lesion = np.asarray(nib.load(studies_dir.parent / "masks" / "phantom_lesion.nii.gz").dataobj).astype(bool)
@@ -134,11 +137,28 @@ def test_hottest_region_lies_on_the_lesion(server, studies_dir, tmp_path, pixel_
     assert heat[lesion].mean() > 5 * heat[~lesion].mean()
 
 
+def test_score_reaches_the_explainer(server, tmp_path):
+    """The whole image's class-1 logit sum and its expected volume (probability) are different targets. At this
+    network's only layer (the logits z) HiResCAM gives z_1 for the logit and p (1 - p) z_1 for the probability: the
+    maps differ, and the result JSON says which one was explained. (GradCAM would not tell them apart here: its
+    spatially averaged weights make both maps proportional to z_1.)"""
+    heat = {}
+    for score in ("logit", "probability"):
+        params = {"result_volume": "heatmap", "pixel_set": "image", "score": score, "method": "hirescam"}
+        response = infer(server, f"{SEGMENTATION}_explain", "phantom_lesion", params)
+        (tmp_path / score).mkdir()
+        heat[score] = np.asarray(nib.load(save_result(response, tmp_path / score)).dataobj)
+        summary = infer(server, f"{SEGMENTATION}_explain", "phantom_lesion", params, "json").json()
+        assert (summary["pixel_set"], summary["score"]) == ("image", score) and "warning" not in summary
+    assert np.abs(heat["logit"] - heat["probability"]).max() > 0.05
+
+
 def test_classification_reports_the_prediction(server):
     response = infer(server, f"{CLASSIFICATION}_explain", "case_000", {"class": "lesion", "method": "hirescam"}, "json")
     assert response.status_code == 200, response.text
     result = response.json()
     assert (result["class"], result["class_index"], result["method"]) == ("lesion", 1, "hirescam")
+    assert result["score"] == "logit"
     assert set(result["probabilities"]) == {"no lesion", "lesion"}
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert result["predicted_class"] == max(result["probabilities"], key=result["probabilities"].get)
