@@ -479,20 +479,18 @@ def _check_batches(
     collected: dict[str, dict[str, list[torch.Tensor]]] = {
         name: {method: [] for _, grouped in groups for method in grouped} for name in names
     }
+    # what is explained, and the re-initialisation seed: the same for the full and the cascading randomisation
+    target = {
+        "class_idx": settings["xai_class"],
+        "mask": settings["xai_mask"],
+        "seed": randomisation_seed,
+        "score": settings["xai_score"],
+    }
     for index, (images, regions) in enumerate(batches):
         images, regions = images.to(device), regions.to(device)
         result = RandomisationResult({}, {}, {})
         for layers, grouped in groups:
-            group_result = model_randomisation_check(
-                network,
-                layers,
-                images,
-                grouped,
-                settings["xai_class"],
-                settings["xai_mask"],
-                randomisation_seed,
-                score=settings["xai_score"],
-            )
+            group_result = model_randomisation_check(network, layers, images, grouped, **target)
             result.correlation.update(group_result.correlation)
             result.trained_maps.update(group_result.trained_maps)
             result.randomised_maps.update(group_result.randomised_maps)
@@ -502,17 +500,7 @@ def _check_batches(
         if cascade_figure is not None:
             cascade = CascadeResult([], {})
             for layers, grouped in cascade_groups:
-                step = cascading_randomisation(
-                    network,
-                    layers,
-                    images,
-                    grouped,
-                    settings["xai_class"],
-                    settings["xai_mask"],
-                    randomisation_seed,
-                    progress=not bar.disable,
-                    score=settings["xai_score"],
-                )
+                step = cascading_randomisation(network, layers, images, grouped, progress=not bar.disable, **target)
                 cascade.layers = step.layers
                 cascade.correlation.update(step.correlation)
             _save_cascade_figure(cascade, cascade_groups, images.shape[0], cascade_figure)
