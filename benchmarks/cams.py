@@ -51,14 +51,14 @@ CASE_NAMES = ("resnet50_2d", "unet3d", "densenet121_3d")
 
 @dataclass
 class Case:
-    """A network, the layer to explain, a batch, and the target: a class (classifier) or a class over a mask."""
+    """A network, the layer to explain, a batch, and the target: a class (classifier) or a class over a pixel set."""
 
     name: str
     model: nn.Module
     layer: str
     images: torch.Tensor
     class_idx: int
-    mask: torch.Tensor | None = None  # (B, 1, *spatial) pixel set for segmentation, None for classification
+    pixel_set: torch.Tensor | None = None  # (B, 1, *spatial) for segmentation, None for classification
 
 
 def _unet() -> nn.Module:
@@ -118,7 +118,7 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: tor
 def _our_target(case: Case, outputs: torch.Tensor):
     from monai_xai.cams import build_target
 
-    return build_target(outputs, case.class_idx, case.mask, warn_empty=False)
+    return build_target(outputs, case.class_idx, case.pixel_set, warn_empty=False)
 
 
 def forward_backward(case: Case) -> Callable[[], None]:
@@ -136,7 +136,7 @@ def ours(case: Case, methods: tuple[str, ...]) -> Callable[[], object]:
     from monai_xai.cams import CAMExplainer
 
     explainer = CAMExplainer(case.model, case.layer, methods)
-    return lambda: explainer(case.images, class_idx=case.class_idx, mask=case.mask)
+    return lambda: explainer(case.images, class_idx=case.class_idx, pixel_set=case.pixel_set)
 
 
 def grad_cam_six(case: Case) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -149,10 +149,10 @@ def grad_cam_six(case: Case) -> tuple[Callable[[], None], Callable[[], None]]:
         getattr(pytorch_grad_cam, GRAD_CAM_CLASS_NAMES[m])(model=case.model, target_layers=[module])
         for m in SIX_METHODS
     ]
-    if case.mask is None:
+    if case.pixel_set is None:
         targets = [ClassifierOutputTarget(case.class_idx)] * case.images.shape[0]
     else:
-        masks = case.mask[:, 0].cpu().numpy()
+        masks = case.pixel_set[:, 0].cpu().numpy()
         targets = [SemanticSegmentationTarget(case.class_idx, mask) for mask in masks]
 
     def run() -> None:
@@ -222,7 +222,7 @@ def sliding_window_child(quick: bool, threads: int) -> None:
     before = _peak_rss_kib()
     start = time.perf_counter()
     explainer = CAMExplainer(model, "model.1.submodule", ("gradcam", "hirescam"), roi_size=roi, sw_batch_size=1)
-    maps = explainer(images, class_idx=1, mask="pred")
+    maps = explainer(images, class_idx=1, pixel_set="pred")
     seconds = time.perf_counter() - start
     after = _peak_rss_kib()
     assert maps["hirescam"].shape == images.shape

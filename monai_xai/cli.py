@@ -4,32 +4,67 @@ Examples::
 
     monai-xai demo
     monai-xai explain bundles/lesion_segmentation_3d --xai_methods "['gradcam','hirescam']"
-    monai-xai sanity bundles/lesion_classification_3d
+    monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
     monai-xai phantom outputs/phantoms --n_cases 20
 """
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import fire
 
-from monai_xai.bundle_explain import OVERLAYS, explain_bundle
+from monai_xai.bundle import OVERLAYS, explain_bundle
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
-from monai_xai.sanity import bundle_sanity_table
+from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 
-__all__ = ["main"]
+__all__ = ["main", "explain", "sanity", "phantom"]
 
 
-def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override) -> None:
-    """Explain a MONAI bundle's inference data with the ``configs/`` overlays; extra ``--id value`` flags override ids.
+def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
+    """Explain a MONAI bundle's inference data with the config overlays; extra ``--id value`` flags override ids.
 
     Args:
         bundle_dir: bundle in model-zoo layout.
-        overlays: overlay names from ``configs/`` (default: explain, xai_metrics, mlflow).
+        overlays: overlay names (default: explain, xai_metrics, mlflow).
     """
     explain_bundle(bundle_dir, overlays=tuple(overlays), **override)
+
+
+def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
+    """Both sanity checks of every CAM method of a bundle, as a Markdown table with a line on the run.
+
+    Args:
+        bundle_dir: bundle in model-zoo layout with trained weights.
+        mask: former name of ``--pixel_set``.
+        options: the arguments of :func:`monai_xai.sanity.bundle_sanity_checks` as flags, e.g. ``--n_cases 16``,
+            ``--datalist d.json --data_list_key validation``, ``--methods "['gradcam']" --target_layer layer4``,
+            ``--figure randomisation.png``.
+    """
+    if mask is not None:
+        options.setdefault("pixel_set", mask)
+    run = inspect.signature(bundle_sanity_checks).bind(bundle_dir, **options)
+    run.apply_defaults()
+    given = run.arguments
+    start = time.perf_counter()
+    summary = bundle_sanity_checks(*run.args, **run.kwargs)
+    elapsed = time.perf_counter() - start
+    if given["datalist"] is None:
+        cases = f"{given['n_cases'] or PHANTOM_CASES} positive phantoms (seed {given['seed']})"
+    else:
+        cases = f"the {given['data_list_key']!r} cases of {given['datalist']}"
+        cases += f" (first {given['n_cases']})" if given["n_cases"] else ""
+    shown = f"\nMaps of the first case, trained and randomised: {given['figure']}" if given["figure"] else ""
+    if given["cascade_figure"]:
+        shown += f"\nCascading randomisation of the first batch: {given['cascade_figure']}"
+    return (
+        f"{sanity_markdown(summary)}\n\n{cases}, {given['n_draws']} random maps per case and baseline, "
+        f"re-initialisation seed {given['randomisation_seed']}; {elapsed:.0f} s.{shown}"
+    )
 
 
 def phantom(out_dir: str, n_cases: int = 20, seed: int = 0, dim: int = 3, positive_fraction: float = 0.5) -> str:
@@ -39,7 +74,7 @@ def phantom(out_dir: str, n_cases: int = 20, seed: int = 0, dim: int = 3, positi
 
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
-    fire.Fire({"demo": run_demo, "explain": explain, "sanity": bundle_sanity_table, "phantom": phantom})
+    fire.Fire({"demo": run_demo, "explain": explain, "sanity": sanity, "phantom": phantom})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from monai_xai.bundle_explain import explain_bundle
+from monai_xai.bundle import explain_bundle
 
 __all__ = ["DEMO_BUNDLES", "ALL_METHODS", "run_demo", "summary_rows", "with_road_combined", "format_table"]
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map", "preserved_model_state"]
+__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map", "label_mask", "preserved_model_state"]
 
 
 def normalize_per_sample(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -66,6 +66,43 @@ def check_batch_map(name: str, value: torch.Tensor, reference: torch.Tensor) -> 
         )
     if value.is_floating_point() and not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or infinite values; fix or mask them before computing the metric.")
+
+
+def label_mask(label: torch.Tensor, value: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Binary mask of one label value per sample in a label batch: what turns a label into a pixel set (the voxels a
+    segmentation CAM explains) or into a region (the ground truth a map is scored against).
+
+    Args:
+        label: (B, 1, *spatial) label map (a class index, or 0/1, per voxel) or (B, C, *spatial) one-hot labels.
+        value: None: any foreground (``label > 0``; one-hot: any channel but 0); an int: the voxels of that value
+            (one-hot: that channel) in every sample; a (B,) tensor: one value per sample (e.g. each case's explained
+            class).
+
+    Returns:
+        (B, 1, *spatial) float mask in {0, 1} on the label's device.
+
+    Raises:
+        ValueError: a label without spatial dims (a classification label is not a region), or a value with no channel
+            in one-hot labels.
+    """
+    if label.ndim < 3:
+        raise ValueError(
+            f"a label must be (B, 1, *spatial) or one-hot (B, C, *spatial) to give a region, got shape "
+            f"{tuple(label.shape)}; a classification label is not a region: name the batch key of the lesion/ROI "
+            "mask instead."
+        )
+    one_hot = label.shape[1] > 1
+    if value is None:
+        return (label[:, 1:].sum(dim=1, keepdim=True) > 0 if one_hot else label > 0).float()
+    values = per_sample_index(value, label.shape[0], label.device)
+    if not one_hot:
+        return (label == values.reshape(-1, *([1] * (label.ndim - 1))).to(label.dtype)).float()
+    if int(values.max()) >= label.shape[1] or int(values.min()) < 0:
+        raise ValueError(
+            f"label value {values.tolist()} has no channel in one-hot labels of shape {tuple(label.shape)}."
+        )
+    index = values.reshape(-1, 1, *([1] * (label.ndim - 2))).expand(-1, 1, *label.shape[2:])
+    return (label.gather(1, index) > 0).float()
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monai_xai.bundle_explain import explain_bundle, explain_config_files, overlay_dir
+from monai_xai.bundle import explain_bundle, explain_config_files, overlay_dir
 from monai_xai.demo import format_table, summary_rows, with_road_combined
 from monai_xai.sanity import bundle_sanity_checks
 from tests.engines.bundles import make_classification_bundle
@@ -20,15 +20,23 @@ def test_config_files_are_layered_bundle_first_then_overlays_then_bundle_explain
     (bundle / "configs").mkdir(parents=True)
     (bundle / "configs" / "inference.json").write_text("{}")
     files = explain_config_files(bundle)
+    # the overlays ship in the package; the repository's configs/ links to the same files
+    overlays = REPO / "monai_xai" / "configs"
     assert files == [
         str(bundle / "configs" / "inference.json"),
-        str(REPO / "configs" / "explain.json"),
-        str(REPO / "configs" / "xai_metrics.json"),
-        str(REPO / "configs" / "mlflow.json"),
+        str(overlays / "explain.json"),
+        str(overlays / "xai_metrics.json"),
+        str(overlays / "mlflow.json"),
     ]
     (bundle / "configs" / "explain.json").write_text("{}")
     assert explain_config_files(bundle, overlays=("explain",))[-1] == str(bundle / "configs" / "explain.json")
-    assert overlay_dir() == REPO / "configs"
+    assert overlay_dir() == overlays
+    for name in ("explain", "xai_metrics", "mlflow"):
+        assert (REPO / "configs" / f"{name}.json").resolve() == overlays / f"{name}.json"
+    # no overlays: what the bundle itself configures
+    assert explain_config_files(bundle, overlays=()) == [
+        str(bundle / "configs" / name) for name in ("inference.json", "explain.json")
+    ]
 
 
 def test_config_files_errors(tmp_path):

@@ -32,7 +32,8 @@ from monai_xai.sanity import (
     sanity_markdown,
     spearman_correlation,
 )
-from monai_xai.sanity.bundle import _case_batches, _method_subset
+from monai_xai.sanity.bundle import _method_subset
+from monai_xai.sanity.cases import case_batches
 
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
@@ -270,11 +271,13 @@ def test_randomisation_of_segmenter_keeps_trained_pixel_set(spatial):
     randomised = randomize_weights(model, seed=0)
     own_region = (randomised(images).argmax(dim=1, keepdim=True) == 1).float()
     assert not torch.equal(own_region, trained_region)  # otherwise this test proves nothing
-    result = model_randomisation_check(model, "0", images, "gradcam", class_idx=1, mask="pred", seed=0)
+    result = model_randomisation_check(model, "0", images, "gradcam", class_idx=1, pixel_set="pred", seed=0)
     explainer = CAMExplainer(randomised, "0", "gradcam")
-    expected = explainer(images, class_idx=1, mask=trained_region)["gradcam"]
+    expected = explainer(images, class_idx=1, pixel_set=trained_region)["gradcam"]
     torch.testing.assert_close(result.randomised_maps["gradcam"], expected)
-    assert not torch.allclose(result.randomised_maps["gradcam"], explainer(images, class_idx=1, mask="pred")["gradcam"])
+    assert not torch.allclose(
+        result.randomised_maps["gradcam"], explainer(images, class_idx=1, pixel_set="pred")["gradcam"]
+    )
 
 
 def test_randomisation_check_bad_inputs():
@@ -475,7 +478,9 @@ def test_segmenter_sanity_explains_the_bundles_pixel_set_and_score(tmp_path):
     model.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
     spearman = {}
     for mask, score in ((None, None), ("pred", "logit")):  # None: the bundle's "image" and "probability"
-        row = bundle_sanity_checks(bundle, n_cases=2, methods=["hirescam"], mask=mask, score=score, progress=False)[0]
+        row = bundle_sanity_checks(
+            bundle, n_cases=2, methods=["hirescam"], pixel_set=mask, score=score, progress=False
+        )[0]
         direct = model_randomisation_check(
             model.eval(), "model.1.submodule", images, ["hirescam"], 1, mask or "image", 0, score=score or "probability"
         )
@@ -532,7 +537,7 @@ def test_case_batches_split_where_the_image_size_changes():
     def preprocessing(case):
         return {"image": torch.zeros(1, int(case["image"]), 5)}
 
-    batches = list(_case_batches(cases, preprocessing, "label", batch_size=2))
+    batches = list(case_batches(cases, preprocessing, "label", batch_size=2))
     assert [tuple(images.shape) for images, _ in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
     assert all(not regions.any() and regions.shape[1] == 1 for _, regions in batches)
 

@@ -1,16 +1,25 @@
-"""Class-activation maps for MONAI networks: N-D (2D and 3D), batched, classification and segmentation targets."""
+"""Class-activation maps for MONAI networks: N-D (2D and 3D), batched, classification and segmentation targets.
+
+Every method is registered once with its family and needs (:mod:`monai_xai.cams.registry`); the formulas are in
+:mod:`~monai_xai.cams.methods` (gradient family) and :mod:`~monai_xai.cams.perturbation`.
+"""
 
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
+from monai_xai.cams.registry import CAMMethod, get_method, method_names, register_method
 from monai_xai.cams.sliding_window import sliding_window_cam
-from monai_xai.cams.targets import ClassTarget, SegmentationTarget, build_target
+from monai_xai.cams.targets import ClassTarget, SegmentationTarget, build_target, resolve_pixel_set
 from monai_xai.utils import preserved_model_state
 
 __all__ = [
     "CAMExplainer",
+    "CAMMethod",
+    "register_method",
+    "get_method",
+    "method_names",
     "GRADIENT_METHODS",
     "PERTURBATION_METHODS",
     "scorecam",
@@ -24,4 +33,5 @@ __all__ = [
     "ClassTarget",
     "SegmentationTarget",
     "build_target",
+    "resolve_pixel_set",
 ]

@@ -23,7 +23,7 @@ from torch import nn
 from monai_xai.cams.targets import ClassTarget, SegmentationTarget
 from monai_xai.utils import preserved_model_state
 
-__all__ = ["ADAPTER_PREFIX", "grad_cam_method", "available_grad_cam_methods"]
+__all__ = ["ADAPTER_PREFIX", "grad_cam_method", "grad_cam_class", "available_grad_cam_methods"]
 
 ADAPTER_PREFIX = "grad-cam:"
 
@@ -39,7 +39,12 @@ def available_grad_cam_methods() -> list[str]:
     return sorted(names)
 
 
-def _cam_class(method: str) -> type:
+def grad_cam_class(method: str) -> type:
+    """The ``pytorch_grad_cam`` class of ``"grad-cam:<Class>"`` (or ``"<Class>"``).
+
+    Raises:
+        ValueError: a class pytorch-grad-cam does not export; the message lists close matches and the available ones.
+    """
     class_name = method.removeprefix(ADAPTER_PREFIX)
     available = available_grad_cam_methods()
     if class_name not in available:
@@ -143,7 +148,7 @@ def grad_cam_method(
     Raises:
         ValueError: unknown class name (the message lists the available ones), or FinerCAM for a segmentation target.
     """
-    cam_class = _cam_class(name)
+    cam_class = grad_cam_class(name)
     row_ndim = target.pixel_set.ndim - 1 if isinstance(target, SegmentationTarget) else 1
     targets = [_SampleTarget(target, sample_id, row_ndim) for sample_id in range(images.shape[0])]
     # Inputs that require grad keep a graph for the backward pass even when every parameter is frozen.

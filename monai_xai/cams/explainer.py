@@ -8,7 +8,6 @@ target. Everything stays in torch on the images' device.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from functools import partial
 
@@ -17,37 +16,17 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
-from monai_xai.cams.adapter import ADAPTER_PREFIX, grad_cam_method
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
-from monai_xai.cams.methods import GRADIENT_METHODS, METHODS_WITHOUT_GRADIENTS
-from monai_xai.cams.perturbation import PERTURBATION_METHODS
+from monai_xai.cams.registry import CAMMethod, get_method, method_names
 from monai_xai.cams.sliding_window import sliding_window_cam
-from monai_xai.cams.targets import SCORES, ClassTarget, SegmentationTarget, build_target
+from monai_xai.cams.targets import ClassTarget, PixelSetSpec, SegmentationTarget, build_target
+from monai_xai.enums import MethodFamily, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
 
 ClassIndex = int | Sequence[int] | torch.Tensor | None
-Mask = str | torch.Tensor | Sequence[int | slice] | None
-
-
-def _known_methods() -> list[str]:
-    return [*GRADIENT_METHODS, *PERTURBATION_METHODS]
-
-
-def _check_method(name: str) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"method names must be strings, got {type(name).__name__}.")
-    if name in GRADIENT_METHODS or name in PERTURBATION_METHODS:
-        return
-    if name.startswith(ADAPTER_PREFIX) and len(name) > len(ADAPTER_PREFIX):
-        return
-    close = difflib.get_close_matches(name.lower(), _known_methods(), n=3, cutoff=0.5)
-    raise ValueError(
-        f"unknown CAM method {name!r}{f' (did you mean {close}?)' if close else ''}; available: {_known_methods()}, "
-        f"or any pytorch-grad-cam class as '{ADAPTER_PREFIX}<ClassName>' (e.g. '{ADAPTER_PREFIX}FinerCAM')."
-    )
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -90,9 +69,10 @@ class CAMExplainer:
         target_layers: the layer(s) to explain: a dotted name from ``model.named_modules()`` (e.g. ``"layer4"``,
             ``"model.1.submodule"``), a submodule, or a list of either. Several layers: per-layer maps are normalised
             at input resolution, averaged and normalised again (pytorch-grad-cam's rule).
-        methods: method names: gradient methods ``gradcam``, ``gradcampp``, ``xgradcam``, ``hirescam``, ``layercam``,
-            ``gradcam_elementwise``, ``eigencam``, ``eigengradcam`` (all share one forward and one backward pass);
-            perturbation methods ``scorecam``, ``ablationcam``; or any pytorch-grad-cam class as ``"grad-cam:<Class>"``.
+        methods: method names (``monai_xai.cams.method_names()``): gradient methods ``gradcam``, ``gradcampp``,
+            ``xgradcam``, ``hirescam``, ``layercam``, ``gradcam_elementwise``, ``eigencam``, ``eigengradcam`` (all
+            share one forward and one backward pass); perturbation methods ``scorecam``, ``ablationcam``; or any
+            pytorch-grad-cam class as ``"grad-cam:<Class>"``.
         score: the explained score: ``"logit"`` (default, pre-activation) or ``"probability"`` (softmax over classes,
             sigmoid for single-channel outputs).
         batch_size: number of perturbed copies per forward pass in the perturbation methods.
@@ -106,7 +86,7 @@ class CAMExplainer:
 
         explainer = CAMExplainer(model, target_layers="layer4", methods=("gradcam", "hirescam"))
         maps = explainer(images)                           # predicted class per sample
-        maps = explainer(images, class_idx=1, mask="pred")  # segmentation: class 1 over its predicted region
+        maps = explainer(images, class_idx=1, pixel_set="pred")  # segmentation: class 1 over its predicted region
     """
 
     def __init__(
@@ -114,7 +94,7 @@ class CAMExplainer:
         model: nn.Module,
         target_layers: str | nn.Module | Sequence[str | nn.Module],
         methods: str | Sequence[str] = ("gradcam",),
-        score: str = "logit",
+        score: Score | str = Score.LOGIT,
         batch_size: int = 32,
         roi_size: Sequence[int] | int | None = None,
         sw_batch_size: int = 1,
@@ -125,14 +105,11 @@ class CAMExplainer:
         self.layers = resolve_layers(model, target_layers)
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not self.methods:
-            raise ValueError(f"methods is empty; choose at least one of {_known_methods()}.")
-        for method in self.methods:
-            _check_method(method)
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+            raise ValueError(f"methods is empty; choose at least one of {method_names()}.")
+        self._records = [get_method(method) for method in self.methods]
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int (copies per forward pass), got {batch_size}.")
-        self.score = score
+        self.score = as_choice(Score, score, "score")
         self.batch_size = batch_size
         self.roi_size = roi_size
         self.sw_batch_size = sw_batch_size
@@ -140,7 +117,7 @@ class CAMExplainer:
         self.sw_mode = sw_mode
 
     def __call__(
-        self, images: torch.Tensor, class_idx: ClassIndex = None, mask: Mask = None, raw: bool = False
+        self, images: torch.Tensor, class_idx: ClassIndex = None, pixel_set: PixelSetSpec = None, raw: bool = False
     ) -> dict[str, torch.Tensor]:
         """Explain a batch.
 
@@ -148,13 +125,14 @@ class CAMExplainer:
             images: (B, C, H, W) or (B, C, D, H, W) float tensor or MetaTensor, finite.
             class_idx: class to explain: ``None`` (classifiers only: the predicted class of each sample), an int for the
                 whole batch, or one per sample (sequence or (B,) tensor). Required for segmentation networks.
-            mask: segmentation only, the pixel set M whose class scores are summed (Seg-Grad-CAM): ``None``/``"pred"``
-                (predicted region of the class), ``"largest_component"``, ``"image"`` (every voxel; with
-                ``score="probability"``, the class's expected volume), a (B or 1, 1, *spatial) tensor in [0, 1]
-                (e.g. a ground-truth mask), a tuple of ints (one voxel) or a tuple of slices (a box). A sample with an
-                empty pixel set gets all-zero maps and a warning.
+            pixel_set: segmentation only, the pixel set M whose class scores are summed (Seg-Grad-CAM):
+                ``None``/``"pred"`` (predicted region of the class), ``"largest_component"``, ``"image"`` (every
+                voxel; with ``score="probability"``, the class's expected volume), a (B or 1, 1, *spatial) tensor in
+                [0, 1] (e.g. a ground-truth mask), a tuple of ints (one voxel) or a tuple of slices (a box). A
+                sample with an empty pixel set gets all-zero maps and a warning.
             raw: return the un-normalised, pre-ReLU maps at the target layer's resolution (layers averaged; they must
-                then share a feature shape). Not available with ``"grad-cam:*"`` methods or a sliding window.
+                then share a feature shape). Not available for methods without raw maps (``"grad-cam:*"``) or with a
+                sliding window.
 
         Returns:
             dict method name -> float32 (B, 1, *spatial) maps on the images' device: at input resolution in [0, 1], or
@@ -165,18 +143,19 @@ class CAMExplainer:
         if pixels.is_inference():
             with torch.inference_mode(False):
                 pixels = pixels.clone()
-        if raw and any(method.startswith(ADAPTER_PREFIX) for method in self.methods):
-            raise ValueError("raw=True is not available for 'grad-cam:*' methods (pytorch-grad-cam normalises maps).")
+        finished = [record.name for record in self._records if not record.supports_raw]
+        if raw and finished:
+            raise ValueError(f"raw=True is not available for {finished}: they return normalised maps only.")
         if self.roi_size is not None:
-            maps = self._sliding_window(pixels, class_idx, mask, raw)
+            maps = self._sliding_window(pixels, class_idx, pixel_set, raw)
         else:
-            layer_maps, target = self._layer_maps(pixels, class_idx, mask, warn_empty=True)
+            layer_maps, target = self._layer_maps(pixels, class_idx, pixel_set, warn_empty=True)
             if raw:
                 maps = {method: self._average_raw(per_layer) for method, per_layer in layer_maps.items()}
             else:
                 maps = {
-                    method: self._combine_layers(method, per_layer, pixels.shape[2:])
-                    for method, per_layer in layer_maps.items()
+                    record.name: self._combine_layers(record, layer_maps[record.name], pixels.shape[2:])
+                    for record in self._records
                 }
             if isinstance(target, SegmentationTarget):
                 keep = (~target.empty).to(pixels.dtype).reshape(-1, *([1] * (pixels.ndim - 1)))
@@ -187,13 +166,14 @@ class CAMExplainer:
         return maps
 
     def _layer_maps(
-        self, images: torch.Tensor, class_idx: ClassIndex, mask: Mask, warn_empty: bool
+        self, images: torch.Tensor, class_idx: ClassIndex, pixel_set: PixelSetSpec, warn_empty: bool
     ) -> tuple[dict[str, list[torch.Tensor]], ClassTarget | SegmentationTarget]:
-        """Per method, one map per target layer: raw (B, 1, *feature) or, for ``grad-cam:*``, one normalised map.
+        """Per method, one map per target layer: raw (B, 1, *feature), or one finished map for methods without raw maps.
 
-        The model runs once with hooks; gradient methods share one backward pass; perturbation and adapter methods run
-        afterwards with the hooks removed but the model still in eval mode.
+        The model runs once with hooks; the gradient family shares one backward pass; perturbation and pytorch-grad-cam
+        methods run afterwards with the hooks removed but the model still in eval mode.
         """
+        gradient_family = [record for record in self._records if record.family == MethodFamily.GRADIENT]
         maps: dict[str, list[torch.Tensor]] = {}
         with preserved_model_state(self.model):
             with ActivationRecorder(self.layers) as recorder:
@@ -201,27 +181,23 @@ class CAMExplainer:
                 self._check_outputs(outputs, images)
                 activations = recorder.activations()
                 self._check_activations(activations, images)
-                target = build_target(outputs, class_idx, mask, self.score, warn_empty=warn_empty)
-                gradient_methods = [method for method in self.methods if method in GRADIENT_METHODS]
+                target = build_target(outputs, class_idx, pixel_set, self.score, warn_empty=warn_empty)
                 grads: list[torch.Tensor | None] = [None] * len(activations)
-                if any(method not in METHODS_WITHOUT_GRADIENTS for method in gradient_methods):
+                if any(record.needs_gradients for record in gradient_family):
                     grads = self._gradients(target(outputs), activations)
             activations = [activation.detach().float() for activation in activations]
-            for method in gradient_methods:
-                maps[method] = [GRADIENT_METHODS[method](a, g) for a, g in zip(activations, grads)]
-            for method in self.methods:
-                if method in maps:
-                    continue
-                if method.startswith(ADAPTER_PREFIX):
-                    modules = [module for _, module in self.layers]
-                    maps[method] = [grad_cam_method(method, self.model, images, modules, target)]
-                else:
-                    perturbation = PERTURBATION_METHODS[method]
-                    maps[method] = [
-                        perturbation(self.model, images, module, activation, target, self.batch_size)
+            for record in self._records:
+                if record.family == MethodFamily.GRADIENT:
+                    maps[record.name] = [record.function(a, g) for a, g in zip(activations, grads)]
+                elif record.family == MethodFamily.PERTURBATION:
+                    maps[record.name] = [
+                        record.function(self.model, images, module, activation, target, self.batch_size)
                         for (_, module), activation in zip(self.layers, activations)
                     ]
-        return {method: maps[method] for method in self.methods}, target
+                else:
+                    modules = [module for _, module in self.layers]
+                    maps[record.name] = [record.function(self.model, images, modules, target)]
+        return maps, target
 
     @staticmethod
     def _gradients(scores: torch.Tensor, activations: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -269,9 +245,10 @@ class CAMExplainer:
         return torch.stack(per_layer).mean(dim=0)
 
     @staticmethod
-    def _combine_layers(method: str, per_layer: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
-        """ReLU, upsample to the input size, normalise per layer; several layers: average and normalise again."""
-        if method.startswith(ADAPTER_PREFIX):
+    def _combine_layers(record: CAMMethod, per_layer: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        """ReLU, upsample to the input size, normalise per layer; several layers: average and normalise again.
+        Methods without raw maps return their one finished map."""
+        if not record.supports_raw:
             return per_layer[0]
         normalised = [normalize_per_sample(_upsample(layer_map.clamp_min(0), size)) for layer_map in per_layer]
         if len(normalised) == 1:
@@ -279,14 +256,14 @@ class CAMExplainer:
         return normalize_per_sample(torch.stack(normalised).mean(dim=0))
 
     def _explain_window(
-        self, window_images: torch.Tensor, window_mask: Mask = None, class_idx: ClassIndex = None
+        self, window_images: torch.Tensor, window_pixel_set: PixelSetSpec = None, class_idx: ClassIndex = None
     ) -> dict[str, torch.Tensor]:
         """Non-negative, un-normalised maps (n, 1, *roi) of one batch of sliding windows (layers averaged).
 
         Normalising per window would make windows incomparable; the whole volume is normalised after blending.
         Windows with an empty pixel set (most windows when the class is small) contribute zeros, silently.
         """
-        layer_maps, target = self._layer_maps(window_images, class_idx, window_mask, warn_empty=False)
+        layer_maps, target = self._layer_maps(window_images, class_idx, window_pixel_set, warn_empty=False)
         size = window_images.shape[2:]
         maps = {
             method: torch.stack([_upsample(layer_map.clamp_min(0), size) for layer_map in per_layer]).mean(dim=0)
@@ -298,7 +275,7 @@ class CAMExplainer:
         return maps
 
     def _sliding_window(
-        self, images: torch.Tensor, class_idx: ClassIndex, mask: Mask, raw: bool
+        self, images: torch.Tensor, class_idx: ClassIndex, pixel_set: PixelSetSpec, raw: bool
     ) -> dict[str, torch.Tensor]:
         if raw:
             raise ValueError("raw=True is not available with a sliding window (roi_size); set roi_size=None.")
@@ -310,6 +287,6 @@ class CAMExplainer:
         single_class = int(torch.as_tensor(class_idx).reshape(-1)[0])
         explain_window = partial(self._explain_window, class_idx=single_class)
         maps = sliding_window_cam(
-            explain_window, images, mask, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
+            explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
         )
         return {method: normalize_per_sample(maps[method]) for method in self.methods}

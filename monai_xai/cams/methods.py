@@ -1,9 +1,12 @@
-"""Gradient-based CAM formulas, one short function each, registered by name in ``GRADIENT_METHODS``.
+"""Gradient-family CAM formulas, one short function each, registered by name (``monai_xai.cams.registry``).
 
 Every function maps ``activations`` A (B, K, *spatial) of a layer and ``grads`` g = d score / dA (same shape) to a raw,
-pre-ReLU map (B, 1, *spatial) at feature resolution. All are N-D (2D and 3D) and never mix samples of a batch. The
-formulas follow pytorch-grad-cam 1.5.7 (including its epsilons), which the tests use as the parity oracle. Methods
-listed in ``METHODS_WITHOUT_GRADIENTS`` ignore ``grads`` (the engine passes ``None`` and skips the backward pass).
+pre-ReLU map (B, 1, *spatial) at feature resolution; the engine then applies ReLU, upsamples to the input and normalises
+to [0, 1]. All are N-D (2D and 3D) and never mix samples of a batch. The formulas follow pytorch-grad-cam 1.5.7
+(including its epsilons), which the tests use as the parity oracle. Methods registered with ``needs_gradients=False``
+ignore ``grads`` (the engine passes ``None`` and skips the backward pass when no requested method needs it).
+
+Notation: k runs over channels, s over spatial positions (pixels or voxels), N is the number of positions.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["GRADIENT_METHODS", "METHODS_WITHOUT_GRADIENTS", "first_principal_component", "weighted_channel_sum"]
+from monai_xai.cams.registry import get_method, method_names, register_method
+from monai_xai.enums import MethodFamily
+
+__all__ = ["GRADIENT_METHODS", "first_principal_component", "weighted_channel_sum"]
 
 
 def _spatial_dims(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -25,13 +31,26 @@ def weighted_channel_sum(weights: torch.Tensor, activations: torch.Tensor) -> to
     return (weights * activations).sum(dim=1, keepdim=True)
 
 
+@register_method("gradcam", MethodFamily.GRADIENT)
 def gradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al.): w_k = spatial mean of g_k."""
+    """Grad-CAM (Selvaraju et al. 2017); Seg-Grad-CAM with a pixel set.
+
+    L = sum_k w_k A_k,   w_k = (1 / N) sum_s g_k(s)
+
+    Example: ``CAMExplainer(model, "layer4", "gradcam")(images)["gradcam"]``
+    """
     return weighted_channel_sum(grads.mean(dim=_spatial_dims(grads)), activations)
 
 
+@register_method("gradcampp", MethodFamily.GRADIENT)
 def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhay et al.): w_k = sum_space ReLU(g) a, a = g^2 / (2 g^2 + sum_space(A_k) g^3 + 1e-6)."""
+    """Grad-CAM++ (Chattopadhay et al. 2018).
+
+    L = sum_k w_k A_k,   w_k = sum_s ReLU(g_k(s)) a_k(s),
+    a_k(s) = g_k(s)^2 / (2 g_k(s)^2 + (sum_s' A_k(s')) g_k(s)^3 + 1e-6)   (0 where g_k(s) = 0)
+
+    Example: ``CAMExplainer(model, "layer4", "gradcampp")(images)["gradcampp"]``
+    """
     spatial = _spatial_dims(grads)
     grads_squared = grads.pow(2)
     activation_sums = activations.sum(dim=spatial, keepdim=True)
@@ -40,25 +59,49 @@ def gradcampp(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return weighted_channel_sum((grads.clamp_min(0) * alpha).sum(dim=spatial), activations)
 
 
+@register_method("xgradcam", MethodFamily.GRADIENT)
 def xgradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM (Fu et al.): w_k = sum_space(g_k A_k) / (sum_space A_k + 1e-7)."""
+    """XGrad-CAM (Fu et al. 2020).
+
+    L = sum_k w_k A_k,   w_k = sum_s g_k(s) A_k(s) / (sum_s A_k(s) + 1e-7)
+
+    Example: ``CAMExplainer(model, "layer4", "xgradcam")(images)["xgradcam"]``
+    """
     spatial = _spatial_dims(grads)
     activation_sums = activations.sum(dim=spatial, keepdim=True)
     return weighted_channel_sum((grads * activations / (activation_sums + 1e-7)).sum(dim=spatial), activations)
 
 
+@register_method("hirescam", MethodFamily.GRADIENT)
 def hirescam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """HiResCAM (Draelos and Carin): sum_k g_k * A_k, no spatial averaging (Seg-HiRes-Grad-CAM with a pixel set)."""
+    """HiResCAM (Draelos and Carin 2020); Seg-HiRes-Grad-CAM with a pixel set. No spatial averaging:
+
+    L(s) = sum_k g_k(s) A_k(s)
+
+    Example: ``CAMExplainer(unet, "model.1.submodule", "hirescam")(volumes, class_idx=1)["hirescam"]``
+    """
     return (grads * activations).sum(dim=1, keepdim=True)
 
 
+@register_method("layercam", MethodFamily.GRADIENT)
 def layercam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """LayerCAM (Jiang et al.): sum_k ReLU(g_k) * A_k."""
+    """LayerCAM (Jiang et al. 2021).
+
+    L(s) = sum_k ReLU(g_k(s)) A_k(s)
+
+    Example: ``CAMExplainer(model, "layer3", "layercam")(images)["layercam"]``
+    """
     return (grads.clamp_min(0) * activations).sum(dim=1, keepdim=True)
 
 
+@register_method("gradcam_elementwise", MethodFamily.GRADIENT)
 def gradcam_elementwise(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise): sum_k ReLU(g_k * A_k)."""
+    """Element-wise Grad-CAM (pytorch-grad-cam's GradCAMElementWise).
+
+    L(s) = sum_k ReLU(g_k(s) A_k(s))
+
+    Example: ``CAMExplainer(model, "layer4", "gradcam_elementwise")(images)["gradcam_elementwise"]``
+    """
     return (grads * activations).clamp_min(0).sum(dim=1, keepdim=True)
 
 
@@ -88,24 +131,30 @@ def first_principal_component(features: torch.Tensor) -> torch.Tensor:
     return projection.reshape(features.shape[0], 1, *features.shape[2:])
 
 
+@register_method("eigencam", MethodFamily.GRADIENT, needs_gradients=False)
 def eigencam(activations: torch.Tensor, grads: torch.Tensor | None) -> torch.Tensor:
-    """Eigen-CAM (Muhammad and Yeasin): first principal component of the activations; ``grads`` is not used."""
+    """Eigen-CAM (Muhammad and Yeasin 2020): the class-agnostic first principal component of the activations; ``grads``
+    is not used.
+
+    L(s) = (A(s) - mean_s' A(s')) . v_1,   v_1 the first right singular vector of the centred (N, K) matrix
+
+    Example: ``CAMExplainer(model, "layer4", "eigencam")(images)["eigencam"]``
+    """
     return first_principal_component(activations)
 
 
+@register_method("eigengradcam", MethodFamily.GRADIENT)
 def eigengradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """Eigen-Grad-CAM (pytorch-grad-cam): first principal component of g * A."""
+    """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of the gradient-weighted activations.
+
+    L(s) = (F(s) - mean_s' F(s')) . v_1,   F = g * A, v_1 as in :func:`eigencam`
+
+    Example: ``CAMExplainer(model, "layer4", "eigengradcam")(images)["eigengradcam"]``
+    """
     return first_principal_component(grads * activations)
 
 
-GRADIENT_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {}
-GRADIENT_METHODS["gradcam"] = gradcam
-GRADIENT_METHODS["gradcampp"] = gradcampp
-GRADIENT_METHODS["xgradcam"] = xgradcam
-GRADIENT_METHODS["hirescam"] = hirescam
-GRADIENT_METHODS["layercam"] = layercam
-GRADIENT_METHODS["gradcam_elementwise"] = gradcam_elementwise
-GRADIENT_METHODS["eigencam"] = eigencam
-GRADIENT_METHODS["eigengradcam"] = eigengradcam
-
-METHODS_WITHOUT_GRADIENTS = frozenset({"eigencam"})
+# name -> formula of every method above, in registration order (the registry's view of this module)
+GRADIENT_METHODS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {
+    name: get_method(name).function for name in method_names(MethodFamily.GRADIENT)
+}

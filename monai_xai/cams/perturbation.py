@@ -6,7 +6,7 @@ through ``target(outputs, sample_ids)``. Everything is N-D (2D and 3D) and stays
 in eval mode for the call and every mode flag and hook is restored on exit, also when a forward pass raises.
 
 Every function maps ``(model, images (B, C_in, *S_in), layer, activations (B, K, *S), target, batch_size)`` to a raw,
-pre-ReLU map (B, 1, *S) at the layer's resolution, and is registered in ``PERTURBATION_METHODS``.
+pre-ReLU map (B, 1, *S) at the layer's resolution, and is registered by name (``monai_xai.cams.registry``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from monai_xai.cams.methods import weighted_channel_sum
+from monai_xai.cams.registry import get_method, method_names, register_method
+from monai_xai.enums import MethodFamily
 from monai_xai.utils import preserved_model_state
 
 __all__ = ["PERTURBATION_METHODS", "scorecam", "ablationcam"]
@@ -46,6 +48,7 @@ def _pair_chunks(
         yield flat, flat // num_channels, flat % num_channels
 
 
+@register_method("scorecam", MethodFamily.PERTURBATION, needs_gradients=False)
 def scorecam(
     model: nn.Module,
     images: torch.Tensor,
@@ -58,7 +61,11 @@ def scorecam(
 
     Each channel A_k is upsampled to the input size (bilinear in 2D, trilinear in 3D, ``align_corners=True`` like
     ``nn.UpsamplingBilinear2d``), min-max scaled to [0, 1] with ``(A - min) / (max - min + 1e-8)``, multiplied with the
-    image, and the masked image is scored with the target; w = softmax over channels of the scores.
+    image, and the masked image is scored with the target; w = softmax over channels of the scores:
+
+    L = sum_k w_k A_k,   w = softmax_k(y(X * norm(up(A_k))))
+
+    Example: ``CAMExplainer(model, "layer4", "scorecam", batch_size=64)(images)["scorecam"]``
 
     Args:
         model: the network; run in eval mode under ``torch.no_grad()``, its modes restored afterwards.
@@ -117,6 +124,7 @@ class _OutputOverride:
         self._handle.remove()
 
 
+@register_method("ablationcam", MethodFamily.PERTURBATION, needs_gradients=False)
 def ablationcam(
     model: nn.Module,
     images: torch.Tensor,
@@ -131,6 +139,10 @@ def ablationcam(
     to zero, as in the paper. pytorch-grad-cam's ``AblationCAM`` zeroes too when the layer's smallest activation is 0
     (e.g. after a ReLU), so both agree there; for signed activations it writes a very negative value instead (and
     a different one per copy of a batch), which this function does not imitate.
+
+    L = sum_k w_k A_k,   w_k = (y - y_k) / y
+
+    Example: ``CAMExplainer(model, "layer4", "ablationcam")(images)["ablationcam"]``
 
     Args:
         model: the network; run in eval mode under ``torch.no_grad()``, its modes and hooks restored afterwards.
@@ -168,6 +180,7 @@ def ablationcam(
     return weighted_channel_sum(drops / denominator[:, None], activations)
 
 
-PERTURBATION_METHODS: dict[str, Callable[..., torch.Tensor]] = {}
-PERTURBATION_METHODS["scorecam"] = scorecam
-PERTURBATION_METHODS["ablationcam"] = ablationcam
+# name -> function of every method above (the registry's view of this module)
+PERTURBATION_METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    name: get_method(name).function for name in method_names(MethodFamily.PERTURBATION)
+}

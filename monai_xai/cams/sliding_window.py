@@ -2,9 +2,9 @@
 
 ``monai.inferers.sliding_window_inference`` does the tiling, padding and blending (``"gaussian"`` or ``"constant"``
 weights) of the dict of maps that each batch of windows returns, so memory for the explanation itself is bounded by
-``roi_size x sw_batch_size``; only the blended (B, 1, *spatial) maps live at full size. A pixel-set mask is cropped
-window by window alongside the images (MONAI's ``condition`` input, padded like the images), and windows whose crop
-of the mask is empty are not run at all: their maps are zero by definition.
+``roi_size x sw_batch_size``; only the blended (B, 1, *spatial) maps live at full size. A pixel set given as a tensor,
+a voxel or a box is cropped window by window alongside the images (MONAI's ``condition`` input, padded like the
+images), and windows whose crop of it is empty are not run at all: their maps are zero by definition.
 """
 
 from __future__ import annotations
@@ -14,34 +14,36 @@ from collections.abc import Callable, Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from monai_xai.cams.targets import index_pixel_set, tensor_pixel_set
+from monai_xai.cams.targets import PixelSetSpec, index_pixel_set, tensor_pixel_set
+from monai_xai.enums import PixelSet, as_choice
 
 __all__ = ["sliding_window_cam"]
 
-WindowMask = torch.Tensor | str | None
-ExplainWindow = Callable[[torch.Tensor, WindowMask], dict[str, torch.Tensor]]
+WindowPixelSet = torch.Tensor | PixelSet | None
+ExplainWindow = Callable[[torch.Tensor, WindowPixelSet], dict[str, torch.Tensor]]
 
 
 class _WindowPredictor:
-    """The ``predictor`` for ``sliding_window_inference``: explains a batch of windows, skipping empty-mask windows.
+    """The ``predictor`` for ``sliding_window_inference``: explains a batch of windows, skipping windows whose crop of
+    the pixel set is empty.
 
     ``sliding_window_inference`` needs the same dict keys from every call, so the method names are learnt from the
     first call that runs ``explain_window``; until then a batch of empty windows is explained like any other.
     """
 
-    def __init__(self, explain_window: ExplainWindow, mask: str | None) -> None:
+    def __init__(self, explain_window: ExplainWindow, pixel_set: PixelSet | None) -> None:
         self.explain_window = explain_window
-        self.mask = mask
+        self.pixel_set = pixel_set
         self.method_names: list[str] | None = None
 
-    def _explain(self, window_images: torch.Tensor, window_mask: WindowMask) -> dict[str, torch.Tensor]:
-        maps = self.explain_window(window_images, window_mask)
+    def _explain(self, window_images: torch.Tensor, window_pixel_set: WindowPixelSet) -> dict[str, torch.Tensor]:
+        maps = self.explain_window(window_images, window_pixel_set)
         self.method_names = sorted(maps)
         return maps
 
     def __call__(self, window_images: torch.Tensor, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if condition is None:
-            return self._explain(window_images, self.mask)
+            return self._explain(window_images, self.pixel_set)
         has_pixels = condition.flatten(1).amax(dim=1) > 0
         if has_pixels.all() or (self.method_names is None and not has_pixels.any()):
             return self._explain(window_images, condition)
@@ -53,34 +55,35 @@ class _WindowPredictor:
         return {name: value.new_zeros(map_shape).index_put((has_pixels,), value) for name, value in maps.items()}
 
 
-def _window_mask_source(
-    images: torch.Tensor, mask: str | torch.Tensor | Sequence[int | slice] | None
-) -> tuple[str | None, torch.Tensor | None]:
-    """Split ``mask`` into what every window receives as is (``None``/``"pred"``/``"image"``) and a (B, 1, *spatial)
-    pixel set to crop per window (a tensor, or a voxel / box given in whole-volume coordinates)."""
-    if mask is None or isinstance(mask, str):
-        if mask in (None, "pred", "image"):
-            return mask, None
-        if mask == "largest_component":
+def _window_pixel_set_source(
+    images: torch.Tensor, pixel_set: PixelSetSpec
+) -> tuple[PixelSet | None, torch.Tensor | None]:
+    """Split ``pixel_set`` into what every window receives as is (``None``/``"pred"``/``"image"``) and a
+    (B, 1, *spatial) pixel set to crop per window (a tensor, or a voxel / box given in whole-volume coordinates)."""
+    if pixel_set is None:
+        return None, None
+    if isinstance(pixel_set, str):
+        name = as_choice(PixelSet, pixel_set, "pixel_set")
+        if name == PixelSet.LARGEST_COMPONENT:
             raise ValueError(
-                "mask='largest_component' is a property of the whole volume, which a sliding window never sees at "
-                "once; compute the component first (e.g. from a sliding-window prediction) and pass it as a "
-                "(B|1, 1, *spatial) tensor mask."
+                "pixel_set='largest_component' is a property of the whole volume, which a sliding window never sees "
+                "at once; compute the component first (e.g. from a sliding-window prediction) and pass it as a "
+                "(B|1, 1, *spatial) tensor."
             )
-        raise ValueError(
-            f"unknown mask {mask!r}; with a sliding window use None, 'pred', 'image', a tensor, or a voxel / box."
-        )
-    if isinstance(mask, torch.Tensor):
-        return None, tensor_pixel_set(mask, images).to(images.dtype)
-    if isinstance(mask, tuple | list):
-        return None, index_pixel_set(mask, images).to(images.dtype)
-    raise TypeError(f"mask must be None, 'pred', a tensor, or a tuple of ints/slices, got {type(mask).__name__}.")
+        return name, None
+    if isinstance(pixel_set, torch.Tensor):
+        return None, tensor_pixel_set(pixel_set, images).to(images.dtype)
+    if isinstance(pixel_set, tuple | list):
+        return None, index_pixel_set(pixel_set, images).to(images.dtype)
+    raise TypeError(
+        f"pixel_set must be None, 'pred', a tensor, or a tuple of ints/slices, got {type(pixel_set).__name__}."
+    )
 
 
 def sliding_window_cam(
     explain_window: ExplainWindow,
     images: torch.Tensor,
-    mask: str | torch.Tensor | Sequence[int | slice] | None,
+    pixel_set: PixelSetSpec,
     roi_size: Sequence[int] | int,
     sw_batch_size: int = 1,
     overlap: float = 0.25,
@@ -91,13 +94,13 @@ def sliding_window_cam(
     """Blend per-window CAMs of a batch of large images into whole-image maps.
 
     Args:
-        explain_window: ``explain_window(window_images (n, C, *roi), window_mask) -> {method: (n, 1, *roi)}``, the
-            non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``).
-            ``window_mask`` is the window's crop (n, 1, *roi) of a tensor/voxel/box mask, else ``None``, ``"pred"``
-            or ``"image"`` unchanged (each window's predicted region, or all of it).
+        explain_window: ``explain_window(window_images (n, C, *roi), window_pixel_set) -> {method: (n, 1, *roi)}``,
+            the non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``).
+            ``window_pixel_set`` is the window's crop (n, 1, *roi) of a tensor/voxel/box pixel set, else ``None``,
+            ``"pred"`` or ``"image"`` unchanged (each window's predicted region, or all of it).
         images: (B, C, *spatial) images, 2D or 3D.
-        mask: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1, *spatial) tensor with
-            values in [0, 1], a tuple of ints (one voxel) or of slices (a box) in whole-image coordinates.
+        pixel_set: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1, *spatial) tensor
+            with values in [0, 1], a tuple of ints (one voxel) or of slices (a box) in whole-image coordinates.
             ``"largest_component"`` needs the whole prediction and is refused.
         roi_size: window size, one int per spatial dim (or one int for all); non-positive entries take the image size.
         sw_batch_size: windows per ``explain_window`` call (default 1); memory grows with ``sw_batch_size x roi``.
@@ -111,22 +114,22 @@ def sliding_window_cam(
         dict method -> (B, 1, *spatial) blended maps, non-negative and not normalised, in the images' dtype.
 
     Raises:
-        ValueError: images not 4-D/5-D, ``"largest_component"`` or an unknown string mask, or a tensor/voxel/box mask
+        ValueError: images not 4-D/5-D, ``"largest_component"`` or an unknown name, or a tensor/voxel/box pixel set
             that does not fit the images.
     """
     if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5):
         raise ValueError(
             f"images must be a (B, C, H, W) or (B, C, D, H, W) tensor, got {getattr(images, 'shape', type(images))}."
         )
-    window_mask, pixel_set = _window_mask_source(images, mask)
+    per_window, cropped = _window_pixel_set_source(images, pixel_set)
     return sliding_window_inference(
         images,
         roi_size,
         sw_batch_size,
-        _WindowPredictor(explain_window, window_mask),
+        _WindowPredictor(explain_window, per_window),
         overlap=overlap,
         mode=mode,
         sw_device=sw_device,
         device=device,
-        condition=pixel_set,
+        condition=cropped,
     )

@@ -16,24 +16,28 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from monai_xai.enums import PixelSet, Score, as_choice
 from monai_xai.utils import per_sample_index
 
 __all__ = [
     "ClassTarget",
     "SegmentationTarget",
+    "PixelSetSpec",
     "build_target",
+    "resolve_pixel_set",
+    "predicted_mask",
     "index_pixel_set",
     "tensor_pixel_set",
     "per_voxel_scale",
-    "SCORES",
 ]
 
-SCORES = ("logit", "probability")
+# a segmentation pixel set as callers give it: a name, a (B|1, 1, *spatial) tensor, a voxel (ints) or a box (slices)
+PixelSetSpec = PixelSet | str | torch.Tensor | Sequence[int | slice] | None
 
 
-def _class_scores(outputs: torch.Tensor, score: str) -> torch.Tensor:
+def _class_scores(outputs: torch.Tensor, score: Score) -> torch.Tensor:
     """Logits, or probabilities: softmax over classes (dim 1), sigmoid when there is a single output channel."""
-    if score == "logit":
+    if score == Score.LOGIT:
         return outputs
     return torch.sigmoid(outputs) if outputs.shape[1] == 1 else torch.softmax(outputs, dim=1)
 
@@ -50,9 +54,9 @@ class ClassTarget:
         score: ``"logit"`` (default, pre-activation) or ``"probability"`` (softmax over classes; sigmoid if C == 1).
     """
 
-    def __init__(self, class_idx: torch.Tensor, score: str = "logit") -> None:
+    def __init__(self, class_idx: torch.Tensor, score: Score | str = Score.LOGIT) -> None:
         self.class_idx = class_idx
-        self.score = score
+        self.score = as_choice(Score, score, "score")
 
     def __call__(self, outputs: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """outputs (N, C) -> (N,) score of ``class_idx[sample_ids[n]]`` in row n."""
@@ -83,10 +87,10 @@ class SegmentationTarget:
             sigmoid if C == 1).
     """
 
-    def __init__(self, class_idx: torch.Tensor, pixel_set: torch.Tensor, score: str = "logit") -> None:
+    def __init__(self, class_idx: torch.Tensor, pixel_set: torch.Tensor, score: Score | str = Score.LOGIT) -> None:
         self.class_idx = class_idx
         self.pixel_set = pixel_set
-        self.score = score
+        self.score = as_choice(Score, score, "score")
 
     @property
     def size(self) -> torch.Tensor:
@@ -112,7 +116,7 @@ class SegmentationTarget:
         rows = _rows(sample_ids, outputs.shape[0], outputs.device)
         classes = self.class_idx.to(outputs.device)[rows]
         weights = self.pixel_set.to(outputs.device, outputs.dtype)[rows].flatten(1)
-        still_class = _predicted_mask(outputs, classes).flatten(1)
+        still_class = predicted_mask(outputs, classes).flatten(1)
         total = weights.sum(dim=1)
         return (total > 0) & ((weights * still_class).sum(dim=1) >= 0.5 * total)
 
@@ -130,8 +134,17 @@ def per_voxel_scale(target: ClassTarget | SegmentationTarget) -> torch.Tensor:
     return torch.ones(target.class_idx.shape, device=target.class_idx.device)
 
 
-def _predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
-    """(B, 1, *spatial) bool: argmax over classes == class_idx, or logit > 0 for single-channel outputs."""
+def predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+    """Voxels predicted as each sample's class.
+
+    Args:
+        outputs: (B, C, *spatial) segmentation outputs (logits or probabilities: only their order matters, and for
+            one channel, the sign of the logit).
+        class_idx: (B,) class per sample.
+
+    Returns:
+        (B, 1, *spatial) bool: argmax over classes == class_idx, or logit > 0 for single-channel outputs.
+    """
     if outputs.shape[1] == 1:
         return outputs > 0
     return outputs.argmax(dim=1, keepdim=True) == class_idx.reshape(-1, 1, *([1] * (outputs.ndim - 2)))
@@ -154,78 +167,85 @@ def _largest_component(mask: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.stack(kept), device=mask.device)[:, None]
 
 
-def index_pixel_set(mask: Sequence[int | slice], outputs: torch.Tensor) -> torch.Tensor:
+def index_pixel_set(pixel_set: Sequence[int | slice], outputs: torch.Tensor) -> torch.Tensor:
     """Pixel set (B, 1, *spatial) of one voxel (tuple of ints) or a box (tuple of slices), the same for every sample.
 
     Args:
-        mask: one int or slice per spatial dim of ``outputs``.
+        pixel_set: one int or slice per spatial dim of ``outputs``.
         outputs: (B, C, *spatial) tensor giving the batch size, spatial shape and device.
     """
     spatial_shape = tuple(outputs.shape[2:])
-    if len(mask) != len(spatial_shape) or not all(isinstance(i, int | slice) for i in mask):
+    if len(pixel_set) != len(spatial_shape) or not all(isinstance(i, int | slice) for i in pixel_set):
         raise ValueError(
-            f"a mask given as a tuple must hold one int (one voxel) or one slice (a box) per spatial dim, i.e. "
-            f"{len(spatial_shape)} entries for outputs of spatial shape {spatial_shape}; got {mask!r}."
+            f"a pixel set given as a tuple must hold one int (one voxel) or one slice (a box) per spatial dim, i.e. "
+            f"{len(spatial_shape)} entries for outputs of spatial shape {spatial_shape}; got {pixel_set!r}."
         )
-    for position, size in zip(mask, spatial_shape):
+    for position, size in zip(pixel_set, spatial_shape):
         if isinstance(position, int) and not -size <= position < size:
-            raise ValueError(f"mask index {mask!r} lies outside the outputs' spatial shape {spatial_shape}.")
-    pixel_set = torch.zeros(outputs.shape[0], 1, *spatial_shape, device=outputs.device)
-    pixel_set[(slice(None), slice(None), *mask)] = 1.0
-    return pixel_set
+            raise ValueError(f"pixel set index {pixel_set!r} lies outside the outputs' spatial shape {spatial_shape}.")
+    voxels = torch.zeros(outputs.shape[0], 1, *spatial_shape, device=outputs.device)
+    voxels[(slice(None), slice(None), *pixel_set)] = 1.0
+    return voxels
 
 
-def tensor_pixel_set(mask: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """Check a given mask (B or 1, 1, *spatial), binary or soft weights in [0, 1], and broadcast it to the batch:
-    (B, 1, *spatial) on the outputs' device."""
+def tensor_pixel_set(pixel_set: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Check a given pixel set (B or 1, 1, *spatial), binary or soft weights in [0, 1], and broadcast it to the batch:
+    (B, 1, *spatial) float32 on the outputs' device."""
     batch_size, spatial_shape = outputs.shape[0], tuple(outputs.shape[2:])
-    if mask.ndim != outputs.ndim or mask.shape[0] not in (1, batch_size) or mask.shape[1] != 1:
+    if pixel_set.ndim != outputs.ndim or pixel_set.shape[0] not in (1, batch_size) or pixel_set.shape[1] != 1:
         raise ValueError(
-            f"mask must have shape (B or 1, 1, *spatial) = ({batch_size} or 1, 1, *{spatial_shape}) to match outputs "
-            f"of shape {tuple(outputs.shape)}, got {tuple(mask.shape)}; e.g. use (labels == class_idx)[:, None]."
+            f"pixel_set must have shape (B or 1, 1, *spatial) = ({batch_size} or 1, 1, *{spatial_shape}) to match "
+            f"outputs of shape {tuple(outputs.shape)}, got {tuple(pixel_set.shape)}; e.g. use "
+            "(labels == class_idx)[:, None]."
         )
-    if tuple(mask.shape[2:]) != spatial_shape:
+    if tuple(pixel_set.shape[2:]) != spatial_shape:
         raise ValueError(
-            f"mask spatial shape {tuple(mask.shape[2:])} differs from the outputs' spatial shape {spatial_shape}; "
-            "resample the mask to the model output's grid."
+            f"pixel_set spatial shape {tuple(pixel_set.shape[2:])} differs from the outputs' spatial shape "
+            f"{spatial_shape}; resample it to the model output's grid."
         )
-    pixel_set = torch.as_tensor(mask).to(device=outputs.device, dtype=torch.float32)
-    if not torch.isfinite(pixel_set).all() or pixel_set.min() < 0 or pixel_set.max() > 1:
+    weights = torch.as_tensor(pixel_set).to(device=outputs.device, dtype=torch.float32)
+    if not torch.isfinite(weights).all() or weights.min() < 0 or weights.max() > 1:
         raise ValueError(
-            "mask values must lie in [0, 1] (binary, or soft weights); for a label map pass (labels == class_idx)."
+            "pixel_set values must lie in [0, 1] (binary, or soft weights); for a label map pass (labels == class_idx)."
         )
-    return pixel_set.expand(batch_size, *pixel_set.shape[1:]).clone()
+    return weights.expand(batch_size, *weights.shape[1:]).clone()
 
 
-def _resolve_pixel_set(
-    outputs: torch.Tensor, class_idx: torch.Tensor, mask: str | torch.Tensor | Sequence[int | slice] | None
-) -> torch.Tensor:
-    if mask is None or (isinstance(mask, str) and mask == "pred"):
-        return _predicted_mask(outputs, class_idx).float()
-    if isinstance(mask, str):
-        if mask == "largest_component":
-            return _largest_component(_predicted_mask(outputs, class_idx)).float()
-        if mask == "image":
-            return torch.ones_like(outputs[:, :1])
-        raise ValueError(
-            f"unknown mask {mask!r}; use 'pred', 'largest_component', 'image', a (B|1, 1, *spatial) tensor, "
-            "a tuple of ints (one voxel) or a tuple of slices (a box)."
-        )
-    if isinstance(mask, torch.Tensor):
-        return tensor_pixel_set(mask, outputs)
-    if isinstance(mask, tuple | list):
-        return index_pixel_set(mask, outputs)
+def resolve_pixel_set(outputs: torch.Tensor, class_idx: torch.Tensor, pixel_set: PixelSetSpec) -> torch.Tensor:
+    """The pixel set M of each sample as weights (B, 1, *spatial) in [0, 1] on the outputs' device.
+
+    Args:
+        outputs: (B, C, *spatial) segmentation outputs the set is resolved on (only their values are used).
+        class_idx: (B,) class per sample.
+        pixel_set: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, ``"image"``
+            (every voxel), a (B or 1, 1, *spatial) tensor in [0, 1], a tuple of ints (one voxel) or of slices (a box);
+            see :class:`~monai_xai.enums.PixelSet`.
+
+    Raises:
+        ValueError: an unknown name, or a tensor / voxel / box that does not fit the outputs.
+        TypeError: anything else.
+    """
+    if pixel_set is None or isinstance(pixel_set, str):
+        name = as_choice(PixelSet, pixel_set or PixelSet.PRED, "pixel_set")
+        if name == PixelSet.IMAGE:
+            return torch.ones_like(outputs[:, :1], dtype=torch.float32)
+        predicted = predicted_mask(outputs, class_idx)
+        return (_largest_component(predicted) if name == PixelSet.LARGEST_COMPONENT else predicted).float()
+    if isinstance(pixel_set, torch.Tensor):
+        return tensor_pixel_set(pixel_set, outputs)
+    if isinstance(pixel_set, tuple | list):
+        return index_pixel_set(pixel_set, outputs)
     raise TypeError(
-        "mask must be None, 'pred', 'largest_component', 'image', a tensor, or a tuple of ints/slices, "
-        f"got {type(mask).__name__}."
+        f"pixel_set must be None, one of {[name.value for name in PixelSet]}, a tensor, or a tuple of ints/slices, "
+        f"got {type(pixel_set).__name__}."
     )
 
 
 def build_target(
     outputs: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
-    score: str = "logit",
+    pixel_set: PixelSetSpec = None,
+    score: Score | str = Score.LOGIT,
     warn_empty: bool = True,
 ) -> ClassTarget | SegmentationTarget:
     """Build the target for a batch from the model's outputs on it.
@@ -236,9 +256,9 @@ def build_target(
         outputs: the model's outputs on the images to explain (only their values are used, never their graph).
         class_idx: class to explain: ``None`` (classification only: the predicted class of each sample), an int for all
             samples, or one per sample (sequence or (B,) tensor). Required for segmentation outputs.
-        mask: segmentation only, the pixel set M summed over: ``None`` or ``"pred"`` (voxels predicted as the class:
-            argmax == class, or logit > 0 for single-channel outputs), ``"largest_component"`` (the largest connected
-            component of that prediction), ``"image"`` (every voxel, the same for every model; with
+        pixel_set: segmentation only, the pixel set M summed over: ``None`` or ``"pred"`` (voxels predicted as the
+            class: argmax == class, or logit > 0 for single-channel outputs), ``"largest_component"`` (the largest
+            connected component of that prediction), ``"image"`` (every voxel, the same for every model; with
             ``score="probability"`` the target is the class's expected volume, whose gradient lies where the
             prediction is uncertain), a (B or 1, 1, *spatial) tensor with values in [0, 1] (e.g. a ground-truth
             mask), a tuple of ints (one voxel, every sample) or a tuple of slices (a box, every sample).
@@ -246,12 +266,11 @@ def build_target(
         warn_empty: warn when a sample's pixel set is empty (its score is 0 whatever the input: maps all zeros).
 
     Raises:
-        ValueError: unknown score, class_idx out of range or missing for segmentation, a mask for a classifier, a mask
-            of the wrong shape or values.
+        ValueError: unknown score, class_idx out of range or missing for segmentation, a pixel set for a classifier,
+            a pixel set of the wrong shape or values.
         TypeError: outputs that are not one tensor.
     """
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+    score = as_choice(Score, score, "score")
     if not isinstance(outputs, torch.Tensor):
         raise TypeError(
             f"the model must return one tensor (B, C) or (B, C, *spatial), got {type(outputs).__name__}; wrap a "
@@ -266,8 +285,8 @@ def build_target(
         if segmentation:
             raise ValueError(
                 f"class_idx is required for segmentation outputs (shape {tuple(outputs.shape)}): pass the class "
-                "whose region to explain, e.g. class_idx=1, with mask='pred' (default), a ground-truth mask, a voxel "
-                "or a box."
+                "whose region to explain, e.g. class_idx=1, with pixel_set='pred' (default), a ground-truth mask, a "
+                "voxel or a box."
             )
         index = outputs.argmax(dim=1)
     else:
@@ -278,19 +297,19 @@ def build_target(
             f"(0..{num_classes - 1})."
         )
     if not segmentation:
-        if mask is not None:
+        if pixel_set is not None:
             raise ValueError(
-                "mask is only used for segmentation outputs (B, C, *spatial); this model returns "
+                "pixel_set is only used for segmentation outputs (B, C, *spatial); this model returns "
                 f"{tuple(outputs.shape)}."
             )
         return ClassTarget(index, score)
-    target = SegmentationTarget(index, _resolve_pixel_set(outputs, index, mask), score)
+    target = SegmentationTarget(index, resolve_pixel_set(outputs, index, pixel_set), score)
     empty = target.empty
     if warn_empty and empty.any():
         warnings.warn(
             f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
             "their score is 0 whatever the input (all-zero maps; ROAD and deletion/insertion give NaN). "
-            "Check class_idx and mask.",
+            "Check class_idx and pixel_set.",
             stacklevel=2,
         )
     return target

@@ -1,4 +1,8 @@
-"""Ignite handlers for explaining evaluators: XAI metrics per method, timing, saliency writers and MLflow tracking."""
+"""Ignite handlers for explaining evaluators: XAI metrics per method, timing, saliency writers and MLflow tracking.
+
+They read only the engine output (and batch) that an :class:`~monai_xai.inferers.XAIInferer` fills, under the keys of
+:class:`~monai_xai.enums.XAIKeys`.
+"""
 
 from monai_xai.handlers.mlflow_artifacts import XAIMLflowHandler, tracking_server_error
 from monai_xai.handlers.saliency_writer import SaliencyWriter

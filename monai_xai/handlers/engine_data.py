@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from monai.data import MetaTensor
 
-__all__ = ["engine_cases", "stack_values", "case_value"]
+__all__ = ["engine_cases", "stack_values", "case_value", "output_value"]
 
 
 def engine_cases(data: Any) -> list[dict]:
@@ -38,9 +38,20 @@ def case_value(engine: Any, index: int, key: str) -> Any:
     )
 
 
+def _stack(values: list[Any]) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(v.as_tensor() if isinstance(v, MetaTensor) else v) for v in values])
+
+
 def stack_values(engine: Any, key: str) -> torch.Tensor:
     """The current iteration's values of ``key`` stacked batch-first, on their own device (meta dropped)."""
     cases = engine_cases(engine.state.output)
-    values = [case_value(engine, index, key) for index in range(len(cases))]
-    tensors = [torch.as_tensor(v.as_tensor() if isinstance(v, MetaTensor) else v) for v in values]
-    return torch.stack(tensors)
+    return _stack([case_value(engine, index, key) for index in range(len(cases))])
+
+
+def output_value(engine: Any, key: str) -> torch.Tensor | None:
+    """The current iteration's engine-output values of ``key`` stacked batch-first, or None when the output has no
+    such key (e.g. ``"xai_pixel_set"`` for a classifier)."""
+    cases = engine_cases(engine.state.output)
+    if not all(key in case for case in cases):
+        return None
+    return _stack([case[key] for case in cases])

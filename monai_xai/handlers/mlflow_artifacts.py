@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch.distributed as dist
+from ignite import distributed as idist
 from monai.handlers import MLFlowHandler
 
 __all__ = ["XAIMLflowHandler", "tracking_server_error"]
@@ -40,10 +40,6 @@ def tracking_server_error(tracking_uri: str, timeout: float = 5.0) -> str | None
             return None
     except (urllib.error.URLError, OSError) as error:
         return str(getattr(error, "reason", error))
-
-
-def _is_rank0() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 class XAIMLflowHandler(MLFlowHandler):
@@ -92,7 +88,7 @@ class XAIMLflowHandler(MLFlowHandler):
         )
         self.tracking_uri = tracking_uri
         self.server_timeout = server_timeout
-        self.active = _is_rank0()
+        self.active = idist.get_rank() == 0
 
     def _disable(self, reason: str) -> None:
         self.active = False
@@ -118,16 +114,17 @@ class XAIMLflowHandler(MLFlowHandler):
         self._guarded(lambda: MLFlowHandler.start(self, engine))
 
     def epoch_completed(self, engine: Any) -> None:
-        """Log ``engine.state.metrics``, and each curve of ``engine.state.metric_curves`` (e.g. ROAD) as the metric
-        ``"<name>_<curve>"`` with the percentile as step, so MLflow plots it."""
+        """Log ``engine.state.metrics``, and each curve of ``engine.state.metric_curves`` (e.g. ROAD's MoRF curve of
+        a method) as the metric ``"<name>_<curve>"`` with the curve's x (e.g. the percentile) as step, so MLflow plots
+        it."""
 
         def log() -> None:
             MLFlowHandler.epoch_completed(self, engine)
-            for name, curve in (getattr(engine.state, "metric_curves", {}) or {}).items():
-                for column, value in curve.items():
-                    prefix, _, suffix = column.rpartition("_")
-                    if suffix.replace(".", "", 1).isdigit():
-                        self._log_metrics({f"{name}_{prefix}": value}, step=int(float(suffix)))
+            run_id = self.cur_run.info.run_id
+            for name, curves in getattr(engine.state, "metric_curves", {}).items():
+                for curve_name, curve in curves.items():
+                    for x, y in zip(curve.x, curve.y):
+                        self.client.log_metric(run_id, f"{name}_{curve_name}", y, step=int(x))
 
         self._guarded(log)
 

@@ -8,10 +8,11 @@ Files under ``output_dir``:
   preprocessed space, which its affine describes.
 - ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak).
 - ``cases.csv``: one row per case and method: class, seconds, files, and every per-case metric value found in
-  ``engine.state.metric_details`` under ``"<metric>_<method>"``.
+  ``engine.state.metric_details`` under ``"<metric>_<method>"`` (the headline, last, column of curve-valued metrics).
 - ``summary.csv`` / ``summary.md``: per metric and method, mean, std, min, max, n and skipped cases;
-  ``metrics.png``: one bar chart per metric; ``<metric>_<curve>_curve.png``: mean curves of curve-valued metrics
-  (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line per method).
+  ``metrics.png``: one bar chart per metric; ``<metric>_<curve>_curve.png``: the mean curves of curve-valued metrics
+  from ``engine.state.metric_curves`` (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line
+  per method).
 
 Per-case rows are gathered from all ranks and the tables are written by rank 0 on ``Events.COMPLETED``, i.e. after
 the metric handlers computed their values at the end of the epoch. Attach it before an MLflow handler so the tables
@@ -28,12 +29,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from ignite import distributed as idist
 from ignite.engine import Events
 from monai.data import MetaTensor
 from monai.transforms import SaveImage
 
+from monai_xai.enums import XAIKeys, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
-from monai_xai.inferers import CLASS_KEY, SECONDS_PREFIX, saliency_key, seconds_key
+from monai_xai.metrics.per_sample import MetricCurve
 from monai_xai.metrics.stats import summary_markdown, summary_table
 from monai_xai.visualize import plot_metric_bars, plot_metric_curves, save_overlay_png
 
@@ -63,18 +66,6 @@ def _case_stem(image: Any) -> str | None:
     return Path(name).stem
 
 
-def _curve_points(curve: dict[str, float]) -> dict[tuple[str, float], float]:
-    """``{"morf_10": v, "morf_mean": m}`` -> ``{("morf", 10.0): v}`` (columns ending in a number only)."""
-    points = {}
-    for column, value in curve.items():
-        prefix, _, suffix = column.rpartition("_")
-        try:
-            points[(prefix, float(suffix))] = value
-        except ValueError:
-            continue
-    return points
-
-
 def _writable(maps: torch.Tensor) -> MetaTensor:
     """The (1, *spatial) map with the meta MONAI 1.6's writer needs: ``spatial_shape`` and, as ``LoadImage`` +
     ``EnsureChannelFirst`` leave it, ``original_channel_dim="no_channel"``; without them ``SaveImage`` fails on 2D
@@ -84,15 +75,11 @@ def _writable(maps: torch.Tensor) -> MetaTensor:
     return MetaTensor(maps.as_tensor() if isinstance(maps, MetaTensor) else maps, meta=meta)
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def _gather(rows: list[dict]) -> list[dict]:
     """All ranks' rows in rank order (the order MONAI's metric buffers are gathered in)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if idist.get_world_size() == 1:
         return rows
-    gathered: list[list[dict]] = [[] for _ in range(dist.get_world_size())]
+    gathered: list[list[dict]] = [[] for _ in range(idist.get_world_size())]
     dist.all_gather_object(gathered, rows)
     return [row for rank_rows in gathered for row in rank_rows]
 
@@ -139,8 +126,8 @@ class SaliencyWriter:
 
     def _case_name(self, image: Any) -> str:
         stem = _case_stem(image) or f"case_{len(self._names):04d}"
-        if _rank() > 0 and _case_stem(image) is None:
-            stem = f"rank{_rank()}_{stem}"
+        if idist.get_rank() > 0 and _case_stem(image) is None:
+            stem = f"rank{idist.get_rank()}_{stem}"
         name, repeat = stem, 1
         while name in self._names:
             name, repeat = f"{stem}_{repeat}", repeat + 1
@@ -154,7 +141,7 @@ class SaliencyWriter:
             name = self._case_name(image)
             case_dir = self.output_dir / name
             case_dir.mkdir(parents=True, exist_ok=True)
-            explained = case.get(CLASS_KEY)
+            explained = case.get(XAIKeys.CLASS)
             for method in self.methods:
                 maps = case_value(engine, index, saliency_key(method))
                 row = {
@@ -189,10 +176,10 @@ class SaliencyWriter:
         """Write ``cases.csv``, ``summary.csv``, ``summary.md`` and ``metrics.png`` (rank 0)."""
         rows = _gather(self.rows)
         per_case = self._per_case_metrics(engine)
-        if _rank() > 0:
+        if idist.get_rank() > 0:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        metric_columns = sorted({metric for metric, _ in per_case if metric != SECONDS_PREFIX.rstrip("_")})
+        metric_columns = sorted({metric for metric, _ in per_case if metric != XAIKeys.SECONDS.rstrip("_")})
         for method in self.methods:
             method_rows = [row for row in rows if row["method"] == method]
             for metric in metric_columns:
@@ -228,22 +215,22 @@ class SaliencyWriter:
             plot_metric_bars(metrics, self.output_dir / "metrics.png", title="XAI metrics per method")
         self._plot_curves(getattr(engine.state, "metric_curves", {}) or {})
 
-    def _plot_curves(self, metric_curves: dict[str, dict[str, float]]) -> None:
-        """One plot per metric and curve (e.g. ROAD MoRF): score vs percentile, one line per method."""
-        figures: dict[tuple[str, str], dict[str, tuple[list[float], list[float]]]] = {}
-        for name, curve in metric_curves.items():
+    def _plot_curves(self, metric_curves: dict[str, dict[str, MetricCurve]]) -> None:
+        """One plot per metric and curve (e.g. ROAD MoRF), one line per method."""
+        figures: dict[tuple[str, str], dict[str, MetricCurve]] = {}
+        for name, curves in metric_curves.items():
             parsed = split_metric_name(name, self.methods)
             if parsed is None:
                 continue
-            for (prefix, x), value in sorted(_curve_points(curve).items()):
-                xs, ys = figures.setdefault((parsed[0], prefix), {}).setdefault(parsed[1], ([], []))
-                xs.append(x)
-                ys.append(value)
-        for (metric, prefix), lines in figures.items():
+            metric, method = parsed
+            for curve_name, curve in curves.items():
+                figures.setdefault((metric, curve_name), {})[method] = curve
+        for (metric, curve_name), per_method in figures.items():
+            first = next(iter(per_method.values()))
             plot_metric_curves(
-                lines,
-                self.output_dir / f"{metric}_{prefix}_curve.png",
-                xlabel="pixels kept (%)",
-                ylabel="score change",
-                title=f"{metric}: {prefix}",
+                {method: (curve.x, curve.y) for method, curve in per_method.items()},
+                self.output_dir / f"{metric}_{curve_name}_curve.png",
+                xlabel=first.x_label,
+                ylabel=first.y_label,
+                title=f"{metric}: {curve_name}",
             )

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from monai_xai.enums import MetricInput, seconds_key
 from monai_xai.handlers.xai_metrics import SaliencyMetricHandler
-from monai_xai.inferers import seconds_key
 from monai_xai.metrics.per_sample import PerSampleMetric
 
 __all__ = ["XAITimingHandler", "CaseValueMetric"]
@@ -39,6 +39,6 @@ class XAITimingHandler:
     def attach(self, engine: Any) -> None:
         for method in self.methods:
             key = seconds_key(method)
-            handler = SaliencyMetricHandler(CaseValueMetric(), name=key, pred_key=key, reference=None)
+            handler = SaliencyMetricHandler(CaseValueMetric(), name=key, pred_key=key, compares_with=MetricInput.NONE)
             handler.attach(engine)
             self.handlers[key] = handler

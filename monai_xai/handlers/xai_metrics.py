@@ -1,13 +1,13 @@
 """Ignite handlers that score the CAMs an :class:`~monai_xai.inferers.XAIInferer` puts into the engine output.
 
-``SaliencyMetricHandler`` is MONAI's ``IgniteMetricHandler`` fed from the engine's per-case dicts: the maps of one
-method as ``y_pred``, the ground-truth region, the input images or nothing as ``y``, and, for metrics that re-run the
-model, the explained class as ``class_idx`` and, for a segmentation network, the explained pixel set as ``mask`` (see
-:func:`explained_pixel_set`), so that they score exactly what the maps explain. Values land in
-``engine.state.metrics[name]``, per-case values in ``engine.state.metric_details[name]`` (what MONAI's
-``MetricsSaver`` writes) and, for curve-valued metrics such as ROAD, the mean curve in
-``engine.state.metric_curves[name]``; the cumulative metrics all-gather their buffers, so a run split over ranks
-aggregates to the one-process result.
+``SaliencyMetricHandler`` is MONAI's ``IgniteMetricHandler`` fed from the engine's per-case dicts (keys of
+:class:`~monai_xai.enums.XAIKeys`): the maps of one method as ``y_pred``, and, by what the metric compares them with,
+the ground-truth region, or the input images plus the explained class (``"xai_class"``) and, for a segmentation
+network, the explained pixel set (``"xai_pixel_set"``), so that metrics re-running the network score exactly what the
+maps explain. Values land in ``engine.state.metrics[name]``, per-case values in ``engine.state.metric_details[name]``
+(what MONAI's ``MetricsSaver`` writes) and, for curve-valued metrics such as ROAD, the mean curves in
+``engine.state.metric_curves[name]`` as ``{curve name: MetricCurve}``; the cumulative metrics all-gather their
+buffers, so a run split over ranks aggregates to the one-process result.
 
 ``XAIMetricHandler`` attaches one such handler per metric and explanation method, named ``"<metric>_<method>"``; it
 is what the config overlays use, because a bundle's ``handlers`` list cannot grow with (command-line) lists of metrics
@@ -18,85 +18,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
+from ignite.engine import Engine
+from ignite.metrics.metric import reinit__is_reduced
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.handlers.engine_data import engine_cases, stack_values
-from monai_xai.inferers import CLASS_KEY, XAIInferer, saliency_key
+from monai_xai.enums import MetricInput, RoadOrder, Score, XAIKeys, as_choice, saliency_key
+from monai_xai.handlers.engine_data import output_value, stack_values
+from monai_xai.metrics.localization import (
+    EHRAUCMetric,
+    HeatDiffMetric,
+    PointingGameMetric,
+    RelevanceMassAccuracyMetric,
+)
+from monai_xai.metrics.per_sample import CurveMetric, MetricCurve
+from monai_xai.metrics.perturbation_curves import DeletionInsertionMetric
+from monai_xai.metrics.road import ROADMetric
+from monai_xai.utils import label_mask
 
-__all__ = [
-    "SaliencyMetricHandler",
-    "XAIMetricHandler",
-    "XAIMetricSpec",
-    "XAI_METRICS",
-    "explained_pixel_set",
-    "region_mask",
-]
-
-REFERENCES = ("mask", "image", None)
+__all__ = ["SaliencyMetricHandler", "XAIMetricHandler", "XAIMetricSpec", "XAI_METRICS", "region_mask"]
 
 
-def region_mask(label: torch.Tensor, class_idx: torch.Tensor, label_value: int | str | None) -> torch.Tensor:
-    """Binary ground-truth region per case from a label batch.
+def region_mask(label: torch.Tensor, class_idx: torch.Tensor | None, region_value: int | str | None) -> torch.Tensor:
+    """Binary ground-truth region per case from a label batch (:func:`~monai_xai.utils.label_mask`).
 
     Args:
         label: (B, 1, *spatial) mask or label map, or (B, C, *spatial) one-hot labels.
-        class_idx: (B,) explained class per case (used when ``label_value == "class"``).
-        label_value: None: ``label > 0`` (any foreground; one-hot labels: any non-background channel); an int: voxels
-            equal to it (one-hot: that channel); ``"class"``: the explained class of each case.
+        class_idx: (B,) explained class per case (used when ``region_value == "class"``).
+        region_value: None: any foreground; an int: voxels equal to it (one-hot: that channel); ``"class"``: the
+            explained class of each case.
 
     Returns:
         (B, 1, *spatial) float mask in {0, 1}.
     """
-    if label.ndim < 3:
-        raise ValueError(
-            f"the region mask must be (B, 1, *spatial) or one-hot (B, C, *spatial), got shape {tuple(label.shape)}; "
-            "a classification label is not a region: set mask_key to the batch key of the lesion/ROI mask."
-        )
-    if label_value == "class":
-        value = class_idx.to(label.device)
-    elif label_value is None:
-        one_hot = label.shape[1] > 1
-        return (label[:, 1:].sum(dim=1, keepdim=True) > 0 if one_hot else label > 0).float()
-    elif isinstance(label_value, int):
-        value = torch.full((label.shape[0],), label_value, device=label.device)
-    else:
-        raise ValueError(f'label_value must be None, an int or "class", got {label_value!r}.')
-    if label.shape[1] > 1:
-        index = value.reshape(-1, 1, *([1] * (label.ndim - 2))).expand(-1, 1, *label.shape[2:])
-        return (label.gather(1, index.long()) > 0).float()
-    return (label == value.reshape(-1, *([1] * (label.ndim - 1))).to(label.dtype)).float()
-
-
-def explained_pixel_set(engine: Any, class_idx: torch.Tensor) -> str | torch.Tensor | None:
-    """The segmentation pixel set the engine's :class:`~monai_xai.inferers.XAIInferer` explained, as the ``mask`` of
-    ``road`` / ``deletion_insertion``.
-
-    Args:
-        engine: the evaluator; its ``inferer`` says how the pixel set was chosen.
-        class_idx: (B,) class each case explains (the inferer's ``"xai_class"``).
-
-    Returns:
-        None for a classifier (per-case ``"pred"`` without spatial dims) or when the engine's inferer is not an
-        ``XAIInferer`` (the metrics then take the predicted region); the inferer's ``mask`` (``"pred"``,
-        ``"largest_component"`` or ``"image"``, resolved again on the unperturbed images as the inferer did); or,
-        with the inferer's ``mask_key``, (B, 1, *spatial) region of each case's class in that label of the batch (the
-        inferer reads it from the batch too, before any postprocessing).
-    """
-    inferer = getattr(engine, "inferer", None)
-    prediction = engine_cases(engine.state.output)[0].get(CommonKeys.PRED)
-    if not isinstance(inferer, XAIInferer) or getattr(prediction, "ndim", 0) < 2:
-        return None
-    if inferer.mask_key is None:
-        return inferer.mask
-    labels = [case[inferer.mask_key] for case in engine_cases(engine.state.batch)]
-    label = torch.stack([torch.as_tensor(v.as_tensor() if hasattr(v, "as_tensor") else v) for v in labels])
-    return region_mask(label, class_idx, "class")
+    if region_value == "class":
+        return label_mask(label, class_idx)
+    if region_value is None or (isinstance(region_value, int) and not isinstance(region_value, bool)):
+        return label_mask(label, region_value)
+    raise ValueError(f'region_value must be None, an int or "class", got {region_value!r}.')
 
 
 class SaliencyMetricHandler(IgniteMetricHandler):
@@ -106,13 +71,12 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         metric_fn: a ``CumulativeIterationMetric``, called as ``metric_fn(y_pred, y, **kwargs)`` on batch-first tensors.
         name: key in ``engine.state.metrics`` / ``metric_details``, e.g. ``"ehr_auc_gradcam"``.
         pred_key: engine-output key of ``y_pred``, e.g. ``"saliency_gradcam"`` (B, 1, *spatial).
-        reference: what ``y`` is: ``"mask"`` (binary region from ``mask_key``, see :func:`region_mask`), ``"image"``
-            (the input images (B, C, *spatial)) or None (no ``y``).
-        mask_key: output or batch key of the region for ``reference="mask"`` (default ``"label"``).
-        label_value: which region of ``mask_key``: None (foreground), an int, or ``"class"`` (the explained class).
-        pass_class: pass ``class_idx`` (the explained class per case, ``"xai_class"``) to ``metric_fn``.
-        pass_pixel_set: pass ``mask`` (the explained pixel set of a segmentation network, see
-            :func:`explained_pixel_set`) to ``metric_fn``; nothing is passed for classifiers.
+        compares_with: what ``y`` is (:class:`~monai_xai.enums.MetricInput`): ``"region"`` (binary ground truth from
+            ``region_key``, see :func:`region_mask`), ``"image"`` (the input images (B, C, *spatial); the metric also
+            gets ``class_idx``, the explained class, and ``pixel_set``, the explained pixel set of a segmentation
+            network) or ``"none"`` (no ``y``).
+        region_key: output or batch key of the region (default ``"label"``).
+        region_value: which region of ``region_key``: None (foreground), an int, or ``"class"`` (the explained class).
         save_details: keep per-case values in ``engine.state.metric_details[name]``.
     """
 
@@ -121,61 +85,64 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         metric_fn: CumulativeIterationMetric,
         name: str,
         pred_key: str,
-        reference: str | None = "mask",
-        mask_key: str = "label",
-        label_value: int | str | None = None,
-        pass_class: bool = False,
-        pass_pixel_set: bool = False,
+        compares_with: MetricInput | str = MetricInput.REGION,
+        region_key: str = CommonKeys.LABEL,
+        region_value: int | str | None = None,
         save_details: bool = True,
     ) -> None:
-        if reference not in REFERENCES:
-            raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}.")
         super().__init__(metric_fn=metric_fn, save_details=save_details)
         self.name = name
         self.pred_key = pred_key
-        self.reference = reference
-        self.mask_key = mask_key
-        self.label_value = label_value
-        self.pass_class = pass_class
-        self.pass_pixel_set = pass_pixel_set
+        self.compares_with = as_choice(MetricInput, compares_with, "compares_with")
+        self.region_key = region_key
+        self.region_value = region_value
+        self.curves: dict[str, MetricCurve] = {}
 
-    def attach(self, engine: Any, name: str | None = None) -> None:  # type: ignore[override]
+    def attach(self, engine: Engine, name: str | None = None) -> None:  # type: ignore[override]
         """Attach under ``name`` (default: the name given at construction), so a bundle's ``handlers`` list works."""
         super().attach(engine, self.name if name is None else name)
 
-    def compute(self) -> Any:
-        """The reduced metric; a curve-valued metric (e.g. ``ROADMetric``: one value per named column) is reported by
-        its last column (the mean over percentiles, or ROADCombined) and the whole curve goes to
-        ``engine.state.metric_curves[name]`` as ``{column name: value}``."""
-        result = super().compute()
-        columns = getattr(self.metric_fn, "column_names", None)
-        if not isinstance(result, torch.Tensor) or result.ndim != 1 or columns is None:
-            return result
-        curve = dict(zip(columns, (float(v) for v in result.tolist())))
-        if not hasattr(self._engine.state, "metric_curves"):
-            self._engine.state.metric_curves = {}
-        self._engine.state.metric_curves[self._name] = curve
-        return curve[columns[-1]]
+    def iteration_completed(self, engine: Engine) -> None:
+        """Feed the current iteration's cases to the metric (ignite's ``output_transform`` sees only the output, and
+        a region may be in the batch only)."""
+        self.update(self._metric_inputs(engine))
 
-    def iteration_completed(self, engine: Any) -> None:
-        """Feed the current iteration's cases to the metric (the ignite ``output_transform`` sees only the output)."""
-        y_pred = stack_values(engine, self.pred_key)
-        kwargs: dict[str, torch.Tensor] = {}
-        needs_class = self.pass_class or self.pass_pixel_set or self.label_value == "class"
-        class_idx = stack_values(engine, CLASS_KEY).reshape(-1) if needs_class else None
-        y = None
-        if self.reference == "image":
-            y = stack_values(engine, "image")
-        elif self.reference == "mask":
-            y = region_mask(stack_values(engine, self.mask_key).to(y_pred.device), class_idx, self.label_value)
-        if self.pass_class:
-            kwargs["class_idx"] = class_idx
-        if self.pass_pixel_set:
-            pixel_set = explained_pixel_set(engine, class_idx)
-            if pixel_set is not None:
-                kwargs["mask"] = pixel_set
-        self._is_reduced = False
+    @reinit__is_reduced
+    def update(self, output: tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]) -> None:
+        """``metric_fn(y_pred, y, **kwargs)`` for ``output = (y_pred, y, kwargs)``."""
+        y_pred, y, kwargs = output
         self.metric_fn(y_pred, y, **kwargs)
+
+    def _metric_inputs(self, engine: Engine) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
+        y_pred = stack_values(engine, self.pred_key)
+        if self.compares_with == MetricInput.NONE:
+            return y_pred, None, {}
+        if self.compares_with == MetricInput.REGION:
+            label = stack_values(engine, self.region_key).to(y_pred.device)
+            class_idx = stack_values(engine, XAIKeys.CLASS).reshape(-1) if self.region_value == "class" else None
+            return y_pred, region_mask(label, class_idx, self.region_value), {}
+        explained = {
+            "class_idx": stack_values(engine, XAIKeys.CLASS).reshape(-1),
+            "pixel_set": output_value(engine, XAIKeys.PIXEL_SET),  # None for a classifier
+        }
+        return y_pred, stack_values(engine, CommonKeys.IMAGE), explained
+
+    def compute(self) -> Any:
+        """The reduced metric; a curve-valued metric (:class:`~monai_xai.metrics.CurveMetric`, e.g. ROAD) is
+        reported by its headline (last) column and its curves are kept in :attr:`curves`."""
+        result = super().compute()
+        if not isinstance(self.metric_fn, CurveMetric):
+            return result
+        self.curves = self.metric_fn.curves(result)
+        return float(result[-1])
+
+    def completed(self, engine: Engine, name: str) -> None:
+        """Store the metric; for a curve-valued one also its curves in ``engine.state.metric_curves[name]``."""
+        super().completed(engine, name)
+        if self.curves:
+            if not hasattr(engine.state, "metric_curves"):
+                engine.state.metric_curves = {}
+            engine.state.metric_curves[name] = self.curves
 
 
 @dataclass(frozen=True)
@@ -183,56 +150,29 @@ class XAIMetricSpec:
     """How to build and feed one XAI metric.
 
     Attributes:
-        build: ``build(network, **metric_args) -> CumulativeIterationMetric`` (only metrics that re-run the model use
-            ``network``).
-        reference: ``y`` of the metric: ``"mask"``, ``"image"`` or None (see :class:`SaliencyMetricHandler`).
-        pass_class: whether the metric takes ``class_idx``.
-        pass_pixel_set: whether the metric takes ``mask``, the segmentation pixel set the maps explain.
+        build: ``build(**metric_args) -> CumulativeIterationMetric``; metrics that compare with the ``IMAGE`` re-run
+            the network and are built as ``build(network, **metric_args)``.
+        compares_with: what the maps are compared with (see :class:`SaliencyMetricHandler`).
     """
 
-    build: Callable[..., CumulativeIterationMetric]  # build(network | None, **metric_args)
-    reference: str | None
-    pass_class: bool = False
-    pass_pixel_set: bool = False
+    build: Callable[..., CumulativeIterationMetric]
+    compares_with: MetricInput
 
-
-def _localization(class_name: str) -> Callable[..., CumulativeIterationMetric]:
-    def build(network: nn.Module | None, **metric_args: Any) -> CumulativeIterationMetric:
-        from monai_xai.metrics import localization
-
-        return getattr(localization, class_name)(**metric_args)
-
-    return build
-
-
-def _perturbation_curve(mode: str) -> Callable[..., CumulativeIterationMetric]:
-    def build(network: nn.Module, **metric_args: Any) -> CumulativeIterationMetric:
-        from monai_xai.metrics.perturbation_curves import DeletionInsertionMetric
-
-        return DeletionInsertionMetric(network, mode=mode, **metric_args)
-
-    return build
-
-
-def _road(order: str) -> Callable[..., CumulativeIterationMetric]:
-    def build(network: nn.Module, **metric_args: Any) -> CumulativeIterationMetric:
-        from monai_xai.metrics.road import ROADMetric
-
-        return ROADMetric(network, order=order, **metric_args)
-
-    return build
+    @property
+    def reruns_network(self) -> bool:
+        return self.compares_with == MetricInput.IMAGE
 
 
 XAI_METRICS: dict[str, XAIMetricSpec] = {
-    "ehr_auc": XAIMetricSpec(_localization("EHRAUCMetric"), "mask"),
-    "heat_diff": XAIMetricSpec(_localization("HeatDiffMetric"), "mask"),
-    "pointing_game": XAIMetricSpec(_localization("PointingGameMetric"), "mask"),
-    "relevance_mass": XAIMetricSpec(_localization("RelevanceMassAccuracyMetric"), "mask"),
-    "deletion": XAIMetricSpec(_perturbation_curve("deletion"), "image", pass_class=True, pass_pixel_set=True),
-    "insertion": XAIMetricSpec(_perturbation_curve("insertion"), "image", pass_class=True, pass_pixel_set=True),
-    "road_morf": XAIMetricSpec(_road("morf"), "image", pass_class=True, pass_pixel_set=True),
-    "road_lerf": XAIMetricSpec(_road("lerf"), "image", pass_class=True, pass_pixel_set=True),
-    "road_combined": XAIMetricSpec(_road("combined"), "image", pass_class=True, pass_pixel_set=True),
+    "ehr_auc": XAIMetricSpec(EHRAUCMetric, MetricInput.REGION),
+    "heat_diff": XAIMetricSpec(HeatDiffMetric, MetricInput.REGION),
+    "pointing_game": XAIMetricSpec(PointingGameMetric, MetricInput.REGION),
+    "relevance_mass": XAIMetricSpec(RelevanceMassAccuracyMetric, MetricInput.REGION),
+    "deletion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="deletion"), MetricInput.IMAGE),
+    "insertion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="insertion"), MetricInput.IMAGE),
+    "road_morf": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.MORF), MetricInput.IMAGE),
+    "road_lerf": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.LERF), MetricInput.IMAGE),
+    "road_combined": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.COMBINED), MetricInput.IMAGE),
 }
 
 
@@ -251,8 +191,8 @@ class XAIMetricHandler:
         metric_args: keyword arguments per metric class, e.g. ``{"road_combined": {"percentiles": [10, 50, 90]}}``.
         score: the score the maps explain (the ``XAIInferer``'s ``score``, in a bundle ``"@xai_score"``): ``"logit"``
             or ``"probability"``. The ROAD metrics score it unless their ``metric_args`` set ``score``; deletion and
-            insertion score the class probability (RISE) unless theirs set ``apply_softmax``.
-        mask_key, label_value: the ground-truth region (see :func:`region_mask`); used by region metrics only.
+            insertion score the class probability (RISE) unless theirs set ``score``.
+        region_key, region_value: the ground-truth region (see :func:`region_mask`); used by region metrics only.
         save_details: keep per-case values in ``engine.state.metric_details``.
 
     Example (bundle config)::
@@ -266,9 +206,9 @@ class XAIMetricHandler:
         methods: str | Sequence[str],
         network: nn.Module | None = None,
         metric_args: dict[str, dict] | None = None,
-        score: str = "logit",
-        mask_key: str = "label",
-        label_value: int | str | None = None,
+        score: Score | str = Score.LOGIT,
+        region_key: str = CommonKeys.LABEL,
+        region_value: int | str | None = None,
         save_details: bool = True,
     ) -> None:
         self.metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
@@ -282,35 +222,37 @@ class XAIMetricHandler:
         stray = sorted(set(self.metric_args) - set(XAI_METRICS))
         if stray:
             raise ValueError(f"metric_args has keys {stray} that are not metrics; available: {sorted(XAI_METRICS)}.")
-        rerun = [metric for metric in self.metrics if XAI_METRICS[metric].reference == "image"]
+        rerun = [metric for metric in self.metrics if XAI_METRICS[metric].reruns_network]
         if rerun and not isinstance(network, nn.Module):
             raise ValueError(
                 f"metrics {rerun} re-run the model on perturbed images: pass network= the evaluated network "
                 '(in a bundle config: "network": "@network").'
             )
+        score = as_choice(Score, score, "score")
         for metric in ("road_morf", "road_lerf", "road_combined"):
             self.metric_args.setdefault(metric, {}).setdefault("score", score)
         self.network = network
-        self.mask_key = mask_key
-        self.label_value = label_value
+        self.region_key = region_key
+        self.region_value = region_value
         self.save_details = save_details
         self.handlers: dict[str, SaliencyMetricHandler] = {}
 
-    def attach(self, engine: Any) -> None:
+    def _build(self, metric: str) -> CumulativeIterationMetric:
+        spec, metric_args = XAI_METRICS[metric], self.metric_args.get(metric, {})
+        return spec.build(self.network, **metric_args) if spec.reruns_network else spec.build(**metric_args)
+
+    def attach(self, engine: Engine) -> None:
         """Build each metric for each method and attach it to ``engine``."""
         for metric in self.metrics:
-            spec = XAI_METRICS[metric]
             for method in self.methods:
                 name = f"{metric}_{method}"
                 handler = SaliencyMetricHandler(
-                    metric_fn=spec.build(self.network, **self.metric_args.get(metric, {})),
+                    metric_fn=self._build(metric),
                     name=name,
                     pred_key=saliency_key(method),
-                    reference=spec.reference,
-                    mask_key=self.mask_key,
-                    label_value=self.label_value,
-                    pass_class=spec.pass_class,
-                    pass_pixel_set=spec.pass_pixel_set,
+                    compares_with=XAI_METRICS[metric].compares_with,
+                    region_key=self.region_key,
+                    region_value=self.region_value,
                     save_details=self.save_details,
                 )
                 handler.attach(engine)

@@ -23,13 +23,13 @@ from monai.transforms import SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 
-from monai_xai.cams import GRADIENT_METHODS, PERTURBATION_METHODS, CAMExplainer
+from monai_xai.bundle import ExplainSettings
+from monai_xai.cams import CAMExplainer, method_names
+from monai_xai.enums import PixelSet, Score
 from monai_xai.label.heatmap_io import HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
-    PIXEL_SETS,
     PREDICTED,
     RESULT_VOLUMES,
-    SCORES,
     ExplainOptions,
     InvalidExplainRequest,
     parse_explain_options,
@@ -39,8 +39,8 @@ __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS"]
 
 logger = logging.getLogger(__name__)
 
-# Gradient methods first (one forward and one backward pass), perturbation methods last (many forward passes).
-DEFAULT_METHODS = ("gradcam", *[name for name in GRADIENT_METHODS if name != "gradcam"], *PERTURBATION_METHODS)
+# Every registered method: gradient methods first (one forward and one backward pass), perturbation methods last.
+DEFAULT_METHODS = tuple(method_names())
 _OPTIONS_KEY = "explain_options"
 
 
@@ -89,12 +89,17 @@ class BundleExplainTask(CompatibleBundleInferTask):
     Bad requests raise ``fastapi.HTTPException`` (422 with the reason; 404 for a missing image) so MONAI Label's REST
     server answers with the message and keeps serving.
 
+    The defaults of a request are what the bundle's own ``configs/explain.json`` recommends when it has one
+    (:class:`~monai_xai.bundle.ExplainSettings`: its first method, its layer, pixel set and score come first in the
+    offered lists), else the first of each list. The default class stays the predicted one for classifiers and the
+    first foreground class for segmenters.
+
     Args:
         path: bundle folder (``configs/inference.json``, ``configs/metadata.json``, ``models/model.pt``).
         conf: MONAI Label app conf (``preload`` is read, as by ``BundleInferTask``).
         methods: offered CAM methods, the first is the default; default :data:`DEFAULT_METHODS`.
-        target_layers: offered layers (dotted names), the first is the default; default the keys of the bundle
-            metadata's ``cam_target_layers``.
+        target_layers: offered layers (dotted names), the first is the default; default the bundle's
+            ``xai_target_layer`` (when one layer name), then the keys of the bundle metadata's ``cam_target_layers``.
         n_bins: default number of heat bins.
         min_heat: default heat below which voxels stay unlabelled, in [0, 1].
         const: bundle constants (config names and keys), as for ``BundleInferTask``.
@@ -122,13 +127,16 @@ class BundleExplainTask(CompatibleBundleInferTask):
         channel_def = outputs.get("channel_def", {})
         self.class_names = [str(channel_def.get(str(c), f"class {c}")) for c in range(int(outputs["num_channels"]))]
 
-        self.methods = tuple(methods) if methods is not None else DEFAULT_METHODS
-        unknown = [name for name in self.methods if name not in GRADIENT_METHODS and name not in PERTURBATION_METHODS]
-        if not self.methods or unknown:
-            raise ValueError(
-                f"methods must be a non-empty subset of {[*GRADIENT_METHODS, *PERTURBATION_METHODS]}, got {methods}."
-            )
-        self.target_layers = tuple(target_layers or metadata.get("cam_target_layers", {}))
+        settings = ExplainSettings.from_bundle(path, overlays=())
+        offered = tuple(methods) if methods is not None else DEFAULT_METHODS
+        unknown = [name for name in offered if name not in DEFAULT_METHODS]
+        if not offered or unknown:
+            raise ValueError(f"methods must be a non-empty subset of {list(DEFAULT_METHODS)}, got {methods}.")
+        self.methods = _default_first(offered, next((m for m in settings.methods if m in offered), None))
+        bundle_layer = [settings.target_layers] if isinstance(settings.target_layers, str) else []
+        self.target_layers = tuple(
+            target_layers or dict.fromkeys([*bundle_layer, *metadata.get("cam_target_layers", {})])
+        )
         if not self.target_layers:
             raise ValueError(
                 f"{path}: no target layers; pass target_layers=[...] or list them in the bundle metadata as "
@@ -146,13 +154,15 @@ class BundleExplainTask(CompatibleBundleInferTask):
         )
         foreground = [name for name in self.class_names if name.lower() != "background"]
         class_choices = [*foreground, *[n for n in self.class_names if n not in foreground]]
+        self.pixel_sets = _default_first(tuple(PixelSet), settings.pixel_set)
+        self.scores = _default_first(tuple(Score), settings.score)
         self._config.update(
             {
                 "method": list(self.methods),
                 "target_layer": list(self.target_layers),
                 "class": class_choices if self.segmentation else [PREDICTED, *self.class_names],
-                **({"pixel_set": list(PIXEL_SETS)} if self.segmentation else {}),
-                "score": list(SCORES),
+                **({"pixel_set": [str(name) for name in self.pixel_sets]} if self.segmentation else {}),
+                "score": [str(name) for name in self.scores],
                 "bins": n_bins,
                 "min_heat": min_heat,
                 "result_volume": list(RESULT_VOLUMES),
@@ -166,8 +176,8 @@ class BundleExplainTask(CompatibleBundleInferTask):
             "classes": self.class_names,
             "methods": list(self.methods),
             "target_layers": list(self.target_layers),
-            "pixel_sets": list(PIXEL_SETS) if self.segmentation else [],
-            "scores": list(SCORES),
+            "pixel_sets": [str(name) for name in self.pixel_sets] if self.segmentation else [],
+            "scores": [str(name) for name in self.scores],
             "result_volumes": list(RESULT_VOLUMES),
             "bins": self.n_bins,
             "min_heat": self.min_heat,
@@ -231,7 +241,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             network, options.target_layer, methods=(options.method,), score=options.score, **_window_options(inferer)
         )
         with torch.enable_grad():
-            heatmap = explainer(pixels, class_idx=class_idx, mask=options.pixel_set)[options.method][0]
+            heatmap = explainer(pixels, class_idx=class_idx, pixel_set=options.pixel_set)[options.method][0]
         affine = image.affine if isinstance(image, MetaTensor) else None
         data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
         data[self.output_json_key] = summary
@@ -288,6 +298,13 @@ class BundleExplainTask(CompatibleBundleInferTask):
         summary["min_heat"] = options.min_heat
         summary["label_colors"] = {b.name: list(b.color) for b in bins}
         return summary
+
+
+def _default_first(choices: tuple[str, ...], default: str | None) -> tuple[str, ...]:
+    """``choices`` with ``default`` moved to the front (MONAI Label's convention: the first item is the default)."""
+    if default is None or default not in choices:
+        return choices
+    return (default, *[choice for choice in choices if choice != default])
 
 
 def _window_options(inferer: Inferer) -> dict[str, Any]:

@@ -10,23 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from monai_xai.enums import PixelSet, Score
 from monai_xai.label.heatmap_io import heat_bins
 
 __all__ = [
     "ExplainOptions",
     "InvalidExplainRequest",
-    "PIXEL_SETS",
     "RESULT_VOLUMES",
     "PREDICTED",
-    "SCORES",
     "parse_explain_options",
 ]
 
 PREDICTED = "predicted"
-# Segmentation pixel sets selectable by name (see monai_xai.cams.targets.build_target).
-PIXEL_SETS = ("pred", "largest_component", "image")
-# The explained score of the class: "image" with "probability" is the class's expected volume.
-SCORES = ("logit", "probability")
 # "bins": uint8 label map of heat bins (what Slicer displays as segments); "heatmap": float32 volume in [0, 1].
 RESULT_VOLUMES = ("bins", "heatmap")
 
@@ -43,8 +38,8 @@ class ExplainOptions:
         method: CAM method name (``monai_xai.cams`` registry name).
         target_layer: dotted name of the explained layer.
         class_idx: output channel to explain; None for a classifier means its predicted class.
-        pixel_set: segmentation only: ``"pred"``, ``"largest_component"`` or ``"image"``; None for classifiers.
-        score: ``"logit"`` or ``"probability"`` (softmax over classes, sigmoid for one output channel).
+        pixel_set: segmentation only, a :class:`~monai_xai.enums.PixelSet`; None for classifiers.
+        score: a :class:`~monai_xai.enums.Score` (softmax over classes, sigmoid for one output channel).
         n_bins: number of heat bins of the label-map result, 1 to 255.
         min_heat: heat below this is left unlabelled in the label-map result, in [0, 1].
         result_volume: ``"bins"`` (uint8 label map) or ``"heatmap"`` (float32 in [0, 1]).
@@ -53,8 +48,8 @@ class ExplainOptions:
     method: str
     target_layer: str
     class_idx: int | None
-    pixel_set: str | None
-    score: str
+    pixel_set: PixelSet | None
+    score: Score
     n_bins: int
     min_heat: float
     result_volume: str
@@ -72,7 +67,7 @@ def _chosen(params: Mapping[str, object], key: str, default: object) -> object:
 def _choice(params: Mapping[str, object], key: str, allowed: Sequence[str]) -> str:
     value = _chosen(params, key, allowed[0])
     if not isinstance(value, str) or value not in allowed:
-        raise InvalidExplainRequest(f"unknown {key} {value!r}; choose one of {list(allowed)}.")
+        raise InvalidExplainRequest(f"unknown {key} {value!r}; choose one of {[str(item) for item in allowed]}.")
     return value
 
 
@@ -130,8 +125,8 @@ def parse_explain_options(
         foreground = [name for name in class_names if name.lower() != "background"]
         default_class = (foreground or list(class_names))[0] if segmentation else PREDICTED
     class_idx = _class_index(_chosen(params, "class", default_class), class_names, segmentation)
-    pixel_set = _choice(params, "pixel_set", PIXEL_SETS) if segmentation else None
-    score = _choice(params, "score", SCORES)
+    pixel_set = PixelSet(_choice(params, "pixel_set", tuple(PixelSet))) if segmentation else None
+    score = Score(_choice(params, "score", tuple(Score)))
 
     n_bins = _chosen(params, "bins", default_bins)
     try:

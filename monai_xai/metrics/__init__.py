@@ -7,7 +7,7 @@ from monai_xai.metrics.calibration import (
     fit_temperature,
     reliability_diagram_data,
 )
-from monai_xai.metrics.imputation import neighbour_weights, noisy_linear_impute
+from monai_xai.metrics.imputation import NoisyLinearImputer, neighbour_weights, noisy_linear_impute
 from monai_xai.metrics.localization import (
     EHRAUCMetric,
     HeatDiffMetric,
@@ -23,7 +23,7 @@ from monai_xai.metrics.localization import (
     saliency_dice,
     saliency_iou,
 )
-from monai_xai.metrics.per_sample import PerSampleMetric
+from monai_xai.metrics.per_sample import CurveMetric, MetricCurve, PerSampleMetric
 from monai_xai.metrics.perturbation_curves import DeletionInsertionMetric, PerturbationCurve, deletion_insertion
 from monai_xai.metrics.road import ROADCurve, ROADMetric, removal_masks, road, road_combined
 from monai_xai.metrics.similarity import (
@@ -86,6 +86,9 @@ __all__ = [
     "AnovaTukey",
     "MethodSummary",
     "PerSampleMetric",
+    "CurveMetric",
+    "MetricCurve",
+    "NoisyLinearImputer",
     "noisy_linear_impute",
     "neighbour_weights",
     "road",

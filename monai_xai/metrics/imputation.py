@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["neighbour_weights", "noisy_linear_impute", "solve_masked_laplace"]
+__all__ = ["NoisyLinearImputer", "neighbour_weights", "noisy_linear_impute", "solve_masked_laplace"]
 
 _NEIGHBOURHOODS = {2: (8, 4), 3: (26, 6)}
 # Below this many nodes per system the coarsest multigrid level is solved by a dense factorisation.
@@ -148,6 +148,44 @@ def noisy_linear_impute(
             solution.shape, generator=generator, dtype=solution.dtype, device=solution.device
         )
     return torch.where(remove_mask, solution.to(images.dtype), images)
+
+
+@dataclass(frozen=True)
+class NoisyLinearImputer:
+    """ROAD's noisy linear imputation with its settings fixed once: ``imputer(images, remove_mask) -> imputed``.
+
+    This is the object the perturbation metrics take (pytorch-grad-cam's ROAD pattern), so the imputation's settings
+    are one argument of :func:`~monai_xai.metrics.road` and :class:`~monai_xai.metrics.ROADMetric`, and another
+    imputer (any callable with the same signature) can replace it.
+
+    Attributes:
+        noise: standard deviation of the noise added to the imputed pixels, absolute, in image units (ROAD: 0.01 on
+            [0, 1] images).
+        neighbourhood: 8 or 4 in 2D, 26 or 6 in 3D (default: the full one); see :func:`neighbour_weights`.
+        spacing: physical pixel size per spatial axis for the weights; ``None`` for isotropic.
+        generator: torch generator on the images' device for reproducible noise.
+
+    Example::
+
+        imputer = NoisyLinearImputer(noise=0.01, spacing=(2.0, 0.8, 0.8))
+        road(model, volumes, saliency, class_idx=1, imputer=imputer)
+    """
+
+    noise: float = 0.01
+    neighbourhood: int | None = None
+    spacing: Sequence[float] | None = None
+    generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.noise < 0:
+            raise ValueError(f"noise is a standard deviation and must be >= 0, got {self.noise}.")
+
+    def __call__(self, images: torch.Tensor, remove_mask: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) images with the pixels of ``remove_mask`` (B, 1, *spatial) bool imputed, see
+        :func:`noisy_linear_impute`."""
+        return noisy_linear_impute(
+            images, remove_mask, self.noise, self.neighbourhood, self.spacing, generator=self.generator
+        )
 
 
 def _samples_per_solve(images: torch.Tensor) -> int:

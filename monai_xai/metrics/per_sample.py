@@ -9,6 +9,7 @@ defined samples only and ``not_nans`` (``get_not_nans=True``) says how many thos
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import torch
 from monai.metrics import CumulativeIterationMetric
@@ -17,7 +18,7 @@ from monai.utils import MetricReduction
 
 from monai_xai.utils import check_batch_map
 
-__all__ = ["PerSampleMetric", "check_saliency", "check_binary_map", "warn_undefined"]
+__all__ = ["PerSampleMetric", "CurveMetric", "MetricCurve", "check_saliency", "check_binary_map", "warn_undefined"]
 
 
 def check_saliency(saliency: torch.Tensor, name: str = "saliency") -> torch.Tensor:
@@ -116,3 +117,32 @@ class PerSampleMetric(CumulativeIterationMetric):
         value, not_nans = do_metric_reduction(data, reduction or self.reduction)
         value = torch.where(not_nans > 0, value, torch.full_like(value, float("nan")))
         return (value, not_nans) if self.get_not_nans else value
+
+
+class MetricCurve(NamedTuple):
+    """One curve of a curve-valued metric, e.g. ROAD's score change at each percentage of pixels kept.
+
+    Attributes:
+        x: the curve's positions (e.g. percentiles), length P.
+        y: its values at those positions, length P.
+        x_label: what ``x`` measures, for plots.
+        y_label: what ``y`` measures, for plots.
+    """
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    x_label: str
+    y_label: str
+
+
+class CurveMetric(PerSampleMetric):
+    """A per-sample metric whose row per case holds whole curves and, in its last column, one headline value.
+
+    ``aggregate`` with the default ``"mean_batch"`` reduction keeps the columns; :meth:`curves` names the curves of
+    such a row, and the last column (e.g. the mean over the curve, or ROAD's combined score) is what tables report.
+    Subclasses implement ``_compute_tensor`` (rows of the layout above) and :meth:`curves`.
+    """
+
+    def curves(self, row: torch.Tensor) -> dict[str, MetricCurve]:
+        """The named curves held by one row (C,) of this metric (aggregated over cases, or of one case)."""
+        raise NotImplementedError(f"{type(self).__name__} must name the curves of its rows.")

@@ -16,7 +16,8 @@ from monai.networks.layers import GaussianFilter
 from monai.utils import MetricReduction
 from torch import nn
 
-from monai_xai.cams.targets import build_target, per_voxel_scale
+from monai_xai.cams.targets import PixelSetSpec, build_target, per_voxel_scale
+from monai_xai.enums import Score, as_choice
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
 from monai_xai.utils import check_batch_map, preserved_model_state
 
@@ -62,9 +63,9 @@ def deletion_insertion(
     steps: int = 100,
     substrate: str | torch.Tensor | None = None,
     batch_size: int = 32,
-    apply_softmax: bool = True,
+    score: Score | str = Score.PROBABILITY,
     blur_sigma: float = 5.0,
-    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
+    pixel_set: PixelSetSpec = None,
 ) -> PerturbationCurve:
     """Deletion or insertion curve of each image under its saliency map (RISE).
 
@@ -89,11 +90,11 @@ def deletion_insertion(
         substrate: ``"zeros"``, ``"blur"`` or a tensor broadcastable to ``images``; None picks ``"zeros"`` for deletion
             and ``"blur"`` for insertion, as RISE.
         batch_size: perturbed images per forward pass, >= 1.
-        apply_softmax: score the softmax probability of the class (True, RISE; sigmoid for a single output channel)
-            or its raw logit (False).
+        score: the scored value of the class: ``"probability"`` (default, RISE; softmax over classes, sigmoid for a
+            single output channel) or ``"logit"``, as in ``CAMExplainer`` and ``road``.
         blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5).
-        mask: segmentation only, the pixel set whose class score is averaged, defined on the unperturbed images as in
-            ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
+        pixel_set: segmentation only, the pixel set whose class score is averaged, defined on the unperturbed images
+            as in ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
             ``"image"``, a (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple
             of ints (one voxel) or of slices (a box). Must be None for classifiers.
 
@@ -110,6 +111,7 @@ def deletion_insertion(
         raise ValueError(f"steps must be an int >= 1, got {steps!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
+    score = as_choice(Score, score, "score")
     if substrate is None:
         substrate = "zeros" if mode == "deletion" else "blur"
 
@@ -122,8 +124,7 @@ def deletion_insertion(
     replaced_counts = torch.arange(steps + 1, device=images.device) * voxels // steps
 
     with preserved_model_state(model), torch.no_grad():
-        score = "probability" if apply_softmax else "logit"
-        target = build_target(model(images), class_idx, mask, score)
+        target = build_target(model(images), class_idx, pixel_set, score)
         replacement = _substrate(images, substrate, blur_sigma)
         start, finish = (images, replacement) if mode == "deletion" else (replacement, images)
         # every (sample, step) pair is one perturbed image; they are built and scored batch_size at a time
@@ -144,12 +145,12 @@ class DeletionInsertionMetric(PerSampleMetric):
     """Cumulative deletion or insertion AUC (:func:`deletion_insertion`).
 
     Call with ``y_pred=saliency`` (B, 1, *spatial) and ``y=images`` (B, C, *spatial) (the images the maps explain),
-    optionally ``class_idx=`` per sample and, for a segmentation network, ``mask=`` (the pixel set, see
+    optionally ``class_idx=`` per sample and, for a segmentation network, ``pixel_set=`` (see
     :func:`deletion_insertion`); the model is re-run on the perturbed images.
 
     Args:
         model: classifier or segmentation network (see :func:`deletion_insertion`).
-        mode, steps, substrate, batch_size, apply_softmax, blur_sigma: as :func:`deletion_insertion`.
+        mode, steps, substrate, batch_size, score, blur_sigma: as :func:`deletion_insertion`.
         reduction, get_not_nans: as :class:`~monai_xai.metrics.per_sample.PerSampleMetric`.
     """
 
@@ -160,7 +161,7 @@ class DeletionInsertionMetric(PerSampleMetric):
         steps: int = 100,
         substrate: str | torch.Tensor | None = None,
         batch_size: int = 32,
-        apply_softmax: bool = True,
+        score: Score | str = Score.PROBABILITY,
         blur_sigma: float = 5.0,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
@@ -172,7 +173,7 @@ class DeletionInsertionMetric(PerSampleMetric):
             steps=steps,
             substrate=substrate,
             batch_size=batch_size,
-            apply_softmax=apply_softmax,
+            score=as_choice(Score, score, "score"),
             blur_sigma=blur_sigma,
         )
 
@@ -181,10 +182,9 @@ class DeletionInsertionMetric(PerSampleMetric):
         y_pred: torch.Tensor,
         y: torch.Tensor | None = None,
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
-        mask: str | torch.Tensor | Sequence[int | slice] | None = None,
-        **kwargs,
+        pixel_set: PixelSetSpec = None,
     ) -> torch.Tensor:
         if y is None:
             raise ValueError("DeletionInsertionMetric needs y=images (B, C, *spatial) next to y_pred=saliency.")
-        curve = deletion_insertion(self.model, y, y_pred, class_idx=class_idx, mask=mask, **self.curve_args)
+        curve = deletion_insertion(self.model, y, y_pred, class_idx=class_idx, pixel_set=pixel_set, **self.curve_args)
         return curve.auc[:, None]

@@ -22,23 +22,24 @@ tied pixel).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from monai.utils import MetricReduction
 
-from monai_xai.cams.targets import SCORES, build_target, per_voxel_scale
-from monai_xai.metrics.imputation import noisy_linear_impute
-from monai_xai.metrics.per_sample import PerSampleMetric
+from monai_xai.cams.targets import PixelSetSpec, build_target, per_voxel_scale
+from monai_xai.enums import RoadOrder, Score, as_choice
+from monai_xai.metrics.imputation import NoisyLinearImputer
+from monai_xai.metrics.per_sample import CurveMetric, MetricCurve
 from monai_xai.utils import check_batch_map, preserved_model_state
 
 __all__ = ["DEFAULT_PERCENTILES", "ROADCurve", "ROADMetric", "removal_masks", "road", "road_combined"]
 
 DEFAULT_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
-# a segmentation pixel set as CAMExplainer takes it: "pred", "largest_component", "image", a tensor, a voxel / box
-PixelSet = str | torch.Tensor | Sequence[int | slice] | None
-_ORDERS = ("morf", "lerf")
+# imputer(images (N, C, *spatial), remove_mask (N, 1, *spatial) bool) -> imputed images
+Imputer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_REMOVAL_ORDERS = (RoadOrder.MORF, RoadOrder.LERF)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class ROADCurve:
             half of the pixel set of a segmentation network.
     """
 
-    order: str
+    order: RoadOrder
     percentiles: tuple[float, ...]
     score_change: torch.Tensor
     still_predicted: torch.Tensor
@@ -71,7 +72,7 @@ class ROADCurve:
 
 
 def removal_masks(
-    saliency: torch.Tensor, percentiles: Sequence[float] = DEFAULT_PERCENTILES, order: str = "morf"
+    saliency: torch.Tensor, percentiles: Sequence[float] = DEFAULT_PERCENTILES, order: RoadOrder | str = RoadOrder.MORF
 ) -> torch.Tensor:
     """Pixels removed by ROAD at each percentile, with deterministic tie-breaking (see the module docstring).
 
@@ -84,8 +85,7 @@ def removal_masks(
         (B, P, *spatial) bool tensor, True where a pixel is removed; every sample loses exactly
         ``N - round(N * p / 100)`` pixels at percentile p.
     """
-    if order not in _ORDERS:
-        raise ValueError(f"order must be one of {_ORDERS}, got {order!r}.")
+    order = _removal_order(order)
     if saliency.ndim < 3 or saliency.shape[1] != 1:
         raise ValueError(f"saliency must have shape (B, 1, *spatial), got {tuple(saliency.shape)}.")
     flat = saliency.reshape(saliency.shape[0], -1)
@@ -96,7 +96,7 @@ def removal_masks(
     rank.scatter_(1, ascending, torch.arange(pixels, device=flat.device).expand_as(ascending))
     kept = torch.tensor(kept, device=flat.device).reshape(1, -1, 1)
     rank = rank.unsqueeze(1)
-    removed = rank >= kept if order == "morf" else rank < pixels - kept
+    removed = rank >= kept if order == RoadOrder.MORF else rank < pixels - kept
     return removed.reshape(saliency.shape[0], len(percentiles), *saliency.shape[2:])
 
 
@@ -106,14 +106,11 @@ def road(
     saliency: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-    order: str = "morf",
-    mask: PixelSet = None,
-    score: str = "logit",
-    noise: float = 0.01,
+    order: RoadOrder | str = RoadOrder.MORF,
+    pixel_set: PixelSetSpec = None,
+    score: Score | str = Score.LOGIT,
+    imputer: Imputer | None = None,
     batch_size: int | None = None,
-    neighbourhood: int | None = None,
-    spacing: Sequence[float] | None = None,
-    generator: torch.Generator | None = None,
 ) -> ROADCurve:
     """ROAD curve of one removal order for a batch of classifier or segmentation inputs.
 
@@ -127,35 +124,22 @@ def road(
             (classifiers only: a segmentation network needs the class).
         percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
-        mask: segmentation only, the pixel set M whose class score is averaged, defined on the unperturbed images as
-            in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
+        pixel_set: segmentation only, the pixel set M whose class score is averaged, defined on the unperturbed images
+            as in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
             ``"image"``, a (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple
             of ints (one voxel) or of slices (a box). Must be None for classifiers.
         score: ``"logit"`` (pytorch-grad-cam's ClassifierOutputTarget) or ``"probability"`` (softmax over classes,
             sigmoid for a single output channel).
-        noise: standard deviation of the imputation noise, absolute, in image units (ROAD: 0.01 on [0, 1] images).
+        imputer: ``imputer(images, remove_mask) -> imputed images``; default ``NoisyLinearImputer()`` (ROAD's noisy
+            linear imputation, noise 0.01 in image units).
         batch_size: most images per imputation and forward pass; ``None`` does all B * P at once.
-        neighbourhood: imputation neighbourhood, 8 or 4 in 2D, 26 or 6 in 3D (default: the full one).
-        spacing: physical pixel size per spatial axis for the imputation weights; ``None`` for isotropic.
-        generator: torch generator on the images' device for reproducible noise.
 
     Returns:
         ``ROADCurve`` with (B, P) ``score_change`` and ``still_predicted``.
     """
+    order = _removal_order(order)
     curves = _road_curves(
-        model,
-        images,
-        saliency,
-        class_idx,
-        percentiles,
-        (order,),
-        mask=mask,
-        score=score,
-        noise=noise,
-        batch_size=batch_size,
-        neighbourhood=neighbourhood,
-        spacing=spacing,
-        generator=generator,
+        model, images, saliency, class_idx, percentiles, (order,), pixel_set, score, imputer, batch_size
     )
     return curves[order]
 
@@ -166,13 +150,10 @@ def road_combined(
     saliency: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-    mask: PixelSet = None,
-    score: str = "logit",
-    noise: float = 0.01,
+    pixel_set: PixelSetSpec = None,
+    score: Score | str = Score.LOGIT,
+    imputer: Imputer | None = None,
     batch_size: int | None = None,
-    neighbourhood: int | None = None,
-    spacing: Sequence[float] | None = None,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """``(mean LeRF score change - mean MoRF score change) / 2`` per sample (pytorch-grad-cam's ROADCombined).
 
@@ -183,39 +164,27 @@ def road_combined(
         (B,) tensor.
     """
     curves = _road_curves(
-        model,
-        images,
-        saliency,
-        class_idx,
-        percentiles,
-        _ORDERS,
-        mask=mask,
-        score=score,
-        noise=noise,
-        batch_size=batch_size,
-        neighbourhood=neighbourhood,
-        spacing=spacing,
-        generator=generator,
+        model, images, saliency, class_idx, percentiles, _REMOVAL_ORDERS, pixel_set, score, imputer, batch_size
     )
-    return (curves["lerf"].mean_score_change - curves["morf"].mean_score_change) / 2
+    return (curves[RoadOrder.LERF].mean_score_change - curves[RoadOrder.MORF].mean_score_change) / 2
 
 
-class ROADMetric(PerSampleMetric):
+class ROADMetric(CurveMetric):
     """ROAD scores buffered per case across iterations (and distributed ranks), reduced like MONAI's DiceMetric.
 
     Call signature (what an ignite handler's ``output_transform`` must produce)::
 
-        metric(y_pred=saliency, y=images, class_idx=None, mask=None)
+        metric(y_pred=saliency, y=images, class_idx=None, pixel_set=None)
 
     with ``saliency`` (B, 1, *spatial), ``images`` (B, C, *spatial) the model input, ``class_idx`` the explained
     class (int, per-sample sequence or tensor; ``None`` = a classifier's predicted class, which is what a plain
-    ``IgniteMetricHandler`` gets since it passes only ``(y_pred, y)``) and ``mask`` the pixel set of a segmentation
-    network (see ``road``). Per-sample ``class_idx`` and tensor masks need batch-first tensors: with lists of
-    channel-first tensors every item is computed on its own.
+    ``IgniteMetricHandler`` gets since it passes only ``(y_pred, y)``) and ``pixel_set`` the pixel set of a
+    segmentation network (see ``road``). Per-sample ``class_idx`` and tensor pixel sets need batch-first tensors: with
+    lists of channel-first tensors every item is computed on its own.
 
-    Each case adds one row; its columns are named by ``column_names``: the score change at every percentile of each
-    order, then the mean over percentiles (``order="morf"`` or ``"lerf"``, P + 1 columns) or, for
-    ``order="combined"``, the MoRF curve, the LeRF curve and ``road_combined`` (2 P + 1 columns).
+    Each case adds one row: the score change at every percentile of each order, then the headline value, the mean
+    over percentiles (``order="morf"`` or ``"lerf"``, P + 1 columns) or, for ``order="combined"``, the MoRF curve, the
+    LeRF curve and ``road_combined`` (2 P + 1 columns). :meth:`curves` turns an aggregated row back into its curves.
 
     Example::
 
@@ -227,7 +196,7 @@ class ROADMetric(PerSampleMetric):
 
     Args:
         model: classifier or segmentation network (see ``road``), on the images' device.
-        percentiles, score, noise, batch_size, neighbourhood, spacing, generator: as in ``road``.
+        percentiles, score, imputer, batch_size: as in ``road``.
         order: ``"morf"``, ``"lerf"`` or ``"combined"``.
         reduction: MONAI reduction over the buffered (cases, columns) tensor; the default ``"mean_batch"`` averages
             over cases and keeps the columns. NaN rows (segmentation cases with an empty pixel set) are left out; a
@@ -239,47 +208,44 @@ class ROADMetric(PerSampleMetric):
         self,
         model: torch.nn.Module,
         percentiles: Sequence[float] = DEFAULT_PERCENTILES,
-        order: str = "combined",
-        score: str = "logit",
-        noise: float = 0.01,
+        order: RoadOrder | str = RoadOrder.COMBINED,
+        score: Score | str = Score.LOGIT,
+        imputer: Imputer | None = None,
         batch_size: int | None = None,
-        neighbourhood: int | None = None,
-        spacing: Sequence[float] | None = None,
-        generator: torch.Generator | None = None,
         reduction: MetricReduction | str = MetricReduction.MEAN_BATCH,
         get_not_nans: bool = False,
     ) -> None:
         super().__init__(reduction, get_not_nans)
-        if order not in (*_ORDERS, "combined"):
-            raise ValueError(f"order must be 'morf', 'lerf' or 'combined', got {order!r}.")
         _kept_counts(percentiles, None)
-        _check_score(score)
         self.model = model
         self.percentiles = tuple(percentiles)
-        self.order = order
-        self.score = score
-        self.noise = noise
+        self.order = as_choice(RoadOrder, order, "order")
+        self.score = as_choice(Score, score, "score")
+        self.imputer = imputer
         self.batch_size = batch_size
-        self.neighbourhood = neighbourhood
-        self.spacing = spacing
-        self.generator = generator
 
     @property
-    def column_names(self) -> tuple[str, ...]:
-        """Name of every buffered column, e.g. ``("morf_10", ..., "morf_90", "morf_mean")``."""
-        if self.order == "combined":
-            return (*self._curve_names("morf"), *self._curve_names("lerf"), "combined")
-        return (*self._curve_names(self.order), f"{self.order}_mean")
+    def _orders(self) -> tuple[RoadOrder, ...]:
+        return _REMOVAL_ORDERS if self.order == RoadOrder.COMBINED else (self.order,)
 
-    def _curve_names(self, order: str) -> list[str]:
-        return [f"{order}_{p:g}" for p in self.percentiles]
+    def curves(self, row: torch.Tensor) -> dict[str, MetricCurve]:
+        """The curves of one row (aggregated over cases, or of one case): ``{"morf": ..., "lerf": ...}``, score
+        change against the percentage of pixels kept."""
+        values = row.reshape(-1).tolist()
+        per_order = len(self.percentiles)
+        return {
+            str(order): MetricCurve(
+                self.percentiles, tuple(values[k * per_order : (k + 1) * per_order]), "pixels kept (%)", "score change"
+            )
+            for k, order in enumerate(self._orders)
+        }
 
     def _compute_tensor(
         self,
         y_pred: torch.Tensor,
         y: torch.Tensor | None = None,
         class_idx: int | Sequence[int] | torch.Tensor | None = None,
-        mask: PixelSet = None,
+        pixel_set: PixelSetSpec = None,
     ) -> torch.Tensor:
         """ROAD scores of one batch.
 
@@ -287,31 +253,27 @@ class ROADMetric(PerSampleMetric):
             y_pred: (B, 1, *spatial) saliency maps.
             y: (B, C, *spatial) model input the maps explain.
             class_idx: explained class per sample; ``None`` = predicted class (classifiers only).
-            mask: segmentation pixel set (see ``road``); None for classifiers.
+            pixel_set: segmentation pixel set (see ``road``); None for classifiers.
 
         Returns:
-            (B, len(column_names)) float tensor.
+            (B, P + 1) or, combined, (B, 2 P + 1) float tensor; the last column is the headline value.
         """
         if y is None:
             raise ValueError("ROADMetric needs the model input: call metric(y_pred=saliency, y=images).")
-        orders = _ORDERS if self.order == "combined" else (self.order,)
         curves = _road_curves(
             self.model,
             y,
             y_pred,
             class_idx,
             self.percentiles,
-            orders,
-            mask=mask,
-            score=self.score,
-            noise=self.noise,
-            batch_size=self.batch_size,
-            neighbourhood=self.neighbourhood,
-            spacing=self.spacing,
-            generator=self.generator,
+            self._orders,
+            pixel_set,
+            self.score,
+            self.imputer,
+            self.batch_size,
         )
-        if self.order == "combined":
-            morf, lerf = curves["morf"], curves["lerf"]
+        if self.order == RoadOrder.COMBINED:
+            morf, lerf = curves[RoadOrder.MORF], curves[RoadOrder.LERF]
             combined = (lerf.mean_score_change - morf.mean_score_change) / 2
             return torch.cat([morf.score_change, lerf.score_change, combined[:, None]], dim=1)
         curve = curves[self.order]
@@ -333,9 +295,11 @@ def _kept_counts(percentiles: Sequence[float], pixels: int | None) -> list[int]:
     return kept
 
 
-def _check_score(score: str) -> None:
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}.")
+def _removal_order(order: RoadOrder | str) -> RoadOrder:
+    order = as_choice(RoadOrder, order, "order")
+    if order not in _REMOVAL_ORDERS:
+        raise ValueError(f"order must be 'morf' or 'lerf' here (use road_combined for both), got {order!r}.")
+    return order
 
 
 def _road_curves(
@@ -344,18 +308,15 @@ def _road_curves(
     saliency: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None,
     percentiles: Sequence[float],
-    orders: Sequence[str],
-    *,
-    mask: PixelSet,
-    score: str,
-    noise: float,
+    orders: Sequence[RoadOrder],
+    pixel_set: PixelSetSpec,
+    score: Score | str,
+    imputer: Imputer | None,
     batch_size: int | None,
-    neighbourhood: int | None,
-    spacing: Sequence[float] | None,
-    generator: torch.Generator | None,
-) -> dict[str, ROADCurve]:
+) -> dict[RoadOrder, ROADCurve]:
     """ROAD curves for several orders sharing one unperturbed forward pass; see ``road`` for the arguments."""
-    _check_score(score)
+    score = as_choice(Score, score, "score")
+    imputer = NoisyLinearImputer() if imputer is None else imputer
     if images.ndim not in (4, 5):
         raise ValueError(f"images must be (B, C, H, W) or (B, C, D, H, W), got shape {tuple(images.shape)}.")
     saliency = saliency.to(images.device)
@@ -373,17 +334,14 @@ def _road_curves(
     with preserved_model_state(model), torch.no_grad():
         outputs = torch.cat([model(part) for part in images.split(chunk)])
         # the target (class, and pixel set of a segmentation) is fixed on the unperturbed images
-        target = build_target(outputs, class_idx, mask, score)
+        target = build_target(outputs, class_idx, pixel_set, score)
         before = target(outputs)
         after_scores, after_predicted = [], []
         for start in range(0, triples, chunk):
             part = slice(start, start + chunk)
             samples_part = sample_index[part]
             remove = masks[order_index[part], samples_part, step_index[part]].unsqueeze(1)
-            imputed = noisy_linear_impute(
-                images[samples_part], remove, noise, neighbourhood, spacing, generator=generator
-            )
-            outputs_after = model(imputed)
+            outputs_after = model(imputer(images[samples_part], remove))
             after_scores.append(target(outputs_after, samples_part))
             after_predicted.append(target.predicted(outputs_after, samples_part))
     shape = masks.shape[:3]

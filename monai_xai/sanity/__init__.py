@@ -8,23 +8,17 @@
   weights are re-initialised; a map that barely changes (high Spearman rank correlation) does not depend on what the
   network learnt. :func:`cascading_randomisation` re-initialises one module at a time from the output down, to show
   which weights a map depends on.
-- :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks` / :func:`bundle_sanity_table`, both checks for every
-  CAM method of a MONAI bundle, on held-out phantoms (the demo bundles) or on the cases of your own datalist, with an
-  optional picture of both networks' maps of the first case. Command line::
+- :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks`, both checks for every CAM method of a MONAI bundle,
+  on held-out phantoms (the demo bundles) or on the cases of your own datalist (:mod:`~monai_xai.sanity.cases`),
+  giving one :class:`MethodSanity` per method (:mod:`~monai_xai.sanity.results`);
+  :mod:`~monai_xai.sanity.report` writes them as a Markdown table and pictures. Command line (``monai_xai.cli``)::
 
       monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
       python -m monai_xai.sanity <bundle> --datalist datalist.json --data_list_key validation --target_layer layer4
 """
 
 from monai_xai.sanity.baselines import RANDOM_MAP_KINDS, random_map_baseline, random_saliency_maps
-from monai_xai.sanity.bundle import (
-    MIN_LOCALISATION_RATIO,
-    PHANTOM_CASES,
-    MethodSanity,
-    bundle_sanity_checks,
-    bundle_sanity_table,
-    sanity_markdown,
-)
+from monai_xai.sanity.bundle import PHANTOM_CASES, bundle_sanity_checks
 from monai_xai.sanity.randomisation import (
     MAX_RANDOMISATION_SPEARMAN,
     CascadeResult,
@@ -34,6 +28,8 @@ from monai_xai.sanity.randomisation import (
     randomize_weights,
     spearman_correlation,
 )
+from monai_xai.sanity.report import sanity_markdown, save_cascade_figure, save_randomisation_figure
+from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
 
 __all__ = [
     "RANDOM_MAP_KINDS",
@@ -51,5 +47,6 @@ __all__ = [
     "MethodSanity",
     "bundle_sanity_checks",
     "sanity_markdown",
-    "bundle_sanity_table",
+    "save_randomisation_figure",
+    "save_cascade_figure",
 ]

@@ -1,8 +1,8 @@
-"""``python -m monai_xai.sanity <bundle> [--datalist ...]``: print the sanity table (``bundle_sanity_table``)."""
+"""``python -m monai_xai.sanity <bundle> [--datalist ...]``: print the sanity table (``monai-xai sanity``)."""
 
 import fire
 
-from monai_xai.sanity.bundle import bundle_sanity_table
+from monai_xai.cli import sanity
 
 if __name__ == "__main__":
-    fire.Fire(bundle_sanity_table)
+    fire.Fire(sanity)

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.cams import CAMExplainer, resolve_layers
-from monai_xai.cams.targets import SegmentationTarget, build_target
+from monai_xai.cams.targets import PixelSetSpec, SegmentationTarget, build_target
 from monai_xai.utils import preserved_model_state
 
 __all__ = [
@@ -146,7 +146,7 @@ def model_randomisation_check(
     images: torch.Tensor,
     methods: str | Sequence[str] = ("gradcam",),
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
+    pixel_set: PixelSetSpec = None,
     seed: int = 0,
     **explainer_kwargs,
 ) -> RandomisationResult:
@@ -154,7 +154,7 @@ def model_randomisation_check(
 
     The target is fixed by the TRAINED model and then used for both explanations, so that only the weights change:
     ``class_idx=None`` becomes the trained model's predicted class per sample, and a segmentation pixel set given as
-    ``"pred"`` / ``"largest_component"`` becomes the trained model's predicted region (as a tensor mask), not the
+    ``"pred"`` / ``"largest_component"`` becomes the trained model's predicted region (as a tensor), not the
     randomised model's.
 
     A method passes when the correlation is at most :data:`MAX_RANDOMISATION_SPEARMAN` (0.5).
@@ -165,7 +165,7 @@ def model_randomisation_check(
         images: (B, C, H, W) or (B, C, D, H, W) float tensor on the model's device.
         methods: CAM method names, as :class:`monai_xai.cams.CAMExplainer`.
         class_idx: class to explain, as :class:`~monai_xai.cams.CAMExplainer` (None: trained model's prediction).
-        mask: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
+        pixel_set: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
         seed: seed of the re-initialisation (:func:`randomize_weights`).
         explainer_kwargs: further :class:`~monai_xai.cams.CAMExplainer` arguments (``score``, ``batch_size``, ...).
 
@@ -174,7 +174,7 @@ def model_randomisation_check(
     """
     layer_names = [name for name, _ in resolve_layers(model, target_layers)]
     trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
-    fixed_target = _trained_target(trained, images, class_idx, mask)
+    fixed_target = _trained_target(trained, images, class_idx, pixel_set)
     trained_maps = trained(images, **fixed_target)
     randomised = CAMExplainer(randomize_weights(model, seed), layer_names, methods, **explainer_kwargs)
     randomised_maps = randomised(images, **fixed_target)
@@ -188,16 +188,16 @@ def _trained_target(
     explainer: CAMExplainer,
     images: torch.Tensor,
     class_idx: int | Sequence[int] | torch.Tensor | None,
-    mask: str | torch.Tensor | Sequence[int | slice] | None,
+    pixel_set: PixelSetSpec,
 ) -> dict[str, Any]:
-    """``{"class_idx": ..., "mask": ...}`` fixed by the trained model: its predicted class / region as tensors."""
+    """``{"class_idx": ..., "pixel_set": ...}`` fixed by the trained model: its predicted class / region as tensors."""
     model = explainer.model
     with torch.no_grad(), preserved_model_state(model):
         outputs = model(images)
-    target = build_target(outputs, class_idx, mask, explainer.score, warn_empty=False)
+    target = build_target(outputs, class_idx, pixel_set, explainer.score, warn_empty=False)
     return {
         "class_idx": target.class_idx,
-        "mask": target.pixel_set if isinstance(target, SegmentationTarget) else None,
+        "pixel_set": target.pixel_set if isinstance(target, SegmentationTarget) else None,
     }
 
 
@@ -244,7 +244,7 @@ def cascading_randomisation(
     images: torch.Tensor,
     methods: str | Sequence[str] = ("gradcam",),
     class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    mask: str | torch.Tensor | Sequence[int | slice] | None = None,
+    pixel_set: PixelSetSpec = None,
     seed: int = 0,
     layers: Sequence[str] | None = None,
     progress: bool = False,
@@ -264,7 +264,7 @@ def cascading_randomisation(
         images: (B, C, H, W) or (B, C, D, H, W) float tensor on the model's device.
         methods: CAM method names, as :class:`monai_xai.cams.CAMExplainer`.
         class_idx: class to explain (None: the trained model's prediction).
-        mask: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
+        pixel_set: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
         seed: step ``k`` re-initialises its module(s) with seed ``seed + k``, whatever the other steps do.
         layers: module names to randomise, in this order; a name of a container re-initialises everything in it that
             has ``reset_parameters`` in one step (e.g. ``["fc", "layer4", "layer3"]``). None: every module with
@@ -277,7 +277,7 @@ def cascading_randomisation(
     """
     layer_names = [name for name, _ in resolve_layers(model, target_layers)]
     trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
-    fixed_target = _trained_target(trained, images, class_idx, mask)
+    fixed_target = _trained_target(trained, images, class_idx, pixel_set)
     trained_maps = trained(images, **fixed_target)
     layers = list(reversed(_resettable_execution_order(model, images))) if layers is None else list(layers)
     randomised = copy.deepcopy(model)

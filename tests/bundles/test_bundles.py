@@ -197,10 +197,10 @@ def test_shipped_weights_meet_the_acceptance_figures_for_the_gradient_methods(bu
     """The READMEs' acceptance figures on the shipped weights, as a regression guard: on the 16 held-out phantoms every
     gradient method localises at least 2x better than random maps and its maps change when the weights are
     re-initialised (Spearman <= 0.5). The classifier's margin is thin (2.10x at layer4; its README says so)."""
-    from monai_xai.cams.methods import GRADIENT_METHODS, METHODS_WITHOUT_GRADIENTS
+    from monai_xai.cams import get_method, method_names
     from monai_xai.sanity import bundle_sanity_checks
 
-    methods = [method for method in GRADIENT_METHODS if method not in METHODS_WITHOUT_GRADIENTS]
+    methods = [method for method in method_names("gradient") if get_method(method).needs_gradients]
     rows = bundle_sanity_checks(bundle, n_cases=16, methods=methods, progress=False)
     assert [row.method for row in rows] == methods and len(methods) == 7
     failing = [

@@ -65,9 +65,9 @@ def test_batch_independence_segmentation_per_sample_classes(unet3d):
     images = torch.randn(2, 1, 16, 16, 16)
     box = (slice(4, 12), slice(4, 12), slice(4, 12))
     explainer = CAMExplainer(unet3d, "model.1.submodule", methods=("gradcam", "hirescam"))
-    together = explainer(images, class_idx=[0, 1], mask=box)
+    together = explainer(images, class_idx=[0, 1], pixel_set=box)
     for b, c in enumerate([0, 1]):
-        alone = explainer(images[b : b + 1], class_idx=c, mask=box)
+        alone = explainer(images[b : b + 1], class_idx=c, pixel_set=box)
         for method in together:
             assert torch.allclose(together[method][b : b + 1], alone[method], atol=1e-5), method
 
@@ -119,7 +119,10 @@ def test_segmentation_masks_on_3d_unet(unet3d):
     assert predicted.flatten(1).any(1).all()  # class 1 present in both samples
 
     def same(mask_a, mask_b):
-        maps_a, maps_b = explainer(images, class_idx=1, mask=mask_a), explainer(images, class_idx=1, mask=mask_b)
+        maps_a, maps_b = (
+            explainer(images, class_idx=1, pixel_set=mask_a),
+            explainer(images, class_idx=1, pixel_set=mask_b),
+        )
         for method in maps_a:
             assert maps_a[method].shape == (2, 1, 16, 16, 16) and maps_a[method].max() == 1
             assert torch.allclose(maps_a[method], maps_b[method], atol=1e-6), method
@@ -137,8 +140,8 @@ def test_segmentation_masks_on_3d_unet(unet3d):
         [get_largest_connected_component_mask(predicted[b], connectivity=3) for b in range(2)]
     ).float()
     same("largest_component", largest)
-    pred_maps = explainer(images, class_idx=1, mask="pred")["hirescam"]
-    voxel_maps = explainer(images, class_idx=1, mask=SEG_MASKS["voxel"])["hirescam"]
+    pred_maps = explainer(images, class_idx=1, pixel_set="pred")["hirescam"]
+    voxel_maps = explainer(images, class_idx=1, pixel_set=SEG_MASKS["voxel"])["hirescam"]
     assert not torch.allclose(pred_maps, voxel_maps)  # the pixel set matters
 
 
@@ -148,12 +151,12 @@ def test_empty_pixel_set_gives_zero_maps_and_a_warning(unet3d):
     mask[0, :, 4:8, 4:8, 4:8] = 1
     explainer = CAMExplainer(unet3d, "model.1.submodule", methods=ALL_METHODS)
     with pytest.warns(UserWarning, match=r"empty for sample\(s\) \[1\]"):
-        maps = explainer(images, class_idx=1, mask=mask)
+        maps = explainer(images, class_idx=1, pixel_set=mask)
     for method, value in maps.items():
         assert torch.isfinite(value).all(), method
         assert value[1].abs().max() == 0 and value[0].max() == 1, method  # eigencam ignores the target: zeroed too
     with pytest.warns(UserWarning, match="empty"):
-        raw = explainer(images, class_idx=1, mask=mask, raw=True)
+        raw = explainer(images, class_idx=1, pixel_set=mask, raw=True)
     assert all(value[1].abs().max() == 0 for value in raw.values())
 
 
@@ -217,8 +220,8 @@ def test_model_state_restored_after_success_and_after_errors():
         explainer(images)
     assert _state(model) == before
     model.fail = False
-    with pytest.raises(ValueError, match="mask is only used for segmentation"):
-        explainer(images, mask="pred")  # raised after the forward pass, with hooks attached
+    with pytest.raises(ValueError, match="pixel_set is only used for segmentation"):
+        explainer(images, pixel_set="pred")  # raised after the forward pass, with hooks attached
     assert _state(model) == before
     assert not all(before[0]) and any(before[0]) and not all(before[1])  # the test really had mixed flags
 
@@ -316,10 +319,10 @@ def test_sliding_window_and_adapter_argument_errors(unet3d):
     with pytest.raises(ValueError, match="class_idx must be one class"):
         windowed(images)
     with pytest.raises(ValueError, match="largest_component' is a property of the whole volume"):
-        windowed(images, class_idx=1, mask="largest_component")
+        windowed(images, class_idx=1, pixel_set="largest_component")
     with pytest.raises(ValueError, match="raw=True is not available with a sliding window"):
         windowed(images, class_idx=1, raw=True)
-    with pytest.raises(ValueError, match="raw=True is not available for 'grad-cam:\\*' methods"):
+    with pytest.raises(ValueError, match=r"raw=True is not available for \['grad-cam:GradCAM'\]"):
         CAMExplainer(unet3d, "model.1.submodule", methods="grad-cam:GradCAM")(images, class_idx=1, raw=True)
 
 
@@ -330,10 +333,10 @@ def test_segmentation_errors(unet3d):
         explainer(images)
     with pytest.raises(ValueError, match="out of range"):
         explainer(images, class_idx=2)
-    with pytest.raises(ValueError, match=r"mask must have shape \(B or 1, 1, \*spatial\)"):
-        explainer(images, class_idx=1, mask=torch.ones(2, 2, 16, 16, 16))
-    with pytest.raises(ValueError, match="mask spatial shape"):
-        explainer(images, class_idx=1, mask=torch.ones(2, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"pixel_set must have shape \(B or 1, 1, \*spatial\)"):
+        explainer(images, class_idx=1, pixel_set=torch.ones(2, 2, 16, 16, 16))
+    with pytest.raises(ValueError, match="pixel_set spatial shape"):
+        explainer(images, class_idx=1, pixel_set=torch.ones(2, 1, 8, 8, 8))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a valid call does not warn
-        explainer(images, class_idx=1, mask=(slice(0, 8),) * 3)
+        explainer(images, class_idx=1, pixel_set=(slice(0, 8),) * 3)

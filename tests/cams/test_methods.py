@@ -91,7 +91,7 @@ def test_segmentation_parity_3d_unet(method, unet3d):
     mask[0, 0, 2:9, 3:12, 4:10] = 1
     mask[1, 0, 8:15, 1:6, 5:16] = 1
     explainer = CAMExplainer(unet3d, "model.1.submodule", methods=method)
-    ours = explainer(images, class_idx=1, mask=mask, raw=True)[method]
+    ours = explainer(images, class_idx=1, pixel_set=mask, raw=True)[method]
     targets = [SemanticSegmentationTarget(1, mask[b, 0].numpy()) for b in range(2)]
     layer = unet3d.model[1].submodule
     assert_parity(ours, oracle_raw_cam(ORACLES[method], unet3d, images, layer, targets), method)
@@ -99,15 +99,15 @@ def test_segmentation_parity_3d_unet(method, unet3d):
 
 @pytest.mark.parametrize("method", ["gradcam", "hirescam", "layercam", "eigengradcam"])
 def test_segmentation_parity_whole_image_expected_volume(method, unet3d):
-    """mask="image", score="probability": the target is the class's softmax probability summed over every voxel,
+    """pixel_set="image", score="probability": the target is the class's softmax probability summed over every voxel,
     given to pytorch-grad-cam as its own callable target."""
     images = torch.randn(2, 1, 16, 16, 16)
     explainer = CAMExplainer(unet3d, "model.1.submodule", methods=method, score="probability")
-    ours = explainer(images, class_idx=1, mask="image", raw=True)[method]
+    ours = explainer(images, class_idx=1, pixel_set="image", raw=True)[method]
     targets = [lambda output: torch.softmax(output, dim=0)[1].sum()] * 2
     layer = unet3d.model[1].submodule
     assert_parity(ours, oracle_raw_cam(ORACLES[method], unet3d, images, layer, targets), method)
-    logit = CAMExplainer(unet3d, "model.1.submodule", methods=method)(images, class_idx=1, mask="image", raw=True)
+    logit = CAMExplainer(unet3d, "model.1.submodule", methods=method)(images, class_idx=1, pixel_set="image", raw=True)
     assert not torch.allclose(ours, logit[method], atol=1e-3)
 
 

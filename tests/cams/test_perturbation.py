@@ -208,7 +208,7 @@ def test_bad_inputs_give_clear_errors():
 def test_explainer_runs_perturbation_methods_on_3d_segmentation(unet3d):
     images = torch.randn(2, 1, 16, 16, 16)
     explainer = CAMExplainer(unet3d, "model.1.submodule", methods=("scorecam", "ablationcam"), batch_size=8)
-    maps = explainer(images, class_idx=1, mask="pred")
+    maps = explainer(images, class_idx=1, pixel_set="pred")
     for saliency in maps.values():
         assert saliency.shape == (2, 1, 16, 16, 16) and saliency.dtype == torch.float32
         assert torch.isfinite(saliency).all() and saliency.min() >= 0 and saliency.max() <= 1

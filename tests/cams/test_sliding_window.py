@@ -69,7 +69,7 @@ def test_voxel_and_box_masks_are_given_in_whole_image_coordinates():
     assert maps["mask"][0, 0, 25, 4] == 1 and maps["mask"].sum() == 1
 
 
-def test_string_masks_pass_through_or_are_refused():
+def test_named_pixel_sets_pass_through_or_are_refused():
     images = torch.randn(1, 1, 12, 12)
     explain_window = _RecordingWindowExplainer()
     sliding_window_cam(explain_window, images, "pred", 8, 1, 0.25, "gaussian")
@@ -77,11 +77,11 @@ def test_string_masks_pass_through_or_are_refused():
     assert [window_mask for _, window_mask in explain_window.calls] == ["pred"] * 4 + ["image"] * 4
     with pytest.raises(ValueError, match="whole volume"):
         sliding_window_cam(explain_window, images, "largest_component", 8, 1, 0.25, "gaussian")
-    with pytest.raises(ValueError, match="unknown mask 'everything'"):
+    with pytest.raises(ValueError, match=r"pixel_set must be one of \[.*\], got 'everything'"):
         sliding_window_cam(explain_window, images, "everything", 8, 1, 0.25, "gaussian")
-    with pytest.raises(ValueError, match="mask spatial shape"):
+    with pytest.raises(ValueError, match="pixel_set spatial shape"):
         sliding_window_cam(explain_window, images, torch.ones(1, 1, 12, 10), 8, 1, 0.25, "gaussian")
-    with pytest.raises(TypeError, match="mask must be"):
+    with pytest.raises(TypeError, match="pixel_set must be"):
         sliding_window_cam(explain_window, images, 3.0, 8, 1, 0.25, "gaussian")
     with pytest.raises(ValueError, match="images must be"):
         sliding_window_cam(explain_window, images[0], None, 8, 1, 0.25, "gaussian")
@@ -108,9 +108,9 @@ def test_sliding_window_equals_whole_volume_for_local_maps(mask):
     images = torch.randn(2, 1, 20, 18, 13)
     pixel_set = (torch.rand(2, 1, 20, 18, 13) > 0.7).float() if mask == "ground_truth" else mask
     methods = ("hirescam", "layercam", "gradcam_elementwise")
-    whole = CAMExplainer(model, "features", methods)(images, class_idx=1, mask=pixel_set)
+    whole = CAMExplainer(model, "features", methods)(images, class_idx=1, pixel_set=pixel_set)
     windowed = CAMExplainer(model, "features", methods, roi_size=(8, 8, 8), sw_batch_size=3, overlap=0.25)(
-        images, class_idx=1, mask=pixel_set
+        images, class_idx=1, pixel_set=pixel_set
     )
     for method in methods:
         assert windowed[method].shape == whole[method].shape == (2, 1, 20, 18, 13)
@@ -126,9 +126,9 @@ def test_sliding_window_close_to_whole_volume_for_small_receptive_field():
     model = _segmenter(kernel_size=3)
     images = torch.randn(1, 1, 24, 24, 16)
     pixel_set = box_mask((24, 24, 16), (slice(4, 20), slice(6, 18), slice(2, 14)))
-    whole = CAMExplainer(model, "features", "hirescam")(images, class_idx=1, mask=pixel_set)["hirescam"]
+    whole = CAMExplainer(model, "features", "hirescam")(images, class_idx=1, pixel_set=pixel_set)["hirescam"]
     windowed = CAMExplainer(model, "features", "hirescam", roi_size=(12, 12, 12), sw_batch_size=2, overlap=0.5)(
-        images, class_idx=1, mask=pixel_set
+        images, class_idx=1, pixel_set=pixel_set
     )["hirescam"]
     assert torch.corrcoef(torch.stack([whole.flatten(), windowed.flatten()]))[0, 1] > 0.998
     assert (whole - windowed).abs().mean() < 2e-3

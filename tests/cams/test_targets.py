@@ -51,15 +51,15 @@ def test_segmentation_target_probability_sums_softmax_or_sigmoid():
 
 def test_image_pixel_set_is_every_voxel_and_model_independent():
     outputs = torch.randn(2, 3, 4, 5, 6)
-    target = build_target(outputs, class_idx=2, mask="image", score="probability")
+    target = build_target(outputs, class_idx=2, pixel_set="image", score="probability")
     assert target.pixel_set.shape == (2, 1, 4, 5, 6) and bool((target.pixel_set == 1).all())
     # hand computation: the expected volume of class 2, sum of its softmax probability over all 120 voxels
     probs = torch.exp(outputs) / torch.exp(outputs).sum(dim=1, keepdim=True)
     torch.testing.assert_close(target(outputs), probs[:, 2].flatten(1).sum(dim=1))
-    box = build_target(outputs, class_idx=2, mask=(slice(None),) * 3, score="probability")
+    box = build_target(outputs, class_idx=2, pixel_set=(slice(None),) * 3, score="probability")
     torch.testing.assert_close(target(outputs), box(outputs))
     # unlike "pred", the pixel set does not depend on the outputs it is built from
-    torch.testing.assert_close(build_target(-outputs, class_idx=2, mask="image").pixel_set, target.pixel_set)
+    torch.testing.assert_close(build_target(-outputs, class_idx=2, pixel_set="image").pixel_set, target.pixel_set)
 
 
 def test_build_target_classification_predicted_and_given_class():
@@ -71,10 +71,10 @@ def test_build_target_classification_predicted_and_given_class():
 
 def test_pred_mask_multi_and_single_channel_2d():
     outputs = torch.randn(2, 3, 6, 7)
-    target = build_target(outputs, class_idx=[1, 2], mask="pred")
+    target = build_target(outputs, class_idx=[1, 2], pixel_set="pred")
     assert torch.equal(target.pixel_set[0, 0], (outputs[0].argmax(0) == 1).float())
     assert torch.equal(target.pixel_set[1, 0], (outputs[1].argmax(0) == 2).float())
-    default = build_target(outputs, class_idx=1).pixel_set  # mask=None means "pred"
+    default = build_target(outputs, class_idx=1).pixel_set  # pixel_set=None means "pred"
     assert torch.equal(default, (outputs.argmax(1, keepdim=True) == 1).float())
     single = torch.randn(2, 1, 6, 7)
     assert torch.equal(build_target(single, class_idx=0).pixel_set, (single > 0).float())
@@ -87,13 +87,13 @@ def test_largest_component_uses_full_connectivity_3d():
     foreground[0, 0, 0] = foreground[1, 1, 1] = foreground[2, 2, 2] = True  # 3 voxels touching only at corners
     foreground[4:6, 4:6, 0] = True  # 4 face-connected voxels: largest with 6-connectivity, not with 26
     logits[0, 1][foreground] = 2.0  # ... except where class 1 wins
-    target = build_target(logits, class_idx=1, mask="largest_component")
+    target = build_target(logits, class_idx=1, pixel_set="largest_component")
     expected = torch.zeros(6, 6, 6)
     expected[4:6, 4:6, 0] = 1.0
     assert torch.equal(target.pixel_set[0, 0], expected)
     foreground[3, 3, 3] = foreground[3, 2, 2] = True  # the diagonal chain now has 5 voxels
     logits[0, 1][foreground] = 2.0
-    chain = build_target(logits, class_idx=1, mask="largest_component").pixel_set[0, 0]
+    chain = build_target(logits, class_idx=1, pixel_set="largest_component").pixel_set[0, 0]
     assert chain.sum() == 5 and chain[0, 0, 0] == 1 and chain[4, 4, 0] == 0
 
 
@@ -101,13 +101,13 @@ def test_tensor_voxel_and_box_masks():
     outputs = torch.randn(2, 2, 4, 5, 6)
     given = torch.zeros(1, 1, 4, 5, 6)
     given[..., 1, 2, 3] = 1
-    target = build_target(outputs, class_idx=1, mask=given)
+    target = build_target(outputs, class_idx=1, pixel_set=given)
     assert target.pixel_set.shape == (2, 1, 4, 5, 6) and torch.equal(target.pixel_set[1], given[0])
-    voxel = build_target(outputs, class_idx=0, mask=(1, 2, 3)).pixel_set
+    voxel = build_target(outputs, class_idx=0, pixel_set=(1, 2, 3)).pixel_set
     assert torch.equal(voxel, given.expand(2, -1, -1, -1, -1))
-    box = build_target(outputs, class_idx=0, mask=(slice(0, 2), slice(1, 4), slice(None))).pixel_set
+    box = build_target(outputs, class_idx=0, pixel_set=(slice(0, 2), slice(1, 4), slice(None))).pixel_set
     assert box.sum() == 2 * (2 * 3 * 6) and box[:, :, :2, 1:4].min() == 1
-    bool_mask = build_target(outputs, class_idx=0, mask=given.bool()).pixel_set
+    bool_mask = build_target(outputs, class_idx=0, pixel_set=given.bool()).pixel_set
     assert torch.equal(bool_mask, voxel)
 
 
@@ -130,20 +130,20 @@ def test_errors_say_what_to_do():
         build_target(seg, class_idx=3)
     with pytest.raises(ValueError, match=r"out of range"):
         build_target(torch.randn(2, 3), class_idx=[0, -1])
-    with pytest.raises(ValueError, match=r"mask must have shape \(B or 1, 1, \*spatial\)"):
-        build_target(seg, class_idx=1, mask=torch.ones(2, 3, 4, 4))
-    with pytest.raises(ValueError, match="mask spatial shape .* resample"):
-        build_target(seg, class_idx=1, mask=torch.ones(2, 1, 4, 5))
+    with pytest.raises(ValueError, match=r"pixel_set must have shape \(B or 1, 1, \*spatial\)"):
+        build_target(seg, class_idx=1, pixel_set=torch.ones(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="pixel_set spatial shape .* resample"):
+        build_target(seg, class_idx=1, pixel_set=torch.ones(2, 1, 4, 5))
     with pytest.raises(ValueError, match=r"values must lie in \[0, 1\]"):
-        build_target(seg, class_idx=1, mask=torch.full((2, 1, 4, 4), 2.0))
-    with pytest.raises(ValueError, match="unknown mask 'blob'"):
-        build_target(seg, class_idx=1, mask="blob")
+        build_target(seg, class_idx=1, pixel_set=torch.full((2, 1, 4, 4), 2.0))
+    with pytest.raises(ValueError, match=r"pixel_set must be one of \[.*\], got 'blob'"):
+        build_target(seg, class_idx=1, pixel_set="blob")
     with pytest.raises(ValueError, match="one int .* per spatial dim, i.e. 2 entries"):
-        build_target(seg, class_idx=1, mask=(1, 2, 3))
+        build_target(seg, class_idx=1, pixel_set=(1, 2, 3))
     with pytest.raises(ValueError, match="outside the outputs' spatial shape"):
-        build_target(seg, class_idx=1, mask=(1, 9))
-    with pytest.raises(ValueError, match="mask is only used for segmentation"):
-        build_target(torch.randn(2, 3), mask="pred")
+        build_target(seg, class_idx=1, pixel_set=(1, 9))
+    with pytest.raises(ValueError, match="pixel_set is only used for segmentation"):
+        build_target(torch.randn(2, 3), pixel_set="pred")
     with pytest.raises(ValueError, match="score must be one of"):
         build_target(seg, class_idx=1, score="prob")
 

@@ -46,7 +46,7 @@ def explain(out_dir: Path) -> dict:
         SaliencyWriter(out_dir, METHODS, png=False),
         XAIMetricHandler(
             ["heat_diff", "ehr_auc", "deletion"], METHODS, network=network, metric_args={"deletion": {"steps": 4}},
-            mask_key="mask",
+            region_key="mask",
         ),
     ]  # fmt: skip
     evaluator = SupervisedEvaluator(torch.device("cpu"), loader, network, inferer=inferer, val_handlers=handlers)

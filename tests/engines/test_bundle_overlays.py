@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from monai.bundle import ConfigWorkflow
 
+from monai_xai.bundle import ExplainWorkflow
 from tests.engines.bundles import make_classification_bundle, make_segmentation_bundle
 from tests.engines.conftest import CONFIGS, run_bundle
 
@@ -122,7 +122,7 @@ def test_missing_bundle_id_is_named_with_how_to_set_it(tmp_path, remove, message
     if remove == "handlers":
         config["evaluator"]["val_handlers"] = None
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
-    workflow = ConfigWorkflow(
+    workflow = ExplainWorkflow(
         config_file=[str(bundle / "configs" / "inference.json"), str(EXPLAIN)],
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=False,

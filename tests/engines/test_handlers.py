@@ -15,7 +15,7 @@ from monai.inferers import SimpleInferer
 from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAITimingHandler, region_mask
 from monai_xai.handlers.saliency_writer import split_metric_name
 from monai_xai.inferers import XAIInferer
-from monai_xai.metrics import deletion_insertion, ehr_auc, heat_diff
+from monai_xai.metrics import NoisyLinearImputer, deletion_insertion, ehr_auc, heat_diff
 from monai_xai.metrics.road import road
 from monai_xai.visualize import orthogonal_slices, peak_voxel, save_overlay_png
 from tests.cams.nets import TinyResNet, tiny_unet3d
@@ -52,8 +52,11 @@ def classification_run(tmp_path_factory):
         ["ehr_auc", "heat_diff", "deletion", "road_morf"],
         METHODS,
         network=network,
-        metric_args={"deletion": {"steps": 8}, "road_morf": {"percentiles": [25, 75], "noise": 0.0}},
-        mask_key="mask",
+        metric_args={
+            "deletion": {"steps": 8},
+            "road_morf": {"percentiles": [25, 75], "imputer": NoisyLinearImputer(0.0)},
+        },
+        region_key="mask",
     )
     out = tmp_path_factory.mktemp("cls_run")
     writer = SaliencyWriter(out, METHODS)
@@ -86,11 +89,14 @@ def test_rerun_metrics_use_the_explained_class(classification_run):
         maps = outputs[f"saliency_{method}"]
         curve = deletion_insertion(run["net"], run["images"], maps, class_idx=outputs["xai_class"], steps=8)
         torch.testing.assert_close(state.metric_details[f"deletion_{method}"].reshape(-1), curve.auc)
-        morf = road(run["net"], run["images"], maps, outputs["xai_class"], percentiles=[25, 75], noise=0.0)
+        morf = road(
+            run["net"], run["images"], maps, outputs["xai_class"], percentiles=[25, 75], imputer=NoisyLinearImputer(0.0)
+        )
         # ROAD is reported by its mean over percentiles; the curve is kept for plots and MLflow
         assert state.metrics[f"road_morf_{method}"] == pytest.approx(float(morf.mean_score_change.mean()), abs=1e-5)
         curve_means = morf.score_change.mean(dim=0)
-        assert state.metric_curves[f"road_morf_{method}"]["morf_25"] == pytest.approx(float(curve_means[0]), abs=1e-5)
+        kept = state.metric_curves[f"road_morf_{method}"]["morf"]
+        assert kept.x == (25, 75) and kept.y == pytest.approx(curve_means.tolist(), abs=1e-5)
 
 
 def test_timing_records_every_case(classification_run):

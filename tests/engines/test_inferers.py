@@ -7,8 +7,10 @@ import torch
 from ignite.engine import Events
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 
+from monai_xai.bundle import check_explain_config
 from monai_xai.cams import CAMExplainer
-from monai_xai.inferers import XAIInferer, _label_pixel_set, check_explain_config
+from monai_xai.inferers import XAIInferer
+from monai_xai.utils import label_mask
 from tests.cams.nets import TinyResNet, tiny_unet3d
 from tests.engines.conftest import affine_for, case_dataset, make_evaluator
 
@@ -90,9 +92,9 @@ def test_segmentation_pixel_set_from_batch_label():
     labels = torch.zeros(2, 1, 16, 16, 16)
     labels[0, :, 2:8, 3:9, 4:10] = 1
     labels[1, :, 8:14, 6:12, 2:8] = 1
-    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key="label")
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set_key="label")
     outputs = collect_outputs(make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer]))
-    expected = CAMExplainer(network, "model.1.submodule", ["gradcam"])(images, class_idx=1, mask=labels)["gradcam"]
+    expected = CAMExplainer(network, "model.1.submodule", ["gradcam"])(images, class_idx=1, pixel_set=labels)["gradcam"]
     for index, case in enumerate(outputs):
         assert case["saliency_gradcam"].shape == (1, 16, 16, 16)
         torch.testing.assert_close(case["saliency_gradcam"].as_tensor(), expected[index], atol=1e-5, rtol=1e-4)
@@ -107,7 +109,7 @@ def test_sliding_window_inferer_settings_are_used_for_the_maps():
     explainer = CAMExplainer(
         network, "model.1.submodule", ["gradcam"], roi_size=16, sw_batch_size=2, overlap=0.5, sw_mode="constant"
     )
-    expected = explainer(images, class_idx=1, mask="pred")["gradcam"]
+    expected = explainer(images, class_idx=1, pixel_set="pred")["gradcam"]
     torch.testing.assert_close(outputs[0]["saliency_gradcam"].as_tensor(), expected[0], atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(outputs[0]["pred"].as_tensor(), window(images, network)[0], atol=1e-5, rtol=1e-4)
@@ -117,9 +119,9 @@ def test_label_pixel_set_label_map_and_one_hot():
     label_map = torch.tensor([[[0, 1, 2, 1]], [[2, 2, 0, 1]]]).reshape(2, 1, 2, 2)
     classes = torch.tensor([1, 2])
     expected = torch.tensor([[[0, 1], [0, 1]], [[1, 1], [0, 0]]], dtype=torch.float32).reshape(2, 1, 2, 2)
-    torch.testing.assert_close(_label_pixel_set(label_map, classes), expected)
+    torch.testing.assert_close(label_mask(label_map, classes), expected)
     one_hot = torch.nn.functional.one_hot(label_map[:, 0], 3).permute(0, 3, 1, 2)
-    torch.testing.assert_close(_label_pixel_set(one_hot, classes), expected)
+    torch.testing.assert_close(label_mask(one_hot, classes), expected)
 
 
 @pytest.mark.parametrize("time_each_method", [True, False])
@@ -145,10 +147,10 @@ def test_errors_say_what_to_set():
     network = TinyResNet(spatial_dims=2)
     with pytest.raises(ValueError, match="target_layers is empty"):
         XAIInferer(SimpleInferer(), "", ["gradcam"])
-    with pytest.raises(ValueError, match="mask must be one of"):
-        XAIInferer(SimpleInferer(), "layer4", ["gradcam"], mask="box")
+    with pytest.raises(ValueError, match="pixel_set must be one of"):
+        XAIInferer(SimpleInferer(), "layer4", ["gradcam"], pixel_set="box")
     segmenter = tiny_unet3d().eval()
-    unattached = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, mask_key="label")
+    unattached = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set_key="label")
     with pytest.raises(RuntimeError, match="attach the inferer"):
         unattached(torch.randn(1, 1, 16, 16, 16), segmenter)
     no_class = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"])

@@ -15,6 +15,7 @@ from monai.inferers import SimpleInferer
 
 from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, tracking_server_error
 from monai_xai.inferers import XAIInferer
+from monai_xai.metrics import NoisyLinearImputer
 from tests.cams.nets import TinyResNet
 from tests.engines.conftest import case_dataset, make_evaluator
 
@@ -84,8 +85,8 @@ def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, m
             list(metrics),
             METHODS,
             network=network,
-            metric_args={"road_combined": {"percentiles": [20, 80], "noise": 0.0}},
-            mask_key="mask",
+            metric_args={"road_combined": {"percentiles": [20, 80], "imputer": NoisyLinearImputer(0.0)}},
+            region_key="mask",
         ),
         tracker,
     ]

@@ -81,6 +81,8 @@ def _write_intensity_segmentation_bundle(destination: Path) -> None:
     metadata = json.loads(metadata_path.read_text())
     metadata["cam_target_layers"] = {"conv": "the only layer: logits (0, gain * (intensity - threshold))"}
     metadata_path.write_text(json.dumps(metadata, indent=4))
+    # the demo's explain.json recommends layers of its UNet, which this network does not have
+    (bundle / "configs" / "explain.json").unlink()
     torch.save(intensity_segmenter_state(), bundle / "models" / "model.pt")
 
 

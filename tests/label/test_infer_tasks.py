@@ -65,8 +65,31 @@ def test_construction_errors(unet_bundle, tmp_path):
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
     del metadata["cam_target_layers"]
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    (bundle / "configs" / "explain.json").unlink()  # it names a layer too (see the next test)
     with pytest.raises(ValueError, match="no target layers; pass target_layers"):
         BundleExplainTask(str(bundle), {})
     assert BundleExplainTask(str(bundle), {}, target_layers=["model.1.submodule.2"]).target_layers == (
         "model.1.submodule.2",
     )
+
+
+def test_defaults_are_what_the_bundles_explain_config_recommends(unet_bundle, tmp_path):
+    """The demo segmenter's explain.json (layer model.1.submodule, pixel set "image", score "probability") gives the
+    request defaults; a bundle without one offers the plain defaults in their usual order."""
+    settings = json.loads((unet_bundle / "configs" / "explain.json").read_text())
+    task = BundleExplainTask(str(unet_bundle), {})
+    config = task.info()["config"]
+    assert config["method"][0] == settings["xai_methods"][0]
+    assert config["target_layer"][0] == settings["xai_target_layer"] == "model.1.submodule"
+    assert config["target_layer"][1:] == list(
+        json.loads((unet_bundle / "configs" / "metadata.json").read_text())["cam_target_layers"]
+    )
+    assert config["pixel_set"] == ["image", "pred", "largest_component"]
+    assert config["score"] == ["probability", "logit"]
+    plain = tmp_path / "plain"
+    shutil.copytree(unet_bundle, plain)
+    (plain / "configs" / "explain.json").unlink()
+    config = BundleExplainTask(str(plain), {}).info()["config"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image"]
+    assert config["score"] == ["logit", "probability"]
+    assert "model.1.submodule" not in config["target_layer"]

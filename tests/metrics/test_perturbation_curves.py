@@ -19,11 +19,11 @@ def test_deletion_hand_values_on_logits():
     model = RegionLinearClassifier(HAND_WEIGHT)
     images = torch.ones(1, 1, 2, 2)
     # steps=4: logits 10, 10-2=8, 8-3=5, 5-4=1, 1-1=0; AUC = (10/2 + 8 + 5 + 1 + 0/2) / 4 = 4.75
-    curve = deletion_insertion(model, images, HAND_SALIENCY, class_idx=1, steps=4, apply_softmax=False)
+    curve = deletion_insertion(model, images, HAND_SALIENCY, class_idx=1, steps=4, score="logit")
     assert torch.allclose(curve.scores, torch.tensor([[10.0, 8.0, 5.0, 1.0, 0.0]]))
     assert torch.allclose(curve.auc, torch.tensor([4.75]))
     # steps=2 replaces floor(k*4/2) = 0, 2, 4 voxels: 10, 10-2-3=5, 0; AUC = 0.5*(10+5)/2 + 0.5*(5+0)/2 = 5
-    curve = deletion_insertion(model, images, HAND_SALIENCY, class_idx=1, steps=2, apply_softmax=False)
+    curve = deletion_insertion(model, images, HAND_SALIENCY, class_idx=1, steps=2, score="logit")
     assert torch.allclose(curve.scores, torch.tensor([[10.0, 5.0, 0.0]]))
     assert torch.allclose(curve.auc, torch.tensor([5.0]))
 
@@ -33,7 +33,7 @@ def test_insertion_hand_values_and_softmax_probability():
     images = torch.ones(1, 1, 2, 2)
     # insertion from zeros: 0, 2, 5, 9, 10; AUC = (0/2 + 2 + 5 + 9 + 10/2) / 4 = 5.25
     curve = deletion_insertion(
-        model, images, HAND_SALIENCY, class_idx=1, mode="insertion", steps=4, substrate="zeros", apply_softmax=False
+        model, images, HAND_SALIENCY, class_idx=1, mode="insertion", steps=4, substrate="zeros", score="logit"
     )
     assert torch.allclose(curve.scores, torch.tensor([[0.0, 2.0, 5.0, 9.0, 10.0]]))
     assert torch.allclose(curve.auc, torch.tensor([5.25]))
@@ -48,7 +48,7 @@ def test_ties_follow_flattened_index_order():
     model = RegionLinearClassifier(HAND_WEIGHT)
     # all voxels tie: removed in index order 0, 1, 2, 3 -> 10, 9, 7, 4, 0
     curve = deletion_insertion(
-        model, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), class_idx=1, steps=4, apply_softmax=False
+        model, torch.ones(1, 1, 2, 2), torch.ones(1, 1, 2, 2), class_idx=1, steps=4, score="logit"
     )
     assert torch.allclose(curve.scores, torch.tensor([[10.0, 9.0, 7.0, 4.0, 0.0]]))
 
@@ -70,7 +70,7 @@ def test_segmentation_deletion_hand_values_per_sample_class(spatial_dims):
     # sample 0, class 1 over {0, 1, 3}: 5+3+4=12, 5-5+4=4, 4, 5-5-5=-5, -15, each / 3 voxels (mean over the set)
     # sample 1, class 2 over {2}: 3, 3, 5, 5, 5 (one voxel)
     curve = deletion_insertion(
-        intensity_segmenter(spatial_dims), images, saliency, class_idx=[1, 2], steps=4, apply_softmax=False
+        intensity_segmenter(spatial_dims), images, saliency, class_idx=[1, 2], steps=4, score="logit"
     )
     expected = torch.tensor([[12.0 / 3, 4.0 / 3, 4.0 / 3, -5.0 / 3, -15.0 / 3], [3.0, 3.0, 5.0, 5.0, 5.0]])
     torch.testing.assert_close(curve.scores, expected)
@@ -82,7 +82,7 @@ def test_segmentation_box_mask_and_probability_score():
     images, saliency = _seg_inputs(2, 1)
     model = intensity_segmenter(2)
     # the box is the first row (voxels 0 and 1), whatever is predicted there
-    box = deletion_insertion(model, images, saliency, class_idx=1, steps=4, apply_softmax=False, mask=(0, slice(None)))
+    box = deletion_insertion(model, images, saliency, class_idx=1, steps=4, score="logit", pixel_set=(0, slice(None)))
     torch.testing.assert_close(box.scores, torch.tensor([[8.0, 0.0, 0.0, 0.0, -10.0]]) / 2)  # mean over 2 voxels
     # probability: the softmax over the 3 classes of each voxel, averaged over the predicted region {0, 1, 3}
     probability = deletion_insertion(model, images, saliency, class_idx=1, steps=4)
@@ -99,15 +99,15 @@ def test_segmentation_metric_passes_the_mask_and_needs_a_class():
     model = intensity_segmenter(3)
     ground_truth = torch.zeros(1, 1, 1, 2, 2)
     ground_truth[..., 1, :] = 1.0  # second row: voxels 2 and 3
-    metric = DeletionInsertionMetric(model, steps=4, apply_softmax=False)
-    rows = metric(y_pred=saliency, y=images, class_idx=[1, 2], mask=ground_truth)
+    metric = DeletionInsertionMetric(model, steps=4, score="logit")
+    rows = metric(y_pred=saliency, y=images, class_idx=[1, 2], pixel_set=ground_truth)
     # class 1 over {2, 3}: -3+4=1, 1, -5+4=-1, -10, -10; class 2 over {2, 3}: 3-4=-1, -1, 5-4=1, 10, 10; / 2 voxels
     expected = torch.tensor([[1.0, 1.0, -1.0, -10.0, -10.0], [-1.0, -1.0, 1.0, 10.0, 10.0]]) / 2
     torch.testing.assert_close(rows[:, 0], torch.trapezoid(expected, dx=0.25, dim=1))
     with pytest.raises(ValueError, match="class_idx is required for segmentation"):
         deletion_insertion(model, images, saliency)
-    with pytest.raises(ValueError, match="mask is only used for segmentation"):
-        deletion_insertion(RegionLinearClassifier(HAND_WEIGHT), torch.ones(1, 1, 2, 2), HAND_SALIENCY, mask="pred")
+    with pytest.raises(ValueError, match="pixel_set is only used for segmentation"):
+        deletion_insertion(RegionLinearClassifier(HAND_WEIGHT), torch.ones(1, 1, 2, 2), HAND_SALIENCY, pixel_set="pred")
 
 
 def _region_problem(seed: int, spatial: tuple[int, ...]):
@@ -178,7 +178,7 @@ def test_tensor_substrate_is_broadcast():
         class_idx=1,
         steps=4,
         substrate=torch.tensor(2.0),
-        apply_softmax=False,
+        score="logit",
     )
     assert torch.allclose(curve.scores, torch.tensor([[10.0, 12.0, 15.0, 19.0, 20.0]]))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_xai.metrics import ROADMetric, removal_masks, road, road_combined
+from monai_xai.metrics import NoisyLinearImputer, ROADMetric, removal_masks, road, road_combined
 from tests.metrics.road_nets import RegionMeanClassifier, tiny_cnn
 from tests.metrics.segmenters import GAIN, intensity_logits, intensity_segmenter
 
@@ -68,7 +68,7 @@ def test_matches_pytorch_grad_cam(order, score):
         reference = metric_type(percentile)
         reference.perturbation.imputer.noise = 0.0
         expected.append(reference(images, saliency[:, 0].numpy(), [target_type(1), target_type(2)], model))
-    ours = road(model, images, saliency, [1, 2], percentiles, order=order, score=score, noise=0.0)
+    ours = road(model, images, saliency, [1, 2], percentiles, order=order, score=score, imputer=NoisyLinearImputer(0.0))
     assert ours.percentiles == percentiles and ours.score_change.shape == (2, 3)
     np.testing.assert_allclose(ours.score_change.numpy(), np.stack(expected, axis=1), atol=1e-4, rtol=0)
     assert ours.score_change.abs().max() > 1e-2  # the comparison is not between two near-zero curves
@@ -87,7 +87,7 @@ def test_road_combined_matches_pytorch_grad_cam(monkeypatch):
     expected = gradcam_road.ROADCombined(percentiles)(
         images, saliency[:, 0].numpy(), [ClassifierOutputTarget(0), ClassifierOutputTarget(0)], model
     )
-    ours = road_combined(model, images, saliency, 0, percentiles, noise=0.0)
+    ours = road_combined(model, images, saliency, 0, percentiles, imputer=NoisyLinearImputer(0.0))
     np.testing.assert_allclose(ours.numpy(), expected, atol=1e-4, rtol=0)
 
 
@@ -108,15 +108,15 @@ def test_map_marking_the_evidence_drops_morf_more_than_a_random_map(spatial):
     faithful = faithful.expand(2, 1, *spatial)
     random_map = distinct_saliency(2, spatial, seed=3)
     percentiles = (30, 60, 90)
-    good = road(model, images, faithful, 1, percentiles, noise=0.0)
-    random_curve = road(model, images, random_map, 1, percentiles, noise=0.0)
+    good = road(model, images, faithful, 1, percentiles, imputer=NoisyLinearImputer(0.0))
+    random_curve = road(model, images, random_map, 1, percentiles, imputer=NoisyLinearImputer(0.0))
     assert (good.mean_score_change < random_curve.mean_score_change - 1.0).all()
     # keeping the region (LeRF removes the rest first) barely moves the evidence
-    lerf = road(model, images, faithful, 1, percentiles, order="lerf", noise=0.0)
+    lerf = road(model, images, faithful, 1, percentiles, order="lerf", imputer=NoisyLinearImputer(0.0))
     assert lerf.score_change[:, -1].abs().max() < 0.5
     assert (
-        road_combined(model, images, faithful, 1, percentiles, noise=0.0).min()
-        > road_combined(model, images, random_map, 1, percentiles, noise=0.0).max()
+        road_combined(model, images, faithful, 1, percentiles, imputer=NoisyLinearImputer(0.0)).min()
+        > road_combined(model, images, random_map, 1, percentiles, imputer=NoisyLinearImputer(0.0)).max()
     )
     # the class flips once the region is gone: the paper's accuracy per percentage
     assert good.accuracy[0].item() == 0.0 and good.still_predicted.dtype == torch.bool
@@ -126,7 +126,14 @@ def test_3d_conv_net_runs_with_batch_and_per_sample_targets():
     model = tiny_cnn(spatial_dims=3, in_channels=1).eval()
     images = torch.rand(2, 1, 10, 9, 8)
     saliency = torch.rand(2, 1, 10, 9, 8)
-    curve = road(model, images, saliency, [0, 2], (25, 75), noise=0.01, generator=torch.Generator().manual_seed(0))
+    curve = road(
+        model,
+        images,
+        saliency,
+        [0, 2],
+        (25, 75),
+        imputer=NoisyLinearImputer(0.01, generator=torch.Generator().manual_seed(0)),
+    )
     assert curve.score_change.shape == (2, 2) and torch.isfinite(curve.score_change).all()
     assert curve.accuracy.shape == (2,)
 
@@ -136,8 +143,8 @@ def test_chunked_forwards_equal_one_forward_and_default_class_is_prediction():
     images = torch.rand(3, 3, 16, 16)
     saliency = torch.rand(3, 1, 16, 16)
     predicted = model(images).argmax(dim=1)
-    whole = road(model, images, saliency, None, (20, 70), noise=0.0)
-    chunked = road(model, images, saliency, predicted, (20, 70), noise=0.0, batch_size=2)
+    whole = road(model, images, saliency, None, (20, 70), imputer=NoisyLinearImputer(0.0))
+    chunked = road(model, images, saliency, predicted, (20, 70), imputer=NoisyLinearImputer(0.0), batch_size=2)
     torch.testing.assert_close(whole.score_change, chunked.score_change, atol=1e-5, rtol=0)
 
 
@@ -146,15 +153,17 @@ def test_model_modes_restored_and_no_graph_built():
     model.train()
     model[4].eval()  # a submodule in its own mode must come back as it was
     images = torch.rand(2, 3, 12, 12, requires_grad=True)
-    first = road(model, images, torch.rand(2, 1, 12, 12), 0, (50,), noise=0.0)
-    second = road(model, images, torch.rand(2, 1, 12, 12).argsort(dim=-1).float(), 0, (50,), noise=0.0)
+    first = road(model, images, torch.rand(2, 1, 12, 12), 0, (50,), imputer=NoisyLinearImputer(0.0))
+    second = road(
+        model, images, torch.rand(2, 1, 12, 12).argsort(dim=-1).float(), 0, (50,), imputer=NoisyLinearImputer(0.0)
+    )
     assert model.training and not model[4].training and model[0].training
     assert not first.score_change.requires_grad and torch.isfinite(second.score_change).all()
     # eval mode inside: the dropout layer does not make two identical calls differ
     saliency = torch.rand(2, 1, 12, 12)
     torch.testing.assert_close(
-        road(model, images, saliency, 0, (50,), noise=0.0).score_change,
-        road(model, images, saliency, 0, (50,), noise=0.0).score_change,
+        road(model, images, saliency, 0, (50,), imputer=NoisyLinearImputer(0.0)).score_change,
+        road(model, images, saliency, 0, (50,), imputer=NoisyLinearImputer(0.0)).score_change,
     )
 
 
@@ -162,11 +171,20 @@ def test_seeded_noise_is_reproducible():
     model = tiny_cnn().eval()
     images, saliency = torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16)
     runs = [
-        road(model, images, saliency, 0, (40,), noise=0.05, generator=torch.Generator().manual_seed(7)).score_change
+        road(
+            model,
+            images,
+            saliency,
+            0,
+            (40,),
+            imputer=NoisyLinearImputer(0.05, generator=torch.Generator().manual_seed(7)),
+        ).score_change
         for _ in range(2)
     ]
     assert torch.equal(runs[0], runs[1])
-    assert not torch.equal(runs[0], road(model, images, saliency, 0, (40,), noise=0.0).score_change)
+    assert not torch.equal(
+        runs[0], road(model, images, saliency, 0, (40,), imputer=NoisyLinearImputer(0.0)).score_change
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,7 +252,9 @@ def test_segmentation_score_is_the_class_mean_over_the_pixel_set(spatial, mask_k
         return (maps * pixel_set[:, 0]).flatten(1).sum(dim=1)
 
     model = intensity_segmenter(len(spatial))
-    curve = road(model, images, saliency, classes, (percentile,), mask=mask, score=score, noise=0.0)
+    curve = road(
+        model, images, saliency, classes, (percentile,), pixel_set=mask, score=score, imputer=NoisyLinearImputer(0.0)
+    )
     set_size = pixel_set.flatten(1).sum(dim=1)
     expected = (class_sum(imputed) - class_sum(images)) / set_size  # mean over the pixel set
     torch.testing.assert_close(curve.score_change[:, 0], expected, atol=1e-4, rtol=1e-5)
@@ -253,40 +273,42 @@ def test_segmentation_map_marking_the_pixel_set_drops_morf_more_than_a_random_ma
     faithful = (region.float() + torch.arange(pixels).reshape(spatial) / (10.0 * pixels)).expand(2, 1, *spatial)
     random_map = distinct_saliency(2, spatial, seed=3)
     model, percentiles = intensity_segmenter(len(spatial)), (30, 60, 90)
-    noise = {"noise": 0.01, "generator": torch.Generator().manual_seed(0)}
-    good = road(model, images, faithful, 1, percentiles, mask="pred", **noise)
-    random_curve = road(model, images, random_map, 1, percentiles, mask="pred", **noise)
+    noise = {"imputer": NoisyLinearImputer(0.01, generator=torch.Generator().manual_seed(0))}
+    good = road(model, images, faithful, 1, percentiles, pixel_set="pred", **noise)
+    random_curve = road(model, images, random_map, 1, percentiles, pixel_set="pred", **noise)
     # removing the whole region costs about GAIN * (1 - 0.05) per voxel of it (scores are means over the pixel set,
     # here the region); a random 10 % costs about a tenth of that
     assert (good.score_change[:, -1] < -0.8 * GAIN).all()
     assert (good.mean_score_change < random_curve.mean_score_change - GAIN / region.sum()).all()
     assert not good.still_predicted.any() and random_curve.still_predicted[:, -1].all()
     assert (
-        road_combined(model, images, faithful, 1, percentiles, mask="largest_component", **noise).min()
-        > road_combined(model, images, random_map, 1, percentiles, mask="largest_component", **noise).max()
+        road_combined(model, images, faithful, 1, percentiles, pixel_set="largest_component", **noise).min()
+        > road_combined(model, images, random_map, 1, percentiles, pixel_set="largest_component", **noise).max()
     )
 
 
 def test_segmentation_metric_passes_the_mask_and_needs_a_class():
     images, _, saliency, _, region = box_setup((8, 8))
     model, ground_truth = intensity_segmenter(2), region[None, None].float()
-    metric = ROADMetric(model, (50, 90), order="combined", noise=0.0)
-    rows = metric(saliency, images, class_idx=1, mask=ground_truth)
-    morf = road(model, images, saliency, 1, (50, 90), mask=ground_truth, noise=0.0)
+    metric = ROADMetric(model, (50, 90), order="combined", imputer=NoisyLinearImputer(0.0))
+    rows = metric(saliency, images, class_idx=1, pixel_set=ground_truth)
+    morf = road(model, images, saliency, 1, (50, 90), pixel_set=ground_truth, imputer=NoisyLinearImputer(0.0))
     torch.testing.assert_close(rows[:, :2], morf.score_change)
-    expected = road_combined(model, images, saliency, 1, (50, 90), mask=ground_truth, noise=0.0)
+    expected = road_combined(
+        model, images, saliency, 1, (50, 90), pixel_set=ground_truth, imputer=NoisyLinearImputer(0.0)
+    )
     torch.testing.assert_close(rows[:, -1], expected)
     with pytest.raises(ValueError, match="class_idx is required for segmentation"):
         road(model, images, saliency, None, (50,))
-    with pytest.raises(ValueError, match="mask is only used for segmentation"):
-        road(tiny_cnn().eval(), torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), 0, (50,), mask="pred")
+    with pytest.raises(ValueError, match="pixel_set is only used for segmentation"):
+        road(tiny_cnn().eval(), torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8), 0, (50,), pixel_set="pred")
 
 
 def test_segmentation_empty_pixel_set_warns_and_is_nan():
     images = torch.full((2, 1, 6, 6), 0.1)
     images[1, :, :3] = 0.9  # class 1 (x > 0.5) is predicted nowhere in sample 0, on the top half of sample 1
     with pytest.warns(UserWarning, match=r"empty for sample\(s\) \[0\]"):
-        curve = road(intensity_segmenter(2), images, torch.rand(2, 1, 6, 6), 1, (50,), noise=0.0)
+        curve = road(intensity_segmenter(2), images, torch.rand(2, 1, 6, 6), 1, (50,), imputer=NoisyLinearImputer(0.0))
     assert torch.isnan(curve.score_change[0]).all() and not curve.still_predicted[0].any()
     assert torch.isfinite(curve.score_change[1]).all()
 
@@ -296,22 +318,31 @@ def test_metric_buffers_cases_and_reduces_per_column(order):
     model, images, region = region_setup((16, 16))
     saliency = torch.rand(2, 1, 16, 16)
     percentiles = (25, 75)
-    metric = ROADMetric(model, percentiles, order=order, noise=0.0)
+    metric = ROADMetric(model, percentiles, order=order, imputer=NoisyLinearImputer(0.0))
     first = metric(saliency, images, class_idx=1)
     second = metric(saliency.flip(-1), images.flip(-1))  # class_idx None: the predicted class (1 here)
+    curves = {
+        removal: road(model, images, saliency, 1, percentiles, removal, imputer=NoisyLinearImputer(0.0))
+        for removal in ("morf", "lerf")
+    }
     if order == "combined":
-        assert metric.column_names == ("morf_25", "morf_75", "lerf_25", "lerf_75", "combined")
-        expected_last = road_combined(model, images, saliency, 1, percentiles, noise=0.0)
+        named = ("morf", "lerf")  # row: the MoRF curve, the LeRF curve, then ROADCombined
+        expected_last = road_combined(model, images, saliency, 1, percentiles, imputer=NoisyLinearImputer(0.0))
     else:
-        assert metric.column_names == ("morf_25", "morf_75", "morf_mean")
-        expected_last = road(model, images, saliency, 1, percentiles, noise=0.0).mean_score_change
-    assert first.shape == (2, len(metric.column_names))
+        named = ("morf",)  # row: the MoRF curve, then its mean
+        expected_last = curves["morf"].mean_score_change
+    assert first.shape == (2, len(named) * len(percentiles) + 1)
     torch.testing.assert_close(first[:, -1], expected_last)
+    read_back = metric.curves(first[1])
+    assert list(read_back) == list(named)
+    for name in named:
+        assert read_back[name].x == percentiles and read_back[name].x_label == "pixels kept (%)"
+        torch.testing.assert_close(torch.tensor(read_back[name].y), curves[name].score_change[1], atol=1e-6, rtol=0)
     torch.testing.assert_close(metric.aggregate(), torch.cat([first, second]).mean(dim=0))
     torch.testing.assert_close(metric.aggregate("mean").reshape(()), torch.cat([first, second]).mean())
     metric.get_not_nans = True
     reduced, not_nans = metric.aggregate()
-    assert not_nans.tolist() == [4.0] * len(metric.column_names)
+    assert not_nans.tolist() == [4.0] * first.shape[1]
     metric.reset()
     with pytest.raises(ValueError, match="nothing to aggregate"):
         metric.aggregate()
@@ -320,7 +351,7 @@ def test_metric_buffers_cases_and_reduces_per_column(order):
 def test_metric_skips_empty_pixel_sets_and_is_nan_when_all_are_empty():
     images = torch.full((2, 1, 6, 6), 0.1)
     images[1, :, :3] = 0.9  # class 1 (x > 0.5) is predicted nowhere in sample 0
-    metric = ROADMetric(intensity_segmenter(2), (50,), order="morf", noise=0.0, get_not_nans=True)
+    metric = ROADMetric(intensity_segmenter(2), (50,), order="morf", imputer=NoisyLinearImputer(0.0), get_not_nans=True)
     with pytest.warns(UserWarning, match="empty"):
         rows = metric(torch.rand(2, 1, 6, 6), images, class_idx=1)
     value, not_nans = metric.aggregate()
@@ -336,16 +367,18 @@ def test_metric_skips_empty_pixel_sets_and_is_nan_when_all_are_empty():
 def test_metric_accepts_lists_of_channel_first_tensors():
     model, images, _ = region_setup((16, 16))
     saliency = torch.rand(2, 1, 16, 16)
-    metric = ROADMetric(model, (50,), order="lerf", noise=0.0)
+    metric = ROADMetric(model, (50,), order="lerf", imputer=NoisyLinearImputer(0.0))
     rows = metric(list(saliency), list(images))
-    torch.testing.assert_close(rows, ROADMetric(model, (50,), order="lerf", noise=0.0)(saliency, images))
+    torch.testing.assert_close(
+        rows, ROADMetric(model, (50,), order="lerf", imputer=NoisyLinearImputer(0.0))(saliency, images)
+    )
 
 
 def test_metric_needs_images_and_valid_options():
     metric = ROADMetric(tiny_cnn().eval(), (50,))
     with pytest.raises(ValueError, match="needs the model input"):
         metric(torch.rand(1, 1, 8, 8))
-    with pytest.raises(ValueError, match="'morf', 'lerf' or 'combined'"):
+    with pytest.raises(ValueError, match=r"order must be one of \['morf', 'lerf', 'combined'\]"):
         ROADMetric(tiny_cnn(), order="both")
     with pytest.raises(ValueError, match="score must be one of"):
         ROADMetric(tiny_cnn(), score="prob")
@@ -355,7 +388,7 @@ def test_metric_needs_images_and_valid_options():
 def test_cuda_matches_cpu():
     model = tiny_cnn().eval()
     images, saliency = torch.rand(2, 3, 20, 20), distinct_saliency(2, (20, 20))
-    on_cpu = road(model, images, saliency, [0, 1], (30, 70), noise=0.0)
-    on_gpu = road(model.cuda(), images.cuda(), saliency.cuda(), [0, 1], (30, 70), noise=0.0)
+    on_cpu = road(model, images, saliency, [0, 1], (30, 70), imputer=NoisyLinearImputer(0.0))
+    on_gpu = road(model.cuda(), images.cuda(), saliency.cuda(), [0, 1], (30, 70), imputer=NoisyLinearImputer(0.0))
     assert on_gpu.score_change.device.type == "cuda"
     torch.testing.assert_close(on_gpu.score_change.cpu(), on_cpu.score_change, atol=1e-4, rtol=0)

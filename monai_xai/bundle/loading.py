@@ -1,0 +1,70 @@
+"""Load the parts of a trained bundle that explaining outside an engine needs: network, preprocessing, settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.bundle import ConfigParser
+from torch import nn
+
+from monai_xai.bundle.settings import ExplainSettings
+
+__all__ = ["TrainedBundle", "load_trained_bundle"]
+
+
+@dataclass(frozen=True)
+class TrainedBundle:
+    """A bundle ready to explain cases one by one.
+
+    Attributes:
+        root: the bundle folder.
+        network: ``network_def`` with the weights of ``models/model.pt``, in eval mode on the requested device.
+        preprocessing: the bundle's ``preprocessing`` transform (a dict transform over ``{"image": path, ...}``).
+        settings: what the bundle itself says to explain (its ``configs/explain.json``; defaults without one).
+    """
+
+    root: Path
+    network: nn.Module
+    preprocessing: Callable
+    settings: ExplainSettings
+
+
+def load_trained_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> TrainedBundle:
+    """Read a model-zoo bundle's ``configs/inference.json``, weights and own explanation settings.
+
+    Args:
+        bundle_dir: bundle folder (``configs/inference.json`` with ``network_def`` and ``preprocessing``,
+            ``models/model.pt``).
+        device: where the network goes.
+
+    Raises:
+        FileNotFoundError: no inference.json or no weights.
+        ValueError: an inference.json without ``network_def`` or ``preprocessing``.
+    """
+    root = Path(bundle_dir).resolve()
+    inference = root / "configs" / "inference.json"
+    if not inference.is_file():
+        raise FileNotFoundError(
+            f"{inference} is missing: a bundle in MONAI model-zoo layout has configs/inference.json defining "
+            "`network_def` and `preprocessing`."
+        )
+    parser = ConfigParser()
+    parser.read_config(str(inference))
+    parser["bundle_root"] = str(root)
+    for config_id in ("network_def", "preprocessing"):
+        if config_id not in parser:
+            raise ValueError(f"{inference} has no `{config_id}`; the network and the data are built with it.")
+    weights = root / "models" / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing; train the bundle first (see its docs/README.md).")
+    network = parser.get_parsed_content("network_def")
+    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return TrainedBundle(
+        root=root,
+        network=network.to(device).eval(),
+        preprocessing=parser.get_parsed_content("preprocessing"),
+        settings=ExplainSettings.from_bundle(root, overlays=()),
+    )

@@ -1,0 +1,176 @@
+"""``ExplainSettings``: what a bundle explains, read once from its ``xai_*`` config ids into one typed record.
+
+The ids live in the overlays (``configs/explain.json``, ``configs/xai_metrics.json``) and in a bundle's own
+``configs/explain.json``; the command line overrides them (``--xai_class 1``). The CLI, the sanity checks, the demo
+and MONAI Label all read them through :meth:`ExplainSettings.from_config` / :meth:`ExplainSettings.from_bundle`, so
+an id means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from monai.bundle import ConfigParser
+from torch import nn
+
+from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
+from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer
+from monai_xai.enums import PixelSet, Score, as_choice
+
+__all__ = ["ExplainSettings", "check_explain_config"]
+
+
+@dataclass(frozen=True)
+class ExplainSettings:
+    """The explanation a bundle asks for, one field per ``xai_*`` config id (see ``configs/README.md``).
+
+    A field that its id leaves unset keeps the default here: ``methods`` empty and ``target_layers`` None mean "not
+    chosen" (the caller must supply them), ``pixel_set`` None means "not chosen" (a segmentation network then
+    explains its predicted region; classifiers have none), ``region_key`` None means "no ground truth named".
+
+    Attributes:
+        methods: ``xai_methods``, CAM method names.
+        target_layers: ``xai_target_layer``, a layer name (or list), or ``{method: layer}``.
+        class_idx: ``xai_class``, the explained class; None: a classifier's predicted class.
+        pixel_set: ``xai_pixel_set`` (former id ``xai_mask``), the named segmentation pixel set; None: not chosen.
+        pixel_set_key: ``xai_pixel_set_key`` (former id ``xai_mask_key``), batch key of a label whose region of the
+            class is the pixel set instead.
+        score: ``xai_score``, the explained score of the class.
+        time_each_method: ``xai_time_each_method``, one timed pass per method (True) or one shared pass.
+        metrics: ``xai_metrics``, XAI metric names.
+        metric_args: ``xai_metric_args``, keyword arguments per metric.
+        region_key: ``xai_region_key``, batch key of the ground-truth region.
+        region_value: ``xai_region_value``, which region of it: ``"class"`` (the explained class), None (any
+            foreground) or an int.
+    """
+
+    methods: tuple[str, ...] = ()
+    target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None
+    class_idx: int | None = None
+    pixel_set: PixelSet | None = None
+    pixel_set_key: str | None = None
+    score: Score = Score.LOGIT
+    time_each_method: bool = True
+    metrics: tuple[str, ...] = ()
+    metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    region_key: str | None = None
+    region_value: int | str | None = "class"
+
+    # the config id of each field
+    CONFIG_IDS: ClassVar[dict[str, str]] = {
+        "methods": "xai_methods",
+        "target_layers": "xai_target_layer",
+        "class_idx": "xai_class",
+        "pixel_set": "xai_pixel_set",
+        "pixel_set_key": "xai_pixel_set_key",
+        "score": "xai_score",
+        "time_each_method": "xai_time_each_method",
+        "metrics": "xai_metrics",
+        "metric_args": "xai_metric_args",
+        "region_key": "xai_region_key",
+        "region_value": "xai_region_value",
+    }
+    # ids renamed since: still read when the new id is absent (a bundle's own explain.json may use them)
+    FORMER_IDS: ClassVar[dict[str, str]] = {"pixel_set": "xai_mask", "pixel_set_key": "xai_mask_key"}
+
+    def __post_init__(self) -> None:
+        set_field = object.__setattr__  # the dataclass is frozen; normalise the given values once, here
+        set_field(self, "methods", _names(self.methods))
+        set_field(self, "metrics", _names(self.metrics))
+        if self.pixel_set is not None:
+            set_field(self, "pixel_set", as_choice(PixelSet, self.pixel_set, "xai_pixel_set"))
+        set_field(self, "score", as_choice(Score, self.score, "xai_score"))
+        set_field(self, "metric_args", {name: dict(args) for name, args in (self.metric_args or {}).items()})
+        if self.target_layers == "":
+            set_field(self, "target_layers", None)
+        if self.class_idx is not None and (isinstance(self.class_idx, bool) or not isinstance(self.class_idx, int)):
+            raise ValueError(f"xai_class must be an int (or null for the predicted class), got {self.class_idx!r}.")
+        if self.region_value is not None and self.region_value != "class" and not isinstance(self.region_value, int):
+            raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')
+
+    @classmethod
+    def from_config(cls, parser: ConfigParser) -> ExplainSettings:
+        """The settings of a parsed bundle config: each field from its id when the config has it.
+
+        Args:
+            parser: a ``ConfigParser`` holding the bundle config (and overlays); only the ``xai_*`` ids are parsed.
+        """
+        values = {}
+        for name, config_id in cls.CONFIG_IDS.items():
+            for candidate in (config_id, cls.FORMER_IDS.get(name)):
+                if candidate is not None and candidate in parser:
+                    values[name] = parser.get_parsed_content(candidate)
+                    break
+        return cls(**values)
+
+    @classmethod
+    def from_bundle(
+        cls, bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any
+    ) -> ExplainSettings:
+        """The settings a bundle run with ``overlays`` would use: the bundle's ``configs/inference.json``, the
+        overlays, the bundle's own ``configs/explain.json``, then ``override`` (``{"xai_class": 1}``).
+
+        ``overlays=()`` reads what the bundle itself sets (its explain.json), leaving the rest at the defaults here.
+        """
+        parser = ConfigParser()
+        parser.read_config(explain_config_files(bundle_dir, overlays))
+        parser["bundle_root"] = str(Path(bundle_dir).resolve())
+        parser.update(override)
+        return cls.from_config(parser)
+
+    def replace(self, **changes: Any) -> ExplainSettings:
+        """A copy with the given fields changed (None values are ignored: "keep the bundle's setting")."""
+        values = {item.name: getattr(self, item.name) for item in fields(self)}
+        values.update({name: value for name, value in changes.items() if value is not None})
+        return ExplainSettings(**values)
+
+    def check(self, network: nn.Module) -> None:
+        """Raise a ``ValueError`` that says what to set unless ``methods`` and ``target_layers`` work on
+        ``network`` (see :func:`check_explain_config`)."""
+        check_explain_config(network, self.target_layers, self.methods)
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def check_explain_config(
+    network: nn.Module,
+    target_layers: LayerSpec | Mapping[str, LayerSpec] | None,
+    methods: str | Sequence[str] | None,
+) -> None:
+    """Fail early, before any data is loaded, when the methods or layers to explain cannot work on ``network``.
+
+    ``configs/explain.json`` runs it in the bundle's ``initialize`` step with ``@network``, ``@xai_target_layer`` and
+    ``@xai_methods``.
+
+    Args:
+        network: the network to explain.
+        target_layers: ``xai_target_layer``: a layer name of ``network`` (or a list of them), or a mapping
+            ``{method: layer}`` with an entry for each method.
+        methods: ``xai_methods``.
+
+    Raises:
+        ValueError: naming the wrong or missing setting and how to set it.
+    """
+    if not isinstance(network, nn.Module):
+        raise ValueError(
+            f"the bundle's `network` must be a torch.nn.Module, got {type(network).__name__}; "
+            "configs/explain.json explains `network` (usually '$@network_def.to(@device)')."
+        )
+    if not target_layers:
+        candidates = [name for name, module in network.named_modules() if name and not list(module.children())][-5:]
+        raise ValueError(
+            "xai_target_layer is not set: pass the layer to explain, e.g. --xai_target_layer <name> "
+            f"(a name from network.named_modules(); the last leaf layers of this network are {candidates})."
+        )
+    try:
+        for layers, grouped in group_methods_by_layer(target_layers, _names(methods)):
+            CAMExplainer(network, layers, grouped)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"
+        ) from error

@@ -1,0 +1,92 @@
+"""Run a MONAI bundle's inference with the monai-xai overlays layered on top, checked before any data is loaded.
+
+:func:`explain_bundle` is the Python form of::
+
+    python -m monai.bundle run_workflow --workflow_name monai_xai.bundle.ExplainWorkflow \
+        --config_file "['<bundle>/configs/inference.json','configs/explain.json','configs/xai_metrics.json',
+                        'configs/mlflow.json','<bundle>/configs/explain.json']" --bundle_root <bundle> ...
+
+``python -m monai.bundle run`` with the same files works too; :class:`ExplainWorkflow` adds the check that the bundle
+has the ids the overlays build on, with a message that says how to provide a missing one (plain ``run`` stops at the
+first missing reference with MONAI's own message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser, ConfigWorkflow, run_workflow
+
+from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
+
+__all__ = ["REQUIRED_BUNDLE_IDS", "check_bundle_ids", "ExplainWorkflow", "explain_bundle"]
+
+# ids of a model-zoo bundle that configs/explain.json builds on, with how to provide a missing one
+REQUIRED_BUNDLE_IDS = {
+    "bundle_root": "the bundle folder, e.g. --bundle_root <path> (xai_output_dir defaults to <bundle_root>/eval/xai)",
+    "network": "the network to explain, e.g. '$@network_def.to(@device)'",
+    "inferer": "the bundle's inferer, e.g. --inferer \"{'_target_': 'SimpleInferer'}\"",
+    "evaluator": "a SupervisedEvaluator running `network` with `inferer` and 'val_handlers': '@handlers'",
+    "handlers": "the evaluator's handler list, e.g. --handlers \"[]\" and 'val_handlers': '@handlers' in the evaluator",
+}
+
+
+def check_bundle_ids(parser: ConfigParser) -> None:
+    """Raise a ``ValueError`` naming the first id of :data:`REQUIRED_BUNDLE_IDS` the config lacks, and how to set
+    it, or saying that the evaluator does not run ``@handlers`` (where the overlays put the explanation handlers).
+
+    Args:
+        parser: the layered config (bundle, overlays, overrides), before it is parsed.
+    """
+    for config_id, how in REQUIRED_BUNDLE_IDS.items():
+        if config_id not in parser:
+            raise ValueError(f"configs/explain.json needs the bundle config id `{config_id}`, which is missing: {how}.")
+    evaluator = parser["evaluator"]
+    if not isinstance(evaluator, dict) or "_target_" not in evaluator:
+        raise ValueError(f"the bundle config has no `evaluator` component: {REQUIRED_BUNDLE_IDS['evaluator']}.")
+    if evaluator.get("val_handlers") != "@handlers":
+        raise ValueError(
+            "the bundle's `evaluator#val_handlers` must be '@handlers' for the explanation handlers to run; set "
+            "--evaluator#val_handlers @handlers."
+        )
+
+
+class ExplainWorkflow(ConfigWorkflow):
+    """MONAI's ``ConfigWorkflow`` for a bundle config layered with the explanation overlays: before the config is
+    parsed, :func:`check_bundle_ids` checks that the bundle has what the overlays build on.
+
+    Arguments as ``ConfigWorkflow`` (``config_file`` lists the bundle's inference.json, then the overlays;
+    ``workflow_type`` defaults to ``"infer"``).
+    """
+
+    def __init__(self, config_file: str | Sequence[str], workflow_type: str | None = "infer", **kwargs: Any) -> None:
+        super().__init__(config_file=config_file, workflow_type=workflow_type, **kwargs)
+
+    def initialize(self) -> Any:
+        check_bundle_ids(self.parser)
+        return super().initialize()
+
+
+def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
+    """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
+
+    Args:
+        bundle_dir: bundle folder; becomes ``bundle_root``, and its ``configs/metadata.json`` and
+            ``configs/logging.conf`` are used when present.
+        overlays: overlay names (default: explain, xai_metrics, mlflow; see :func:`explain_config_files`).
+        override: config overrides, e.g. ``xai_methods=["gradcam"]``, ``xai_output_dir="out"``,
+            ``dataset_dir="data"``; keys with ``#`` address nested ids.
+    """
+    bundle_dir = Path(bundle_dir).resolve()
+    metadata = bundle_dir / "configs" / "metadata.json"
+    logging_conf = bundle_dir / "configs" / "logging.conf"
+    run_workflow(
+        workflow_name=ExplainWorkflow,
+        config_file=explain_config_files(bundle_dir, overlays),
+        meta_file=str(metadata) if metadata.is_file() else None,
+        logging_file=str(logging_conf) if logging_conf.is_file() else None,
+        bundle_root=str(bundle_dir),
+        **override,
+    )

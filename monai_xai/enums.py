@@ -1,0 +1,125 @@
+"""The vocabulary of monai-xai in one place: what is explained, how it is scored, and the engine-output keys.
+
+Every value is a ``StrEnum`` whose values are the strings JSON configs and the command line use (``"pred"``,
+``"probability"``, ``"morf"``, ...), so configs keep their strings and code gets names it can search for, as in MONAI's
+``monai.utils.enums``. Two words are used the same way everywhere:
+
+- **pixel set**: the voxels whose class scores a segmentation CAM explains (Seg-Grad-CAM's M);
+- **region**: the ground truth a map is scored against (a lesion mask, an organ label).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TypeVar
+
+__all__ = [
+    "PixelSet",
+    "Score",
+    "RoadOrder",
+    "MethodFamily",
+    "MetricInput",
+    "XAIKeys",
+    "saliency_key",
+    "seconds_key",
+    "as_choice",
+]
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+class PixelSet(StrEnum):
+    """A segmentation pixel set chosen by name (a tensor, a voxel or a box can be given instead).
+
+    - ``PRED``: the voxels the network predicts as the explained class (argmax, or logit > 0 for one channel);
+    - ``LARGEST_COMPONENT``: the largest connected component of that prediction;
+    - ``IMAGE``: every voxel, the same for any network (with ``Score.PROBABILITY``: the class's expected volume).
+    """
+
+    PRED = "pred"
+    LARGEST_COMPONENT = "largest_component"
+    IMAGE = "image"
+
+
+class Score(StrEnum):
+    """The explained score of a class: its ``LOGIT`` (pre-activation) or its ``PROBABILITY`` (softmax over classes,
+    sigmoid for a single output channel)."""
+
+    LOGIT = "logit"
+    PROBABILITY = "probability"
+
+
+class RoadOrder(StrEnum):
+    """ROAD's removal order: most relevant first (``MORF``), least relevant first (``LERF``), or both, scored as
+    ``(LeRF - MoRF) / 2`` (``COMBINED``)."""
+
+    MORF = "morf"
+    LERF = "lerf"
+    COMBINED = "combined"
+
+
+class MethodFamily(StrEnum):
+    """How a CAM method computes its map.
+
+    - ``GRADIENT``: from the activations (and their gradients) of one hooked forward and backward pass, shared by every
+      method of the family (EigenCAM, which needs no gradient, included);
+    - ``PERTURBATION``: from how the score reacts to perturbed copies (ScoreCAM, AblationCAM);
+    - ``GRAD_CAM``: a pytorch-grad-cam class run through the adapter (``"grad-cam:<Class>"``).
+    """
+
+    GRADIENT = "gradient"
+    PERTURBATION = "perturbation"
+    GRAD_CAM = "grad-cam"
+
+
+class MetricInput(StrEnum):
+    """What an XAI metric compares a map with: the ground-truth ``REGION``, the input ``IMAGE`` (metrics that re-run the
+    network on perturbed copies of it), or ``NONE`` (a per-case value such as the time)."""
+
+    REGION = "region"
+    IMAGE = "image"
+    NONE = "none"
+
+
+class XAIKeys(StrEnum):
+    """Keys an :class:`~monai_xai.inferers.XAIInferer` adds to ``engine.state.output`` (per case after MONAI decollates
+    the batch), next to MONAI's ``CommonKeys`` ``image``/``label``/``pred``.
+
+    - ``CLASS`` (``"xai_class"``): (B,) int64, the class each map explains.
+    - ``PIXEL_SET`` (``"xai_pixel_set"``): (B, 1, *spatial) float in [0, 1], the pixel set the maps explain
+      (segmentation networks only).
+    - ``SALIENCY`` (``"saliency_"``): prefix of each method's maps, ``"saliency_<method>"``: (B, 1, *spatial) float32
+      in [0, 1] with the input's meta (see :func:`saliency_key`).
+    - ``SECONDS`` (``"xai_seconds_"``): prefix of each method's time per case, ``"xai_seconds_<method>"``: (B,) float
+      (see :func:`seconds_key`).
+    """
+
+    CLASS = "xai_class"
+    PIXEL_SET = "xai_pixel_set"
+    SALIENCY = "saliency_"
+    SECONDS = "xai_seconds_"
+
+
+def saliency_key(method: str) -> str:
+    """Engine-output key of the maps of ``method`` (e.g. ``"saliency_gradcam"``)."""
+    return f"{XAIKeys.SALIENCY}{method}"
+
+
+def seconds_key(method: str) -> str:
+    """Engine-output key of the per-case explanation time of ``method`` (e.g. ``"xai_seconds_gradcam"``)."""
+    return f"{XAIKeys.SECONDS}{method}"
+
+
+def as_choice(choices: type[Choice], value: object, name: str) -> Choice:
+    """``value`` as a member of ``choices``, or a ``ValueError`` that names the argument and lists the choices.
+
+    Args:
+        choices: a ``StrEnum`` class, e.g. :class:`PixelSet`.
+        value: a member or its string value, e.g. ``"pred"``.
+        name: the argument name used in the message (e.g. ``"pixel_set"``).
+    """
+    try:
+        return choices(value)
+    except ValueError:
+        allowed = [member.value for member in choices]
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}.") from None

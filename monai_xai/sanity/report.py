@@ -1,0 +1,95 @@
+"""How the sanity checks report: a Markdown table per method, and pictures of the maps and of the cascade."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from monai_xai.cams import LayerSpec
+from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN, CascadeResult, RandomisationResult
+from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
+from monai_xai.visualize import plot_metric_curves, save_map_grid_png
+
+__all__ = ["sanity_markdown", "save_randomisation_figure", "save_cascade_figure"]
+
+
+def _figure(value: float, digits: int = 4) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def sanity_markdown(summary: Sequence[MethodSanity]) -> str:
+    """Markdown table of :func:`bundle_sanity_checks` results, one row per method (``n/a`` without ground truth)."""
+    header = (
+        "| method | EHR-AUC | random EHR-AUC (uniform / smooth) | ratio | Spearman vs randomised | "
+        f"localisation (>= {MIN_LOCALISATION_RATIO:g}x) | randomisation (<= {MAX_RANDOMISATION_SPEARMAN:g}) | "
+        "EHR-AUC of the randomised network |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for row in summary:
+        undefined = f" ({row.spearman_undefined} undefined)" if row.spearman_undefined else ""
+        if not row.has_ground_truth:
+            localisation = "n/a (no ground truth)"
+        else:
+            localisation = "pass" if row.localisation_passed else "fail"
+            localisation += "" if row.uses_gradients else " (not required)"
+        rows.append(
+            f"| {row.method} | {_figure(row.ehr_auc)} | {_figure(row.random_uniform)} / {_figure(row.random_smooth)} | "
+            f"{_figure(row.localisation_ratio, 2)} | {row.spearman:.3f}{undefined} | {localisation} | "
+            f"{'pass' if row.randomisation_passed else 'fail'} | {_figure(row.randomised_ehr_auc)} |"
+        )
+    return "\n".join([header, *rows])
+
+
+def save_randomisation_figure(
+    result: RandomisationResult,
+    image: torch.Tensor,
+    region: torch.Tensor,
+    groups: list[tuple[LayerSpec, tuple[str, ...]]],
+    path: str | Path,
+) -> None:
+    """Both networks' maps of the first case of ``result`` side by side, Spearman (and layer) per method."""
+    layer_of = {method: layers for layers, grouped in groups for method in grouped}
+    labels = {
+        method: f"{method}{'' if len(groups) == 1 else f' at {layer_of[method]}'}\nSpearman {rho[0].item():.2f}"
+        for method, rho in result.correlation.items()
+    }
+    where = f"at {groups[0][0]}" if len(groups) == 1 else "at each method's layer"
+    has_region = bool(region.any())
+    save_map_grid_png(
+        image,
+        {
+            "trained": {method: maps[0] for method, maps in result.trained_maps.items()},
+            "randomised": {method: maps[0] for method, maps in result.randomised_maps.items()},
+        },
+        path,
+        mask=region if has_region else None,
+        column_labels=labels,
+        title=f"model randomisation test {where}{' (white: ground truth)' if has_region else ''}",
+    )
+
+
+def save_cascade_figure(
+    cascade: CascadeResult, groups: list[tuple[LayerSpec, tuple[str, ...]]], n_cases: int, path: str | Path
+) -> None:
+    """Mean Spearman over the cases after each cascade step, one curve per method; "-> " marks the first step that
+    reaches inside a CAM layer (from there on its activations change too)."""
+    cam_layers = {name for layers, _ in groups for name in ([layers] if isinstance(layers, str) else layers)}
+    labels = list(cascade.layers)
+    for cam_layer in cam_layers:
+        inside = [i for i, name in enumerate(labels) if name == cam_layer or name.startswith(f"{cam_layer}.")]
+        if inside:
+            labels[inside[0]] = f"-> {labels[inside[0]]}"
+    steps = range(len(labels))
+    plot_metric_curves(
+        {method: (steps, rho.nanmean(dim=1).tolist()) for method, rho in cascade.correlation.items()},
+        path,
+        xlabel="randomised down to (cumulative, from the output)",
+        ylabel="Spearman with the trained maps",
+        title=f"cascading randomisation, {n_cases} case(s); CAM layer {', '.join(sorted(cam_layers))}",
+        xtick_labels=labels,
+        reference=MAX_RANDOMISATION_SPEARMAN,
+    )

@@ -1,0 +1,61 @@
+"""The outcome of the sanity checks of one CAM method, and the acceptance figures it is held to."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
+
+__all__ = ["MIN_LOCALISATION_RATIO", "MethodSanity"]
+
+# Acceptance figure: a gradient CAM's mean localisation score must be at least this multiple of a random map's.
+MIN_LOCALISATION_RATIO = 2.0
+
+
+@dataclass
+class MethodSanity:
+    """Sanity figures of one CAM method over a test set.
+
+    The localisation figures are means over the cases with a non-empty ground-truth region, NaN when there is none.
+
+    Attributes:
+        method: CAM method name.
+        ehr_auc: mean EHR-AUC of the method's maps against the ground-truth masks.
+        randomised_ehr_auc: the same for the weight-randomised network's maps. Close to ``ehr_auc`` (or above it), the
+            maps localise the lesion whatever the weights, even when their rank correlation is low: for segmentation
+            CAMs the rank correlation over the whole image can be driven by the faint background alone.
+        random_uniform: mean EHR-AUC of i.i.d. uniform random maps (expected value: the mask's share of the image).
+        random_smooth: mean EHR-AUC of smooth random maps on the target layer's feature grid.
+        spearman: mean Spearman correlation between trained and randomised maps over the cases where it exists.
+        spearman_undefined: number of cases with a constant map (no rank correlation).
+        uses_gradients: whether the method is a gradient CAM (the localisation acceptance applies to these).
+    """
+
+    method: str
+    ehr_auc: float
+    randomised_ehr_auc: float
+    random_uniform: float
+    random_smooth: float
+    spearman: float
+    spearman_undefined: int
+    uses_gradients: bool
+
+    @property
+    def localisation_ratio(self) -> float:
+        """EHR-AUC over the larger of the two random baselines (the stricter comparison); NaN without ground truth."""
+        return self.ehr_auc / max(self.random_uniform, self.random_smooth)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        """Whether any checked case had a ground-truth region, so that the localisation figures exist."""
+        return not math.isnan(self.ehr_auc)
+
+    @property
+    def localisation_passed(self) -> bool:
+        return self.localisation_ratio >= MIN_LOCALISATION_RATIO
+
+    @property
+    def randomisation_passed(self) -> bool:
+        # NaN (every case constant) compares False: no evidence that the map depends on the weights.
+        return self.spearman <= MAX_RANDOMISATION_SPEARMAN
