@@ -10,7 +10,7 @@ import pytest
 from monai_xai.bundle import explain_bundle, explain_config_files, overlay_dir
 from monai_xai.demo import format_table, summary_rows, with_road_combined
 from monai_xai.sanity import bundle_sanity_checks
-from tests.engines.bundles import make_classification_bundle
+from tests.helpers.bundles import make_classification_bundle
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,9 +1,18 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
 
-from monai_xai.visualize import fullest_slice, plot_metric_curves, save_map_grid_png
+from monai_xai.visualize import (
+    fullest_slice,
+    orthogonal_slices,
+    peak_voxel,
+    plot_metric_curves,
+    save_map_grid_png,
+    save_overlay_png,
+)
 
 
 def test_fullest_slice_cuts_the_mask_where_it_is_largest():
@@ -66,3 +75,34 @@ def test_metric_curves_with_named_steps_widen_and_draw_the_reference(tmp_path):
     assert with_line.shape == named.shape and not np.array_equal(with_line, named)
     with pytest.raises(ValueError, match="3 x values but 2 y values"):
         plot_metric_curves({"a": (range(3), [1.0, 0.5])}, tmp_path / "bad.png", "x", "y")
+
+
+def test_peak_voxel_finds_an_off_centre_lesion():
+    saliency = torch.zeros(1, 10, 12, 14)
+    saliency[0, 7, 2, 11] = 1.0  # the peak, far from the middle (5, 6, 7)
+    saliency[0, 7, 3, 11] = 0.9
+    assert peak_voxel(saliency) == (7, 2, 11)
+    saliency[0, 1, 1, 1] = float("nan")  # NaN is not a peak
+    assert peak_voxel(saliency) == (7, 2, 11)
+    assert peak_voxel(torch.full((1, 4, 6, 8), float("nan"))) == (2, 3, 4)
+
+
+def test_orthogonal_slices_and_overlay(tmp_path):
+    volume = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)
+    slices = orthogonal_slices(volume)
+    np.testing.assert_array_equal(slices[0], volume[0, 1].numpy())
+    np.testing.assert_array_equal(slices[1], volume[0, :, 1].numpy())
+    np.testing.assert_array_equal(slices[2], volume[0, :, :, 2].numpy())
+    through = orthogonal_slices(volume, (0, 2, 1))
+    np.testing.assert_array_equal(through[0], volume[0, 0].numpy())
+    np.testing.assert_array_equal(through[1], volume[0, :, 2].numpy())
+    np.testing.assert_array_equal(through[2], volume[0, :, :, 1].numpy())
+    assert len(orthogonal_slices(torch.zeros(1, 5, 6))) == 1
+    with pytest.raises(ValueError, match="centre must be 3 indices"):
+        orthogonal_slices(volume, (2, 0, 0))
+    with pytest.raises(ValueError, match="share the spatial shape"):
+        save_overlay_png(torch.zeros(1, 8, 8), torch.zeros(1, 4, 4), tmp_path / "x.png")
+    with pytest.raises(ValueError, match="centre must be"):
+        save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "x.png", centre="max")
+    assert save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "y.png").exists()
+    assert not math.isnan(float(slices[0].mean()))

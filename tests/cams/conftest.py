@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.cams.nets import TinyResNet, tiny_unet3d
+from tests.helpers.nets import TinyResNet, tiny_unet3d
 
 IMAGE_SIZE = {2: (32, 32), 3: (16, 16, 16)}
 

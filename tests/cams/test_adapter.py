@@ -9,7 +9,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget, Semanti
 from monai_xai.cams import CAMExplainer
 from monai_xai.cams.adapter import _SampleTarget, available_grad_cam_methods, grad_cam_method
 from monai_xai.cams.targets import ClassTarget, SegmentationTarget
-from tests.cams.nets import TinyResNet, tiny_unet3d
+from tests.helpers.nets import TinyResNet, tiny_unet3d
 
 
 def _direct(cam_class, model, layers, images, targets, **call_kwargs) -> np.ndarray:

@@ -11,7 +11,7 @@ from monai.transforms.utils import get_largest_connected_component_mask
 
 from monai_xai.cams import GRADIENT_METHODS, CAMExplainer
 from monai_xai.utils import normalize_per_sample
-from tests.cams.nets import KnownRegionNet, TinyResNet, box_mask
+from tests.helpers.nets import KnownRegionNet, TinyResNet, box_mask
 
 ALL_METHODS = list(GRADIENT_METHODS)
 

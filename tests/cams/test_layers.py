@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from monai_xai.cams.layers import group_methods_by_layer, resolve_layers
-from tests.cams.nets import TinyResNet, tiny_unet3d
+from tests.helpers.nets import TinyResNet, tiny_unet3d
 
 
 def test_names_and_modules_resolve_to_the_same_layers_in_order():

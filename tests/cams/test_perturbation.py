@@ -10,7 +10,7 @@ from torch import nn
 from monai_xai.cams import CAMExplainer
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
 from monai_xai.cams.targets import ClassTarget, SegmentationTarget
-from tests.cams.nets import KnownRegionNet, TinyResNet
+from tests.helpers.nets import KnownRegionNet, TinyResNet
 
 ORACLES = {"scorecam": ScoreCAM, "ablationcam": AblationCAM}
 

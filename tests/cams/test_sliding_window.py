@@ -7,7 +7,7 @@ from torch import nn
 
 from monai_xai.cams import CAMExplainer
 from monai_xai.cams.sliding_window import sliding_window_cam
-from tests.cams.nets import box_mask
+from tests.helpers.nets import box_mask
 
 
 class _RecordingWindowExplainer:

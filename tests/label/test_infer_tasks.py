@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from monai.bundle import ConfigParser
 
 from monai_xai.label import BundleExplainTask
-from tests.label.conftest import REPO, SEGMENTATION
+from tests.helpers.label import REPO, SEGMENTATION
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import torch
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
 from monai_xai.label import heat_bins, quantize_heatmap
-from tests.label.conftest import CH2, CLASSIFICATION, SEGMENTATION
+from tests.helpers.label import CH2, CLASSIFICATION, SEGMENTATION
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
 

@@ -6,8 +6,8 @@ from monai.networks.layers import GaussianFilter
 from torch import nn
 
 from monai_xai.metrics import DeletionInsertionMetric, deletion_insertion
-from tests.metrics.nets import RegionLinearClassifier
-from tests.metrics.segmenters import intensity_logits, intensity_segmenter
+from tests.helpers.region_nets import RegionLinearClassifier
+from tests.helpers.segmenters import intensity_logits, intensity_segmenter
 
 # weights [[1, 2], [3, 4]] on an image of ones: class-1 logit 10
 HAND_WEIGHT = torch.tensor([[1.0, 2.0], [3.0, 4.0]])[None]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from monai_xai.metrics import NoisyLinearImputer, ROADMetric, removal_masks, road, road_combined
-from tests.metrics.road_nets import RegionMeanClassifier, tiny_cnn
-from tests.metrics.segmenters import GAIN, intensity_logits, intensity_segmenter
+from tests.helpers.road_nets import RegionMeanClassifier, tiny_cnn
+from tests.helpers.segmenters import GAIN, intensity_logits, intensity_segmenter
 
 
 def distinct_saliency(batch: int, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:

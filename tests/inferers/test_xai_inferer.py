@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Events
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 
 from monai_xai.bundle import check_explain_config
 from monai_xai.cams import CAMExplainer
 from monai_xai.inferers import XAIInferer
 from monai_xai.utils import label_mask
-from tests.cams.nets import TinyResNet, tiny_unet3d
-from tests.engines.conftest import affine_for, case_dataset, make_evaluator
-
-
-def collect_outputs(evaluator) -> list[dict]:
-    """Run the evaluator and return every case's output dict (after MONAI's decollation)."""
-    outputs: list[dict] = []
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.extend(engine.state.output))
-    evaluator.run()
-    return outputs
+from tests.helpers.engines import affine_for, case_dataset, collect_outputs, make_evaluator
+from tests.helpers.nets import TinyResNet, tiny_unet3d
 
 
 def test_classification_maps_reach_output_per_case():

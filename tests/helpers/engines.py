@@ -1,13 +1,17 @@
-"""Fixtures for the engine tests: small evaluators built in-process, and a helper to run bundles as subprocesses."""
+"""Engine helpers: per-case datasets with their own affines, small evaluators built in-process, bundles run as
+subprocesses through ``python -m monai.bundle run``."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from ignite.engine import Events
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
 
@@ -48,3 +52,31 @@ def run_bundle(config_files: list[Path], *overrides: str, cwd: Path, timeout: in
     command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *overrides]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def collect_outputs(evaluator: SupervisedEvaluator) -> list[dict]:
+    """Run the evaluator and return every case's output dict (after MONAI's decollation), in case order."""
+    outputs: list[dict] = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: outputs.extend(engine.state.output))
+    evaluator.run()
+    return outputs
+
+
+def stack_outputs(outputs: list[dict], keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The given keys of per-case output dicts stacked batch-first (meta dropped)."""
+    return {
+        key: torch.stack(
+            [
+                torch.as_tensor(case[key].as_tensor() if isinstance(case[key], MetaTensor) else case[key])
+                for case in outputs
+            ]
+        )
+        for key in keys
+    }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for servers the tests start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

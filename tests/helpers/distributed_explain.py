@@ -1,6 +1,6 @@
 """Explain a small dataset with the XAI handlers, in one process or split over ranks (``torchrun``, gloo on CPU).
 
-``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/engines/distributed_explain.py <out_dir>``
+``python -m torch.distributed.run --standalone --nproc_per_node 2 tests/helpers/distributed_explain.py <out_dir>``
 writes ``<out_dir>/metrics.json`` (rank 0) with ``engine.state.metrics`` and the per-case details; the test compares
 it with :func:`explain` run in one process.
 """
@@ -20,8 +20,8 @@ from monai.inferers import SimpleInferer
 
 from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAITimingHandler
 from monai_xai.inferers import XAIInferer
-from tests.cams.nets import TinyResNet
-from tests.engines.conftest import case_dataset
+from tests.helpers.engines import case_dataset
+from tests.helpers.nets import TinyResNet
 
 METHODS = ("gradcam", "hirescam")
 N_CASES = 6

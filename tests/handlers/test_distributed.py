@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tests.engines.conftest import REPO
-from tests.engines.distributed_explain import N_CASES, explain
+from tests.helpers.distributed_explain import N_CASES, explain
+from tests.helpers.engines import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def test_two_ranks_match_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(REPO / "tests" / "engines" / "distributed_explain.py"), str(tmp_path / "ranks"),
+        str(REPO / "tests" / "helpers" / "distributed_explain.py"), str(tmp_path / "ranks"),
     ]  # fmt: skip
     (tmp_path / "ranks").mkdir()
     finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

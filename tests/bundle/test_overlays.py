@@ -15,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from monai_xai.bundle import ExplainWorkflow
-from tests.engines.bundles import make_classification_bundle, make_segmentation_bundle
-from tests.engines.conftest import CONFIGS, run_bundle
+from tests.helpers.bundles import make_classification_bundle, make_segmentation_bundle
+from tests.helpers.engines import CONFIGS, run_bundle
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,19 +15,13 @@ from monai.inferers import SimpleInferer
 from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, tracking_server_error
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import NoisyLinearImputer
-from tests.cams.nets import TinyResNet
-from tests.engines.conftest import case_dataset, make_evaluator
+from tests.helpers.engines import case_dataset, free_port, make_evaluator
+from tests.helpers.nets import TinyResNet
 
 pytestmark = pytest.mark.slow
 
 
 METHODS = ("gradcam", "layercam")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

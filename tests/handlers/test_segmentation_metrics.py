@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Events
 from monai.inferers import SimpleInferer
 
 from monai_xai.handlers import XAIMetricHandler
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import NoisyLinearImputer, deletion_insertion
 from monai_xai.metrics.road import road
-from tests.cams.nets import tiny_unet3d
-from tests.engines.conftest import case_dataset, make_evaluator
+from tests.helpers.engines import case_dataset, collect_outputs, make_evaluator, stack_outputs
+from tests.helpers.nets import tiny_unet3d
 
 METRIC_ARGS = {
     "deletion": {"steps": 4, "score": "logit"},
@@ -43,17 +42,7 @@ def run_segmentation(
         ["deletion", "road_morf"], ["gradcam"], network=network, metric_args=METRIC_ARGS, score=score
     )
     evaluator = make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, metrics])
-    seen: dict[str, list] = {"saliency_gradcam": [], "xai_class": []}
-
-    def keep(engine):
-        for case in engine.state.output:
-            for key in seen:
-                value = case[key]
-                seen[key].append(value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value))
-
-    evaluator.add_event_handler(Events.ITERATION_COMPLETED, keep)
-    evaluator.run()
-    outputs = {key: torch.stack(values) for key, values in seen.items()}
+    outputs = stack_outputs(collect_outputs(evaluator), ("saliency_gradcam", "xai_class"))
     return {**outputs, "images": images, "labels": labels, "net": network}, evaluator.state
 
 
