@@ -35,6 +35,7 @@ def test_classification_maps_reach_output_per_case():
             torch.testing.assert_close(maps.affine, affine_for(index, (0.5, 0.5)))
             assert float(case[f"xai_seconds_{method}"]) > 0
         assert case["pred"].shape == (3,)
+        assert "xai_pixel_set" not in case  # a classifier explains a class, not a pixel set
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -89,6 +90,33 @@ def test_segmentation_pixel_set_from_batch_label():
     for index, case in enumerate(outputs):
         assert case["saliency_gradcam"].shape == (1, 16, 16, 16)
         torch.testing.assert_close(case["saliency_gradcam"].as_tensor(), expected[index], atol=1e-5, rtol=1e-4)
+        # the engine output says what was explained: the label's class-1 region, with the image's affine
+        torch.testing.assert_close(case["xai_pixel_set"].as_tensor(), labels[index])
+        torch.testing.assert_close(case["xai_pixel_set"].affine, affine_for(index, (0.5, 0.5, 0.5)))
+
+
+@pytest.mark.parametrize("pixel_set", ["pred", "largest_component", "image"])
+def test_named_pixel_set_reaches_the_output_as_explained(pixel_set):
+    """The pixel set in the engine output is the one the maps explain: the maps of the explainer given that tensor
+    equal the engine's maps (oracle: the target resolved by hand from the network's own prediction)."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 16, 16, 16)
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["hirescam"], class_idx=1, pixel_set=pixel_set)
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer]))
+    with torch.no_grad():
+        predicted = (network(images).argmax(dim=1, keepdim=True) == 1).float()
+    explainer = CAMExplainer(network, "model.1.submodule", ["hirescam"])
+    for index, case in enumerate(outputs):
+        explained = case["xai_pixel_set"].as_tensor()
+        assert explained.shape == (1, 16, 16, 16)
+        if pixel_set == "pred":
+            torch.testing.assert_close(explained, predicted[index])
+        elif pixel_set == "image":
+            assert bool((explained == 1).all())
+        else:  # one connected part of the prediction
+            assert 0 < explained.sum() <= predicted[index].sum() and bool((explained <= predicted[index]).all())
+        expected = explainer(images[index : index + 1], class_idx=1, pixel_set=explained[None])["hirescam"][0]
+        torch.testing.assert_close(case["saliency_hirescam"].as_tensor(), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_sliding_window_inferer_settings_are_used_for_the_maps():
@@ -103,7 +131,10 @@ def test_sliding_window_inferer_settings_are_used_for_the_maps():
     expected = explainer(images, class_idx=1, pixel_set="pred")["gradcam"]
     torch.testing.assert_close(outputs[0]["saliency_gradcam"].as_tensor(), expected[0], atol=1e-5, rtol=1e-4)
     with torch.no_grad():
-        torch.testing.assert_close(outputs[0]["pred"].as_tensor(), window(images, network)[0], atol=1e-5, rtol=1e-4)
+        prediction = window(images, network)
+    torch.testing.assert_close(outputs[0]["pred"].as_tensor(), prediction[0], atol=1e-5, rtol=1e-4)
+    # the recorded pixel set is the blended prediction's class-1 region (what the metrics score)
+    torch.testing.assert_close(outputs[0]["xai_pixel_set"].as_tensor(), (prediction[0:1].argmax(1) == 1).float())
 
 
 def test_label_pixel_set_label_map_and_one_hot():
