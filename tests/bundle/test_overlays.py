@@ -54,6 +54,9 @@ def classification_run(tmp_path_factory):
         "--xai_target_layer", "{'gradcam': 'features.denseblock2', 'layercam': 'features.denseblock1'}",
         "--xai_metrics", "['ehr_auc','pointing_game','road_combined','deletion','insertion']",
         "--xai_metric_args#road_combined#percentiles", "[30,70]",
+        # the imputation's settings are one object, built from the config
+        "--xai_metric_args#road_combined#imputer",
+        "{'_target_': 'monai_xai.metrics.NoisyLinearImputer', 'noise': 0.02}",
         "--xai_region_key", "mask",
         "--xai_region_value", "None",
         "--xai_run_name", "bundle_run",

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 import torch
@@ -15,8 +12,9 @@ from monai.inferers import SimpleInferer
 from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, tracking_server_error
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import NoisyLinearImputer
-from tests.helpers.engines import case_dataset, free_port, make_evaluator
+from tests.helpers.engines import case_dataset, make_evaluator
 from tests.helpers.nets import TinyResNet
+from tests.helpers.servers import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -33,28 +31,9 @@ def mlflow_server(tmp_path_factory):
         sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
     ]  # fmt: skip
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError as error:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log_tail = (root / "server.log").read_text()[-2000:]
-                    raise RuntimeError(f"mlflow server did not start: {log_tail}") from error
-                time.sleep(0.5)
+    with running_server(command, f"{uri}/health", root / "server.log"):
         yield uri
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, metrics=("heat_diff",)):

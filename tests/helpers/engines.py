@@ -4,7 +4,6 @@ subprocesses through ``python -m monai.bundle run``."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -73,10 +72,3 @@ def stack_outputs(outputs: list[dict], keys: Sequence[str]) -> dict[str, torch.T
         )
         for key in keys
     }
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (for servers the tests start)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

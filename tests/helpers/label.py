@@ -88,7 +88,3 @@ def server_command() -> list[str]:
     """The ``monailabel`` launcher of this environment (a bash script running ``$MONAILABEL_PYEXE -m ...``)."""
     launcher = Path(sys.executable).parent / "monailabel"
     return [str(launcher)] if launcher.exists() else [sys.executable, "-m", "monailabel.main"]
-
-
-def log_tail(path: Path, lines: int = 60) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

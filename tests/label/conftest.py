@@ -5,29 +5,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import pytest
-import requests
 
 from monai_xai.data import generate_phantom, write_phantom_dataset
-from tests.helpers.engines import free_port
 from tests.helpers.label import (
     CH2,
     PHANTOM_AFFINE,
     PHANTOM_SHAPE,
     SAMPLE_APP,
     SERVER_START_TIMEOUT_S,
-    log_tail,
     server_command,
     write_intensity_segmentation_bundle,
     write_random_classification_bundle,
 )
+from tests.helpers.servers import free_port, running_server
 
 
 @pytest.fixture(scope="session")
@@ -89,29 +85,5 @@ def server(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, studies_
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "OMP_NUM_THREADS": "1",
     }
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=app.parent)
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"monailabel start_server exited with {process.returncode}; log:\n{log_tail(log_path)}")
-            try:
-                if requests.get(f"{url}/info/", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"monailabel start_server did not answer /info/ in {SERVER_START_TIMEOUT_S} s; log:\n"
-                    f"{log_tail(log_path)}"
-                )
-            time.sleep(1.0)
+    with running_server(command, f"{url}/info/", log_path, SERVER_START_TIMEOUT_S, env=env, cwd=app.parent):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=20)
