@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from monai_xai.bundle import explain_bundle
+from monai_xai.bundle import ExplainSettings, explain_bundle
 
 __all__ = ["DEMO_BUNDLES", "ALL_METHODS", "run_demo", "summary_rows", "with_road_combined", "format_table"]
 
@@ -75,6 +75,15 @@ def _cell(value: float) -> str:
     return f"{value:.3f}" if value == 0 or abs(value) >= 0.01 or value != value else f"{value:.2e}"
 
 
+def _what(settings: ExplainSettings) -> str:
+    """One line on what a bundle's own explain.json explains, e.g. "10 methods at layer4, class 1 (logit)"."""
+    target = f"class {settings.class_idx}" if settings.class_idx is not None else "the predicted class"
+    if settings.pixel_set is not None:
+        target += f" over the pixel set {settings.pixel_set!s}"
+    count = len(settings.methods)
+    return f"{count} method{'' if count == 1 else 's'} at {settings.target_layers}, {target} ({settings.score!s})"
+
+
 def format_table(metrics: Sequence[str], table: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per method, one column per metric mean, seconds per case last."""
     columns = [metric for metric in metrics if metric != _SECONDS] + ([_SECONDS] if _SECONDS in metrics else [])
@@ -115,7 +124,8 @@ def run_demo(
             )
         results[name] = output_dir / name
         started = time.perf_counter()
-        print(f"\n== {name}: explaining {cases} held-out phantom cases with {len(methods)} methods", flush=True)
+        settings = ExplainSettings.from_bundle(bundle, overlays=(), xai_methods=list(methods))
+        print(f"\n== {name}: explaining {cases} held-out phantom cases: {_what(settings)}", flush=True)
         explain_bundle(
             bundle,
             dataset_dir=str(output_dir / "data"),

@@ -130,12 +130,12 @@ class XAIInferer(Inferer):
         self.batch_size = batch_size
         self.time_each_method = time_each_method
         self.explanations: dict[str, torch.Tensor] = {}
-        self._engine: Any = None
+        self._attached_engine: Any = None
 
     def attach(self, engine: Any) -> None:
         """Copy each iteration's maps into ``engine.state.output``; ``pixel_set_key`` is read from
         ``engine.state.batch``."""
-        self._engine = engine
+        self._attached_engine = engine
         if not engine.has_event_handler(self._add_to_output, IterationEvents.FORWARD_COMPLETED):
             engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._add_to_output)
 
@@ -225,12 +225,12 @@ class XAIInferer(Inferer):
 
     def _label_pixel_set(self, inputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         """(B, 1, *spatial) region of each case's class in the batch's ``pixel_set_key`` label."""
-        if self._engine is None:
+        if self._attached_engine is None:
             raise RuntimeError(
                 f"pixel_set_key={self.pixel_set_key!r} reads the label from the engine's batch: attach the inferer to "
                 "the evaluator (put it in val_handlers, or call inferer.attach(evaluator))."
             )
-        batch = self._engine.state.batch
+        batch = self._attached_engine.state.batch
         if not isinstance(batch, dict) or self.pixel_set_key not in batch:
             keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
             raise KeyError(

@@ -138,3 +138,18 @@ def test_cli_sanity_checks_any_bundle_on_its_own_datalist(tmp_path):
         assert rows[row.method][1] == f"{row.ehr_auc:.4f}" and rows[row.method][4].startswith(f"{row.spearman:.3f}")
     assert f"the 'validation' cases of {datalist}" in finished.stdout
     assert figure.stat().st_size > 0
+
+
+def test_demo_says_what_each_bundle_explains():
+    """The demo reads each bundle's own explain.json through ExplainSettings and says what it explains."""
+    from monai_xai.bundle import ExplainSettings
+    from monai_xai.demo import _what, bundles_dir
+
+    def what(name: str) -> str:
+        return _what(ExplainSettings.from_bundle(bundles_dir() / name, overlays=(), xai_methods=["gradcam"]))
+
+    assert what("lesion_classification_3d") == "1 method at layer4, class 1 (logit)"
+    assert (
+        what("lesion_segmentation_3d")
+        == "1 method at model.1.submodule, class 1 over the pixel set image (probability)"
+    )
