@@ -5,6 +5,9 @@ import os
 import pytest
 import torch
 
+# fixtures shared by several test folders
+pytest_plugins = ["tests.helpers.label_fixtures"]
+
 # MLflow's usage telemetry, on by default and imported before pytest marks the run as a test, unsets an environment
 # variable from a background thread; a client request copying os.environ at that moment fails with
 # KeyError('_MLFLOW_TELEMETRY_SESSION_ID') and tracking turns off for the run (seen once in a clean-clone CI run).

@@ -3,6 +3,7 @@
 Importing this package needs ``monailabel`` (``pip install monailabel``, with ``pydicom<3`` for monailabel 0.8.5).
 """
 
+from monai_xai.label.guard import GuardedInferMixin
 from monai_xai.label.heatmap_io import (
     HeatBin,
     HeatmapToInputGridd,
@@ -16,6 +17,7 @@ from monai_xai.label.infer_tasks import DEFAULT_METHODS, BundleExplainTask, Comp
 from monai_xai.label.options import ExplainOptions, InvalidExplainRequest, parse_explain_options
 
 __all__ = [
+    "GuardedInferMixin",
     "BundleExplainTask",
     "CompatibleBundleInferTask",
     "DEFAULT_METHODS",

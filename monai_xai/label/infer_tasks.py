@@ -9,6 +9,7 @@ Slicer's MONAI Label module displays as segments) or the ``float32`` heatmap in 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -22,10 +23,12 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from monai.transforms import SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
+from torch import nn
 
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import CAMExplainer, method_names
 from monai_xai.enums import PixelSet, Score
+from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
     PREDICTED,
@@ -35,32 +38,78 @@ from monai_xai.label.options import (
     parse_explain_options,
 )
 
-__all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS"]
+__all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", "RESULT_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
 
 # Every registered method: gradient methods first (one forward and one backward pass), perturbation methods last.
 DEFAULT_METHODS = tuple(method_names())
 _OPTIONS_KEY = "explain_options"
+# result files a request may ask for (MONAI Label writes them with ITK)
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
 
 class CompatibleBundleInferTask(BundleInferTask):
-    """MONAI Label's ``BundleInferTask`` made to run bundles whose preprocessing also names optional keys, on MONAI 1.6.
+    """MONAI Label's ``BundleInferTask`` made to run bundles whose preprocessing also names optional keys, on MONAI 1.6,
+    and to serve only the bundle's own weights.
 
-    Two fixes, nothing else changes:
+    Fixes:
 
     - the bundle's own ``LoadImaged`` is kept (``extend_load_image=False`` by default): MONAI Label's replacement
       ignores ``allow_missing_keys``, so a bundle loading ``["image", "label"]`` fails on an image-only request;
     - the request's ``image_path`` string is hidden from the pre-transforms: MONAI 1.6's ``Spacingd`` updates every
-      ``image_*`` entry as a meta dict when the input is NIfTI, and fails on that string.
+      ``image_*`` entry as a meta dict when the input is NIfTI, and fails on that string;
+    - a request cannot choose a weights file (MONAI Label offers ``model_filename``): it is a 422. The weights are
+      ``models/model.pt``, loaded with ``weights_only=True`` and strict key matching (a checkpoint of another network
+      is an error, not a half-random network), and reloaded when the file changes (its path, size, modification and
+      inode-change times: replacing the file always changes the last);
+    - an image that cannot be read or preprocessed is a 422 that names the image, and a ``result_extension`` other
+      than :data:`RESULT_EXTENSIONS` a 422; other failures are a 500 whose message shows no server paths.
 
     Args:
-        path, conf, kwargs: as ``BundleInferTask``.
+        path, conf, kwargs: as ``BundleInferTask`` (``load_strict`` is True unless given).
     """
 
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
         kwargs.setdefault("extend_load_image", False)
+        kwargs.setdefault("load_strict", True)
         super().__init__(path, conf, **kwargs)
+        self._config.pop("model_filename", None)
+        self._loaded: tuple[tuple, nn.Module] | None = None
+
+    def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
+        model = request.get("model", os.path.basename(self.bundle_path))
+        if "model_filename" in request:
+            raise HTTPException(status_code=422, detail=f"{model}: a request cannot choose the weights file.")
+        extension = request.get("result_extension")
+        if extension is not None and extension not in RESULT_EXTENSIONS:
+            raise HTTPException(
+                status_code=422,
+                detail=f"{model}: result_extension must be one of {list(RESULT_EXTENSIONS)}, got {extension!r}.",
+            )
+        try:
+            return super().__call__(request, callbacks)
+        except HTTPException:
+            raise
+        except Exception as error:
+            logger.exception(f"{model}: request failed")
+            raise HTTPException(
+                status_code=500, detail=f"{model}: failed: {type(error).__name__}: {without_paths(str(error))}"
+            ) from error
+
+    def _get_network(self, device: str, data: dict[str, Any]) -> nn.Module:
+        """The bundle's network with ``models/model.pt`` (a TorchScript bundle: MONAI Label's own loading)."""
+        if self.network is None:
+            return super()._get_network(device, data)
+        path = self.get_path()
+        stat = os.stat(path)
+        key = (device, os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if self._loaded is None or self._loaded[0] != key:
+            checkpoint = torch.load(path, map_location=torch.device(device), weights_only=True)
+            network = copy.deepcopy(self.network).to(torch.device(device))
+            network.load_state_dict(checkpoint.get(self.model_state_dict, checkpoint), strict=self.load_strict)
+            self._loaded = (key, network.eval())
+        return self._loaded[1]
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
         hidden = {
@@ -68,7 +117,16 @@ class CompatibleBundleInferTask(BundleInferTask):
             for key in list(data)
             if key.startswith(f"{self.input_key}_") and isinstance(data[key], str)
         }
-        data = super().run_pre_transforms(data, transforms)
+        try:
+            data = super().run_pre_transforms(data, transforms)
+        except Exception as error:
+            logger.exception("the image could not be read or preprocessed")
+            name = os.path.basename(str(hidden.get(f"{self.input_key}_path", data.get(self.input_key, ""))))
+            raise HTTPException(
+                status_code=422,
+                detail=f"the image {name!r} could not be read or preprocessed ({type(error).__name__}); send a "
+                "complete volume in a format the bundle reads (NIfTI, NRRD, DICOM series).",
+            ) from error
         data.update(hidden)
         return data
 
@@ -202,17 +260,11 @@ class BundleExplainTask(CompatibleBundleInferTask):
         image = request.get("image")
         if isinstance(image, str) and not os.path.exists(image):
             raise HTTPException(
-                status_code=404, detail=f"{model}: image {image!r} not found (give an image id of the studies folder)."
+                status_code=404,
+                detail=f"{model}: image {os.path.basename(image)!r} not found (give an image id of the studies "
+                "folder).",
             )
-        try:
-            result_file, result_json = super().__call__({**request, _OPTIONS_KEY: options}, callbacks)
-        except HTTPException:
-            raise
-        except Exception as error:
-            logger.exception("explain request failed")
-            raise HTTPException(
-                status_code=500, detail=f"{model}: explanation failed: {type(error).__name__}: {error}"
-            ) from error
+        result_file, result_json = super().__call__({**request, _OPTIONS_KEY: options}, callbacks)
         if options.result_volume == "bins":
             result_json["label_names"] = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(options.n_bins)}
         else:

@@ -88,3 +88,13 @@ def server_command() -> list[str]:
     """The ``monailabel`` launcher of this environment (a bash script running ``$MONAILABEL_PYEXE -m ...``)."""
     launcher = Path(sys.executable).parent / "monailabel"
     return [str(launcher)] if launcher.exists() else [sys.executable, "-m", "monailabel.main"]
+
+
+def write_random_unet_bundle(destination: Path) -> Path:
+    """A copy of the segmentation bundle with its own UNet and random weights (seeded)."""
+    bundle = _copy_bundle(SEGMENTATION, destination)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    return bundle

@@ -9,24 +9,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from fastapi import HTTPException
-from monai.bundle import ConfigParser
 
 from monai_xai.label import BundleExplainTask
-from tests.helpers.label import REPO, SEGMENTATION
-
-
-@pytest.fixture(scope="module")
-def unet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tmp copy of the segmentation bundle with its own UNet and random weights."""
-    bundle = tmp_path_factory.mktemp("unet") / SEGMENTATION
-    shutil.copytree(REPO / "bundles" / SEGMENTATION, bundle, ignore=shutil.ignore_patterns("models", "eval"))
-    (bundle / "models").mkdir()
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
-    return bundle
 
 
 @pytest.mark.parametrize("layer", ["model.1.submodule.1.submodule.1.submodule", "model.1.submodule.2"])

@@ -24,13 +24,17 @@ import os
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, heat_bins
+from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, GuardedInferMixin, heat_bins
 
 logger = logging.getLogger(__name__)
 
 
-class ExplainApp(MONAILabelApp):
-    """Bundles and their explain tasks; app labels: the segmentation classes, then the default heat bins."""
+class ExplainApp(GuardedInferMixin, MONAILabelApp):
+    """Bundles and their explain tasks; app labels: the segmentation classes, then the default heat bins.
+
+    Requests may explain only images of the studies folder, uploads and their session's image
+    (:class:`monai_xai.label.GuardedInferMixin`).
+    """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundles_dir = os.path.realpath(conf.get("bundles", os.path.join(app_dir, "model")))

@@ -1,5 +1,5 @@
-"""Fixtures for the MONAI Label tests: the test bundles, a studies folder and a real server (see
-``tests/helpers/label.py``)."""
+"""Fixtures for the MONAI Label tests (tests/label, tests/reliability): the test bundles, a studies folder and a real
+server (see ``tests/helpers/label.py``); registered for the whole suite by ``pytest_plugins`` in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from tests.helpers.label import (
     server_command,
     write_intensity_segmentation_bundle,
     write_random_classification_bundle,
+    write_random_unet_bundle,
 )
 from tests.helpers.servers import free_port, running_server
 
@@ -63,10 +64,23 @@ def studies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, bundles_dir: Path, studies_dir: Path) -> Iterator[str]:
-    """A real ``monailabel start_server`` on 127.0.0.1 serving a tmp copy of the sample app; yields its base URL."""
+def unet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tmp copy of the segmentation bundle with its own UNet and random weights."""
+    return write_random_unet_bundle(tmp_path_factory.mktemp("unet"))
+
+
+@pytest.fixture(scope="module")
+def label_app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tmp copy of the sample app (MONAI Label writes into its app folder; uploads go to its ``tmp/``)."""
     app = tmp_path_factory.mktemp("app") / "sample_app"
     shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("__pycache__", "logs", "model", "bin"))
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(label_app_dir: Path, bundles_dir: Path, studies_dir: Path) -> Iterator[str]:
+    """A real ``monailabel start_server`` on 127.0.0.1 serving ``label_app_dir``; yields its base URL."""
+    app = label_app_dir
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = app.parent / "server.log"
