@@ -38,8 +38,16 @@ def per_sample_index(
 
     Raises:
         ValueError: when the number of indices differs from ``batch_size`` (and is not 1).
+        TypeError: indices that are not integers (a float such as 1.7, a float tensor, a bool): they are never
+            truncated silently.
     """
-    index = torch.as_tensor(class_idx, dtype=torch.long, device=device).reshape(-1)
+    given = torch.as_tensor(class_idx)
+    if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
+        raise TypeError(
+            f"class_idx must be an int, a sequence of ints or an integer tensor, got {class_idx!r} ({given.dtype}); "
+            "pass e.g. class_idx=1 or predictions.argmax(dim=1)."
+        )
+    index = given.to(dtype=torch.long, device=device).reshape(-1)
     if index.numel() == 1:
         return index.expand(batch_size).clone()
     if index.numel() != batch_size:

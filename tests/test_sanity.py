@@ -568,6 +568,9 @@ def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):
     broken.write_text(json.dumps({"test": []}))
     fails("lists no cases under 'test'", datalist=broken)
     fails("n_cases must be a positive int", n_cases=0)
+    fails(
+        "no case of 'test' .* has the region key 'lesion'; check --region_key", datalist=datalist, region_key="lesion"
+    )
     # the classifier's inference preprocessing loads "mask" only: a "label" region would stay a file name
     relabelled = json.loads(datalist.read_text())
     relabelled["test"] = [{"image": item["image"], "label": item["mask"]} for item in relabelled["test"]]

@@ -43,6 +43,31 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError("images contain NaN or infinite values; fix or mask them before explaining.")
 
 
+def _check_dtype(images: torch.Tensor, model: nn.Module) -> None:
+    weights = next((param for param in model.parameters() if param.is_floating_point()), None)
+    if weights is not None and images.dtype != weights.dtype:
+        raise TypeError(
+            f"images are {images.dtype} but the model's weights are {weights.dtype}: convert one to the other, e.g. "
+            f"images.to({weights.dtype})."
+        )
+
+
+def _forward(model: nn.Module, images: torch.Tensor) -> object:
+    """``model(images)``; a failure is re-raised with the images' shape and the usual cause of a shape error."""
+    try:
+        return model(images)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as error:
+        hint = ""
+        if images.shape[-1] <= 4 < images.shape[1]:
+            hint = (
+                f" The images look channel-last (B, *spatial, C) = {tuple(images.shape)}: CAMs need channel-first "
+                "(B, C, *spatial), e.g. images.movedim(-1, 1)."
+            )
+        raise RuntimeError(f"the model failed on images of shape {tuple(images.shape)}: {error}.{hint}") from error
+
+
 def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(B, 1, *feature_size) -> (B, 1, *size), bilinear (2D) or trilinear (3D), align_corners=False."""
     if tuple(maps.shape[2:]) == tuple(size):
@@ -103,9 +128,9 @@ class CAMExplainer:
     ) -> None:
         self.model = model
         self.layers = resolve_layers(model, target_layers)
-        self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
+        self.methods = (methods,) if isinstance(methods, str) else tuple(methods or ())
         if not self.methods:
-            raise ValueError(f"methods is empty; choose at least one of {method_names()}.")
+            raise ValueError(f"methods is empty or None; choose at least one of {method_names()}.")
         self._records = [get_method(method) for method in self.methods]
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int (copies per forward pass), got {batch_size}.")
@@ -139,6 +164,7 @@ class CAMExplainer:
             raw at feature resolution. MetaTensor images give MetaTensor maps with the images' meta (affine).
         """
         _check_images(images)
+        _check_dtype(images, self.model)
         pixels = images.as_tensor() if isinstance(images, MetaTensor) else images
         if pixels.is_inference():
             with torch.inference_mode(False):
@@ -177,7 +203,7 @@ class CAMExplainer:
         maps: dict[str, list[torch.Tensor]] = {}
         with preserved_model_state(self.model):
             with ActivationRecorder(self.layers) as recorder:
-                outputs = self.model(images)
+                outputs = _forward(self.model, images)
                 self._check_outputs(outputs, images)
                 activations = recorder.activations()
                 self._check_activations(activations, images)

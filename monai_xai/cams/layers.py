@@ -34,6 +34,8 @@ def resolve_layers(
             of ``model``, or an empty list.
         TypeError: an entry that is neither a string, an int nor an ``nn.Module``.
     """
+    if target_layers is None:
+        raise ValueError("target_layers is None; name the layer(s) to explain, e.g. target_layers='layer4'.")
     requested = [target_layers] if isinstance(target_layers, str | int | nn.Module) else list(target_layers)
     if not requested:
         raise ValueError("target_layers is empty; give at least one layer name (e.g. 'layer4') or module.")

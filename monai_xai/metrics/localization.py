@@ -48,6 +48,11 @@ def _nan_where(undefined: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.where(undefined, torch.full_like(values, float("nan")), values)
 
 
+def _flat(heat: torch.Tensor) -> torch.Tensor:
+    """(B, N) -> (B,) bool: the map is constant, so it has no peak and points nowhere (e.g. an all-zero map)."""
+    return heat.amax(dim=1) == heat.amin(dim=1)
+
+
 def _quantiles_of_selected(values: torch.Tensor, selected: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """Per-row quantiles (numpy's default linear interpolation) of the selected entries of ``values``.
 
@@ -102,8 +107,9 @@ def effective_heat_ratios(
         weighted: count heat instead of voxels inside the mask (default False; InputIBA's default is True).
 
     Returns:
-        ``(ratios, levels)``: (B, steps) curve in [0, 1], NaN for skipped samples (empty mask; in quantile mode also
-        no heat >= 0.1), and the (steps,) x axis.
+        ``(ratios, levels)``: (B, steps) curve in [0, 1], NaN for skipped samples (empty mask, or a flat map: one
+        without a peak, e.g. the all-zero map of an empty pixel set; in quantile mode also no heat >= 0.1), and the
+        (steps,) x axis.
     """
     heat, roi = _flat_inputs(saliency, mask)
     if thresholds not in ("equidistant", "quantile"):
@@ -116,8 +122,8 @@ def effective_heat_ratios(
             "monai_xai.utils.normalize_per_sample."
         )
     levels = torch.linspace(0.0, 1.0, steps, dtype=heat.dtype, device=heat.device)
-    undefined = ~roi.any(dim=1)
-    warn_undefined("effective heat ratio", undefined, "empty mask")
+    undefined = ~roi.any(dim=1) | _flat(heat)
+    warn_undefined("effective heat ratio", undefined, "empty mask or a flat map")
     if thresholds == "equidistant":
         cuts = levels.expand(heat.shape[0], steps)
     else:
@@ -254,7 +260,8 @@ def pointing_game(
         spacing: voxel size per spatial dim (len(spatial) positive numbers); None means 1 voxel per axis.
 
     Returns:
-        (B,) tensor: 1.0 hit, 0.0 miss, NaN where the mask is empty.
+        (B,) tensor: 1.0 hit, 0.0 miss, NaN where the mask is empty or the map is flat (no peak to point with).
+        Distances are computed in float32 at least, so half-precision maps of large volumes do not overflow.
     """
     saliency = check_saliency(saliency)
     roi = check_binary_map("mask", mask, saliency)[:, 0]
@@ -270,15 +277,16 @@ def pointing_game(
     batch = roi.shape[0]
     peak = torch.unravel_index(saliency.flatten(1).argmax(dim=1), spatial)
     # squared distance to the peak, built axis by axis and broadcast: (B, *spatial) without a coordinate grid
-    distance2 = torch.zeros((batch,) + (1,) * len(spatial), dtype=saliency.dtype, device=saliency.device)
+    dtype = torch.promote_types(saliency.dtype, torch.float32)
+    distance2 = torch.zeros((batch,) + (1,) * len(spatial), dtype=dtype, device=saliency.device)
     for axis, (size, step) in enumerate(zip(spatial, spacing, strict=True)):
-        offsets = torch.arange(size, dtype=saliency.dtype, device=saliency.device)[None] - peak[axis][:, None]
+        offsets = torch.arange(size, dtype=dtype, device=saliency.device)[None] - peak[axis][:, None]
         view = [batch] + [1] * len(spatial)
         view[axis + 1] = size
         distance2 = distance2 + ((offsets * step) ** 2).reshape(view)
     hit = (roi & ((distance2 < tolerance**2) | (distance2 == 0))).flatten(1).any(dim=1)
-    undefined = ~roi.flatten(1).any(dim=1)
-    warn_undefined("pointing_game", undefined, "empty mask")
+    undefined = ~roi.flatten(1).any(dim=1) | _flat(saliency.flatten(1))
+    warn_undefined("pointing_game", undefined, "empty mask or a flat map")
     return _nan_where(undefined, hit.to(saliency.dtype))
 
 

@@ -147,6 +147,8 @@ def bundle_sanity_checks(
         data_list_key: the datalist's list to check, e.g. ``"validation"``.
         region_key: datalist key of the ground-truth region; None uses the bundle's ``xai_region_key``, else
             ``"mask"``. The bundle's transforms load it under its ``xai_region_key`` when set, else under this key.
+            A key given here that no checked case has is an error (a typo would turn the localisation check into
+            "n/a").
         class_idx: class to explain; None uses the bundle's ``xai_class``, else each case's predicted class.
         pixel_set: segmentation pixel set (as :class:`~monai_xai.cams.CAMExplainer`); None uses the bundle's
             ``xai_pixel_set``, else the predicted region.
@@ -168,6 +170,7 @@ def bundle_sanity_checks(
     groups = group_methods_by_layer(settings.target_layers, settings.methods)
     cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
     with tempfile.TemporaryDirectory() as folder:
+        required_region = region_key is not None and datalist is not None
         if datalist is None:
             datalist = write_phantom_dataset(
                 folder, n_cases or PHANTOM_CASES, seed=seed, positive_fraction=1.0, split=(0.0, 0.0, 1.0)
@@ -177,6 +180,11 @@ def bundle_sanity_checks(
         # the key the bundle's transforms load the ground truth with (the demo segmenter's "label")
         transform_key = bundle.settings.region_key or region_key
         cases = read_datalist(Path(datalist).resolve(), data_list_key, region_key, n_cases)
+        if required_region and not any("region" in case for case in cases):
+            raise ValueError(
+                f"no case of {data_list_key!r} in {datalist} has the region key {region_key!r}; check --region_key "
+                "(the datalist's key of the ground-truth mask) or leave it out to check randomisation only."
+            )
         batches = case_batches(cases, bundle.preprocessing, transform_key, batch_size)
         with tqdm(total=len(cases), desc="sanity checks", unit="case", disable=not progress) as bar:
             per_case = _check_batches(

@@ -219,7 +219,35 @@ def test_other_undefined_samples():
     with pytest.warns(UserWarning, match="no positive relevance"):
         assert torch.isnan(relevance_mass_accuracy(-torch.rand(2, 1, 4, 4), mask)).all()
     with pytest.warns(UserWarning, match="no saliency >= 0.1"):
-        assert torch.isnan(ehr_auc(torch.full((2, 1, 4, 4), 0.05), mask, thresholds="quantile")).all()
+        # not flat (a flat map has no peak, see test_flat_maps_point_nowhere), but all heat below 0.1
+        assert torch.isnan(ehr_auc(0.09 * torch.rand(2, 1, 4, 4), mask, thresholds="quantile")).all()
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_flat_maps_point_nowhere(value):
+    """The all-zero map of an empty pixel set (or any constant map) has no peak: NaN, not a lucky 1.0 when the
+    lesion touches voxel 0, nor an EHR-AUC of 1e-4."""
+    mask = torch.zeros(2, 1, 6, 5, 4, dtype=torch.bool)
+    mask[:, :, :2, :2, :2] = True  # contains voxel 0, where argmax of a flat map lands
+    flat = torch.full((2, 1, 6, 5, 4), value)
+    with pytest.warns(UserWarning, match="flat map"):
+        assert torch.isnan(pointing_game(flat, mask)).all()
+    with pytest.warns(UserWarning, match="flat map"):
+        assert torch.isnan(ehr_auc(flat, mask)).all()
+    peaked = flat.clone()
+    peaked[:, :, 0, 0, 0] += 0.1
+    assert pointing_game(peaked, mask).tolist() == [1.0, 1.0]
+
+
+def test_pointing_game_in_half_precision_does_not_overflow():
+    """Squared distances of a 300-voxel axis exceed float16's 65504: they are computed in float32."""
+    saliency = torch.zeros(1, 1, 300, 4, dtype=torch.float16)
+    saliency[0, 0, 299, 0] = 1
+    mask = torch.zeros(1, 1, 300, 4, dtype=torch.bool)
+    mask[0, 0, 0, 0] = True  # 299 voxels away: a miss at tolerance 10, a hit at 300
+    assert pointing_game(saliency, mask, tolerance=10).item() == 0.0
+    assert pointing_game(saliency, mask, tolerance=300).item() == 1.0
+    assert pointing_game(saliency, mask, tolerance=299).item() == 0.0  # strictly closer than the tolerance
 
 
 @pytest.mark.parametrize("name", sorted(METRICS))
