@@ -67,9 +67,20 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
     )
 
 
-def phantom(out_dir: str, n_cases: int = 20, seed: int = 0, dim: int = 3, positive_fraction: float = 0.5) -> str:
-    """Write a phantom lesion data set (NIfTI volumes, lesion masks, MONAI datalist) and return the datalist path."""
-    return str(write_phantom_dataset(out_dir, n_cases, seed=seed, dim=dim, positive_fraction=positive_fraction))
+def phantom(
+    out_dir: str,
+    n_cases: int = 20,
+    seed: int = 0,
+    dim: int = 3,
+    positive_fraction: float = 0.5,
+    overwrite: bool = False,
+) -> str:
+    """Write a phantom lesion data set (NIfTI volumes, lesion masks, MONAI datalist) and return the datalist path;
+    a folder that already holds files is refused unless ``--overwrite True`` (which replaces the phantoms there)."""
+    data = write_phantom_dataset(
+        out_dir, n_cases, seed=seed, dim=dim, positive_fraction=positive_fraction, overwrite=overwrite
+    )
+    return str(data)
 
 
 def main() -> None:

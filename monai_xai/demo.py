@@ -133,6 +133,7 @@ def run_demo(
             output_dir=str(results[name] / "predictions"),
             xai_methods=list(methods),
             xai_output_dir=str(results[name]),
+            xai_overwrite=True,  # the demo owns its output folder
             xai_tracking_uri=f"sqlite:///{tracking_db}",
             xai_experiment_name="monai_xai_demo",
             xai_run_name=name,

@@ -92,12 +92,16 @@ class XAIKeys(StrEnum):
       in [0, 1] with the input's meta (see :func:`saliency_key`).
     - ``SECONDS`` (``"xai_seconds_"``): prefix of each method's time per case, ``"xai_seconds_<method>"``: (B,) float
       (see :func:`seconds_key`).
+    - ``UNREADABLE`` (``"xai_unreadable"``): the cases of a batch that could not be read (``{"case", "files",
+      "reason"}`` records), carried by the batch and kept in ``engine.state.xai_unreadable``
+      (:mod:`monai_xai.data.unreadable`).
     """
 
     CLASS = "xai_class"
     PIXEL_SET = "xai_pixel_set"
     SALIENCY = "saliency_"
     SECONDS = "xai_seconds_"
+    UNREADABLE = "xai_unreadable"
 
 
 def saliency_key(method: str) -> str:

@@ -568,6 +568,9 @@ def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):
     broken.write_text(json.dumps({"test": []}))
     fails("lists no cases under 'test'", datalist=broken)
     fails("n_cases must be a positive int", n_cases=0)
+    # an unwritable picture path fails before any case is explained (the parent is a file)
+    fails(r"--figure .* cannot be written", datalist=datalist, figure=datalist / "sanity.png")
+    fails(r"--cascade_figure .* cannot be written", datalist=datalist, cascade_figure=datalist / "cascade.png")
     fails(
         "no case of 'test' .* has the region key 'lesion'; check --region_key", datalist=datalist, region_key="lesion"
     )

@@ -21,7 +21,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, run_workflow
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 
-__all__ = ["REQUIRED_BUNDLE_IDS", "check_bundle_ids", "ExplainWorkflow", "explain_bundle"]
+__all__ = ["REQUIRED_BUNDLE_IDS", "REQUIRED_REFERENCES", "check_bundle_ids", "ExplainWorkflow", "explain_bundle"]
 
 # ids of a model-zoo bundle that configs/explain.json builds on, with how to provide a missing one
 REQUIRED_BUNDLE_IDS = {
@@ -30,15 +30,26 @@ REQUIRED_BUNDLE_IDS = {
     "inferer": "the bundle's inferer, e.g. --inferer \"{'_target_': 'SimpleInferer'}\"",
     "evaluator": "a SupervisedEvaluator running `network` with `inferer` and 'val_handlers': '@handlers'",
     "handlers": "the evaluator's handler list, e.g. --handlers \"[]\" and 'val_handlers': '@handlers' in the evaluator",
+    "dataset": "the dataset of the cases to explain, e.g. a MONAI Dataset with 'transform': '@preprocessing'",
+    "dataloader": "a DataLoader of `dataset` ('dataset': '@dataset'), the evaluator's 'val_data_loader': '@dataloader'",
 }
+# references the overlays rely on: (config id, value it must have, how to set it)
+REQUIRED_REFERENCES = (
+    ("evaluator#val_handlers", "@handlers", "--evaluator#val_handlers @handlers"),
+    ("evaluator#val_data_loader", "@dataloader", "--evaluator#val_data_loader @dataloader"),
+    ("dataloader#dataset", "@dataset", "--dataloader#dataset @dataset"),
+)
 
 
-def check_bundle_ids(parser: ConfigParser) -> None:
+def check_bundle_ids(parser: ConfigParser, bundle_config: dict | None = None) -> None:
     """Raise a ``ValueError`` naming the first id of :data:`REQUIRED_BUNDLE_IDS` the config lacks, and how to set
-    it, or saying that the evaluator does not run ``@handlers`` (where the overlays put the explanation handlers).
+    it, or the first of :data:`REQUIRED_REFERENCES` that the bundle wires otherwise (the overlays put the explanation
+    handlers into ``@handlers`` and wrap ``@dataset`` in ``@dataloader`` to skip unreadable cases).
 
     Args:
         parser: the layered config (bundle, overlays, overrides), before it is parsed.
+        bundle_config: the bundle's own config before the overlays (they replace ``dataloader#dataset``, so its
+            reference is checked there); None checks ``parser`` only.
     """
     for config_id, how in REQUIRED_BUNDLE_IDS.items():
         if config_id not in parser:
@@ -46,11 +57,14 @@ def check_bundle_ids(parser: ConfigParser) -> None:
     evaluator = parser["evaluator"]
     if not isinstance(evaluator, dict) or "_target_" not in evaluator:
         raise ValueError(f"the bundle config has no `evaluator` component: {REQUIRED_BUNDLE_IDS['evaluator']}.")
-    if evaluator.get("val_handlers") != "@handlers":
-        raise ValueError(
-            "the bundle's `evaluator#val_handlers` must be '@handlers' for the explanation handlers to run; set "
-            "--evaluator#val_handlers @handlers."
-        )
+    bundle = parser if bundle_config is None else ConfigParser(bundle_config)
+    for config_id, reference, how in REQUIRED_REFERENCES:
+        value = bundle.get(config_id)
+        if value != reference:
+            raise ValueError(
+                f"the bundle's `{config_id}` must be '{reference}' for the explanation overlays to work (it is "
+                f"{value!r}); set {how}."
+            )
 
 
 class ExplainWorkflow(ConfigWorkflow):
@@ -63,9 +77,12 @@ class ExplainWorkflow(ConfigWorkflow):
 
     def __init__(self, config_file: str | Sequence[str], workflow_type: str | None = "infer", **kwargs: Any) -> None:
         super().__init__(config_file=config_file, workflow_type=workflow_type, **kwargs)
+        self.bundle_config = ConfigParser.load_config_files(
+            config_file if isinstance(config_file, str) else config_file[0]
+        )
 
     def initialize(self) -> Any:
-        check_bundle_ids(self.parser)
+        check_bundle_ids(self.parser, self.bundle_config)
         return super().initialize()
 
 

@@ -1,4 +1,5 @@
-"""Data with ground truth for explanation research: deterministic MR-like lesion phantoms."""
+"""Data with ground truth for explanation research (deterministic MR-like lesion phantoms), and the pieces that let a
+run skip the cases it cannot read."""
 
 from .phantom import (
     DEFAULT_SHAPE,
@@ -9,6 +10,7 @@ from .phantom import (
     phantom_slice,
     write_phantom_dataset,
 )
+from .unreadable import ReadableCases, ReadableCasesCollate, SkipUnreadableCases
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -18,4 +20,7 @@ __all__ = [
     "generate_phantom",
     "phantom_slice",
     "write_phantom_dataset",
+    "ReadableCases",
+    "ReadableCasesCollate",
+    "SkipUnreadableCases",
 ]

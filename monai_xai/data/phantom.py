@@ -25,6 +25,7 @@ absolute paths. ``label`` is the class (1: at least one lesion); a segmentation 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,7 @@ def write_phantom_dataset(
     positive_fraction: float = 0.5,
     split: Sequence[float] = (0.7, 0.1, 0.2),
     dim: int = 3,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n_cases`` phantoms as NIfTI files and a MONAI datalist; see the module docstring for the layout.
 
@@ -249,7 +251,9 @@ def write_phantom_dataset(
     so the same arguments always write the same files.
 
     Args:
-        out_dir: folder to write into (created if missing; existing case files are overwritten).
+        out_dir: folder to write into (created if missing). A folder that already holds files is refused, so that an
+            earlier data set's cases never mix with these, unless ``overwrite``: then its ``images/``, ``masks/`` and
+            ``datalist.json`` are deleted first.
         n_cases: number of cases, at least 1.
         seed: dataset seed.
         shape: (X, Y, Z) voxel grid of the generated volumes (2D cases are slices of these).
@@ -257,9 +261,13 @@ def write_phantom_dataset(
         positive_fraction: fraction of cases with lesions, in [0, 1].
         split: (train, validation, test) fractions, non-negative, summing to 1.
         dim: 3 writes volumes; 2 writes one slice per volume (see :func:`phantom_slice`), axial (X, Y).
+        overwrite: replace a phantom data set already in ``out_dir``.
 
     Returns:
         path of the written ``datalist.json``.
+
+    Raises:
+        ValueError: bad arguments, or a non-empty ``out_dir`` without ``overwrite``.
     """
     if n_cases < 1:
         raise ValueError(f"n_cases must be >= 1, got {n_cases}.")
@@ -272,6 +280,7 @@ def write_phantom_dataset(
     shape, spacing = _check_geometry(shape, spacing)
 
     out_dir = Path(out_dir)
+    _clear_for_writing(out_dir, overwrite)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
     sequence = np.random.default_rng(seed)
@@ -306,6 +315,28 @@ def write_phantom_dataset(
     return path
 
 
+# what write_phantom_dataset writes into its folder
+_WRITTEN = ("images", "masks", DATALIST_NAME)
+
+
+def _clear_for_writing(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite``, which deletes an earlier phantom data set there."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; give a folder to write the phantom data set into.")
+    present = sorted(entry.name for entry in out_dir.iterdir()) if out_dir.is_dir() else []
+    if present and not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds {present[:5]}; write the phantoms into an empty folder, or replace the phantom "
+            "data set there with overwrite=True (monai-xai phantom ... --overwrite True)."
+        )
+    for name in _WRITTEN:
+        entry = out_dir / name
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        elif entry.exists():
+            entry.unlink()
+
+
 def ensure_phantom_dataset(out_dir: str | Path, n_cases: int, seed: int = 0, **kwargs) -> Path:
     """Return ``out_dir/datalist.json``, writing the dataset first unless the same one is already there.
 
@@ -321,7 +352,9 @@ def ensure_phantom_dataset(out_dir: str | Path, n_cases: int, seed: int = 0, **k
     """
     path = Path(out_dir) / DATALIST_NAME
     if not path.exists():
-        return write_phantom_dataset(out_dir, n_cases, seed, **kwargs)
+        # a write stopped before its datalist (written last) left only these folders: start again
+        partial = Path(out_dir).is_dir() and {p.name for p in Path(out_dir).iterdir()} <= set(_WRITTEN[:2])
+        return write_phantom_dataset(out_dir, n_cases, seed, overwrite=partial, **kwargs)
     shape, spacing = _check_geometry(kwargs.get("shape", DEFAULT_SHAPE), kwargs.get("spacing", DEFAULT_SPACING))
     wanted = _dataset_params(
         n_cases,

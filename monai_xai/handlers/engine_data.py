@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from monai.data import MetaTensor
+from monai.data import MetaTensor, decollate_batch
 
 __all__ = ["engine_cases", "stack_values", "case_value", "output_value"]
 
@@ -19,9 +19,8 @@ def engine_cases(data: Any) -> list[dict]:
     if isinstance(data, list):
         return data
     if isinstance(data, dict):
-        from monai.data import decollate_batch
-
-        return decollate_batch(data, detach=True)
+        # an iteration that skipped its batch (no readable case) leaves an empty dict: no cases
+        return decollate_batch(data, detach=True) if data else []
     raise TypeError(f"expected the engine's output/batch to be a list of dicts or a dict, got {type(data).__name__}.")
 
 

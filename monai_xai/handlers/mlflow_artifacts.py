@@ -6,24 +6,50 @@ settings as parameters and the whole results folder (NIfTI maps, PNG overlays, p
 
 Tracking is best effort: an unreachable server (checked with a short request before the MLflow client's long retry
 loop) or any MLflow error turns the handler off with one warning naming the folder where every result still is, and the
-evaluation finishes normally. Only rank 0 logs in a distributed run.
+evaluation finishes normally. Every tracking call is bounded (``server_timeout`` seconds, no retries), so a server that
+answers ``/health`` but hangs on its API costs one timeout, not minutes. A run that ends with an error is marked
+``FAILED`` in MLflow, one stopped with Ctrl-C ``KILLED`` (also when another handler re-raises the error first, or the
+exception reaches the top of the program: the run is ended when the interpreter exits). Only rank 0 logs in a
+distributed run.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ignite import distributed as idist
+from ignite.engine import Events
 from monai.handlers import MLFlowHandler
 
 __all__ = ["XAIMLflowHandler", "tracking_server_error"]
+
+
+@contextmanager
+def bounded_requests(timeout: float) -> Iterator[None]:
+    """MLflow HTTP requests made inside time out after ``timeout`` seconds and are not retried (MLflow's defaults,
+    120 s and 7 retries with backoff, stall a run for minutes on a hanging server)."""
+    settings = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout))), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def tracking_server_error(tracking_uri: str, timeout: float = 5.0) -> str | None:
@@ -55,7 +81,7 @@ class XAIMLflowHandler(MLFlowHandler):
             "xai_target_layer": "layer4", "road_percentiles": [10, 50, 90]}`` (values are logged as strings).
         experiment_name: MLflow experiment.
         run_name: run name; None gives a unique ``xai_<date>_<time>_<id>`` so every evaluation is a new run.
-        server_timeout: seconds to wait for an http server to answer before tracking is turned off.
+        server_timeout: seconds any tracking request may take before tracking is turned off.
         kwargs: other ``MLFlowHandler`` arguments.
     """
 
@@ -89,6 +115,51 @@ class XAIMLflowHandler(MLFlowHandler):
         self.tracking_uri = tracking_uri
         self.server_timeout = server_timeout
         self.active = idist.get_rank() == 0
+        self._uncaught: type[BaseException] | None = None
+        self._previous_excepthook = sys.excepthook
+
+    def attach(self, engine: Any) -> None:
+        """``MLFlowHandler``'s events, and ``EXCEPTION_RAISED`` to end the run ``FAILED`` / ``KILLED``."""
+        super().attach(engine)
+        if not engine.has_event_handler(self.exception_raised, Events.EXCEPTION_RAISED):
+            engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+
+    def exception_raised(self, engine: Any, error: BaseException) -> None:
+        """End the run ``KILLED`` (Ctrl-C) or ``FAILED``, then let the error go on."""
+        self.end_unfinished(type(error))
+        raise error
+
+    def end_unfinished(self, error_type: type[BaseException] | None = None) -> None:
+        """End a run that did not complete: ``KILLED`` after a ``KeyboardInterrupt``, else ``FAILED``."""
+        if self.cur_run is None:
+            return
+        self.run_finish_status = "KILLED" if error_type and issubclass(error_type, KeyboardInterrupt) else "FAILED"
+        try:
+            with bounded_requests(self.server_timeout):
+                MLFlowHandler.close(self)
+        except Exception as error:  # the run's own error matters more than its tracking
+            warnings.warn(f"could not end the MLflow run: {type(error).__name__}: {error}", stacklevel=2)
+        finally:
+            self._stop_watching()
+
+    def _record_uncaught(self, kind: type[BaseException], value: BaseException, traceback: Any) -> None:
+        self._uncaught = kind
+        self._previous_excepthook(kind, value, traceback)
+
+    def _end_at_exit(self) -> None:
+        self.end_unfinished(self._uncaught)
+
+    def _watch(self) -> None:
+        """Until the run closes, end it at interpreter exit if nothing else did (e.g. an error re-raised by another
+        handler before this one saw it), remembering an uncaught error's type."""
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self._record_uncaught
+        atexit.register(self._end_at_exit)
+
+    def _stop_watching(self) -> None:
+        atexit.unregister(self._end_at_exit)
+        if sys.excepthook == self._record_uncaught:
+            sys.excepthook = self._previous_excepthook
 
     def _disable(self, reason: str) -> None:
         self.active = False
@@ -102,7 +173,8 @@ class XAIMLflowHandler(MLFlowHandler):
         if not self.active:
             return
         try:
-            step()
+            with bounded_requests(self.server_timeout):
+                step()
         except Exception as error:  # tracking must never fail the evaluation it records
             self._disable(f"{type(error).__name__}: {error}")
 
@@ -112,6 +184,8 @@ class XAIMLflowHandler(MLFlowHandler):
             if unreachable is not None:
                 self._disable(f"server unreachable: {unreachable}")
         self._guarded(lambda: MLFlowHandler.start(self, engine))
+        if self.cur_run is not None:
+            self._watch()
 
     def epoch_completed(self, engine: Any) -> None:
         """Log ``engine.state.metrics``, and each curve of ``engine.state.metric_curves`` (e.g. ROAD's MoRF curve of
@@ -148,3 +222,4 @@ class XAIMLflowHandler(MLFlowHandler):
         if self.cur_run is None:
             return
         self._guarded(lambda: MLFlowHandler.close(self))
+        self._stop_watching()

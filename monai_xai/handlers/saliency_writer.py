@@ -14,15 +14,23 @@ Files under ``output_dir``:
   from ``engine.state.metric_curves`` (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line
   per method).
 
-Per-case rows are gathered from all ranks and the tables are written by rank 0 on ``Events.COMPLETED``, i.e. after
-the metric handlers computed their values at the end of the epoch. Attach it before an MLflow handler so the tables
-exist when the artifacts are logged.
+- ``failed_cases.csv``: the cases that could not be read (``engine.state.xai_unreadable``, see
+  :mod:`monai_xai.data.unreadable`), also listed at the top of ``summary.md``.
+
+Before the first case the folder is checked and prepared (:func:`~monai_xai.handlers.results_dir.prepare_results_dir`:
+a folder holding an earlier run's results is refused unless ``overwrite``). Each map is written to a temporary name in
+its folder and renamed when complete, so a killed run or a full disk never leaves a truncated file under a map's name;
+a failed write is an error. Per-case rows are gathered from all ranks and the tables are written by rank 0 on
+``Events.COMPLETED``, i.e. after the metric handlers computed their values at the end of the epoch. Attach it before an
+MLflow handler so the tables exist when the artifacts are logged. The run ends with an error after the tables are
+written when no case could be read, or, with ``strict``, when any could not.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,16 +39,16 @@ import torch
 import torch.distributed as dist
 from ignite import distributed as idist
 from ignite.engine import Events
-from monai.data import MetaTensor
-from monai.transforms import SaveImage
+from monai.data import ITKWriter, MetaTensor, NibabelWriter
 
 from monai_xai.enums import XAIKeys, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
+from monai_xai.handlers.results_dir import prepare_results_dir
 from monai_xai.metrics.per_sample import MetricCurve
 from monai_xai.metrics.stats import summary_markdown, summary_table
 from monai_xai.visualize import plot_metric_bars, plot_metric_curves, save_overlay_png
 
-__all__ = ["SaliencyWriter", "split_metric_name"]
+__all__ = ["SaliencyWriter", "split_metric_name", "write_map"]
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg")
 
@@ -75,6 +83,32 @@ def _writable(maps: torch.Tensor) -> MetaTensor:
     return MetaTensor(maps.as_tensor() if isinstance(maps, MetaTensor) else maps, meta=meta)
 
 
+def write_map(maps: torch.Tensor, path: Path) -> Path:
+    """Write a (1, *spatial) map (its MetaTensor meta gives the affine) to ``path`` (the extension picks the format),
+    through a temporary file in the same folder renamed into place: the file at ``path`` is always complete.
+
+    One writer per format (nibabel for NIfTI, ITK otherwise) and no fallback to another, so a failure is the
+    writer's own error (e.g. ``OSError: No space left on device``), never a half-written file under another writer.
+
+    Raises:
+        OSError, RuntimeError: the write failed (the temporary file is removed); nothing is written at ``path``.
+    """
+    name = path.name
+    extension = next((suffix for suffix in _NIFTI_SUFFIXES if name.lower().endswith(suffix)), path.suffix)
+    partial = path.with_name(f".{name[: len(name) - len(extension)]}.partial-{os.getpid()}{extension}")
+    writer = (NibabelWriter if extension in (".nii.gz", ".nii") else ITKWriter)(output_dtype=torch.float32)
+    data = _writable(maps)
+    try:
+        writer.set_data_array(data, channel_dim=0)
+        writer.set_metadata(data.meta, resample=False)
+        writer.write(str(partial), verbose=False)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def _gather(rows: list[dict]) -> list[dict]:
     """All ranks' rows in rank order (the order MONAI's metric buffers are gathered in)."""
     if idist.get_world_size() == 1:
@@ -93,7 +127,9 @@ class SaliencyWriter:
         image_key: output/batch key of the input image, drawn under the overlays and naming the cases.
         nifti: write the maps as NIfTI.
         png: write the PNG overlays.
-        output_ext: extension of the map files (``".nii.gz"``; any ``SaveImage`` extension, e.g. ``".nrrd"``).
+        output_ext: extension of the map files (``".nii.gz"``; ``".nii"``, ``".nrrd"``, ``".mha"``).
+        overwrite: replace the results of an earlier run in ``output_dir`` (else such a folder is refused).
+        strict: end the run with an error when any case could not be read (else only when none could).
     """
 
     def __init__(
@@ -104,15 +140,19 @@ class SaliencyWriter:
         nifti: bool = True,
         png: bool = True,
         output_ext: str = ".nii.gz",
+        overwrite: bool = False,
+        strict: bool = False,
     ) -> None:
+        if output_dir is None or not str(output_dir).strip():
+            raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
         self.output_dir = Path(output_dir)
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         self.image_key = image_key
         self.nifti = nifti
         self.png = png
-        self.saver = SaveImage(
-            output_ext=output_ext, resample=False, separate_folder=False, print_log=False, output_dtype=torch.float32
-        )
+        self.output_ext = output_ext
+        self.overwrite = overwrite
+        self.strict = strict
         self.rows: list[dict] = []
         self._names: set[str] = set()
 
@@ -122,7 +162,12 @@ class SaliencyWriter:
         engine.add_event_handler(Events.COMPLETED, self.write_tables)
 
     def _reset(self, engine: Any) -> None:
+        """Prepare the results folder (rank 0, the other ranks wait) and start empty."""
+        if idist.get_rank() == 0:
+            prepare_results_dir(self.output_dir, self.overwrite)
+        idist.barrier()
         self.rows, self._names = [], set()
+        setattr(engine.state, XAIKeys.UNREADABLE, [])
 
     def _case_name(self, image: Any) -> str:
         stem = _case_stem(image) or f"case_{len(self._names):04d}"
@@ -153,8 +198,7 @@ class SaliencyWriter:
                     "png": "",
                 }
                 if self.nifti:
-                    self.saver(_writable(maps), filename=case_dir / f"{name}_{method}")
-                    row["nifti"] = str(case_dir / f"{name}_{method}{self.saver.output_ext}")
+                    row["nifti"] = str(write_map(maps, case_dir / f"{name}_{method}{self.output_ext}"))
                 if self.png:
                     png = save_overlay_png(image, maps, case_dir / f"{name}_{method}.png", title=f"{name}: {method}")
                     row["png"] = str(png)
@@ -175,6 +219,7 @@ class SaliencyWriter:
     def write_tables(self, engine: Any) -> None:
         """Write ``cases.csv``, ``summary.csv``, ``summary.md`` and ``metrics.png`` (rank 0)."""
         rows = _gather(self.rows)
+        unreadable = _gather(list(getattr(engine.state, XAIKeys.UNREADABLE, [])))
         per_case = self._per_case_metrics(engine)
         if idist.get_rank() > 0:
             return
@@ -192,15 +237,30 @@ class SaliencyWriter:
             writer = csv.DictWriter(stream, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        self._write_summary(engine, per_case)
+        if unreadable:
+            with open(self.output_dir / "failed_cases.csv", "w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=["case", "files", "reason"])
+                writer.writeheader()
+                writer.writerows({**record, "files": " ".join(record["files"])} for record in unreadable)
+        self._write_summary(engine, per_case, unreadable)
+        if unreadable and (self.strict or not rows):
+            names = [record["case"] for record in unreadable]
+            raise RuntimeError(
+                f"{len(unreadable)} case(s) could not be read ({names[:10]}; reasons in "
+                f"{self.output_dir / 'failed_cases.csv'}), "
+                + ("and no case could be explained." if not rows else "and strict=True (xai_strict) was asked.")
+            )
 
-    def _write_summary(self, engine: Any, per_case: dict[tuple[str, str], list[float]]) -> None:
+    def _write_summary(self, engine: Any, per_case: dict[tuple[str, str], list[float]], unreadable: list[dict]) -> None:
         metrics: dict[str, dict[str, float]] = {}
         for name, value in engine.state.metrics.items():
             parsed = split_metric_name(name, self.methods)
             if parsed is not None and isinstance(value, (int, float)):
                 metrics.setdefault(parsed[0], {})[parsed[1]] = float(value)
         lines = ["# XAI summary", ""]
+        if unreadable:
+            lines += [f"**{len(unreadable)} case(s) could not be read and were skipped** (failed_cases.csv):", ""]
+            lines += [f"- {record['case']}: {record['reason']}" for record in unreadable] + [""]
         with open(self.output_dir / "summary.csv", "w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(["metric", "method", "mean", "std", "min", "max", "n", "n_skipped"])

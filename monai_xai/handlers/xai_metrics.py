@@ -16,6 +16,7 @@ and methods.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +31,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from monai_xai.enums import MetricInput, RoadOrder, Score, XAIKeys, as_choice, saliency_key
-from monai_xai.handlers.engine_data import output_value, stack_values
+from monai_xai.handlers.engine_data import engine_cases, output_value, stack_values
 from monai_xai.metrics.localization import (
     EHRAUCMetric,
     HeatDiffMetric,
@@ -104,8 +105,9 @@ class SaliencyMetricHandler(IgniteMetricHandler):
 
     def iteration_completed(self, engine: Engine) -> None:
         """Feed the current iteration's cases to the metric (ignite's ``output_transform`` sees only the output, and
-        a region may be in the batch only)."""
-        self.update(self._metric_inputs(engine))
+        a region may be in the batch only). An iteration without cases (every case unreadable) adds nothing."""
+        if engine_cases(engine.state.output):
+            self.update(self._metric_inputs(engine))
 
     @reinit__is_reduced
     def update(self, output: tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]) -> None:
@@ -129,7 +131,10 @@ class SaliencyMetricHandler(IgniteMetricHandler):
 
     def compute(self) -> Any:
         """The reduced metric; a curve-valued metric (:class:`~monai_xai.metrics.CurveMetric`, e.g. ROAD) is
-        reported by its headline (last) column and its curves are kept in :attr:`curves`."""
+        reported by its headline (last) column and its curves are kept in :attr:`curves`. NaN when no case was
+        scored (every case of the run unreadable)."""
+        if self.metric_fn.get_buffer() is None:
+            return math.nan
         result = super().compute()
         if not isinstance(self.metric_fn, CurveMetric):
             return result

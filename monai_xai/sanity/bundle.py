@@ -161,6 +161,9 @@ def bundle_sanity_checks(
     """
     if n_cases is not None and (not isinstance(n_cases, int) or n_cases < 1):
         raise ValueError(f"n_cases must be a positive int or None, got {n_cases!r}.")
+    for argument, path in (("figure", figure), ("cascade_figure", cascade_figure)):
+        if path is not None:
+            _check_writable(path, argument)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_trained_bundle(bundle_dir, torch_device)
     settings = bundle.settings.replace(
@@ -210,6 +213,20 @@ def bundle_sanity_checks(
         )
         for method in settings.methods
     ]
+
+
+def _check_writable(path: str | Path, argument: str) -> None:
+    """Fail before any work when the picture ``path`` cannot be written (its folder is created if missing)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"--{argument} {path} cannot be written ({error.strerror or error}); choose another path."
+        ) from error
 
 
 def _check_chosen(settings: ExplainSettings) -> None:

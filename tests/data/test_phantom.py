@@ -157,7 +157,7 @@ def test_datalist_loads_with_monai_and_matches_the_files(dataset_3d):
 
 
 def test_written_dataset_is_reproducible(dataset_3d, tmp_path):
-    again = write_phantom_dataset(tmp_path, n_cases=10, seed=7, positive_fraction=0.5)
+    again = write_phantom_dataset(tmp_path / "again", n_cases=10, seed=7, positive_fraction=0.5)
     assert json.loads(again.read_text()) == json.loads(dataset_3d.read_text())
     for name in ("images/case_004.nii.gz", "masks/case_004.nii.gz"):
         reference = nib.load(dataset_3d.parent / name)
@@ -226,3 +226,22 @@ def test_write_phantom_dataset_rejects_bad_arguments(tmp_path, kwargs, message):
     arguments = {"n_cases": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         write_phantom_dataset(tmp_path, **arguments)
+
+
+def test_a_folder_with_files_is_refused_unless_overwrite(tmp_path):
+    """Writing into a folder that holds an earlier data set used to mix both: 10 old cases stayed beside 3 new ones."""
+    write_phantom_dataset(tmp_path, n_cases=10, seed=7, shape=(24, 24, 20))
+    with pytest.raises(ValueError, match=r"already holds \['datalist.json', 'images', 'masks'\].*overwrite=True"):
+        write_phantom_dataset(tmp_path, n_cases=3, seed=8, shape=(24, 24, 20))
+    path = write_phantom_dataset(tmp_path, n_cases=3, seed=8, shape=(24, 24, 20), overwrite=True)
+    assert len(list((tmp_path / "images").iterdir())) == 3 == len(list((tmp_path / "masks").iterdir()))
+    assert json.loads(path.read_text())["phantom"]["n_cases"] == 3
+    (tmp_path / "notes.txt").write_text("mine")
+    write_phantom_dataset(tmp_path, n_cases=2, seed=8, shape=(24, 24, 20), overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"  # only the phantom data set is replaced
+    # ensure_phantom_dataset restarts a write that stopped before its datalist
+    partial = tmp_path / "partial"
+    (partial / "images").mkdir(parents=True)
+    (partial / "images" / "case_000.nii.gz").write_bytes(b"half")
+    assert ensure_phantom_dataset(partial, 2, seed=1, shape=(24, 24, 20)).is_file()
+    assert len(list((partial / "images").iterdir())) == 2

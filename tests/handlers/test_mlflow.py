@@ -5,21 +5,16 @@ from __future__ import annotations
 import sys
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
-from monai.inferers import SimpleInferer
 
-from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, tracking_server_error
-from monai_xai.inferers import XAIInferer
-from monai_xai.metrics import NoisyLinearImputer
-from tests.helpers.engines import case_dataset, make_evaluator
-from tests.helpers.nets import TinyResNet
+from monai_xai.handlers import tracking_server_error
+from tests.helpers.runs import TRACKED_METHODS, explain_with_tracking
 from tests.helpers.servers import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
 
-METHODS = ("gradcam", "layercam")
+METHODS = TRACKED_METHODS
 
 
 @pytest.fixture(scope="module")
@@ -34,37 +29,6 @@ def mlflow_server(tmp_path_factory):
     uri = f"http://127.0.0.1:{port}"
     with running_server(command, f"{uri}/health", root / "server.log"):
         yield uri
-
-
-def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, metrics=("heat_diff",)):
-    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
-    images = torch.randn(2, 1, 16, 16)
-    masks = torch.zeros(2, 1, 16, 16)
-    masks[:, :, 2:9, 4:12] = 1
-    inferer = XAIInferer(SimpleInferer(), "layer4", METHODS)
-    tracker = XAIMLflowHandler(
-        output_dir,
-        tracking_uri=tracking_uri,
-        params={"xai_methods": list(METHODS), "xai_target_layer": "layer4", "road_percentiles": [20, 80]},
-        experiment_name="xai_test",
-        run_name=run_name,
-        server_timeout=2.0,
-    )
-    handlers = [
-        inferer,
-        SaliencyWriter(output_dir, METHODS),
-        XAIMetricHandler(
-            list(metrics),
-            METHODS,
-            network=network,
-            metric_args={"road_combined": {"percentiles": [20, 80], "imputer": NoisyLinearImputer(0.0)}},
-            region_key="mask",
-        ),
-        tracker,
-    ]
-    evaluator = make_evaluator(network, case_dataset(images, mask=masks), inferer, handlers)
-    evaluator.run()
-    return evaluator
 
 
 def test_metrics_params_and_artifacts_reach_the_server(mlflow_server, tmp_path):
