@@ -78,17 +78,29 @@ class ExplainSettings:
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # the dataclass is frozen; normalise the given values once, here
-        set_field(self, "methods", _names(self.methods))
-        set_field(self, "metrics", _names(self.metrics))
+        set_field(self, "methods", _names(self.methods, "xai_methods"))
+        set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
         if self.pixel_set is not None:
             set_field(self, "pixel_set", as_choice(PixelSet, self.pixel_set, "xai_pixel_set"))
         set_field(self, "score", as_choice(Score, self.score, "xai_score"))
-        set_field(self, "metric_args", {name: dict(args) for name, args in (self.metric_args or {}).items()})
+        metric_args = self.metric_args or {}
+        if not isinstance(metric_args, Mapping) or not all(isinstance(args, Mapping) for args in metric_args.values()):
+            raise TypeError(
+                f'xai_metric_args must map metric names to keyword arguments, e.g. {{"road_combined": '
+                f'{{"percentiles": [20, 80]}}}}, got {metric_args!r}.'
+            )
+        set_field(self, "metric_args", {name: dict(args) for name, args in metric_args.items()})
+        for config_id, value in (("xai_pixel_set_key", self.pixel_set_key), ("xai_region_key", self.region_key)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{config_id} must be a batch key (a string) or null, got {value!r}.")
+        if not isinstance(self.time_each_method, bool):
+            raise TypeError(f"xai_time_each_method must be true or false, got {self.time_each_method!r}.")
         if self.target_layers == "":
             set_field(self, "target_layers", None)
         if self.class_idx is not None and (isinstance(self.class_idx, bool) or not isinstance(self.class_idx, int)):
             raise ValueError(f"xai_class must be an int (or null for the predicted class), got {self.class_idx!r}.")
-        if self.region_value is not None and self.region_value != "class" and not isinstance(self.region_value, int):
+        value = self.region_value
+        if value is not None and value != "class" and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')
 
     @classmethod
@@ -133,8 +145,11 @@ class ExplainSettings:
         check_explain_config(network, self.target_layers, self.methods)
 
 
-def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value or ())
+def _names(value: str | Sequence[str] | None, config_id: str = "names") -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value or ()
+    if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"{config_id} must be a name or a list of names, got {value!r}.")
+    return tuple(names)
 
 
 def check_explain_config(
