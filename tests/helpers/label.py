@@ -76,25 +76,17 @@ def write_intensity_segmentation_bundle(destination: Path) -> None:
     torch.save(intensity_segmenter_state(), bundle / "models" / "model.pt")
 
 
-def write_random_classification_bundle(destination: Path) -> None:
-    bundle = _copy_bundle(CLASSIFICATION, destination)
+def write_random_weights_bundle(name: str, destination: Path) -> Path:
+    """A copy of the demo bundle ``name`` with its own network and random (seeded) weights."""
+    bundle = _copy_bundle(name, destination)
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    return bundle
 
 
 def server_command() -> list[str]:
     """The ``monailabel`` launcher of this environment (a bash script running ``$MONAILABEL_PYEXE -m ...``)."""
     launcher = Path(sys.executable).parent / "monailabel"
     return [str(launcher)] if launcher.exists() else [sys.executable, "-m", "monailabel.main"]
-
-
-def write_random_unet_bundle(destination: Path) -> Path:
-    """A copy of the segmentation bundle with its own UNet and random weights (seeded)."""
-    bundle = _copy_bundle(SEGMENTATION, destination)
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    torch.manual_seed(0)
-    torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
-    return bundle

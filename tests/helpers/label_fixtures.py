@@ -15,14 +15,15 @@ import pytest
 from monai_xai.data import generate_phantom, write_phantom_dataset
 from tests.helpers.label import (
     CH2,
+    CLASSIFICATION,
     PHANTOM_AFFINE,
     PHANTOM_SHAPE,
     SAMPLE_APP,
+    SEGMENTATION,
     SERVER_START_TIMEOUT_S,
     server_command,
     write_intensity_segmentation_bundle,
-    write_random_classification_bundle,
-    write_random_unet_bundle,
+    write_random_weights_bundle,
 )
 from tests.helpers.servers import free_port, running_server
 
@@ -32,7 +33,7 @@ def bundles_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder holding the two test bundles (see the module docstring)."""
     destination = tmp_path_factory.mktemp("bundles")
     write_intensity_segmentation_bundle(destination)
-    write_random_classification_bundle(destination)
+    write_random_weights_bundle(CLASSIFICATION, destination)
     return destination
 
 
@@ -66,7 +67,7 @@ def studies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def unet_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tmp copy of the segmentation bundle with its own UNet and random weights."""
-    return write_random_unet_bundle(tmp_path_factory.mktemp("unet"))
+    return write_random_weights_bundle(SEGMENTATION, tmp_path_factory.mktemp("unet"))
 
 
 @pytest.fixture(scope="module")
