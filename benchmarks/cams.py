@@ -1,11 +1,15 @@
 """Speed and memory of the CAM engine, side by side in one process, printed as a Markdown table with ratios.
 
-Measured per case (2D ResNet50 classifier, 3D MONAI UNet with a segmentation target, 3D MONAI DenseNet121):
+Measured per case (2D ResNet50 classifier, 3D MONAI UNet with a segmentation target, 3D MONAI DenseNet121, and the
+transformers: torchvision ViT-B/16 at 224^2, batch 8, explained at its last block's first LayerNorm (tokens with a
+class token), and MONAI SwinUNETR at 96^3 with a segmentation target, explained at a Swin block (channel-last)):
 
 - each gradient method through ``CAMExplainer`` vs a plain forward + backward of the same network, same target score
   (``target(model(x)).sum().backward()``, parameter gradients included; goal <= 1.10x);
-- six gradient methods in ONE ``CAMExplainer`` call vs the same six pytorch-grad-cam classes (goal >= 5x faster);
-- ``gradcam`` vs ``monai.visualize.GradCAM`` (whole-image class score for the UNet: MONAI has no pixel-set target).
+- six gradient methods in ONE ``CAMExplainer`` call vs the same six pytorch-grad-cam classes, given the equivalent
+  ``reshape_transform`` for the transformers (goal >= 5x faster);
+- ``gradcam`` vs ``monai.visualize.GradCAM`` (whole-image class score for the UNet: MONAI has no pixel-set target;
+  not for the transformers, which MONAI's GradCAM cannot explain).
 
 And the peak resident memory of a sliding-window CAM of a 1x1x256x256x160 volume with a 96^3 ROI (goal <= 4 GiB on the
 CPU), measured as the peak RSS (VmHWM) of a child process that only builds the UNet, the volume and runs the explainer.
@@ -46,7 +50,7 @@ GRAD_CAM_CLASS_NAMES = {
     "layercam": "LayerCAM",
     "gradcam_elementwise": "GradCAMElementWise",
 }
-CASE_NAMES = ("resnet50_2d", "unet3d", "densenet121_3d")
+CASE_NAMES = ("resnet50_2d", "unet3d", "densenet121_3d", "vit_b16_2d", "swinunetr_3d")
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Case:
     images: torch.Tensor
     class_idx: int
     pixel_set: torch.Tensor | None = None  # (B, 1, *spatial) for segmentation, None for classification
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None  # pytorch-grad-cam's reshape_transform
 
 
 def _unet() -> nn.Module:
@@ -96,6 +101,40 @@ def build_case(name: str, quick: bool, device: torch.device) -> Case:
         model = DenseNet121(spatial_dims=3, in_channels=1, out_channels=2)
         images = torch.randn(batch, 1, size, size, size)
         return Case(name, model.to(device).eval(), "class_layers.relu", images.to(device), class_idx=1)
+    if name == "vit_b16_2d":
+        from torchvision.models import VisionTransformer, vit_b_16
+
+        batch, size, patch = (2, 32, 8) if quick else (8, 224, 16)
+        if quick:
+            model = VisionTransformer(size, patch, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+        else:
+            model = vit_b_16(weights=None)
+        grid = size // patch
+        layer = f"encoder.layers.encoder_layer_{len(model.encoder.layers) - 1}.ln_1"
+        images = torch.randn(batch, 3, size, size)
+
+        def tokens(x: torch.Tensor) -> torch.Tensor:
+            return x[:, 1:].reshape(x.shape[0], grid, grid, x.shape[2]).permute(0, 3, 1, 2)
+
+        return Case(name, model.to(device).eval(), layer, images.to(device), 1, reshape=tokens)
+    if name == "swinunetr_3d":
+        from monai.networks.nets import SwinUNETR
+
+        size, features = (64, 12) if quick else (96, 48)
+        model = SwinUNETR(in_channels=1, out_channels=2, feature_size=features, spatial_dims=3)
+        images = torch.randn(1, 1, size, size, size)
+        mask = torch.zeros(1, 1, size, size, size)
+        mask[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3, size // 4 : 3 * size // 4] = 1
+        layer = "swinViT.layers3.0.blocks.1"
+        return Case(
+            name,
+            model.to(device).eval(),
+            layer,
+            images.to(device),
+            1,
+            mask.to(device),
+            lambda x: x.permute(0, 4, 1, 2, 3),
+        )
     raise ValueError(f"unknown case {name!r}; choose from {CASE_NAMES}.")
 
 
@@ -146,7 +185,9 @@ def grad_cam_six(case: Case) -> tuple[Callable[[], None], Callable[[], None]]:
 
     module = case.model.get_submodule(case.layer)
     cams = [
-        getattr(pytorch_grad_cam, GRAD_CAM_CLASS_NAMES[m])(model=case.model, target_layers=[module])
+        getattr(pytorch_grad_cam, GRAD_CAM_CLASS_NAMES[m])(
+            model=case.model, target_layers=[module], reshape_transform=case.reshape
+        )
         for m in SIX_METHODS
     ]
     if case.pixel_set is None:
@@ -193,6 +234,8 @@ def run_case(case: Case, repeats: int, warmup: int, device: torch.device, method
         release()
     speedup = f"{grad_cam / six:.1f}x faster"
     rows.append(_row(case, "6 methods, one call", six, "pytorch-grad-cam, 6 calls", grad_cam, speedup, ">= 5x faster"))
+    if case.reshape is not None:  # monai.visualize cannot explain transformer layers
+        return rows
     monai = median_time(monai_gradcam(case), repeats, warmup, device)
     speedup = f"{monai / seconds['gradcam']:.2f}x faster"
     rows.append(_row(case, "gradcam", seconds["gradcam"], "monai.visualize.GradCAM", monai, speedup, "-"))

@@ -19,6 +19,7 @@ __all__ = [
     "RoadOrder",
     "MethodFamily",
     "MetricInput",
+    "Layout",
     "XAIKeys",
     "saliency_key",
     "seconds_key",
@@ -79,6 +80,15 @@ class MetricInput(StrEnum):
     REGION = "region"
     IMAGE = "image"
     NONE = "none"
+
+
+class Layout(StrEnum):
+    """Where a layer's output keeps its K channels (:mod:`monai_xai.cams.layouts`): ``CHANNEL_FIRST`` (B, K, *grid),
+    ``CHANNEL_LAST`` (B, *grid, K) as in Swin blocks, ``TOKENS`` (B, N, K) as in vision transformers."""
+
+    CHANNEL_FIRST = "channel_first"
+    CHANNEL_LAST = "channel_last"
+    TOKENS = "tokens"
 
 
 class XAIKeys(StrEnum):

@@ -35,6 +35,7 @@ from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
 from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer, resolve_pixel_set
+from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import PixelSet, Score, XAIKeys, as_choice, saliency_key, seconds_key
 from monai_xai.utils import label_mask, per_sample_index
 
@@ -83,6 +84,8 @@ class XAIInferer(Inferer):
             the explained class is the pixel set (e.g. ``"label"``); needs the inferer to be attached to the engine.
         score: ``"logit"`` or ``"probability"`` (see ``CAMExplainer``).
         batch_size: perturbed copies per forward pass of ScoreCAM/AblationCAM.
+        reshape: where the target layers keep their channels (see ``CAMExplainer``; None finds it: channel-first,
+            channel-last Swin blocks, transformer tokens).
         time_each_method: True: one pass per method, timed alone; False: one shared call for all methods (faster;
             the time is per call).
 
@@ -103,6 +106,7 @@ class XAIInferer(Inferer):
         score: Score | str = Score.LOGIT,
         batch_size: int = 32,
         time_each_method: bool = True,
+        reshape: Reshape = None,
     ) -> None:
         super().__init__()
         if inferer is not None and not callable(inferer):
@@ -129,6 +133,7 @@ class XAIInferer(Inferer):
         self.score = as_choice(Score, score, "score")
         self.batch_size = batch_size
         self.time_each_method = time_each_method
+        self.reshape = reshape
         self.explanations: dict[str, torch.Tensor] = {}
         self._attached_engine: Any = None
 
@@ -221,7 +226,9 @@ class XAIInferer(Inferer):
                 "overlap": self.inferer.overlap,
                 "sw_mode": str(self.inferer.mode),  # a MONAI StrEnum: str() is its value
             }
-        return CAMExplainer(network, layers, methods, score=self.score, batch_size=self.batch_size, **window)
+        return CAMExplainer(
+            network, layers, methods, score=self.score, batch_size=self.batch_size, reshape=self.reshape, **window
+        )
 
     def _label_pixel_set(self, inputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
         """(B, 1, *spatial) region of each case's class in the batch's ``pixel_set_key`` label."""

@@ -18,7 +18,8 @@ from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer
-from monai_xai.enums import PixelSet, Score, as_choice
+from monai_xai.cams.layouts import Reshape
+from monai_xai.enums import Layout, PixelSet, Score, as_choice
 
 __all__ = ["ExplainSettings", "check_explain_config"]
 
@@ -40,6 +41,8 @@ class ExplainSettings:
             class is the pixel set instead.
         score: ``xai_score``, the explained score of the class.
         time_each_method: ``xai_time_each_method``, one timed pass per method (True) or one shared pass.
+        reshape: ``xai_reshape``, where the layers keep their channels (None: found; ``"channel_first"``,
+            ``"channel_last"``, ``"tokens"``, or a function, see :mod:`monai_xai.cams.layouts`).
         metrics: ``xai_metrics``, XAI metric names.
         metric_args: ``xai_metric_args``, keyword arguments per metric.
         region_key: ``xai_region_key``, batch key of the ground-truth region.
@@ -54,6 +57,7 @@ class ExplainSettings:
     pixel_set_key: str | None = None
     score: Score = Score.LOGIT
     time_each_method: bool = True
+    reshape: Reshape = None
     metrics: tuple[str, ...] = ()
     metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     region_key: str | None = None
@@ -68,6 +72,7 @@ class ExplainSettings:
         "pixel_set_key": "xai_pixel_set_key",
         "score": "xai_score",
         "time_each_method": "xai_time_each_method",
+        "reshape": "xai_reshape",
         "metrics": "xai_metrics",
         "metric_args": "xai_metric_args",
         "region_key": "xai_region_key",
@@ -93,6 +98,8 @@ class ExplainSettings:
         for config_id, value in (("xai_pixel_set_key", self.pixel_set_key), ("xai_region_key", self.region_key)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{config_id} must be a batch key (a string) or null, got {value!r}.")
+        if self.reshape is not None and not callable(self.reshape):
+            set_field(self, "reshape", as_choice(Layout, self.reshape, "xai_reshape"))
         if not isinstance(self.time_each_method, bool):
             raise TypeError(f"xai_time_each_method must be true or false, got {self.time_each_method!r}.")
         if self.target_layers == "":

@@ -96,15 +96,24 @@ def _preserved_parameter_grads(model: nn.Module) -> Iterator[None]:
             param.grad = grad
 
 
-def _run(cam_class: type, model: nn.Module, images: torch.Tensor, layers: list[nn.Module], targets: list) -> np.ndarray:
-    cam = cam_class(model=model, target_layers=layers)
+def _run(
+    cam_class: type,
+    model: nn.Module,
+    images: torch.Tensor,
+    layers: list[nn.Module],
+    targets: list,
+    reshape: Callable | None,
+) -> np.ndarray:
+    cam = cam_class(model=model, target_layers=layers, reshape_transform=reshape)
     try:
         return cam(images, targets)
     finally:
         _release_hooks(cam)
 
 
-def _finer_cam(model: nn.Module, images: torch.Tensor, layers: list[nn.Module], target: object) -> np.ndarray:
+def _finer_cam(
+    model: nn.Module, images: torch.Tensor, layers: list[nn.Module], target: object, reshape: Callable | None
+) -> np.ndarray:
     """FinerCAM defines its own target (the class contrasted with its most similar classes), one class per call."""
     if not isinstance(target, ClassTarget):
         raise ValueError(
@@ -115,7 +124,7 @@ def _finer_cam(model: nn.Module, images: torch.Tensor, layers: list[nn.Module], 
     maps = np.zeros((images.shape[0], *images.shape[2:]), dtype=np.float32)
     for class_value in class_idx.unique().tolist():
         rows = (class_idx == class_value).nonzero()[:, 0]
-        cam = pytorch_grad_cam.FinerCAM(model=model, target_layers=layers)
+        cam = pytorch_grad_cam.FinerCAM(model=model, target_layers=layers, reshape_transform=reshape)
         try:
             maps[rows.cpu().numpy()] = cam(images[rows], targets=None, target_idx=class_value)
         finally:
@@ -129,6 +138,7 @@ def grad_cam_method(
     images: torch.Tensor,
     layers: Sequence[nn.Module],
     target: Callable[..., torch.Tensor],
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Run the pytorch-grad-cam method ``name`` with our per-sample ``target``.
 
@@ -140,6 +150,7 @@ def grad_cam_method(
         layers: target layers (modules of ``model``); several layers are combined by pytorch-grad-cam's own rule.
         target: ``target(outputs, sample_ids) -> (N,)``, e.g. from :func:`monai_xai.cams.targets.build_target`.
             FinerCAM instead uses the target's classes (``ClassTarget`` only) to build its contrastive target.
+        reshape: pytorch-grad-cam's ``reshape_transform`` (a transformer layer's tokens -> (B, K, *grid)), or None.
 
     Returns:
         (B, 1, *spatial) float32 maps at input resolution, each normalised to [0, 1] by pytorch-grad-cam, on the
@@ -160,9 +171,9 @@ def grad_cam_method(
         torch.enable_grad(),
     ):
         if cam_class is pytorch_grad_cam.FinerCAM:
-            maps = _finer_cam(model, inputs, list(layers), target)
+            maps = _finer_cam(model, inputs, list(layers), target, reshape)
         else:
-            maps = _run(cam_class, model, inputs, list(layers), targets)
+            maps = _run(cam_class, model, inputs, list(layers), targets, reshape)
     maps = torch.as_tensor(np.asarray(maps, dtype=np.float32), device=images.device)[:, None]
     if tuple(maps.shape[2:]) != tuple(images.shape[2:]):
         raise ValueError(

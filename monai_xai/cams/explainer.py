@@ -8,7 +8,7 @@ target. Everything stays in torch on the images' device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -18,10 +18,11 @@ from torch import nn
 
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
+from monai_xai.cams.layouts import FeatureLayout, Reshape, resolve_layout
 from monai_xai.cams.registry import CAMMethod, get_method, method_names
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassTarget, PixelSetSpec, SegmentationTarget, build_target
-from monai_xai.enums import MethodFamily, Score, as_choice
+from monai_xai.enums import Layout, MethodFamily, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
@@ -68,6 +69,18 @@ def _forward(model: nn.Module, images: torch.Tensor) -> object:
         raise RuntimeError(f"the model failed on images of shape {tuple(images.shape)}: {error}.{hint}") from error
 
 
+def _adapter_reshape(layouts: list[FeatureLayout]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """pytorch-grad-cam's ``reshape_transform`` for the target layers (one for all of them)."""
+    kinds = {(layout.layout, layout.grid) for layout in layouts if layout.layout != Layout.CHANNEL_FIRST}
+    if not kinds:
+        return None
+    if len(layouts) > 1:
+        raise ValueError(
+            "'grad-cam:*' methods take one reshape for all layers: explain one transformer layer at a time."
+        )
+    return layouts[0].to_grid
+
+
 def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(B, 1, *feature_size) -> (B, 1, *size), bilinear (2D) or trilinear (3D), align_corners=False."""
     if tuple(maps.shape[2:]) == tuple(size):
@@ -106,6 +119,10 @@ class CAMExplainer:
         sw_batch_size: windows per forward pass (sliding window only).
         overlap: window overlap in [0, 1) (sliding window only).
         sw_mode: window blending, ``"gaussian"`` or ``"constant"`` (sliding window only).
+        reshape: where the target layers keep their channels (:mod:`monai_xai.cams.layouts`): None finds it from
+            the shapes and the model (channel-first maps, channel-last Swin blocks, transformer tokens with class or
+            register tokens); ``"channel_first"``, ``"channel_last"`` or ``"tokens"`` states it; a function
+            ``output -> (B, K, *grid)`` handles an unusual model (AblationCAM then cannot run).
 
     Example::
 
@@ -125,6 +142,7 @@ class CAMExplainer:
         sw_batch_size: int = 1,
         overlap: float = 0.25,
         sw_mode: str = "gaussian",
+        reshape: Reshape = None,
     ) -> None:
         self.model = model
         self.layers = resolve_layers(model, target_layers)
@@ -140,6 +158,7 @@ class CAMExplainer:
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
         self.sw_mode = sw_mode
+        self.reshape = reshape
 
     def __call__(
         self, images: torch.Tensor, class_idx: ClassIndex = None, pixel_set: PixelSetSpec = None, raw: bool = False
@@ -205,24 +224,30 @@ class CAMExplainer:
             with ActivationRecorder(self.layers) as recorder:
                 outputs = _forward(self.model, images)
                 self._check_outputs(outputs, images)
-                activations = recorder.activations()
-                self._check_activations(activations, images)
+                recorded = recorder.activations()
+                layouts = [
+                    resolve_layout(name, module, output, images, self.model, self.reshape)
+                    for (name, module), output in zip(self.layers, recorded)
+                ]
                 target = build_target(outputs, class_idx, pixel_set, self.score, warn_empty=warn_empty)
-                grads: list[torch.Tensor | None] = [None] * len(activations)
+                grads: list[torch.Tensor | None] = [None] * len(recorded)
                 if any(record.needs_gradients for record in gradient_family):
-                    grads = self._gradients(target(outputs), activations)
-            activations = [activation.detach().float() for activation in activations]
+                    raw_grads = self._gradients(target(outputs), recorded)
+                    grads = [layout.to_grid(grad) for layout, grad in zip(layouts, raw_grads)]
+            activations = [layout.to_grid(output.detach()).float() for layout, output in zip(layouts, recorded)]
             for record in self._records:
                 if record.family == MethodFamily.GRADIENT:
                     maps[record.name] = [record.function(a, g) for a, g in zip(activations, grads)]
                 elif record.family == MethodFamily.PERTURBATION:
                     maps[record.name] = [
-                        record.function(self.model, images, module, activation, target, self.batch_size)
-                        for (_, module), activation in zip(self.layers, activations)
+                        record.function(self.model, images, module, activation, target, self.batch_size, layout)
+                        for (_, module), activation, layout in zip(self.layers, activations, layouts)
                     ]
                 else:
                     modules = [module for _, module in self.layers]
-                    maps[record.name] = [record.function(self.model, images, modules, target)]
+                    maps[record.name] = [
+                        record.function(self.model, images, modules, target, _adapter_reshape(layouts))
+                    ]
         return maps, target
 
     @staticmethod
@@ -251,15 +276,6 @@ class CAMExplainer:
                 f"the model returned shape {tuple(outputs.shape)} for {images.shape[0]} images; expected (B, C) or "
                 "(B, C, *spatial) with one row per image."
             )
-
-    def _check_activations(self, activations: list[torch.Tensor], images: torch.Tensor) -> None:
-        for (name, _), activation in zip(self.layers, activations):
-            if activation.ndim != images.ndim or activation.shape[0] != images.shape[0]:
-                raise ValueError(
-                    f"target layer {name!r} outputs shape {tuple(activation.shape)}, but CAMs need (B, K, *spatial) "
-                    f"feature maps with {images.ndim - 2} spatial dims like the images {tuple(images.shape)}; "
-                    "choose a convolutional layer or block."
-                )
 
     def _average_raw(self, per_layer: list[torch.Tensor]) -> torch.Tensor:
         shapes = {tuple(layer_map.shape) for layer_map in per_layer}

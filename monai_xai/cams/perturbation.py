@@ -5,8 +5,10 @@ Both methods need one forward pass per (sample, channel) pair. Here the pairs of
 through ``target(outputs, sample_ids)``. Everything is N-D (2D and 3D) and stays on the images' device. The model is put
 in eval mode for the call and every mode flag and hook is restored on exit, also when a forward pass raises.
 
-Every function maps ``(model, images (B, C_in, *S_in), layer, activations (B, K, *S), target, batch_size)`` to a raw,
-pre-ReLU map (B, 1, *S) at the layer's resolution, and is registered by name (``monai_xai.cams.registry``).
+Every function maps ``(model, images (B, C_in, *S_in), layer, activations (B, K, *S), target, batch_size, layout)`` to a
+raw, pre-ReLU map (B, 1, *S) at the layer's resolution, and is registered by name (``monai_xai.cams.registry``);
+``layout`` (:class:`~monai_xai.cams.layouts.FeatureLayout`) says how the layer's own output holds the activations
+(channel first, channel last, transformer tokens), for a method that replaces that output.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_xai.cams.layouts import FeatureLayout
 from monai_xai.cams.methods import weighted_channel_sum
 from monai_xai.cams.registry import get_method, method_names, register_method
 from monai_xai.enums import MethodFamily
@@ -56,6 +59,7 @@ def scorecam(
     activations: torch.Tensor,
     target: Target,
     batch_size: int = 32,
+    layout: FeatureLayout | None = None,
 ) -> torch.Tensor:
     """Score-CAM (Wang et al. 2020), as computed by pytorch-grad-cam's ``ScoreCAM``, in 2D and 3D.
 
@@ -74,6 +78,7 @@ def scorecam(
         activations: (B, K, *S) the layer's outputs on ``images``.
         target: ``target(outputs, sample_ids) -> (N,)`` score of each row for its original sample.
         batch_size: masked copies per forward pass (default 32); memory grows with ``batch_size x C_in x S_in``.
+        layout: unused (the masks are built from ``activations``); kept for the common signature.
 
     Returns:
         (B, 1, *S) raw map sum_k w_k A_k, before ReLU.
@@ -132,6 +137,7 @@ def ablationcam(
     activations: torch.Tensor,
     target: Target,
     batch_size: int = 32,
+    layout: FeatureLayout | None = None,
 ) -> torch.Tensor:
     """Ablation-CAM (Desai and Ramaswamy 2020) in 2D and 3D: w_k = (y - y_k) / y, y_k the score with channel k zeroed.
 
@@ -152,6 +158,8 @@ def ablationcam(
         activations: (B, K, *S) the layer's outputs on ``images``.
         target: ``target(outputs, sample_ids) -> (N,)`` score of each row for its original sample.
         batch_size: ablated copies per forward pass (default 32).
+        layout: how the layer's output holds ``activations`` (None: channel first, as they are); the ablated features
+            are put back into that layout, e.g. into a transformer's patch tokens with its class token unchanged.
 
     Returns:
         (B, 1, *S) raw map sum_k w_k A_k, before ReLU. A sample whose score y is 0 gets w_k = y - y_k (its map is only
@@ -167,7 +175,7 @@ def ablationcam(
             for flat, sample_ids, channel_ids in _pair_chunks(num_samples, num_channels, batch_size, images.device):
                 ablated = activations[sample_ids].clone()
                 ablated[torch.arange(len(flat), device=ablated.device), channel_ids] = 0
-                override.output = ablated
+                override.output = ablated if layout is None else layout.to_output(ablated, sample_ids)
                 ablated_scores[flat] = target(model(images[sample_ids]), sample_ids).to(ablated_scores.dtype)
                 if override.calls == 0:
                     raise ValueError(

@@ -28,9 +28,10 @@ class CAMMethod:
         family: how the map is computed, which decides the function's signature:
 
             - ``GRADIENT``: ``function(activations (B, K, *S), grads (B, K, *S) or None) -> (B, 1, *S)`` raw map;
-            - ``PERTURBATION``: ``function(model, images, layer, activations, target, batch_size) -> (B, 1, *S)``
-              raw map;
-            - ``GRAD_CAM``: ``function(model, images, layers, target) -> (B, 1, *spatial)`` finished map.
+            - ``PERTURBATION``: ``function(model, images, layer, activations, target, batch_size, layout)
+              -> (B, 1, *S)`` raw map (``layout``: how the layer's output holds the activations);
+            - ``GRAD_CAM``: ``function(model, images, layers, target, reshape) -> (B, 1, *spatial)`` finished map
+              (``reshape``: pytorch-grad-cam's ``reshape_transform``).
         function: the function computing the map.
         needs_gradients: whether the method reads the gradients of the shared backward pass (gradient family; the
             pass is skipped when no requested method needs it).

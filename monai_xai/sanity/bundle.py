@@ -22,7 +22,8 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import ExplainSettings, load_trained_bundle
-from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer, resolve_layers
+from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer
+from monai_xai.cams.layouts import feature_grid
 from monai_xai.data import write_phantom_dataset
 from monai_xai.enums import MethodFamily
 from monai_xai.metrics import ehr_auc
@@ -36,25 +37,11 @@ from monai_xai.sanity.randomisation import (
 )
 from monai_xai.sanity.report import save_cascade_figure, save_randomisation_figure
 from monai_xai.sanity.results import MethodSanity
-from monai_xai.utils import preserved_model_state
 
 __all__ = ["PHANTOM_CASES", "bundle_sanity_checks"]
 
 # Held-out phantoms checked when no datalist is given.
 PHANTOM_CASES = 16
-
-
-def _feature_size(model: nn.Module, layers: LayerSpec, images: torch.Tensor) -> tuple[int, ...]:
-    """Spatial size of the (first) layer's output for ``images`` (one forward pass without gradients)."""
-    (_, module), *_ = resolve_layers(model, layers)
-    sizes: list[tuple[int, ...]] = []
-    handle = module.register_forward_hook(lambda _module, _inputs, output: sizes.append(tuple(output.shape[2:])))
-    try:
-        with torch.no_grad(), preserved_model_state(model):
-            model(images)
-    finally:
-        handle.remove()
-    return sizes[0]
 
 
 def _where_region(
@@ -296,7 +283,7 @@ def _check_batches(
             lambda region: random_map_baseline(ehr_auc, region, n_draws, "uniform", generator=generator), regions
         )
         for layers, grouped in groups:
-            grid = _feature_size(network, layers, images[:1])
+            grid = feature_grid(network, layers, images[:1])
             smooth = _where_region(
                 lambda region, grid=grid: random_map_baseline(
                     ehr_auc, region, n_draws, "smooth", grid, generator=generator

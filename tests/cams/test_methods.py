@@ -1,18 +1,7 @@
 """Every gradient method against pytorch-grad-cam 1.5.7 (the oracle), 2D and 3D, classification and segmentation."""
 
-import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import (
-    EigenCAM,
-    EigenGradCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-)
 from pytorch_grad_cam.utils.model_targets import (
     ClassifierOutputSoftmaxTarget,
     ClassifierOutputTarget,
@@ -23,45 +12,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from monai_xai.cams import CAMExplainer
 from monai_xai.cams.methods import GRADIENT_METHODS, first_principal_component
 from monai_xai.utils import normalize_per_sample
-
-ORACLES = {
-    "gradcam": GradCAM,
-    "gradcampp": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "gradcam_elementwise": GradCAMElementWise,
-    "eigencam": EigenCAM,
-    "eigengradcam": EigenGradCAM,
-}
-EIGEN = ("eigencam", "eigengradcam")
-
-
-def oracle_raw_cam(cam_class, model, images, layer, targets) -> torch.Tensor:
-    """pytorch-grad-cam's per-layer cam before ReLU and resizing, (B, 1, *feature), from its own hooks and backward."""
-    cam = cam_class(model=model, target_layers=[layer])
-    try:
-        outputs = cam.activations_and_grads(images)
-        model.zero_grad()
-        sum(target(output) for target, output in zip(targets, outputs)).backward()
-        activations = cam.activations_and_grads.activations[0].numpy()
-        grads = cam.activations_and_grads.gradients[0].numpy()
-        raw = cam.get_cam_image(images, layer, targets, activations, grads, eigen_smooth=False)
-    finally:
-        cam.activations_and_grads.release()
-    return torch.from_numpy(np.float32(raw))[:, None]
-
-
-def assert_parity(ours_raw: torch.Tensor, oracle_raw: torch.Tensor, method: str) -> None:
-    if method in EIGEN:  # pytorch-grad-cam leaves the SVD sign to numpy; ours is sign-corrected (see methods.py)
-        signs = torch.sign((ours_raw * oracle_raw).flatten(1).sum(1)).reshape(-1, *[1] * (ours_raw.ndim - 1))
-        oracle_raw = oracle_raw * signs
-    scale = oracle_raw.flatten(1).abs().amax(1).reshape(-1, *[1] * (ours_raw.ndim - 1))
-    assert (ours_raw - oracle_raw).abs().div(scale).max() <= 1e-4, method
-    # what pytorch-grad-cam shows before resizing: ReLU then per-image min-max
-    ours_shown = normalize_per_sample(ours_raw.clamp_min(0))
-    oracle_shown = normalize_per_sample(oracle_raw.clamp_min(0))
-    assert (ours_shown - oracle_shown).abs().max() <= 1e-4, method
+from tests.helpers.oracles import ORACLES, assert_parity, oracle_raw_cam
 
 
 @pytest.mark.parametrize("method", list(ORACLES))
