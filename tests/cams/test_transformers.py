@@ -95,13 +95,19 @@ def test_unetr_and_swinunetr_with_segmentation_pixel_sets():
 
 
 def test_sliding_window_over_a_volume_larger_than_the_transformers_input():
-    """UNETR takes exactly 32^3: a 48^3 volume is explained window by window, like its sliding-window inference."""
+    """UNETR takes exactly 32^3: a 48^3 volume is explained window by window, like its sliding-window inference; the
+    same for a SwinUNETR Swin block over two 64^3 windows."""
     torch.manual_seed(0)
-    model = UNETR(in_channels=1, out_channels=2, img_size=32, feature_size=8, hidden_size=32, mlp_dim=64, num_heads=2)
-    images = torch.randn(1, 1, 48, 48, 48)
-    windowed = CAMExplainer(model.eval(), "vit.blocks.11", ["gradcam", "hirescam"], roi_size=32, overlap=0.5)
-    maps = windowed(images, class_idx=1, pixel_set="image")
-    assert maps["hirescam"].shape == (1, 1, 48, 48, 48) and float(maps["hirescam"].max()) == pytest.approx(1.0)
+    unetr = UNETR(in_channels=1, out_channels=2, img_size=32, feature_size=8, hidden_size=32, mlp_dim=64, num_heads=2)
+    swin = SwinUNETR(in_channels=1, out_channels=2, feature_size=12, spatial_dims=3)
+    for model, layer, roi, shape in (
+        (unetr, "vit.blocks.11", 32, (48, 48, 48)),
+        (swin, "swinViT.layers2.0.blocks.1", 64, (96, 64, 64)),
+    ):
+        images = torch.randn(1, 1, *shape)
+        windowed = CAMExplainer(model.eval(), layer, ["gradcam", "hirescam"], roi_size=roi, overlap=0.25)
+        maps = windowed(images, class_idx=1, pixel_set="image")
+        assert maps["hirescam"].shape == (1, 1, *shape) and float(maps["hirescam"].max()) == pytest.approx(1.0)
 
 
 class Permute(nn.Module):
