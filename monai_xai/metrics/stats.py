@@ -21,10 +21,16 @@ __all__ = [
     "PairwiseComparison",
     "AnovaTukey",
     "MethodSummary",
+    "PairedComparison",
+    "RankedMethod",
     "paired_t_test",
     "anova_tukey",
     "summary_table",
     "summary_markdown",
+    "bootstrap_ci",
+    "holm",
+    "paired_comparisons",
+    "rank_methods",
 ]
 
 Scores = torch.Tensor | np.ndarray | Sequence[float]
@@ -237,3 +243,180 @@ def summary_markdown(rows: Sequence[MethodSummary], digits: int = 4) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def bootstrap_ci(
+    scores: Scores, confidence_level: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of the non-NaN scores (``scipy.stats.bootstrap``).
+
+    Args:
+        scores: (N,) per-case scores; NaN cases are left out.
+        confidence_level: e.g. 0.95.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling, so a report is reproducible.
+
+    Returns:
+        ``(low, high)``; NaN with fewer than 2 scores; ``(v, v)`` when every score is ``v``.
+    """
+    values = _as_vector("scores", scores)
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return math.nan, math.nan
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    result = scipy_stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence_level,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order; NaN p-values are left out of the family and stay NaN.
+
+    ``p_(i)`` sorted ascending becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))`` over the m finite p-values.
+    """
+    values = np.asarray(pvalues, dtype=np.float64)
+    adjusted = np.full(values.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(values))
+    order = finite[np.argsort(values[finite], kind="stable")]
+    running = 0.0
+    for position, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - position) * values[index]))
+        adjusted[index] = running
+    return [float(value) for value in adjusted]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two methods compared on the cases both scored: paired t-test and Wilcoxon signed-rank test (p-values also
+    Holm-corrected over all pairs of one :func:`paired_comparisons` call), with effect sizes.
+
+    Attributes:
+        first, second: the methods; differences are ``first - second``.
+        n_pairs: cases scored by both.
+        mean_difference: mean of the differences.
+        t_statistic, t_pvalue, t_pvalue_holm: paired t-test (``scipy.stats.ttest_rel``).
+        wilcoxon_statistic, wilcoxon_pvalue, wilcoxon_pvalue_holm: Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
+            zero differences dropped); NaN when every difference is zero.
+        cohens_dz: mean difference / sample std of the differences (NaN when that std is 0).
+        rank_biserial: (W+ - W-) / (W+ + W-) over the non-zero differences, in [-1, 1] (NaN when there are none).
+    """
+
+    first: str
+    second: str
+    n_pairs: int
+    mean_difference: float
+    t_statistic: float
+    t_pvalue: float
+    t_pvalue_holm: float
+    wilcoxon_statistic: float
+    wilcoxon_pvalue: float
+    wilcoxon_pvalue_holm: float
+    cohens_dz: float
+    rank_biserial: float
+
+
+def _paired(first: np.ndarray, second: np.ndarray) -> dict[str, float]:
+    both = ~(np.isnan(first) | np.isnan(second))
+    differences = first[both] - second[both]
+    result = dict(n_pairs=int(both.sum()), mean_difference=math.nan, t_statistic=math.nan, t_pvalue=math.nan,
+                  wilcoxon_statistic=math.nan, wilcoxon_pvalue=math.nan, cohens_dz=math.nan,
+                  rank_biserial=math.nan)  # fmt: skip
+    if differences.size == 0:
+        return result
+    result["mean_difference"] = float(differences.mean())
+    spread = float(differences.std(ddof=1)) if differences.size > 1 else 0.0
+    if differences.size >= 2 and spread > 0:
+        t_test = scipy_stats.ttest_rel(first[both], second[both])
+        result.update(t_statistic=float(t_test.statistic), t_pvalue=float(t_test.pvalue))
+        result["cohens_dz"] = result["mean_difference"] / spread
+    nonzero = differences[differences != 0]
+    if nonzero.size:
+        ranks = scipy_stats.rankdata(np.abs(nonzero))
+        positive, negative = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
+        result["rank_biserial"] = float((positive - negative) / (positive + negative))
+        wilcoxon = scipy_stats.wilcoxon(first[both], second[both])
+        result.update(wilcoxon_statistic=float(wilcoxon.statistic), wilcoxon_pvalue=float(wilcoxon.pvalue))
+    return result
+
+
+def paired_comparisons(scores: Mapping[str, Scores]) -> list[PairedComparison]:
+    """Every pair of methods compared on the same cases (case ``i`` of every method is the same case).
+
+    Args:
+        scores: {method name: (N,) per-case scores}, the same N for every method; NaN drops a case from the pairs
+            that involve it.
+
+    Returns:
+        one :class:`PairedComparison` per pair, in input order; Holm's correction runs over all pairs, separately for
+        the t-tests and the Wilcoxon tests.
+    """
+    vectors = {name: _as_vector(name, values) for name, values in scores.items()}
+    if len({vector.shape for vector in vectors.values()}) > 1:
+        raise ValueError("paired comparisons need one score per case for every method (the same cases).")
+    names = list(vectors)
+    raw = [
+        (first, second, _paired(vectors[first], vectors[second]))
+        for position, first in enumerate(names)
+        for second in names[position + 1 :]
+    ]
+    t_holm = holm([result["t_pvalue"] for _, _, result in raw])
+    w_holm = holm([result["wilcoxon_pvalue"] for _, _, result in raw])
+    return [
+        PairedComparison(
+            first=first, second=second, t_pvalue_holm=t_adjusted, wilcoxon_pvalue_holm=w_adjusted, **result
+        )
+        for (first, second, result), t_adjusted, w_adjusted in zip(raw, t_holm, w_holm)
+    ]
+
+
+@dataclass(frozen=True)
+class RankedMethod:
+    """A method's place in a ranking: ``rank`` 1 is the best mean; methods sharing a ``group`` are not significantly
+    different from that group's leader (the best method of the group)."""
+
+    method: str
+    mean: float
+    rank: int
+    group: int
+
+
+def rank_methods(
+    scores: Mapping[str, Scores],
+    comparisons: Sequence[PairedComparison],
+    higher_is_better: bool = True,
+    alpha: float = 0.05,
+) -> list[RankedMethod]:
+    """Methods ranked by mean score, grouped with the methods they are not significantly different from.
+
+    Going down the ranking, a method joins the current group when its Holm-corrected paired t-test against the
+    group's leader has ``p >= alpha`` (or cannot be computed); otherwise it leads a new group.
+
+    Args:
+        scores: {method: (N,) per-case scores}.
+        comparisons: :func:`paired_comparisons` of the same scores.
+        higher_is_better: False for metrics where lower is better (deletion AUC, time).
+        alpha: significance level.
+    """
+    means = {}
+    for name, values in scores.items():
+        finite = _as_vector(name, values)
+        finite = finite[~np.isnan(finite)]
+        means[name] = float(finite.mean()) if finite.size else math.nan
+    pvalues = {frozenset((c.first, c.second)): c.t_pvalue_holm for c in comparisons}
+    ordered = sorted(
+        means, key=lambda name: (math.isnan(means[name]), -means[name] if higher_is_better else means[name])
+    )
+    ranked, group, leader = [], 0, None
+    for rank, name in enumerate(ordered, start=1):
+        pvalue = pvalues.get(frozenset((leader, name)), math.nan) if leader is not None else math.nan
+        if leader is None or (not math.isnan(pvalue) and pvalue < alpha):
+            group, leader = group + 1, name
+        ranked.append(RankedMethod(method=name, mean=means[name], rank=rank, group=group))
+    return ranked

@@ -5,7 +5,16 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from monai_xai.metrics import anova_tukey, paired_t_test, summary_markdown, summary_table
+from monai_xai.metrics import (
+    anova_tukey,
+    bootstrap_ci,
+    holm,
+    paired_comparisons,
+    paired_t_test,
+    rank_methods,
+    summary_markdown,
+    summary_table,
+)
 
 
 def test_paired_t_test_matches_scipy_and_drops_nan_pairs():
@@ -95,3 +104,78 @@ def test_bad_inputs_raise_clear_errors():
         anova_tukey({"a": [1.0, 2.0]})
     with pytest.raises(ValueError, match=r"at least 2 non-NaN.*\['b'\]"):
         anova_tukey({"a": [1.0, 2.0], "b": [1.0, float("nan")]})
+
+
+def test_holm_matches_statsmodels_with_ties_and_nan():
+    from statsmodels.stats.multitest import multipletests
+
+    pvalues = [0.01, 0.04, 0.04, 0.3, 0.001, math.nan, 0.02]
+    finite = [p for p in pvalues if not math.isnan(p)]
+    expected = iter(multipletests(finite, method="holm")[1])
+    ours = holm(pvalues)
+    for p, adjusted in zip(pvalues, ours):
+        assert math.isnan(adjusted) if math.isnan(p) else adjusted == pytest.approx(next(expected))
+
+
+def test_paired_comparisons_match_scipy_with_ties_nan_and_two_cases():
+    from statsmodels.stats.multitest import multipletests
+
+    generator = np.random.default_rng(1)
+    base = generator.normal(0.5, 0.1, 12)
+    scores = {
+        "a": base,
+        "b": base + np.round(generator.normal(0.02, 0.03, 12), 2),  # rounding makes tied |differences|
+        "c": np.where(np.arange(12) == 4, np.nan, base - 0.05 + generator.normal(0, 0.01, 12)),
+    }
+    comparisons = paired_comparisons(scores)
+    assert [(c.first, c.second) for c in comparisons] == [("a", "b"), ("a", "c"), ("b", "c")]
+    t_raw, w_raw = [], []
+    for comparison in comparisons:
+        first, second = scores[comparison.first], scores[comparison.second]
+        keep = ~(np.isnan(first) | np.isnan(second))
+        t_test = scipy_stats.ttest_rel(first[keep], second[keep])
+        wilcoxon = scipy_stats.wilcoxon(first[keep], second[keep])
+        assert comparison.n_pairs == keep.sum()
+        assert comparison.t_pvalue == pytest.approx(t_test.pvalue) and comparison.wilcoxon_pvalue == pytest.approx(
+            wilcoxon.pvalue
+        )
+        differences = first[keep] - second[keep]
+        assert comparison.cohens_dz == pytest.approx(differences.mean() / differences.std(ddof=1))
+        ranks = scipy_stats.rankdata(np.abs(differences[differences != 0]))
+        nonzero = differences[differences != 0]
+        expected_r = (ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()) / ranks.sum()
+        assert comparison.rank_biserial == pytest.approx(expected_r)
+        t_raw.append(t_test.pvalue)
+        w_raw.append(wilcoxon.pvalue)
+    assert [c.t_pvalue_holm for c in comparisons] == pytest.approx(list(multipletests(t_raw, method="holm")[1]))
+    assert [c.wilcoxon_pvalue_holm for c in comparisons] == pytest.approx(list(multipletests(w_raw, method="holm")[1]))
+    # two cases: the t-test exists; equal scores: no test at all, not a crash
+    (two,) = paired_comparisons({"x": [0.1, 0.5], "y": [0.2, 0.9]})
+    assert two.n_pairs == 2 and two.t_pvalue == pytest.approx(scipy_stats.ttest_rel([0.1, 0.5], [0.2, 0.9]).pvalue)
+    (same,) = paired_comparisons({"x": [0.3, 0.3, 0.4], "y": [0.3, 0.3, 0.4]})
+    assert math.isnan(same.t_pvalue) and math.isnan(same.wilcoxon_pvalue) and same.mean_difference == 0
+
+
+def test_bootstrap_ci_matches_scipy_and_handles_degenerate_samples():
+    values = np.array([0.2, 0.4, 0.4, 0.9, np.nan, 0.1, 0.5])
+    low, high = bootstrap_ci(values, n_resamples=999, seed=3)
+    finite = values[~np.isnan(values)]
+    expected = scipy_stats.bootstrap(
+        (finite,), np.mean, n_resamples=999, method="percentile", random_state=np.random.default_rng(3)
+    ).confidence_interval
+    assert (low, high) == pytest.approx((expected.low, expected.high))
+    assert low <= finite.mean() <= high
+    assert all(math.isnan(v) for v in bootstrap_ci([0.5, np.nan]))
+    assert bootstrap_ci([0.7, 0.7, 0.7]) == (0.7, 0.7)
+
+
+def test_ranking_groups_methods_not_significantly_different():
+    generator = np.random.default_rng(2)
+    base = generator.normal(0, 1, 40)
+    scores = {"best": base + 1.0, "tied": base + 1.0 + generator.normal(0, 0.01, 40), "worst": base}
+    ranked = rank_methods(scores, paired_comparisons(scores))
+    assert [(r.method, r.group) for r in ranked][0][1] == 1
+    groups = {r.method: r.group for r in ranked}
+    assert groups["best"] == groups["tied"] == 1 and groups["worst"] == 2
+    lower = rank_methods(scores, paired_comparisons(scores), higher_is_better=False)
+    assert lower[0].method == "worst" and lower[0].rank == 1
