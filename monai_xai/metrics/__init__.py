@@ -18,13 +18,20 @@ from monai_xai.metrics.localization import (
     effective_heat_ratios,
     ehr_auc,
     heat_diff,
+    otsu_threshold,
     pointing_game,
     relevance_mass_accuracy,
+    saliency_auprc,
     saliency_dice,
     saliency_iou,
 )
 from monai_xai.metrics.per_sample import CurveMetric, MetricCurve, PerSampleMetric
-from monai_xai.metrics.perturbation_curves import DeletionInsertionMetric, PerturbationCurve, deletion_insertion
+from monai_xai.metrics.perturbation_curves import (
+    DeletionInsertionMetric,
+    PerturbationCurve,
+    confidence_change,
+    deletion_insertion,
+)
 from monai_xai.metrics.road import ROADCurve, ROADMetric, removal_masks, road, road_combined
 from monai_xai.metrics.similarity import (
     NSSMetric,
@@ -59,6 +66,9 @@ __all__ = [
     "heat_diff",
     "saliency_iou",
     "saliency_dice",
+    "saliency_auprc",
+    "otsu_threshold",
+    "confidence_change",
     "pointing_game",
     "relevance_mass_accuracy",
     "EHRAUCMetric",

@@ -22,6 +22,8 @@ __all__ = [
     "heat_diff",
     "saliency_iou",
     "saliency_dice",
+    "otsu_threshold",
+    "saliency_auprc",
     "pointing_game",
     "relevance_mass_accuracy",
     "EHRAUCMetric",
@@ -182,12 +184,15 @@ def heat_diff(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _nan_where(undefined, inside_mean - outside_mean)
 
 
-def _binarize(heat: torch.Tensor, threshold: float | None, top_fraction: float | None) -> torch.Tensor:
-    """(B, N) map -> (B, N) bool selection at a value threshold or of the top fraction of voxels."""
+def _binarize(heat: torch.Tensor, threshold: float | torch.Tensor | None, top_fraction: float | None) -> torch.Tensor:
+    """(B, N) map -> (B, N) bool selection at a value threshold (one, or one per sample) or of the top fraction."""
     if (threshold is None) == (top_fraction is None):
         raise ValueError("pass exactly one of threshold=<value> (keep saliency >= value) or top_fraction=<(0, 1]>.")
     if threshold is not None:
-        return heat >= threshold
+        cut = torch.as_tensor(threshold, dtype=heat.dtype, device=heat.device).reshape(-1, 1)
+        if cut.shape[0] not in (1, heat.shape[0]):
+            raise ValueError(f"threshold must be one value or one per sample ({heat.shape[0]}), got {cut.shape[0]}.")
+        return heat >= cut
     if not 0 < top_fraction <= 1:
         raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction!r}.")
     keep = math.ceil(top_fraction * heat.shape[1])
@@ -197,7 +202,11 @@ def _binarize(heat: torch.Tensor, threshold: float | None, top_fraction: float |
 
 
 def _overlap_counts(
-    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None, top_fraction: float | None, metric: str
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: float | torch.Tensor | None,
+    top_fraction: float | None,
+    metric: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     heat, roi = _flat_inputs(saliency, mask)
     selected = _binarize(heat, threshold, top_fraction)
@@ -207,14 +216,18 @@ def _overlap_counts(
 
 
 def saliency_iou(
-    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None = None, top_fraction: float | None = None
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: float | torch.Tensor | None = None,
+    top_fraction: float | None = None,
 ) -> torch.Tensor:
     """Intersection over union of the binarised saliency map and the mask.
 
     Args:
         saliency: (B, 1, *spatial) real map.
         mask: (B, 1, *spatial) binary ground-truth region.
-        threshold: keep voxels with ``saliency >= threshold``; or
+        threshold: keep voxels with ``saliency >= threshold``: one value, or (B,) one per sample (e.g.
+            :func:`otsu_threshold`); or
         top_fraction: keep the ``ceil(top_fraction * N)`` most salient voxels of each sample (ties: lower flat index
             first). Exactly one of the two must be given.
 
@@ -227,7 +240,10 @@ def saliency_iou(
 
 
 def saliency_dice(
-    saliency: torch.Tensor, mask: torch.Tensor, threshold: float | None = None, top_fraction: float | None = None
+    saliency: torch.Tensor,
+    mask: torch.Tensor,
+    threshold: float | torch.Tensor | None = None,
+    top_fraction: float | None = None,
 ) -> torch.Tensor:
     """Dice overlap ``2 |S & M| / (|S| + |M|)`` of the binarised saliency map S and the mask M.
 
@@ -240,6 +256,69 @@ def saliency_dice(
         saliency, mask, threshold, top_fraction, "saliency_dice"
     )
     return _nan_where(undefined, 2 * intersection / (selected + region).clamp_min(1))
+
+
+def otsu_threshold(saliency: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each map: the histogram cut that maximises the between-class variance.
+
+    As ``skimage.filters.threshold_otsu``: ``bins`` equal bins between the map's minimum and maximum, a threshold at a
+    bin centre; voxels ``>= threshold`` are the foreground.
+
+    Args:
+        saliency: (B, 1, *spatial) real map.
+        bins: histogram bins.
+
+    Returns:
+        (B,) thresholds; a flat map's is its value.
+    """
+    heat = check_saliency(saliency).flatten(1).double()
+    low, high = heat.amin(dim=1, keepdim=True), heat.amax(dim=1, keepdim=True)
+    width = (high - low) / bins
+    index = ((heat - low) / width.clamp_min(1e-300)).floor().clamp(0, bins - 1).long()
+    counts = torch.zeros(heat.shape[0], bins, dtype=torch.float64, device=heat.device).scatter_add_(
+        1, index, torch.ones_like(heat)
+    )
+    centres = low + width * (torch.arange(bins, device=heat.device, dtype=torch.float64) + 0.5)
+    weight_low = counts.cumsum(dim=1)
+    weight_high = counts.flip(1).cumsum(dim=1).flip(1)
+    mean_low = (counts * centres).cumsum(dim=1) / weight_low.clamp_min(1e-300)
+    mean_high = (counts * centres).flip(1).cumsum(dim=1).flip(1) / weight_high.clamp_min(1e-300)
+    # between-class variance of a cut after bin k: low = bins 0..k, high = k+1..
+    variance = weight_low[:, :-1] * weight_high[:, 1:] * (mean_low[:, :-1] - mean_high[:, 1:]) ** 2
+    best = variance.argmax(dim=1)
+    thresholds = centres.gather(1, best[:, None])[:, 0]
+    return torch.where(width[:, 0] > 0, thresholds, low[:, 0]).to(saliency.dtype)
+
+
+def saliency_auprc(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Pixel-level area under the precision-recall curve of the map as a detector of the mask's voxels: average
+    precision ``sum_k (R_k - R_{k-1}) P_k`` over the map's distinct values as thresholds (scikit-learn's
+    ``average_precision_score``; CheXlocalize reports it for heatmaps).
+
+    Args:
+        saliency: (B, 1, *spatial) real map.
+        mask: (B, 1, *spatial) binary ground-truth region.
+
+    Returns:
+        (B,) tensor in [0, 1]; NaN where the mask is empty. A map that ranks voxels at random scores about the
+        mask's share of the image.
+    """
+    heat, roi = _flat_inputs(saliency, mask)
+    undefined = ~roi.any(dim=1)
+    warn_undefined("saliency_auprc", undefined, "empty mask")
+    precisions = []
+    for values, labels in zip(heat, roi):
+        order = values.argsort(descending=True, stable=True)
+        ordered, hits = values[order], labels[order].double()
+        true_positives = hits.cumsum(0)
+        # the last position of every distinct value: thresholds keep all voxels of a tied value together
+        last = torch.cat([ordered[1:] != ordered[:-1], torch.ones(1, dtype=torch.bool, device=values.device)])
+        tp = true_positives[last]
+        precision = tp / (torch.nonzero(last)[:, 0] + 1).double()
+        recall = tp / hits.sum().clamp_min(1)
+        gained = torch.diff(recall, prepend=recall.new_zeros(1))
+        precisions.append((gained * precision).sum())
+    return _nan_where(undefined, torch.stack(precisions).to(heat.dtype))
 
 
 def pointing_game(

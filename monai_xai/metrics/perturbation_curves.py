@@ -21,7 +21,7 @@ from monai_xai.enums import Score, as_choice
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
 from monai_xai.utils import check_batch_map, preserved_model_state
 
-__all__ = ["PerturbationCurve", "deletion_insertion", "DeletionInsertionMetric"]
+__all__ = ["PerturbationCurve", "deletion_insertion", "DeletionInsertionMetric", "confidence_change"]
 
 
 class PerturbationCurve(NamedTuple):
@@ -139,6 +139,40 @@ def deletion_insertion(
     # segmentation: mean over the pixel set; an empty set has no score: NaN, so reductions skip it
     scores = torch.cat(scores).reshape(batch, steps + 1) / per_voxel_scale(target)[:, None]
     return PerturbationCurve(scores=scores, auc=torch.trapezoid(scores, dx=1.0 / steps, dim=1))
+
+
+def confidence_change(
+    model: nn.Module,
+    images: torch.Tensor,
+    saliency: torch.Tensor,
+    class_idx: int | Sequence[int] | torch.Tensor | None = None,
+    pixel_set: PixelSetSpec = None,
+    score: Score | str = Score.PROBABILITY,
+) -> torch.Tensor:
+    """Confidence increase (pytorch-grad-cam's ``CamMultImageConfidenceChange``): the class score of the image
+    multiplied by its map minus that of the image. Positive when what the map keeps is enough for the class.
+
+    Args:
+        model: classifier or segmentation network (see :func:`deletion_insertion`), run in eval mode without
+            gradients, its mode restored.
+        images: (B, C, *spatial) input batch.
+        saliency: (B, 1, *spatial) maps in [0, 1].
+        class_idx: class per sample; None: a classifier's predicted class on the images.
+        pixel_set: segmentation pixel set (fixed on the unperturbed images), its score averaged over the set.
+        score: ``"probability"`` (default) or ``"logit"``.
+
+    Returns:
+        (B,) score changes; NaN for an empty pixel set.
+    """
+    saliency = check_saliency(saliency)
+    check_batch_map("saliency", saliency, images)
+    if saliency.min() < 0 or saliency.max() > 1:
+        raise ValueError("saliency must lie in [0, 1] (it multiplies the image); normalise it first.")
+    with preserved_model_state(model), torch.no_grad():
+        outputs = model(images)
+        target = build_target(outputs, class_idx, pixel_set, as_choice(Score, score, "score"))
+        change = target(model(images * saliency.to(images.dtype))) - target(outputs)
+    return change / per_voxel_scale(target)
 
 
 class DeletionInsertionMetric(PerSampleMetric):

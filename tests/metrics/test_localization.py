@@ -18,8 +18,10 @@ from monai_xai.metrics import (
     effective_heat_ratios,
     ehr_auc,
     heat_diff,
+    otsu_threshold,
     pointing_game,
     relevance_mass_accuracy,
+    saliency_auprc,
     saliency_dice,
     saliency_iou,
 )
@@ -340,3 +342,51 @@ def test_metrics_stay_on_the_gpu_and_match_the_cpu(name):
     on_gpu = METRICS[name](saliency.cuda(), mask.cuda())
     assert on_gpu.is_cuda
     assert torch.allclose(on_gpu.cpu(), METRICS[name](saliency, mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_otsu_threshold_matches_scikit_image(seed):
+    from skimage.filters import threshold_otsu
+
+    generator = torch.Generator().manual_seed(seed)
+    # bimodal maps of different sizes and ranges, 2D and 3D
+    shape = (3, 1, 9, 11) if seed % 2 else (2, 1, 4, 5, 6)
+    low = torch.rand(shape, generator=generator) * 0.3
+    high = 0.6 + torch.rand(shape, generator=generator) * (seed + 1)
+    maps = torch.where(torch.rand(shape, generator=generator) > 0.7, high, low).double()
+    ours = otsu_threshold(maps)
+    expected = torch.tensor([threshold_otsu(sample[0].numpy()) for sample in maps], dtype=torch.float64)
+    torch.testing.assert_close(ours, expected)
+    # the per-sample thresholds binarise each map on its own
+    iou = saliency_iou(maps, maps >= expected.reshape(-1, 1, *[1] * (maps.ndim - 2)), threshold=ours)
+    assert torch.equal(iou, torch.ones_like(iou))
+
+
+def test_otsu_threshold_of_a_flat_map_is_its_value_and_threshold_shape_is_checked():
+    assert torch.equal(otsu_threshold(torch.full((2, 1, 3, 3), 0.25)), torch.full((2,), 0.25))
+    with pytest.raises(ValueError, match="one per sample"):
+        saliency_iou(torch.rand(3, 1, 4, 4), torch.ones(3, 1, 4, 4), threshold=torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auprc_matches_scikit_learn_with_ties(seed):
+    from sklearn.metrics import average_precision_score
+
+    generator = torch.Generator().manual_seed(seed)
+    # values on a coarse grid so that many voxels tie
+    maps = (torch.rand(3, 1, 6, 7, generator=generator) * 5).floor() / 4
+    masks = torch.rand(3, 1, 6, 7, generator=generator) > 0.6
+    ours = saliency_auprc(maps, masks)
+    expected = [average_precision_score(m.flatten().numpy(), s.flatten().numpy()) for s, m in zip(maps, masks)]
+    torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float32))
+
+
+def test_auprc_hand_values_and_empty_mask():
+    # ranks 1.0 (in), 0.5 (out), 0.25 (in), 0.0 (out): AP = 1/2 * 1 + 1/2 * 2/3
+    mask = _mask([[1, 0], [0, 1]])
+    assert saliency_auprc(HAND_SALIENCY, mask).item() == pytest.approx(0.5 + 1 / 3)
+    # a flat map ranks all voxels together: AP = share of the mask
+    assert saliency_auprc(torch.ones(1, 1, 2, 2), mask).item() == pytest.approx(0.5)
+    with pytest.warns(UserWarning, match="empty mask"):
+        value = saliency_auprc(HAND_SALIENCY.expand(2, -1, -1, -1), torch.cat([mask, torch.zeros_like(mask)]))
+    assert value[0].item() == pytest.approx(0.5 + 1 / 3) and math.isnan(value[1].item())

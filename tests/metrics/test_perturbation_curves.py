@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from monai.networks.layers import GaussianFilter
 from torch import nn
 
-from monai_xai.metrics import DeletionInsertionMetric, deletion_insertion
+from monai_xai.metrics import DeletionInsertionMetric, confidence_change, deletion_insertion
 from tests.helpers.region_nets import RegionLinearClassifier
 from tests.helpers.segmenters import intensity_logits, intensity_segmenter
 
@@ -259,3 +259,34 @@ def test_segmentation_empty_pixel_set_gives_nan_curve():
         curve = deletion_insertion(intensity_segmenter(2), images, torch.rand(2, 1, 4, 4), class_idx=1, steps=4)
     assert torch.isnan(curve.scores[0]).all() and torch.isnan(curve.auc[0])
     assert torch.isfinite(curve.scores[1]).all()
+
+
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_confidence_change_matches_pytorch_grad_cam(score):
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    images, maps = torch.randn(4, 3, 8, 8), torch.rand(4, 1, 8, 8)
+    classes = [0, 2, 1, 2]
+    target = ClassifierOutputSoftmaxTarget if score == "probability" else ClassifierOutputTarget
+    expected = CamMultImageConfidenceChange()(images, maps[:, 0].numpy(), [target(c) for c in classes], model)
+    ours = confidence_change(model, images, maps, class_idx=classes, score=score)
+    torch.testing.assert_close(ours, torch.from_numpy(expected))
+
+
+def test_confidence_change_hand_value_segmentation_and_bad_maps():
+    model = RegionLinearClassifier(HAND_WEIGHT)
+    # logit 10 on ones; the map keeps x = saliency: 0.1 + 0.8 + 0.9 + 0.8 = 2.6 -> change 2.6 - 10
+    change = confidence_change(model, torch.ones(1, 1, 2, 2), HAND_SALIENCY, class_idx=1, score="logit")
+    assert change.item() == pytest.approx(-7.4)
+    # segmentation: mean class-1 logit over the predicted set {0, 1, 3} with GAIN 10: before (5 + 3 + 4) / 3 = 4,
+    # after x * s = 0.1, 0.32, 0.18: (10 * 0.1 - 5 + 10 * 0.32 - 5 + 10 * 0.18 - 5) / 3 = -3
+    images, saliency = _seg_inputs(2, 1)
+    change = confidence_change(intensity_segmenter(2), images, saliency, class_idx=1, score="logit")
+    assert change.item() == pytest.approx(-3.0 - 4.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        confidence_change(model, torch.ones(1, 1, 2, 2), HAND_SALIENCY * 3, class_idx=1)
