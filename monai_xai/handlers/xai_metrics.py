@@ -37,9 +37,12 @@ from monai_xai.metrics.localization import (
     HeatDiffMetric,
     PointingGameMetric,
     RelevanceMassAccuracyMetric,
+    SaliencyAUPRCMetric,
+    SaliencyIoUMetric,
+    Threshold,
 )
 from monai_xai.metrics.per_sample import CurveMetric, MetricCurve
-from monai_xai.metrics.perturbation_curves import DeletionInsertionMetric
+from monai_xai.metrics.perturbation_curves import ConfidenceChangeMetric, DeletionInsertionMetric
 from monai_xai.metrics.road import ROADMetric
 from monai_xai.utils import label_mask
 
@@ -168,11 +171,21 @@ class XAIMetricSpec:
         return self.compares_with == MetricInput.IMAGE
 
 
+def _iou(threshold: Threshold = None, top_fraction: float | None = None, **kwargs: Any) -> SaliencyIoUMetric:
+    """IoU of the binarised map with the region; without a threshold, each map's Otsu threshold binarises it."""
+    if threshold is None and top_fraction is None:
+        threshold = "otsu"
+    return SaliencyIoUMetric(threshold=threshold, top_fraction=top_fraction, **kwargs)
+
+
 XAI_METRICS: dict[str, XAIMetricSpec] = {
     "ehr_auc": XAIMetricSpec(EHRAUCMetric, MetricInput.REGION),
     "heat_diff": XAIMetricSpec(HeatDiffMetric, MetricInput.REGION),
     "pointing_game": XAIMetricSpec(PointingGameMetric, MetricInput.REGION),
     "relevance_mass": XAIMetricSpec(RelevanceMassAccuracyMetric, MetricInput.REGION),
+    "iou": XAIMetricSpec(_iou, MetricInput.REGION),
+    "auprc": XAIMetricSpec(SaliencyAUPRCMetric, MetricInput.REGION),
+    "confidence_increase": XAIMetricSpec(ConfidenceChangeMetric, MetricInput.IMAGE),
     "deletion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="deletion"), MetricInput.IMAGE),
     "insertion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="insertion"), MetricInput.IMAGE),
     "road_morf": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.MORF), MetricInput.IMAGE),
@@ -185,9 +198,11 @@ class XAIMetricHandler:
     """Attach one :class:`SaliencyMetricHandler` per metric of :data:`XAI_METRICS` and per method.
 
     Args:
-        metrics: names in :data:`XAI_METRICS`: ``ehr_auc``, ``heat_diff``, ``pointing_game``, ``relevance_mass``
+        metrics: names in :data:`XAI_METRICS`: ``ehr_auc``, ``heat_diff``, ``pointing_game``, ``relevance_mass``,
+            ``iou`` (at each map's Otsu threshold unless ``threshold`` or ``top_fraction`` is given), ``auprc``
             (need a ground-truth region), ``deletion``, ``insertion``, ``road_morf``, ``road_lerf``,
-            ``road_combined`` (re-run the engine's network on perturbed inputs and score the explained class: of a
+            ``road_combined``, ``confidence_increase`` (the class score of the image times its map minus that of
+            the image) (re-run the engine's network on perturbed inputs and score the explained class: of a
             classifier, or of a segmentation network summed over the explained pixel set).
         methods: the CAM methods whose maps are scored (the ``XAIInferer``'s methods); metric names become
             ``"<metric>_<method>"``.

@@ -13,6 +13,7 @@ from monai_xai.metrics.localization import (
     HeatDiffMetric,
     PointingGameMetric,
     RelevanceMassAccuracyMetric,
+    SaliencyAUPRCMetric,
     SaliencyDiceMetric,
     SaliencyIoUMetric,
     effective_heat_ratios,
@@ -27,6 +28,7 @@ from monai_xai.metrics.localization import (
 )
 from monai_xai.metrics.per_sample import CurveMetric, MetricCurve, PerSampleMetric
 from monai_xai.metrics.perturbation_curves import (
+    ConfidenceChangeMetric,
     DeletionInsertionMetric,
     PerturbationCurve,
     confidence_change,
@@ -75,6 +77,8 @@ __all__ = [
     "HeatDiffMetric",
     "SaliencyIoUMetric",
     "SaliencyDiceMetric",
+    "SaliencyAUPRCMetric",
+    "ConfidenceChangeMetric",
     "PointingGameMetric",
     "RelevanceMassAccuracyMetric",
     "deletion_insertion",

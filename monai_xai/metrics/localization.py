@@ -30,9 +30,13 @@ __all__ = [
     "HeatDiffMetric",
     "SaliencyIoUMetric",
     "SaliencyDiceMetric",
+    "SaliencyAUPRCMetric",
     "PointingGameMetric",
     "RelevanceMassAccuracyMetric",
 ]
+
+# a value, one value per sample (B,), or "otsu" (each map's Otsu threshold)
+Threshold = float | torch.Tensor | str | None
 
 # InputIBA ignores heat below this value when it picks quantile thresholds ("points of interest").
 _POI_THRESHOLD = 0.1
@@ -184,10 +188,17 @@ def heat_diff(saliency: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _nan_where(undefined, inside_mean - outside_mean)
 
 
-def _binarize(heat: torch.Tensor, threshold: float | torch.Tensor | None, top_fraction: float | None) -> torch.Tensor:
-    """(B, N) map -> (B, N) bool selection at a value threshold (one, or one per sample) or of the top fraction."""
+def _binarize(heat: torch.Tensor, threshold: Threshold, top_fraction: float | None) -> torch.Tensor:
+    """(B, N) map -> (B, N) bool selection at a value threshold (one, one per sample, or each map's Otsu
+    threshold) or of the top fraction."""
     if (threshold is None) == (top_fraction is None):
-        raise ValueError("pass exactly one of threshold=<value> (keep saliency >= value) or top_fraction=<(0, 1]>.")
+        raise ValueError(
+            'pass exactly one of threshold=<value> or "otsu" (keep saliency >= value) or top_fraction=<(0, 1]>.'
+        )
+    if isinstance(threshold, str):
+        if threshold != "otsu":
+            raise ValueError(f'threshold must be a number, one per sample, or "otsu", got {threshold!r}.')
+        threshold = otsu_threshold(heat[:, None])
     if threshold is not None:
         cut = torch.as_tensor(threshold, dtype=heat.dtype, device=heat.device).reshape(-1, 1)
         if cut.shape[0] not in (1, heat.shape[0]):
@@ -204,7 +215,7 @@ def _binarize(heat: torch.Tensor, threshold: float | torch.Tensor | None, top_fr
 def _overlap_counts(
     saliency: torch.Tensor,
     mask: torch.Tensor,
-    threshold: float | torch.Tensor | None,
+    threshold: Threshold,
     top_fraction: float | None,
     metric: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -218,7 +229,7 @@ def _overlap_counts(
 def saliency_iou(
     saliency: torch.Tensor,
     mask: torch.Tensor,
-    threshold: float | torch.Tensor | None = None,
+    threshold: Threshold = None,
     top_fraction: float | None = None,
 ) -> torch.Tensor:
     """Intersection over union of the binarised saliency map and the mask.
@@ -226,8 +237,8 @@ def saliency_iou(
     Args:
         saliency: (B, 1, *spatial) real map.
         mask: (B, 1, *spatial) binary ground-truth region.
-        threshold: keep voxels with ``saliency >= threshold``: one value, or (B,) one per sample (e.g.
-            :func:`otsu_threshold`); or
+        threshold: keep voxels with ``saliency >= threshold``: one value, (B,) one per sample, or ``"otsu"`` (each
+            map's :func:`otsu_threshold`); or
         top_fraction: keep the ``ceil(top_fraction * N)`` most salient voxels of each sample (ties: lower flat index
             first). Exactly one of the two must be given.
 
@@ -242,7 +253,7 @@ def saliency_iou(
 def saliency_dice(
     saliency: torch.Tensor,
     mask: torch.Tensor,
-    threshold: float | torch.Tensor | None = None,
+    threshold: Threshold = None,
     top_fraction: float | None = None,
 ) -> torch.Tensor:
     """Dice overlap ``2 |S & M| / (|S| + |M|)`` of the binarised saliency map S and the mask M.
@@ -432,7 +443,7 @@ class SaliencyIoUMetric(PerSampleMetric):
 
     def __init__(
         self,
-        threshold: float | None = None,
+        threshold: Threshold = None,
         top_fraction: float | None = None,
         reduction: MetricReduction | str = MetricReduction.MEAN,
         get_not_nans: bool = False,
@@ -450,6 +461,13 @@ class SaliencyDiceMetric(SaliencyIoUMetric):
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         return saliency_dice(y_pred, y, threshold=self.threshold, top_fraction=self.top_fraction)[:, None]
+
+
+class SaliencyAUPRCMetric(PerSampleMetric):
+    """Cumulative :func:`saliency_auprc`: call with ``y_pred=saliency``, ``y=mask``."""
+
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        return saliency_auprc(y_pred, y)[:, None]
 
 
 class PointingGameMetric(PerSampleMetric):

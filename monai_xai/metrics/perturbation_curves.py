@@ -21,7 +21,13 @@ from monai_xai.enums import Score, as_choice
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
 from monai_xai.utils import check_batch_map, preserved_model_state
 
-__all__ = ["PerturbationCurve", "deletion_insertion", "DeletionInsertionMetric", "confidence_change"]
+__all__ = [
+    "PerturbationCurve",
+    "deletion_insertion",
+    "DeletionInsertionMetric",
+    "confidence_change",
+    "ConfidenceChangeMetric",
+]
 
 
 class PerturbationCurve(NamedTuple):
@@ -222,3 +228,38 @@ class DeletionInsertionMetric(PerSampleMetric):
             raise ValueError("DeletionInsertionMetric needs y=images (B, C, *spatial) next to y_pred=saliency.")
         curve = deletion_insertion(self.model, y, y_pred, class_idx=class_idx, pixel_set=pixel_set, **self.curve_args)
         return curve.auc[:, None]
+
+
+class ConfidenceChangeMetric(PerSampleMetric):
+    """Cumulative :func:`confidence_change`: call with ``y_pred=saliency`` in [0, 1], ``y=images`` and, as the other
+    image metrics, ``class_idx=`` and ``pixel_set=``.
+
+    Args:
+        model: classifier or segmentation network.
+        score: as :func:`confidence_change`.
+        reduction, get_not_nans: as :class:`~monai_xai.metrics.per_sample.PerSampleMetric`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        score: Score | str = Score.PROBABILITY,
+        reduction: MetricReduction | str = MetricReduction.MEAN,
+        get_not_nans: bool = False,
+    ) -> None:
+        super().__init__(reduction=reduction, get_not_nans=get_not_nans)
+        self.model = model
+        self.score = as_choice(Score, score, "score")
+
+    def _compute_tensor(
+        self,
+        y_pred: torch.Tensor,
+        y: torch.Tensor | None = None,
+        class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        pixel_set: PixelSetSpec = None,
+    ) -> torch.Tensor:
+        if y is None:
+            raise ValueError("ConfidenceChangeMetric needs y=images (B, C, *spatial) next to y_pred=saliency.")
+        return confidence_change(self.model, y, y_pred, class_idx=class_idx, pixel_set=pixel_set, score=self.score)[
+            :, None
+        ]

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from monai_xai.handlers import XAIMetricHandler, region_mask
-from monai_xai.metrics import NoisyLinearImputer, deletion_insertion, ehr_auc, heat_diff
+from monai_xai.metrics import (
+    NoisyLinearImputer,
+    confidence_change,
+    deletion_insertion,
+    ehr_auc,
+    heat_diff,
+    otsu_threshold,
+    saliency_auprc,
+    saliency_iou,
+)
 from monai_xai.metrics.road import road
 from tests.helpers.runs import METHODS
 
@@ -23,6 +32,10 @@ def test_region_metrics_match_the_functions(classification_run):
         torch.testing.assert_close(state.metric_details[f"ehr_auc_{method}"].reshape(-1), expected_ehr)
         assert state.metrics[f"ehr_auc_{method}"] == pytest.approx(float(expected_ehr.mean()), abs=1e-6)
         assert state.metrics[f"heat_diff_{method}"] == pytest.approx(float(heat_diff(maps, masks).mean()), abs=1e-6)
+        # iou without a threshold binarises each map at its own Otsu threshold
+        iou = saliency_iou(maps, masks, threshold=otsu_threshold(maps))
+        torch.testing.assert_close(state.metric_details[f"iou_{method}"].reshape(-1), iou)
+        torch.testing.assert_close(state.metric_details[f"auprc_{method}"].reshape(-1), saliency_auprc(maps, masks))
 
 
 def test_rerun_metrics_use_the_explained_class(classification_run):
@@ -32,6 +45,8 @@ def test_rerun_metrics_use_the_explained_class(classification_run):
         maps = outputs[f"saliency_{method}"]
         curve = deletion_insertion(run["net"], run["images"], maps, class_idx=outputs["xai_class"], steps=8)
         torch.testing.assert_close(state.metric_details[f"deletion_{method}"].reshape(-1), curve.auc)
+        change = confidence_change(run["net"], run["images"], maps, class_idx=outputs["xai_class"])
+        torch.testing.assert_close(state.metric_details[f"confidence_increase_{method}"].reshape(-1), change)
         morf = road(
             run["net"], run["images"], maps, outputs["xai_class"], percentiles=[25, 75], imputer=NoisyLinearImputer(0.0)
         )

@@ -27,7 +27,7 @@ def explain_classification_cases(out: Path) -> dict:
     masks[:, :, 4:10, 3:9] = 1
     inferer = XAIInferer(SimpleInferer(), "layer4", METHODS)
     metrics = XAIMetricHandler(
-        ["ehr_auc", "heat_diff", "deletion", "road_morf"],
+        ["ehr_auc", "heat_diff", "deletion", "road_morf", "iou", "auprc", "confidence_increase"],
         METHODS,
         network=network,
         metric_args={
