@@ -1,4 +1,5 @@
-"""``monai-xai`` command line (python-fire): ``demo``, ``explain`` a bundle, ``sanity`` checks, ``phantom`` data.
+"""``monai-xai`` command line (python-fire): ``demo``, ``explain`` a bundle, ``sanity`` checks, ``phantom`` data,
+``study`` comparisons.
 
 Examples::
 
@@ -6,6 +7,7 @@ Examples::
     monai-xai explain bundles/lesion_segmentation_3d --xai_methods "['gradcam','hirescam']"
     monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
     monai-xai phantom outputs/phantoms --n_cases 20
+    monai-xai study configs/studies/demo_phantoms.json
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import fire
@@ -22,7 +25,7 @@ from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 
-__all__ = ["main", "explain", "sanity", "phantom"]
+__all__ = ["main", "explain", "sanity", "phantom", "study"]
 
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
@@ -83,9 +86,43 @@ def phantom(
     return str(data)
 
 
+def study(
+    study_file: str,
+    output_dir: str | None = None,
+    overwrite: bool = False,
+    report_only: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> str | None:
+    """Run (or finish) a study file and write its report; under ``torchrun`` the ranks share the cases.
+
+    Args:
+        study_file: study JSON (see ``configs/studies/``).
+        output_dir: replaces the file's ``output_dir``.
+        overwrite: start again, deleting the stored rows and report of an earlier run of the file.
+        report_only: only rewrite the report (and its MLflow runs) from the rows stored so far.
+        device: replaces the file's ``device`` (e.g. ``cpu``).
+        progress: progress bars.
+
+    Returns:
+        where the report is (rank 0), with its first lines.
+    """
+    from monai_xai.study import load_study, run_study, track_study, write_report
+
+    spec = load_study(study_file, output_dir=output_dir, device=device)
+    if report_only:
+        folder = write_report(spec)
+        track_study(spec, folder)
+    else:
+        folder = run_study(spec, overwrite=overwrite, progress=progress)
+    if folder is None:
+        return None
+    return f"report: {folder / 'report.md'} (tables *.csv, plots/), rows: {Path(spec.output_dir) / 'rows.sqlite'}"
+
+
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
-    fire.Fire({"demo": run_demo, "explain": explain, "sanity": sanity, "phantom": phantom})
+    fire.Fire({"demo": run_demo, "explain": explain, "sanity": sanity, "phantom": phantom, "study": study})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["read_datalist", "case_batches"]
+__all__ = ["read_datalist", "load_case", "case_batches"]
 
 
 def read_datalist(datalist: Path, data_list_key: str, region_key: str, n_cases: int | None) -> list[dict[str, str]]:
@@ -49,16 +49,17 @@ def read_datalist(datalist: Path, data_list_key: str, region_key: str, n_cases: 
     return cases
 
 
-def _load_case(
+def load_case(
     case: Mapping[str, str], preprocessing: Callable, transform_key: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C, *spatial) preprocessed image and (1, *spatial) bool region (all False where the case has none).
+    """(C, *spatial) preprocessed image and its (L, *spatial) ground-truth label as loaded (a single zero channel
+    where the case has none).
 
     The region file goes to ``preprocessing`` under ``transform_key``, the key the bundle's transforms load it with.
     """
     if "region" not in case:
         image = torch.as_tensor(preprocessing({"image": case["image"]})["image"]).float()
-        return image, torch.zeros((1, *image.shape[1:]), dtype=torch.bool)
+        return image, torch.zeros((1, *image.shape[1:]))
     loaded = preprocessing({"image": case["image"], transform_key: case["region"]})
     image = torch.as_tensor(loaded["image"]).float()
     region = loaded[transform_key]
@@ -68,13 +69,13 @@ def _load_case(
             f"add it to the keys of its transforms (e.g. LoadImaged(keys=['image', '{transform_key}'])) so that the "
             "mask lands on the image's grid (the key is the bundle's explain.json `xai_region_key`, else --region_key)."
         )
-    region = torch.as_tensor(region) > 0.5
+    region = torch.as_tensor(region).float()
     if tuple(region.shape[1:]) != tuple(image.shape[1:]):
         raise ValueError(
             f"the ground-truth region of {case['image']} has spatial shape {tuple(region.shape[1:])} after the "
             f"bundle's preprocessing, the image {tuple(image.shape[1:])}; the preprocessing must resample both alike."
         )
-    return image, region[:1]
+    return image, region
 
 
 def case_batches(
@@ -87,7 +88,8 @@ def case_batches(
     images: list[torch.Tensor] = []
     regions: list[torch.Tensor] = []
     for case in cases:
-        image, region = _load_case(case, preprocessing, transform_key)
+        image, label = load_case(case, preprocessing, transform_key)
+        region = label[:1] > 0.5
         if images and (len(images) == batch_size or image.shape != images[0].shape):
             yield torch.stack(images), torch.stack(regions)
             images, regions = [], []

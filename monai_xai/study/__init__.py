@@ -1,0 +1,37 @@
+"""``monai-xai study``: a published comparison protocol as one reproducible command.
+
+A study file (:mod:`monai_xai.study.spec`) names bundles, layers, CAM methods, metrics, data and statistics;
+:func:`run_study` explains and scores every case x method x layer x bundle into a row store that survives a kill
+(:mod:`monai_xai.study.store`), split over ``torchrun`` ranks when launched so, and writes the report
+(:mod:`monai_xai.study.report`) and its MLflow runs (:mod:`monai_xai.study.tracking`)::
+
+    monai-xai study configs/studies/demo_phantoms.json
+    torchrun --nproc_per_node 2 -m monai_xai.study configs/studies/demo_phantoms.json
+"""
+
+from monai_xai.study.cases import StudyCase, study_cases
+from monai_xai.study.report import LOWER_IS_BETTER, study_tables, write_report
+from monai_xai.study.runner import SECONDS, run_study, study_store
+from monai_xai.study.spec import IOU_MODES, StudyBundle, StudyData, StudySpec, load_study, study_from_dict
+from monai_xai.study.store import StudyStore
+from monai_xai.study.tracking import track_study, tracking_uri
+
+__all__ = [
+    "IOU_MODES",
+    "LOWER_IS_BETTER",
+    "SECONDS",
+    "StudyBundle",
+    "StudyCase",
+    "StudyData",
+    "StudySpec",
+    "StudyStore",
+    "load_study",
+    "run_study",
+    "study_cases",
+    "study_from_dict",
+    "study_store",
+    "study_tables",
+    "track_study",
+    "tracking_uri",
+    "write_report",
+]

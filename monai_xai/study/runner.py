@@ -1,0 +1,362 @@
+"""Run a study: every case x method x layer x bundle explained, timed and scored, each value stored when it exists.
+
+:func:`run_study` is what ``monai-xai study <file>`` and ``python -m monai_xai.study <file>`` call. Under
+``torchrun`` every rank takes its share of the batches (see :mod:`monai_xai.study.cases`) and writes to the same row
+store; rank 0 waits for the others and writes the report. A killed study started again with the same file skips every
+stored row, so it finishes with the tables one uninterrupted run would have made.
+
+Per bundle the loop is: load a batch with the bundle's preprocessing, run the network once (the prediction and its
+confidence for the case table), then per layer and method one timed explanation and the missing metrics of its maps.
+Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from monai.metrics import CumulativeIterationMetric
+from torch import nn
+from tqdm import tqdm
+
+from monai_xai.bundle import TrainedBundle, load_trained_bundle
+from monai_xai.cams import CAMExplainer
+from monai_xai.enums import MetricInput
+from monai_xai.handlers.xai_metrics import XAI_METRICS, region_mask
+from monai_xai.metrics import saliency_iou
+from monai_xai.sanity.randomisation import model_randomisation_check
+from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, study_cases
+from monai_xai.study.spec import StudyBundle, StudySpec, load_study
+from monai_xai.study.store import StudyStore
+
+__all__ = ["SECONDS", "run_study", "study_store"]
+
+# the metric name under which each map's computation time (seconds per case) is stored
+SECONDS = "seconds"
+ROWS_FILE = "rows.sqlite"
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the ``torchrun`` process group (gloo) when the environment names one."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _device(spec: StudySpec) -> torch.device:
+    if spec.device:
+        return torch.device(spec.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _batch_seed(spec: StudySpec, *parts: object) -> int:
+    """A seed for one batch's random streams, from the study seed and what the batch computes alone."""
+    return zlib.crc32(repr((spec.seed, *parts)).encode())
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Fork the global random state (CPU and the device) and seed it; the caller's state is restored after."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextmanager
+def _quiet_undefined() -> Iterator[None]:
+    """Undefined samples become NaN rows, which the report counts; the per-batch warnings would only repeat that."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*samples skipped.*")
+        warnings.filterwarnings("ignore", message=".*empty pixel set.*")
+        yield
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def study_store(spec: StudySpec) -> StudyStore:
+    """The row store of ``spec`` in its output folder."""
+    return StudyStore(Path(spec.output_dir) / ROWS_FILE, spec.fingerprint())
+
+
+class _BundleRun:
+    """Explain and score one bundle's cases (this rank's batches)."""
+
+    def __init__(self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore) -> None:
+        self.spec, self.bundle, self.trained, self.store = spec, bundle, trained, store
+        self.network: nn.Module = trained.network
+        self.device = next(self.network.parameters()).device
+        self.explainers = {
+            (layer, method): CAMExplainer(self.network, layer, [method], score=bundle.score)
+            for layer in bundle.layers
+            for method in spec.methods
+        }
+        self._metrics: dict[tuple[str, str, str], CumulativeIterationMetric] = {}
+
+    # --- what is left to do
+
+    def _wanted(self) -> tuple[str, ...]:
+        return (*self.spec.metrics, SECONDS)
+
+    def batch_missing(self, batch_cases: list[StudyCase]) -> bool:
+        ids = [case.case_id for case in batch_cases]
+        return any(
+            self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
+            for layer, method in self.explainers
+        )
+
+    # --- metrics
+
+    def _iou_threshold(self, layer: str, method: str) -> float | str:
+        if self.spec.iou_mode == "otsu":
+            return "otsu"
+        if self.spec.iou_mode == "fixed":
+            return self.spec.iou_value
+        value = self.store.threshold(self.bundle.name, layer, method)
+        if value is None:
+            raise RuntimeError(f"no tuned IoU threshold stored for {self.bundle.name}/{layer}/{method}.")
+        return value
+
+    def _metric(self, metric: str, layer: str, method: str) -> CumulativeIterationMetric:
+        key = (metric, layer, method) if metric == "iou" else (metric, "", "")
+        if key not in self._metrics:
+            spec = XAI_METRICS[metric]
+            args = dict(self.spec.metric_args.get(metric, {}))
+            if metric.startswith("road_"):
+                args.setdefault("score", self.bundle.score)
+            if metric == "iou":
+                args = {"threshold": self._iou_threshold(layer, method)}
+            self._metrics[key] = spec.build(self.network, **args) if spec.reruns_network else spec.build(**args)
+        return self._metrics[key]
+
+    def _score(
+        self, metric: str, layer: str, method: str, maps: torch.Tensor, batch: CaseBatch, explained: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) values of one metric (the headline column of curve metrics)."""
+        metric_fn = self._metric(metric, layer, method)
+        if XAI_METRICS[metric].compares_with == MetricInput.REGION:
+            region = region_mask(batch.labels, explained, self.bundle.region_value)
+            values = metric_fn(y_pred=maps, y=region)
+        else:
+            values = metric_fn(y_pred=maps, y=batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)
+        metric_fn.reset()
+        return torch.as_tensor(values).reshape(maps.shape[0], -1)[:, -1].double().cpu()
+
+    # --- one batch
+
+    def _explained(self, batch: CaseBatch) -> torch.Tensor:
+        """(B,) explained class; stores each case's prediction and its confidence."""
+        with torch.no_grad():
+            outputs = self.network(batch.images)
+        if not isinstance(outputs, torch.Tensor):
+            raise TypeError(f"bundle {self.bundle.name!r}: the network must return a tensor, got {type(outputs)}.")
+        classifier = outputs.ndim == 2
+        if not classifier and self.bundle.class_idx is None:
+            raise ValueError(
+                f"bundle {self.bundle.name!r} is a segmentation network: set its 'class' in the study file (the "
+                "class whose pixel set is explained)."
+            )
+        if classifier:
+            probabilities = outputs.softmax(dim=1) if outputs.shape[1] > 1 else outputs.sigmoid()
+            predicted = outputs.argmax(dim=1) if outputs.shape[1] > 1 else (outputs[:, 0] > 0).long()
+            confidence = probabilities.gather(1, predicted[:, None].clamp_max(probabilities.shape[1] - 1))[:, 0]
+        else:
+            predicted = torch.full((outputs.shape[0],), -1, device=outputs.device)
+            confidence = torch.full((outputs.shape[0],), float("nan"), device=outputs.device)
+        if self.bundle.class_idx is None:
+            explained = predicted
+        else:
+            explained = torch.full_like(predicted, self.bundle.class_idx)
+        self.store.add_cases(
+            (self.bundle.name, case.case_id, case.label, int(e), int(p) if classifier else None, float(c))
+            for case, e, p, c in zip(batch.cases, explained.tolist(), predicted.tolist(), confidence.tolist())
+        )
+        return explained
+
+    def run_batch(self, batch: CaseBatch) -> None:
+        ids = [case.case_id for case in batch.cases]
+        explained = self._explained(batch)
+        for (layer, method), explainer in self.explainers.items():
+            missing = self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
+            if not missing:
+                continue
+            with _seeded(_batch_seed(self.spec, self.bundle.name, layer, method, batch.index), self.device):
+                _synchronize(self.device)
+                start = time.perf_counter()
+                maps = explainer(batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)[method]
+                _synchronize(self.device)
+                per_case = (time.perf_counter() - start) / len(ids)
+                values = {SECONDS: torch.full((len(ids),), per_case, dtype=torch.float64)}
+                with _quiet_undefined():
+                    for metric in self.spec.metrics:
+                        if metric in missing:
+                            values[metric] = self._score(metric, layer, method, maps, batch, explained)
+            self.store.add_scores(
+                (self.bundle.name, layer, method, case_id, metric, float(column[k]))
+                for metric, column in values.items()
+                if metric in missing
+                for k, case_id in enumerate(ids)
+                if case_id in missing[metric]
+            )
+
+    # --- IoU threshold tuned on the validation split
+
+    def tune_thresholds(self, cases: list[StudyCase], progress: bool) -> None:
+        """Per layer and method, the grid threshold with the highest mean IoU on ``cases`` (rank 0 only)."""
+        todo = [key for key in self.explainers if self.store.threshold(self.bundle.name, *key) is None]
+        if not todo:
+            return
+        grid = torch.tensor(self.spec.iou_grid, dtype=torch.float64)
+        sums = {key: torch.zeros(len(grid), dtype=torch.float64) for key in todo}
+        counts = {key: torch.zeros(len(grid), dtype=torch.float64) for key in todo}
+        batches = batch_indices(len(cases), self.spec.batch_size)
+        loaded = case_batches(cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device)
+        for batch in tqdm(loaded, total=len(batches), desc=f"{self.bundle.name}: tuning IoU", disable=not progress):
+            explained = self._explained_quietly(batch)
+            region = region_mask(batch.labels, explained, self.bundle.region_value)
+            for key in todo:
+                maps = self.explainers[key](batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)[key[1]]
+                with _quiet_undefined():
+                    iou = torch.stack([saliency_iou(maps, region, threshold=float(t)) for t in grid], dim=1).double()
+                defined = ~torch.isnan(iou)
+                sums[key] += torch.where(defined, iou, 0).sum(dim=0).cpu()
+                counts[key] += defined.sum(dim=0).cpu()
+        for key in todo:
+            if not counts[key].any():
+                raise ValueError(
+                    f"IoU threshold tuning for {self.bundle.name}: no validation case of "
+                    f"{self.spec.data.validation_key!r} has a non-empty region; use the iou_threshold mode 'otsu' or "
+                    "'fixed'."
+                )
+            mean = sums[key] / counts[key].clamp_min(1)
+            self.store.set_threshold(self.bundle.name, *key, float(grid[int(mean.argmax())]))
+
+    def _explained_quietly(self, batch: CaseBatch) -> torch.Tensor:
+        with torch.no_grad():
+            outputs = self.network(batch.images)
+        if self.bundle.class_idx is not None:
+            return torch.full((batch.images.shape[0],), self.bundle.class_idx, device=batch.images.device)
+        return outputs.argmax(dim=1)
+
+    # --- model randomisation sanity check
+
+    def sanity(self, cases: list[StudyCase], layer: str, method: str) -> None:
+        """Spearman correlation between the trained and the weight-randomised network's maps, per case."""
+        todo = self.store.sanity_missing(self.bundle.name, layer, method, [case.case_id for case in cases])
+        if not todo:
+            return
+        chosen = [case for case in cases if case.case_id in todo]
+        batches = batch_indices(len(chosen), self.spec.batch_size)
+        for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device):
+            explained = self._explained_quietly(batch)
+            with _quiet_undefined(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*keep their trained values.*")
+                result = model_randomisation_check(
+                    self.network,
+                    layer,
+                    batch.images,
+                    methods=[method],
+                    class_idx=explained,
+                    pixel_set=self.bundle.pixel_set,
+                    seed=self.spec.sanity_seed,
+                    score=self.bundle.score,
+                )
+            correlation = result.correlation[method].tolist()
+            self.store.add_sanity(
+                (self.bundle.name, layer, method, case.case_id, value) for case, value in zip(batch.cases, correlation)
+            )
+
+
+def _prepare_output(spec: StudySpec, overwrite: bool, rank: int) -> None:
+    output_dir = Path(spec.output_dir)
+    if rank == 0:
+        if overwrite:
+            (output_dir / ROWS_FILE).unlink(missing_ok=True)
+            shutil.rmtree(output_dir / "report", ignore_errors=True)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        study_store(spec).close()  # creates the store (or refuses one of other settings) before the others open it
+        study_cases(spec.data, output_dir)  # writes phantom cases once
+    _barrier()
+
+
+def run_study(
+    study: StudySpec | str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    report: bool = True,
+    **override: Any,
+) -> Path | None:
+    """Compute (or finish) a study's rows, then write its report.
+
+    Args:
+        study: a :class:`~monai_xai.study.StudySpec` or the path of a study file.
+        overwrite: delete the stored rows and report of an earlier run first (phantom data is kept).
+        progress: show progress bars (rank 0).
+        report: write the report (and track it in MLflow) once every row exists.
+        override: top-level study keys replaced when ``study`` is a path, e.g. ``output_dir="..."``.
+
+    Returns:
+        the report folder on rank 0 when ``report`` (None on other ranks, or without report).
+    """
+    spec = study if isinstance(study, StudySpec) else load_study(study, **override)
+    rank, world_size = _distributed()
+    _prepare_output(spec, overwrite, rank)
+    store = study_store(spec)
+    device = _device(spec)
+    progress = progress and rank == 0
+    cases = study_cases(spec.data, Path(spec.output_dir))
+    sanity_cases = cases[: spec.sanity_cases]
+    sanity_items = [
+        (bundle, layer, method) for bundle in spec.bundles for layer in bundle.layers for method in spec.methods
+    ][rank::world_size]
+    try:
+        for bundle in spec.bundles:
+            run = _BundleRun(spec, bundle, load_trained_bundle(bundle.path, device), store)
+            if "iou" in spec.metrics and spec.iou_mode == "tuned":
+                if rank == 0:
+                    validation = study_cases(spec.data, Path(spec.output_dir), key=spec.data.validation_key)
+                    run.tune_thresholds(validation, progress)
+                _barrier()
+            batches = [
+                (index, positions)
+                for index, positions in batch_indices(len(cases), spec.batch_size, rank, world_size)
+                if run.batch_missing([cases[p] for p in positions])
+            ]
+            loaded = case_batches(cases, batches, run.trained.preprocessing, bundle.region_key, device)
+            for batch in tqdm(loaded, total=len(batches), desc=f"{bundle.name}", disable=not progress):
+                run.run_batch(batch)
+            for item_bundle, layer, method in sanity_items:
+                if item_bundle is bundle:
+                    run.sanity(sanity_cases, layer, method)
+        _barrier()
+    finally:
+        store.close()
+    if rank != 0 or not report:
+        return None
+    from monai_xai.study.report import write_report
+    from monai_xai.study.tracking import track_study
+
+    folder = write_report(spec)
+    track_study(spec, folder)
+    return folder

@@ -1,0 +1,389 @@
+"""The study file: what a comparison explains, on which data, scored how, and how its statistics are made.
+
+A study file is JSON (paths in it are relative to the file's own folder, except ``output_dir``, which is relative to
+the working directory)::
+
+    {
+        "name": "chaddad-brain-tumour",
+        "output_dir": "outputs/studies/chaddad-brain-tumour",
+        "data": {"datalist": "datalist.json", "data_list_key": "test", "region_key": null, "label_key": "label"},
+        "bundles": [
+            {"name": "resnet50", "path": "../../bundles/brain_tumor_mri_classification", "layers": ["layer4"]}
+        ],
+        "methods": ["gradcampp", "xgradcam", "eigengradcam", "ablationcam", "layercam"],
+        "metrics": ["road_morf", "road_lerf", "road_combined", "confidence_increase"],
+        "metric_args": {"road_combined": {"percentiles": [10, 20, 30, 40, 50, 70, 90]}},
+        "iou_threshold": {"mode": "otsu"},
+        "statistics": {"alpha": 0.05, "confidence_level": 0.95, "bootstrap_resamples": 2000, "seed": 0},
+        "sanity": {"cases": 8, "seed": 0},
+        "mlflow": {"tracking_uri": null, "experiment": "monai-xai-studies"},
+        "batch_size": 4,
+        "seed": 0
+    }
+
+``data`` is a MONAI datalist, or ``{"phantom": {"n_cases": 24, "seed": 4242, ...}}`` (arguments of
+:func:`~monai_xai.data.ensure_phantom_dataset`, written under the output folder). A bundle entry may set ``class``,
+``pixel_set``, ``score``, ``region_value`` and ``layers``; what it leaves out comes from the bundle's own
+``configs/explain.json`` (``xai_class``, ``xai_pixel_set``, ``xai_score``, ``xai_region_value``,
+``xai_target_layer``). Several ``layers`` make a layer comparison: each layer is explained on its own.
+
+:func:`load_study` reads and checks the whole file, the bundles' weights and every layer before any case is explained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+
+from monai_xai.bundle import ExplainSettings
+from monai_xai.cams import method_names, resolve_layers
+from monai_xai.cams.registry import get_method
+from monai_xai.enums import PixelSet, Score, as_choice
+from monai_xai.handlers.xai_metrics import XAI_METRICS
+
+__all__ = ["IOU_MODES", "StudyBundle", "StudyData", "StudySpec", "load_study", "study_from_dict"]
+
+# how the IoU metric binarises maps: one fixed value, each map's Otsu threshold, or the value that maximises the mean
+# IoU on the validation split (per bundle, layer and method)
+IOU_MODES = ("fixed", "otsu", "tuned")
+# thresholds tried when tuning the IoU threshold on the validation split
+DEFAULT_TUNING_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+_KNOWN_KEYS = {
+    "name",
+    "output_dir",
+    "data",
+    "bundles",
+    "methods",
+    "metrics",
+    "metric_args",
+    "iou_threshold",
+    "statistics",
+    "sanity",
+    "mlflow",
+    "batch_size",
+    "seed",
+    "device",
+}
+
+
+@dataclass(frozen=True)
+class StudyBundle:
+    """One compared network ("architecture"): a trained bundle and what to explain in it.
+
+    Attributes:
+        name: short name used in tables, e.g. ``"resnet50"``.
+        path: bundle folder in model-zoo layout with ``models/model.pt``.
+        layers: CAM layers; each is explained on its own (a layer comparison when there are several).
+        class_idx: explained class; None: each case's predicted class (classifiers).
+        pixel_set: segmentation pixel set; None: the predicted region of the class (segmentation), nothing
+            (classification).
+        score: explained score (``"logit"`` or ``"probability"``).
+        region_key: the key under which the bundle's preprocessing loads the ground-truth region (its
+            ``xai_region_key``, e.g. ``"mask"`` or ``"label"``), whatever the datalist calls it.
+        region_value: which region of the ground-truth label: ``"class"`` (the explained class), None (any
+            foreground) or an int.
+    """
+
+    name: str
+    path: Path
+    layers: tuple[str, ...]
+    class_idx: int | None = None
+    pixel_set: PixelSet | None = None
+    score: Score = Score.LOGIT
+    region_key: str = "label"
+    region_value: int | str | None = "class"
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """The cases: a MONAI datalist (or a phantom data set written on first use).
+
+    Attributes:
+        datalist: datalist path; None with ``phantom``.
+        phantom: arguments of :func:`~monai_xai.data.ensure_phantom_dataset` (``n_cases``, ``seed``, ...), or None.
+        data_list_key: list of the datalist holding the test cases.
+        validation_key: list holding the validation cases (IoU threshold tuning).
+        region_key: datalist key of the ground-truth region (None: the first bundle's ``xai_region_key``; phantoms:
+            ``"mask"``).
+        label_key: case key of the true class (per-class tables); cases without it are grouped by explained class.
+        n_cases: first ``n_cases`` test cases only (None: all).
+    """
+
+    datalist: Path | None = None
+    phantom: Mapping[str, Any] | None = None
+    data_list_key: str = "test"
+    validation_key: str = "validation"
+    region_key: str | None = None
+    label_key: str = "label"
+    n_cases: int | None = None
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A whole study file, checked (see the module docstring for the JSON form).
+
+    Attributes:
+        name: study name (MLflow run name, report title).
+        source: the study file (None when built from a dict).
+        output_dir: folder for the row store, the report and the default MLflow store.
+        data: the cases.
+        bundles: compared bundles, in report order.
+        methods: CAM methods.
+        metrics: XAI metric names (:data:`~monai_xai.handlers.XAI_METRICS`); seconds per case are always recorded.
+        metric_args: keyword arguments per metric.
+        iou_mode, iou_value, iou_grid: the IoU threshold (see :data:`IOU_MODES`).
+        alpha, confidence_level, bootstrap_resamples, statistics_seed: the statistics.
+        sanity_cases, sanity_seed: cases of the model-randomisation check per method (0: no check).
+        mlflow: ``{"tracking_uri": ..., "experiment": ...}``, or None for no tracking.
+        batch_size: cases per batch; batches are fixed by case order, so results do not depend on ranks.
+        seed: seed of every random stream (ROAD's imputation noise), derived per batch.
+        device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).
+    """
+
+    name: str
+    source: Path | None
+    output_dir: Path
+    data: StudyData
+    bundles: tuple[StudyBundle, ...]
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+    metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    iou_mode: str = "otsu"
+    iou_value: float = 0.5
+    iou_grid: tuple[float, ...] = DEFAULT_TUNING_GRID
+    alpha: float = 0.05
+    confidence_level: float = 0.95
+    bootstrap_resamples: int = 2000
+    statistics_seed: int = 0
+    sanity_cases: int = 8
+    sanity_seed: int = 0
+    mlflow: Mapping[str, Any] | None = None
+    batch_size: int = 4
+    seed: int = 0
+    device: str | None = None
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes a stored row (not methods or metrics: rows are keyed by them), so that a
+        resumed study never mixes rows computed under other settings."""
+        content = {
+            "data": asdict(self.data),
+            "bundles": [asdict(bundle) for bundle in self.bundles],
+            "metric_args": self.metric_args,
+            "iou": [self.iou_mode, self.iou_value, list(self.iou_grid)],
+            "sanity": [self.sanity_cases, self.sanity_seed],
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The checked study as JSON-ready data (what the report folder keeps as ``study.json``)."""
+        content = asdict(self)
+        content["bundles"] = [{**asdict(b), "path": str(b.path)} for b in self.bundles]
+        return json.loads(json.dumps(content, default=str))
+
+
+def _fail(source: str, message: str) -> ValueError:
+    return ValueError(f"study {source}: {message}")
+
+
+def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not value or not all(isinstance(item, str) for item in value):
+        raise _fail(source, f"{key!r} must be a non-empty list of names, got {value!r}.")
+    return tuple(value)
+
+
+def _section(source: str, content: Mapping[str, Any], key: str, known: set[str]) -> dict[str, Any]:
+    value = content.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise _fail(source, f"{key!r} must be an object, got {value!r}.")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise _fail(source, f"{key!r} has unknown keys {unknown}; known: {sorted(known)}.")
+    return dict(value)
+
+
+def _check_methods(source: str, methods: tuple[str, ...]) -> None:
+    for method in methods:
+        try:
+            get_method(method)
+        except ValueError:
+            raise _fail(source, f"unknown method {method!r}; available: {method_names()}.") from None
+
+
+def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[str, Any]) -> None:
+    unknown = [metric for metric in metrics if metric not in XAI_METRICS]
+    if unknown:
+        raise _fail(source, f"unknown metric(s) {unknown}; available: {sorted(XAI_METRICS)}.")
+    if "iou" in metric_args:
+        raise _fail(
+            source,
+            "the IoU threshold is set by 'iou_threshold' ({'mode': 'fixed' | 'otsu' | 'tuned'}), not by metric_args.",
+        )
+    stray = sorted(set(metric_args) - set(metrics))
+    if stray or not all(isinstance(args, Mapping) for args in metric_args.values()):
+        raise _fail(source, f"'metric_args' must map the study's metrics to keyword arguments; stray keys {stray}.")
+
+
+def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
+    data = _section(source, content, "data", {f.name for f in StudyData.__dataclass_fields__.values()})
+    if (data.get("datalist") is None) == (data.get("phantom") is None):
+        raise _fail(source, "'data' needs exactly one of 'datalist' (a MONAI datalist) or 'phantom' (phantom cases).")
+    if data.get("datalist") is not None:
+        datalist = (root / data["datalist"]).resolve()
+        if not datalist.is_file():
+            raise _fail(source, f"datalist {datalist} does not exist (paths are relative to the study file).")
+        data["datalist"] = datalist
+    elif not isinstance(data["phantom"], Mapping) or "n_cases" not in data["phantom"]:
+        raise _fail(source, "'phantom' must be an object with at least 'n_cases' (and 'seed', 'split', ...).")
+    n_cases = data.get("n_cases")
+    if n_cases is not None and (not isinstance(n_cases, int) or isinstance(n_cases, bool) or n_cases < 1):
+        raise _fail(source, f"'n_cases' must be a positive int or null, got {n_cases!r}.")
+    return StudyData(**data)
+
+
+def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
+    """One checked bundle entry."""
+    known = {"name", "path", "layers", "class", "pixel_set", "score", "region_key", "region_value"}
+    if not isinstance(entry, Mapping) or "path" not in entry:
+        raise _fail(
+            source, f"bundle {index} must be an object with at least 'path' (and 'name', 'layers'), got {entry!r}."
+        )
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise _fail(source, f"bundle {index} has unknown keys {unknown}; known: {sorted(known)}.")
+    path = (root / entry["path"]).resolve()
+    name = str(entry.get("name") or path.name)
+    inference = path / "configs" / "inference.json"
+    if not inference.is_file():
+        raise _fail(source, f"bundle {name!r}: {inference} does not exist (paths are relative to the study file).")
+    if not (path / "models" / "model.pt").is_file():
+        raise _fail(
+            source, f"bundle {name!r} has no trained weights at {path / 'models' / 'model.pt'}; train it first."
+        )
+    settings = ExplainSettings.from_bundle(path, overlays=())
+    layers = entry.get("layers", settings.target_layers)
+    if not layers or isinstance(layers, Mapping):
+        raise _fail(source, f"bundle {name!r}: give its CAM 'layers' (a list of layer names); the bundle names none.")
+    layers = _names(source, f"bundles[{index}].layers", layers)
+    parser = ConfigParser()
+    parser.read_config(str(inference))
+    parser["bundle_root"] = str(path)
+    network = parser.get_parsed_content("network_def")
+    for layer in layers:
+        try:
+            resolve_layers(network, layer)
+        except ValueError as error:
+            raise _fail(source, f"bundle {name!r}: layer {layer!r} is not in its network ({error}).") from None
+    class_idx = entry.get("class", settings.class_idx)
+    if class_idx is not None and (not isinstance(class_idx, int) or isinstance(class_idx, bool)):
+        raise _fail(source, f"bundle {name!r}: 'class' must be an int or null, got {class_idx!r}.")
+    pixel_set = entry.get("pixel_set", settings.pixel_set)
+    bundle = StudyBundle(
+        name=name,
+        path=path,
+        layers=layers,
+        class_idx=class_idx,
+        pixel_set=None if pixel_set is None else as_choice(PixelSet, pixel_set, f"bundle {name!r} pixel_set"),
+        score=as_choice(Score, entry.get("score", settings.score), f"bundle {name!r} score"),
+        region_key=str(entry.get("region_key") or settings.region_key or "label"),
+        region_value=entry.get("region_value", settings.region_value),
+    )
+    return bundle
+
+
+def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict>") -> StudySpec:
+    """Check a study given as data; relative paths are relative to ``root``.
+
+    Raises:
+        ValueError: naming the first wrong entry: an unknown key, method or metric, a missing bundle, weights file,
+            datalist or layer.
+    """
+    if not isinstance(content, Mapping):
+        raise _fail(source, f"a study file holds one JSON object, got {type(content).__name__}.")
+    unknown = sorted(set(content) - _KNOWN_KEYS)
+    if unknown:
+        raise _fail(source, f"unknown keys {unknown}; known: {sorted(_KNOWN_KEYS)}.")
+    name = content.get("name")
+    if not isinstance(name, str) or not name:
+        raise _fail(source, "'name' (the study's name) is missing.")
+    methods = _names(source, "methods", content.get("methods"))
+    _check_methods(source, methods)
+    metrics = _names(source, "metrics", content.get("metrics"))
+    metric_args = content.get("metric_args") or {}
+    _check_metrics(source, metrics, metric_args)
+    iou = _section(source, content, "iou_threshold", {"mode", "value", "grid"})
+    iou_mode = iou.get("mode", "otsu")
+    if iou_mode not in IOU_MODES:
+        raise _fail(source, f"'iou_threshold.mode' must be one of {IOU_MODES}, got {iou_mode!r}.")
+    statistics = _section(source, content, "statistics", {"alpha", "confidence_level", "bootstrap_resamples", "seed"})
+    sanity = content.get("sanity", {})
+    sanity = {"cases": 0} if sanity is False else _section(source, {"sanity": sanity}, "sanity", {"cases", "seed"})
+    mlflow = content.get("mlflow", {})
+    if mlflow is not False:
+        mlflow = _section(source, {"mlflow": mlflow}, "mlflow", {"tracking_uri", "experiment"})
+    data = _data(source, content, root)
+    bundle_entries = content.get("bundles")
+    if not isinstance(bundle_entries, Sequence) or not bundle_entries:
+        raise _fail(source, "'bundles' must list at least one bundle ({'name': ..., 'path': ..., 'layers': [...]}).")
+    bundles = [_bundle(source, index, entry, root) for index, entry in enumerate(bundle_entries)]
+    names = [bundle.name for bundle in bundles]
+    if len(set(names)) != len(names):
+        raise _fail(source, f"bundle names must differ (they label the tables), got {names}.")
+    region_key = data.region_key or ("mask" if data.phantom is not None else bundles[0].region_key)
+    batch_size = content.get("batch_size", 4)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise _fail(source, f"'batch_size' must be a positive int, got {batch_size!r}.")
+    output_dir = Path(content.get("output_dir") or Path("outputs") / "studies" / name)
+    return StudySpec(
+        name=name,
+        source=None,
+        output_dir=output_dir,
+        data=StudyData(**{**asdict(data), "region_key": region_key}),
+        bundles=tuple(bundles),
+        methods=methods,
+        metrics=metrics,
+        metric_args={metric: dict(args) for metric, args in metric_args.items()},
+        iou_mode=iou_mode,
+        iou_value=float(iou.get("value", 0.5)),
+        iou_grid=tuple(float(value) for value in iou.get("grid", DEFAULT_TUNING_GRID)),
+        alpha=float(statistics.get("alpha", 0.05)),
+        confidence_level=float(statistics.get("confidence_level", 0.95)),
+        bootstrap_resamples=int(statistics.get("bootstrap_resamples", 2000)),
+        statistics_seed=int(statistics.get("seed", 0)),
+        sanity_cases=int(sanity.get("cases", 8)),
+        sanity_seed=int(sanity.get("seed", 0)),
+        mlflow=None if mlflow is False else mlflow,
+        batch_size=batch_size,
+        seed=int(content.get("seed", 0)),
+        device=content.get("device"),
+    )
+
+
+def load_study(path: str | Path, **override: Any) -> StudySpec:
+    """Read and check a study file (see the module docstring); ``override`` replaces top-level keys
+    (``output_dir="..."``) before the check.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: invalid JSON, or a wrong entry (see :func:`study_from_dict`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file {path} does not exist; the shipped ones are in configs/studies/.")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"study {path}: not valid JSON: {error}.") from error
+    if isinstance(content, dict):
+        content.update({key: value for key, value in override.items() if value is not None})
+    spec = study_from_dict(content, path.resolve().parent, source=str(path))
+    return StudySpec(**{**spec.__dict__, "source": path.resolve()})

@@ -1,0 +1,161 @@
+"""The study's rows on disk: one SQLite file that every rank appends to as soon as a value exists.
+
+Tables (all keyed, so a row is written once and a resumed study skips it)::
+
+    scores(bundle, layer, method, case_id, metric, value)      one metric of one map; metric "seconds": its time
+    cases(bundle, case_id, label, explained_class, predicted_class, confidence)
+    thresholds(bundle, layer, method, value)                   tuned IoU thresholds
+    sanity(bundle, layer, method, case_id, spearman)           model-randomisation correlation per case
+    meta(key, value)                                           the study's fingerprint
+
+NaN values (a metric undefined for the case) are stored as NULL and read back as NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["StudyStore", "SCORE_COLUMNS"]
+
+SCORE_COLUMNS = ("bundle", "layer", "method", "case_id", "metric", "value")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS scores (
+    bundle TEXT, layer TEXT, method TEXT, case_id TEXT, metric TEXT, value REAL,
+    PRIMARY KEY (bundle, layer, method, case_id, metric));
+CREATE TABLE IF NOT EXISTS cases (
+    bundle TEXT, case_id TEXT, label INTEGER, explained_class INTEGER, predicted_class INTEGER,
+    confidence REAL, PRIMARY KEY (bundle, case_id));
+CREATE TABLE IF NOT EXISTS thresholds (
+    bundle TEXT, layer TEXT, method TEXT, value REAL, PRIMARY KEY (bundle, layer, method));
+CREATE TABLE IF NOT EXISTS sanity (
+    bundle TEXT, layer TEXT, method TEXT, case_id TEXT, spearman REAL, PRIMARY KEY (bundle, layer, method, case_id));
+"""
+
+
+def _stored(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+class StudyStore:
+    """The row store of one study in ``path`` (created on first use).
+
+    Args:
+        path: SQLite file, e.g. ``<output_dir>/rows.sqlite``.
+        fingerprint: the study's :meth:`~monai_xai.study.StudySpec.fingerprint`; a store holding rows of another
+            fingerprint is refused (its rows were computed under other settings).
+
+    Raises:
+        ValueError: the store belongs to a study with other settings.
+    """
+
+    def __init__(self, path: str | Path, fingerprint: str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # several ranks write the same file: wait for each other's short transactions
+        self._connection = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        self._connection.execute("PRAGMA busy_timeout = 120000")
+        with self._transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self._connection.execute(statement)
+            self._connection.execute("INSERT OR IGNORE INTO meta VALUES ('fingerprint', ?)", (fingerprint,))
+            found = self._connection.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()[0]
+        if found != fingerprint:
+            raise ValueError(
+                f"{self.path} holds the rows of this study run with other settings (data, bundles, metric_args, IoU "
+                "threshold, sanity, batch_size or seed changed); rerun with --overwrite to start again, or choose "
+                "another output_dir."
+            )
+
+    def _transaction(self) -> sqlite3.Connection:
+        return _Transaction(self._connection)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def missing(
+        self, bundle: str, layer: str, method: str, case_ids: Sequence[str], metrics: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """``{metric: case ids without a stored row}`` for the given cases and metrics (metrics with none left out)."""
+        marks = ",".join("?" * len(case_ids))
+        rows = self._connection.execute(
+            "SELECT case_id, metric FROM scores WHERE bundle = ? AND layer = ? AND method = ? "
+            f"AND case_id IN ({marks})",
+            (bundle, layer, method, *case_ids),
+        ).fetchall()
+        stored = set(rows)
+        needed = {metric: {case for case in case_ids if (case, metric) not in stored} for metric in metrics}
+        return {metric: cases for metric, cases in needed.items() if cases}
+
+    def add_scores(self, rows: Iterable[tuple[str, str, str, str, str, float]]) -> None:
+        """Store ``(bundle, layer, method, case_id, metric, value)`` rows in one transaction; existing rows stay."""
+        with self._transaction():
+            self._connection.executemany(
+                "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+                [(*row[:5], _stored(row[5])) for row in rows],
+            )
+
+    def add_cases(self, rows: Iterable[tuple]) -> None:
+        """Store ``(bundle, case_id, label, explained_class, predicted_class, confidence)`` rows."""
+        with self._transaction():
+            self._connection.executemany(
+                "INSERT OR IGNORE INTO cases VALUES (?, ?, ?, ?, ?, ?)", [(*row[:5], _stored(row[5])) for row in rows]
+            )
+
+    def threshold(self, bundle: str, layer: str, method: str) -> float | None:
+        row = self._connection.execute(
+            "SELECT value FROM thresholds WHERE bundle = ? AND layer = ? AND method = ?", (bundle, layer, method)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def set_threshold(self, bundle: str, layer: str, method: str, value: float) -> None:
+        with self._transaction():
+            self._connection.execute(
+                "INSERT OR IGNORE INTO thresholds VALUES (?, ?, ?, ?)", (bundle, layer, method, float(value))
+            )
+
+    def sanity_missing(self, bundle: str, layer: str, method: str, case_ids: Sequence[str]) -> list[str]:
+        """The case ids without a stored randomisation correlation."""
+        stored = {
+            row[0]
+            for row in self._connection.execute(
+                "SELECT case_id FROM sanity WHERE bundle = ? AND layer = ? AND method = ?", (bundle, layer, method)
+            )
+        }
+        return [case for case in case_ids if case not in stored]
+
+    def add_sanity(self, rows: Iterable[tuple[str, str, str, str, float]]) -> None:
+        with self._transaction():
+            self._connection.executemany(
+                "INSERT OR IGNORE INTO sanity VALUES (?, ?, ?, ?, ?)", [(*row[:4], _stored(row[4])) for row in rows]
+            )
+
+    def table(self, name: str) -> pd.DataFrame:
+        """A whole table as a DataFrame (NULL values as NaN)."""
+        if name not in ("scores", "cases", "thresholds", "sanity"):
+            raise ValueError(f"no table {name!r}; the tables are scores, cases, thresholds, sanity.")
+        frame = pd.read_sql_query(f"SELECT * FROM {name}", self._connection)
+        for column in ("value", "spearman", "confidence"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column]).astype(float)
+        return frame
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error): a writer takes the lock before reading."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.connection.execute("ROLLBACK" if kind else "COMMIT")

@@ -1,0 +1,152 @@
+"""The small demo study end to end: every stored value, every report table and the MLflow runs checked against an
+independent computation (the bundle explained case by case, scipy/statsmodels on the stored rows)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from monai_xai.bundle import load_trained_bundle
+from monai_xai.cams import CAMExplainer
+from monai_xai.metrics import heat_diff, pointing_game, saliency_iou
+from monai_xai.sanity.cases import load_case
+from monai_xai.study import SECONDS, StudySpec, study_cases, tracking_uri
+from tests.helpers.studies import stored
+
+
+def _scores(spec: StudySpec) -> pd.DataFrame:
+    return stored(spec, "scores")
+
+
+def test_every_case_method_layer_bundle_and_metric_is_stored(finished) -> None:
+    spec, _ = finished
+    scores = _scores(spec)
+    cases = study_cases(spec.data, spec.output_dir)
+    layers = sum(len(b.layers) for b in spec.bundles)
+    assert len(scores) == len(cases) * layers * len(spec.methods) * (len(spec.metrics) + 1)
+    seconds = scores[scores["metric"] == SECONDS]["value"]
+    assert (seconds > 0).all()
+    thresholds = stored(spec, "thresholds")
+    assert len(thresholds) == layers * len(spec.methods) and thresholds["value"].isin(spec.iou_grid).all()
+    assert len(stored(spec, "sanity")) == spec.sanity_cases * layers * len(spec.methods)
+
+
+def test_stored_values_match_the_bundle_explained_case_by_case(finished) -> None:
+    """Batched, seeded and keyed by case id, the stored values are those of each case explained alone."""
+    spec, _ = finished
+    scores = _scores(spec).set_index(["bundle", "layer", "method", "case_id", "metric"])["value"]
+    thresholds = stored(spec, "thresholds").set_index(["bundle", "layer", "method"])["value"]
+    bundle = spec.bundles[0]  # the classifier: each case explains its predicted class
+    trained = load_trained_bundle(bundle.path)
+    explainer = CAMExplainer(trained.network, "layer3", ["gradcam", "hirescam"])
+    for case in study_cases(spec.data, spec.output_dir):
+        image, label = load_case({"image": case.image, "region": case.region}, trained.preprocessing, "mask")
+        image, region = image[None], (label[:1] > 0.5)[None].float()
+        with torch.no_grad():
+            predicted = trained.network(image).argmax(dim=1)
+        maps = explainer(image, class_idx=predicted)
+        for method in ("gradcam", "hirescam"):
+            key = (bundle.name, "layer3", method, case.case_id)
+            threshold = thresholds[(bundle.name, "layer3", method)]
+            expected = {
+                "heat_diff": heat_diff(maps[method], region),
+                "iou": saliency_iou(maps[method], region, threshold=threshold),
+                "pointing_game": pointing_game(maps[method], region, tolerance=3),
+            }
+            for metric, value in expected.items():
+                np.testing.assert_allclose(scores[(*key, metric)], value.item(), rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_report_statistics_match_scipy_and_statsmodels(finished) -> None:
+    spec, folder = finished
+    scores = _scores(spec)
+    summary = pd.read_csv(folder / "summary.csv")
+    for row in summary.itertuples():
+        values = scores[
+            (scores["bundle"] == row.bundle)
+            & (scores["layer"] == row.layer)
+            & (scores["method"] == row.method)
+            & (scores["metric"] == row.metric)
+        ]["value"].dropna()
+        assert row.n == len(values)
+        np.testing.assert_allclose(row.mean, values.mean(), rtol=1e-9)
+        assert row.ci_low <= row.mean <= row.ci_high or np.isnan(row.ci_low)
+
+    def per_case(bundle: str, layer: str, metric: str, method: str) -> pd.Series:
+        part = scores[
+            (scores["bundle"] == bundle)
+            & (scores["layer"] == layer)
+            & (scores["method"] == method)
+            & (scores["metric"] == metric)
+        ]
+        return part.set_index("case_id")["value"]
+
+    paired = pd.read_csv(folder / "paired_tests.csv")
+    part = paired[(paired["bundle"] == "resnet-classifier") & (paired["layer"] == "layer3")]
+    part = part[part["metric"] == "heat_diff"]
+    pvalues = []
+    for first, second in itertools.combinations(spec.methods, 2):
+        a, b = (per_case("resnet-classifier", "layer3", "heat_diff", m) for m in (first, second))
+        both = pd.concat([a, b], axis=1).dropna()  # cases where either value is undefined drop out of the pair
+        pvalues.append(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+    holm = multipletests(pvalues, method="holm")[1]
+    np.testing.assert_allclose(part["t_pvalue_holm"], holm, rtol=1e-6)
+
+    layers = pd.read_csv(folder / "anova_layers.csv")
+    row = layers[(layers["metric"] == "heat_diff") & (layers["method"] == "gradcam")].iloc[0]
+    groups = [per_case("resnet-classifier", layer, "heat_diff", "gradcam").dropna() for layer in ("layer3", "layer4")]
+    np.testing.assert_allclose(row["anova_pvalue"], stats.f_oneway(*groups).pvalue, rtol=1e-6)
+    bundles = pd.read_csv(folder / "anova_bundles.csv")
+    row = bundles[(bundles["metric"] == "heat_diff") & (bundles["method"] == "gradcam")].iloc[0]
+    groups = [
+        per_case("resnet-classifier", "layer3", "heat_diff", "gradcam").dropna(),
+        per_case("unet-segmenter", "model.1.submodule", "heat_diff", "gradcam").dropna(),
+    ]
+    np.testing.assert_allclose(row["anova_pvalue"], stats.f_oneway(*groups).pvalue, rtol=1e-6)
+
+    ranking = pd.read_csv(folder / "ranking.csv")
+    assert set(ranking["metric"]) == {*spec.metrics, SECONDS}
+
+
+def test_report_page_plots_and_mlflow_runs(finished) -> None:
+    spec, folder = finished
+    page = (folder / "report.md").read_text()
+    for heading in (
+        "## resnet-classifier / layer3",
+        "## resnet-classifier / layer4",
+        "## unet-segmenter / model.1.submodule",
+        "## Paired tests between methods",
+        "## One-way ANOVA and Tukey HSD across bundles",
+        "## One-way ANOVA and Tukey HSD across layers",
+        "## Time per case",
+        "## Model-randomisation check",
+    ):
+        assert heading in page
+    for metric in [*spec.metrics, SECONDS]:
+        assert (folder / "plots" / f"{metric}.png").stat().st_size > 10_000
+    sanity = pd.read_csv(folder / "sanity.csv")
+    failed = sanity[~sanity["passed"]]
+    for row in failed.itertuples():  # a method failing the randomisation check is marked in its tables
+        assert f"| {row.method} ✗ |" in page
+
+    client = MlflowClient(tracking_uri(spec))
+    experiment = client.get_experiment_by_name("monai_xai_studies")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(parents) == 1 and parents[0].info.run_name == spec.name
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert sorted(run.info.run_name for run in children) == ["resnet-classifier", "unet-segmenter"]
+    summary = pd.read_csv(folder / "summary.csv").set_index(["bundle", "metric", "layer", "method"])["mean"]
+    child = next(run for run in children if run.info.run_name == "resnet-classifier")
+    assert child.data.metrics["heat_diff.layer4.hirescam"] == pytest.approx(
+        summary[("resnet-classifier", "heat_diff", "layer4", "hirescam")]
+    )
+    artifacts = {item.path for item in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/report.md", "report/summary.csv", "report/plots"} <= artifacts
