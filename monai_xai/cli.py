@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +90,7 @@ def phantom(
 def study(
     study_file: str,
     output_dir: str | None = None,
+    datalist: str | None = None,
     overwrite: bool = False,
     report_only: bool = False,
     device: str | None = None,
@@ -99,6 +101,8 @@ def study(
     Args:
         study_file: study JSON (see ``configs/studies/``).
         output_dir: replaces the file's ``output_dir``.
+        datalist: replaces the file's ``data.datalist`` (e.g. the datalist a bundle's reader wrote for your copy of
+            the public data set).
         overwrite: start again, deleting the stored rows and report of an earlier run of the file.
         report_only: only rewrite the report (and its MLflow runs) from the rows stored so far.
         device: replaces the file's ``device`` (e.g. ``cpu``).
@@ -109,7 +113,12 @@ def study(
     """
     from monai_xai.study import load_study, run_study, track_study, write_report
 
-    spec = load_study(study_file, output_dir=output_dir, device=device)
+    data = None
+    if datalist is not None:
+        content = json.loads(Path(study_file).read_text())
+        data = {**content.get("data", {}), "datalist": str(Path(datalist).resolve())}
+        data.pop("phantom", None)
+    spec = load_study(study_file, output_dir=output_dir, device=device, data=data)
     if report_only:
         folder = write_report(spec)
         track_study(spec, folder)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.bundle import ConfigParser
@@ -32,13 +33,21 @@ class TrainedBundle:
     settings: ExplainSettings
 
 
-def load_trained_bundle(bundle_dir: str | Path, device: torch.device | str = "cpu") -> TrainedBundle:
+def load_trained_bundle(
+    bundle_dir: str | Path,
+    device: torch.device | str = "cpu",
+    overrides: Mapping[str, Any] | None = None,
+    weights: str | Path | None = None,
+) -> TrainedBundle:
     """Read a model-zoo bundle's ``configs/inference.json``, weights and own explanation settings.
 
     Args:
         bundle_dir: bundle folder (``configs/inference.json`` with ``network_def`` and ``preprocessing``,
             ``models/model.pt``).
         device: where the network goes.
+        overrides: config ids replaced before parsing, as on the ``monai.bundle run`` command line (e.g.
+            ``{"backbone": "vgg16"}`` for a bundle that builds its network from a ``backbone`` id).
+        weights: the weights file (relative paths from the bundle folder); default ``models/model.pt``.
 
     Raises:
         FileNotFoundError: no inference.json or no weights.
@@ -54,10 +63,12 @@ def load_trained_bundle(bundle_dir: str | Path, device: torch.device | str = "cp
     parser = ConfigParser()
     parser.read_config(str(inference))
     parser["bundle_root"] = str(root)
+    for config_id, value in (overrides or {}).items():
+        parser[config_id] = value
     for config_id in ("network_def", "preprocessing"):
         if config_id not in parser:
             raise ValueError(f"{inference} has no `{config_id}`; the network and the data are built with it.")
-    weights = root / "models" / "model.pt"
+    weights = root / (weights or Path("models") / "model.pt")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing; train the bundle first (see its docs/README.md).")
     network = parser.get_parsed_content("network_def")

@@ -332,7 +332,8 @@ def run_study(
     ][rank::world_size]
     try:
         for bundle in spec.bundles:
-            run = _BundleRun(spec, bundle, load_trained_bundle(bundle.path, device), store)
+            trained = load_trained_bundle(bundle.path, device, bundle.overrides, bundle.weights)
+            run = _BundleRun(spec, bundle, trained, store)
             if "iou" in spec.metrics and spec.iou_mode == "tuned":
                 if rank == 0:
                     validation = study_cases(spec.data, Path(spec.output_dir), key=spec.data.validation_key)

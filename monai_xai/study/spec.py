@@ -23,9 +23,12 @@ the working directory)::
 
 ``data`` is a MONAI datalist, or ``{"phantom": {"n_cases": 24, "seed": 4242, ...}}`` (arguments of
 :func:`~monai_xai.data.ensure_phantom_dataset`, written under the output folder). A bundle entry may set ``class``,
-``pixel_set``, ``score``, ``region_value`` and ``layers``; what it leaves out comes from the bundle's own
-``configs/explain.json`` (``xai_class``, ``xai_pixel_set``, ``xai_score``, ``xai_region_value``,
-``xai_target_layer``). Several ``layers`` make a layer comparison: each layer is explained on its own.
+``pixel_set``, ``score``, ``region_key``, ``region_value`` and ``layers``; what it leaves out comes from the bundle's
+own ``configs/explain.json`` (``xai_class``, ``xai_pixel_set``, ``xai_score``, ``xai_region_key``,
+``xai_region_value``, ``xai_target_layer``). Several ``layers`` make a layer comparison: each layer is explained on its
+own. ``overrides`` replaces config ids of the bundle (``{"backbone": "vgg16"}``) and ``weights`` names the weights file
+(relative to the bundle; default ``models/model.pt``), so one bundle trained with several backbones gives several
+entries: an architecture comparison.
 
 :func:`load_study` reads and checks the whole file, the bundles' weights and every layer before any case is explained.
 """
@@ -39,9 +42,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser
+from torch import nn
 
-from monai_xai.bundle import ExplainSettings
+from monai_xai.bundle import load_trained_bundle
 from monai_xai.cams import method_names, resolve_layers
 from monai_xai.cams.registry import get_method
 from monai_xai.enums import PixelSet, Score, as_choice
@@ -78,7 +81,11 @@ class StudyBundle:
 
     Attributes:
         name: short name used in tables, e.g. ``"resnet50"``.
-        path: bundle folder in model-zoo layout with ``models/model.pt``.
+        path: bundle folder in model-zoo layout.
+        weights: its trained weights (default ``<path>/models/model.pt``; ``weights`` in the file is relative to
+            the bundle folder).
+        overrides: config ids replaced before parsing ``configs/inference.json`` (e.g. ``{"backbone": "vgg16"}``:
+            several entries of one bundle with other backbones and weights make an architecture comparison).
         layers: CAM layers; each is explained on its own (a layer comparison when there are several).
         class_idx: explained class; None: each case's predicted class (classifiers).
         pixel_set: segmentation pixel set; None: the predicted region of the class (segmentation), nothing
@@ -93,6 +100,8 @@ class StudyBundle:
     name: str
     path: Path
     layers: tuple[str, ...]
+    weights: Path | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     class_idx: int | None = None
     pixel_set: PixelSet | None = None
     score: Score = Score.LOGIT
@@ -231,6 +240,12 @@ def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[s
     stray = sorted(set(metric_args) - set(metrics))
     if stray or not all(isinstance(args, Mapping) for args in metric_args.values()):
         raise _fail(source, f"'metric_args' must map the study's metrics to keyword arguments; stray keys {stray}.")
+    for metric, args in metric_args.items():
+        spec = XAI_METRICS[metric]
+        try:  # built once here so that a wrong argument fails before any case is explained
+            spec.build(nn.Identity(), **args) if spec.reruns_network else spec.build(**args)
+        except (TypeError, ValueError) as error:
+            raise _fail(source, f"metric_args of {metric!r} are not accepted: {error}") from None
 
 
 def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
@@ -252,7 +267,8 @@ def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
 
 def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     """One checked bundle entry."""
-    known = {"name", "path", "layers", "class", "pixel_set", "score", "region_key", "region_value"}
+    known = {"name", "path", "weights", "overrides", "layers", "class", "pixel_set", "score", "region_key"}
+    known |= {"region_value"}
     if not isinstance(entry, Mapping) or "path" not in entry:
         raise _fail(
             source, f"bundle {index} must be an object with at least 'path' (and 'name', 'layers'), got {entry!r}."
@@ -262,25 +278,24 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         raise _fail(source, f"bundle {index} has unknown keys {unknown}; known: {sorted(known)}.")
     path = (root / entry["path"]).resolve()
     name = str(entry.get("name") or path.name)
-    inference = path / "configs" / "inference.json"
-    if not inference.is_file():
-        raise _fail(source, f"bundle {name!r}: {inference} does not exist (paths are relative to the study file).")
-    if not (path / "models" / "model.pt").is_file():
-        raise _fail(
-            source, f"bundle {name!r} has no trained weights at {path / 'models' / 'model.pt'}; train it first."
-        )
-    settings = ExplainSettings.from_bundle(path, overlays=())
+    overrides = entry.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise _fail(source, f"bundle {name!r}: 'overrides' must map config ids to values, got {overrides!r}.")
+    weights = path / entry.get("weights", Path("models") / "model.pt")
+    try:
+        trained = load_trained_bundle(path, "cpu", overrides, weights)
+    except FileNotFoundError as error:
+        raise _fail(source, f"bundle {name!r}: {error} (paths are relative to the study file).") from None
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise _fail(source, f"bundle {name!r} cannot be loaded with weights {weights}: {error}") from None
+    settings = trained.settings
     layers = entry.get("layers", settings.target_layers)
     if not layers or isinstance(layers, Mapping):
         raise _fail(source, f"bundle {name!r}: give its CAM 'layers' (a list of layer names); the bundle names none.")
     layers = _names(source, f"bundles[{index}].layers", layers)
-    parser = ConfigParser()
-    parser.read_config(str(inference))
-    parser["bundle_root"] = str(path)
-    network = parser.get_parsed_content("network_def")
     for layer in layers:
         try:
-            resolve_layers(network, layer)
+            resolve_layers(trained.network, layer)
         except ValueError as error:
             raise _fail(source, f"bundle {name!r}: layer {layer!r} is not in its network ({error}).") from None
     class_idx = entry.get("class", settings.class_idx)
@@ -290,6 +305,8 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     bundle = StudyBundle(
         name=name,
         path=path,
+        weights=weights,
+        overrides=dict(overrides),
         layers=layers,
         class_idx=class_idx,
         pixel_set=None if pixel_set is None else as_choice(PixelSet, pixel_set, f"bundle {name!r} pixel_set"),

@@ -9,6 +9,7 @@ warning naming the report folder, which is complete whatever happens here.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -106,6 +107,8 @@ def _log(spec: StudySpec, report_dir: Path, uri: str) -> str:
                 mlflow.log_params(
                     {
                         "bundle_path": str(bundle.path),
+                        "weights": str(bundle.weights),
+                        "overrides": json.dumps(dict(bundle.overrides)),
                         "layers": ",".join(bundle.layers),
                         "class": bundle.class_idx,
                         "pixel_set": bundle.pixel_set,

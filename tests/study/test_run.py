@@ -4,6 +4,8 @@ independent computation (the bundle explained case by case, scipy/statsmodels on
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,10 +17,11 @@ from statsmodels.stats.multitest import multipletests
 
 from monai_xai.bundle import load_trained_bundle
 from monai_xai.cams import CAMExplainer
+from monai_xai.cli import study
 from monai_xai.metrics import heat_diff, pointing_game, saliency_iou
 from monai_xai.sanity.cases import load_case
-from monai_xai.study import SECONDS, StudySpec, study_cases, tracking_uri
-from tests.helpers.studies import stored
+from monai_xai.study import SECONDS, StudySpec, load_study, study_cases, tracking_uri
+from tests.helpers.studies import DEMO_STUDY, stored
 
 
 def _scores(spec: StudySpec) -> pd.DataFrame:
@@ -150,3 +153,28 @@ def test_report_page_plots_and_mlflow_runs(finished) -> None:
     )
     artifacts = {item.path for item in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/summary.csv", "report/plots"} <= artifacts
+
+
+def test_cli_runs_a_study_on_a_given_datalist(finished, tmp_path: Path) -> None:
+    """``monai-xai study <file> --datalist <json>``: the user's copy of the data set replaces the file's."""
+    reference, _ = finished
+    content = json.loads(DEMO_STUDY.read_text())
+    content.update(
+        bundles=[{**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": ["layer3"]}],
+        methods=["gradcam"],
+        metrics=["heat_diff"],
+        metric_args={},
+        sanity=False,
+        mlflow=False,
+    )
+    study_file = tmp_path / "study.json"
+    study_file.write_text(json.dumps(content))
+    datalist = reference.output_dir / "phantoms" / "datalist.json"
+    answer = study(str(study_file), output_dir=str(tmp_path / "out"), datalist=str(datalist), progress=False)
+    assert "report.md" in answer
+    spec = load_study(study_file, output_dir=str(tmp_path / "out"), data={"datalist": str(datalist)})
+    mine = stored(spec, "scores").query("metric == 'heat_diff'").reset_index(drop=True)
+    theirs = stored(reference, "scores").query("metric == 'heat_diff' and layer == 'layer3' and method == 'gradcam'")
+    theirs = theirs[theirs["bundle"] == "resnet-classifier"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, theirs)
+    assert not (tmp_path / "out" / "mlflow").exists()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from monai_xai.bundle import load_trained_bundle
 from monai_xai.study import StudyStore, load_study, run_study
 from tests.helpers.studies import DEMO_STUDY, small_study, write_small_study_file
 
@@ -31,6 +34,7 @@ def _bundles(tmp_path: Path, **change) -> list[dict]:
         ({"metrics": ["heat_diff", "road_morff"]}, "road_morff"),
         ({"methods": ["gradcam", "gradcam_plus"]}, "gradcam_plus"),
         ({"metric_args": {"iou": {"threshold": 0.3}}}, "iou_threshold"),
+        ({"metric_args": {"road_combined": {"percentile": [50]}}}, "road_combined.*'percentile'"),
         ({"iou_threshold": {"mode": "best"}}, "best"),
         ({"statistics": {"alpha": 0.05, "bootstrap": 10}}, "bootstrap"),
         ({"batchsize": 4}, "batchsize"),
@@ -44,16 +48,39 @@ def test_wrong_entries_fail_naming_them(tmp_path: Path, change: dict, named: str
 
 
 def test_missing_bundle_weights_and_layer_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"bundle 'resnet-classifier'.*inference\.json does not exist"):
+    with pytest.raises(
+        ValueError, match=r"bundle 'resnet-classifier'.*no_such_bundle/configs/inference\.json is missing"
+    ):
         load_study(_file(tmp_path, bundles=_bundles(tmp_path, path=str(tmp_path / "no_such_bundle"))))
     with pytest.raises(ValueError, match=r"bundle 'resnet-classifier': layer 'layer9' is not in its network"):
         load_study(_file(tmp_path, bundles=_bundles(tmp_path, layers=["layer3", "layer9"])))
-    bundle = tmp_path / "untrained"
-    (bundle / "configs").mkdir(parents=True)
-    (bundle / "configs" / "inference.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"no trained weights at .*untrained/models/model\.pt"):
-        load_study(_file(tmp_path, bundles=_bundles(tmp_path, path=str(bundle), name="untrained")))
+    with pytest.raises(ValueError, match=r"bundle 'resnet-classifier'.*models/vgg16\.pt is missing; train the bundle"):
+        load_study(_file(tmp_path, bundles=_bundles(tmp_path, weights="models/vgg16.pt")))
+    # weights that do not fit the network the overrides build are refused before any work
+    with pytest.raises(ValueError, match=r"bundle 'resnet-classifier' cannot be loaded with weights .*model\.pt"):
+        load_study(_file(tmp_path, bundles=_bundles(tmp_path, overrides={"network_def#num_classes": 3})))
     assert not (tmp_path / "out").exists()
+
+
+def test_bundle_entries_choose_weights_and_config_overrides(tmp_path: Path) -> None:
+    """One bundle twice, other weights and config: what an architecture comparison over backbones needs."""
+    bundles = _bundles(tmp_path)
+    weights = tmp_path / "copy.pt"
+    shutil.copy(bundles[0]["path"] + "/models/model.pt", weights)
+    bundles.append(
+        {
+            **bundles[0],
+            "name": "pooled",
+            "weights": str(weights),
+            "overrides": {"network_def#act": ["elu", {"inplace": False}]},
+        }
+    )
+    spec = load_study(_file(tmp_path, bundles=bundles))
+    assert spec.bundles[2].weights == weights and spec.bundles[0].weights.name == "model.pt"
+    assert spec.fingerprint() != load_study(_file(tmp_path, bundles=bundles[:2])).fingerprint()
+    trained = load_trained_bundle(spec.bundles[2].path, "cpu", spec.bundles[2].overrides, spec.bundles[2].weights)
+    assert isinstance(trained.network.act, torch.nn.ELU)
+    assert isinstance(load_trained_bundle(spec.bundles[0].path).network.act, torch.nn.ReLU)
 
 
 def test_unreadable_files_are_named(tmp_path: Path) -> None:
