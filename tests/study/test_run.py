@@ -20,7 +20,7 @@ from monai_xai.cams import CAMExplainer
 from monai_xai.cli import study
 from monai_xai.metrics import heat_diff, pointing_game, saliency_iou
 from monai_xai.sanity.cases import load_case
-from monai_xai.study import SECONDS, StudySpec, load_study, study_cases, tracking_uri
+from monai_xai.study import SECONDS, StudySpec, load_study, run_study, study_cases, tracking_uri
 from tests.helpers.studies import DEMO_STUDY, stored
 
 
@@ -178,3 +178,28 @@ def test_cli_runs_a_study_on_a_given_datalist(finished, tmp_path: Path) -> None:
     theirs = theirs[theirs["bundle"] == "resnet-classifier"].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, theirs)
     assert not (tmp_path / "out" / "mlflow").exists()
+
+
+@pytest.mark.parametrize(("mode", "threshold"), [("fixed", 0.3), ("otsu", "otsu")])
+def test_iou_threshold_modes(finished, tmp_path: Path, mode: str, threshold: float | str) -> None:
+    """A fixed threshold, or each map's Otsu threshold, binarises the maps (no tuning pass, no stored thresholds)."""
+    reference, _ = finished
+    content = json.loads(DEMO_STUDY.read_text())
+    bundle = {**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": ["layer3"]}
+    datalist = str(reference.output_dir / "phantoms" / "datalist.json")
+    iou = {"mode": mode, "value": threshold} if mode == "fixed" else {"mode": mode}
+    spec = load_study(
+        DEMO_STUDY,
+        **{"output_dir": str(tmp_path), "data": {"datalist": datalist}, "bundles": [bundle], "methods": ["gradcam"]},
+        **{"metrics": ["iou"], "metric_args": {}, "iou_threshold": iou, "sanity": False, "mlflow": False},
+    )
+    run_study(spec, progress=False)
+    assert len(stored(spec, "thresholds")) == 0
+    scores = stored(spec, "scores").query("metric == 'iou'").set_index("case_id")["value"]
+    trained = load_trained_bundle(bundle["path"])
+    explainer = CAMExplainer(trained.network, "layer3", ["gradcam"])
+    for case in study_cases(spec.data, spec.output_dir):
+        image, label = load_case({"image": case.image, "region": case.region}, trained.preprocessing, "mask")
+        maps = explainer(image[None], class_idx=1)["gradcam"]
+        expected = saliency_iou(maps, (label[:1] > 0.5)[None].float(), threshold=threshold)
+        np.testing.assert_allclose(scores[case.case_id], expected.item(), rtol=1e-4, atol=1e-6)
