@@ -8,6 +8,7 @@ Examples::
     monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
     monai-xai phantom outputs/phantoms --n_cases 20
     monai-xai study configs/studies/demo_phantoms.json
+    monai-xai datalist brain_tumor_mri ~/data/brain-tumor-mri outputs/datalists/brain_tumor_mri.json
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import inspect
 import json
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 
-__all__ = ["main", "explain", "sanity", "phantom", "study"]
+__all__ = ["main", "datalist", "explain", "sanity", "phantom", "study"]
 
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
@@ -129,9 +131,47 @@ def study(
     return f"report: {folder / 'report.md'} (tables *.csv, plots/), rows: {Path(spec.output_dir) / 'rows.sqlite'}"
 
 
+def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
+    """Write a MONAI datalist of a public data set as published (nothing is downloaded).
+
+    Args:
+        dataset: ``brain_tumor_mri`` (Kaggle Training/Testing/<class>), ``chest_xray_pneumonia`` (Kermany
+            train|val|test/NORMAL|PNEUMONIA), ``ham10000``, ``isic2019``, ``siim_acr_pneumothorax`` (DICOM +
+            train-rle.csv; masks written next to ``out_file``).
+        root: the data set's folder.
+        out_file: the datalist JSON to write (``training``, ``validation``, ``test`` lists).
+        kwargs: the reader's options, e.g. ``--seed 1``, ``--mask_dir <folder>`` (ISIC task-1 masks),
+            ``--balanced true`` (SIIM), ``--validation_fraction 0.2``.
+
+    Returns:
+        one line: the file and the images per list and class.
+    """
+    from monai_xai import data
+
+    writers = {
+        "brain_tumor_mri": data.write_brain_tumor_mri_datalist,
+        "chest_xray_pneumonia": data.write_chest_xray_datalist,
+        "ham10000": partial(data.write_skin_lesion_datalist, "ham10000"),
+        "isic2019": partial(data.write_skin_lesion_datalist, "isic2019"),
+        "siim_acr_pneumothorax": data.write_siim_pneumothorax_datalist,
+    }
+    if dataset not in writers:
+        raise ValueError(f"unknown data set {dataset!r}; available: {sorted(writers)}.")
+    return writers[dataset](root, out_file, **kwargs)
+
+
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
-    fire.Fire({"demo": run_demo, "explain": explain, "sanity": sanity, "phantom": phantom, "study": study})
+    fire.Fire(
+        {
+            "demo": run_demo,
+            "explain": explain,
+            "sanity": sanity,
+            "phantom": phantom,
+            "study": study,
+            "datalist": datalist,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
-"""Data with ground truth for explanation research (deterministic MR-like lesion phantoms), and the pieces that let a
-run skip the cases it cannot read."""
+"""Data with ground truth for explanation research (deterministic MR-like lesion phantoms), readers that turn the
+studies' public data sets, as published, into MONAI datalists, and the pieces that let a run skip the cases it cannot
+read."""
 
+from .brain_tumor_mri import BRAIN_TUMOR_CLASSES, brain_tumor_mri_datalist, write_brain_tumor_mri_datalist
+from .chest_xray import CHEST_XRAY_CLASSES, chest_xray_datalist, write_chest_xray_datalist
+from .class_folders import ToRGB, ToRGBd
 from .phantom import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -10,9 +14,53 @@ from .phantom import (
     phantom_slice,
     write_phantom_dataset,
 )
+from .siim_pneumothorax import (
+    PNEUMOTHORAX_CLASSES,
+    InvertMonochrome1d,
+    rle_decode,
+    rle_encode,
+    siim_pneumothorax_datalist,
+    write_siim_pneumothorax_datalist,
+)
+from .skin_lesions import (
+    HAM10000_CLASSES,
+    ISIC2019_CLASSES,
+    SKIN_LESION_CLASSES,
+    class_weights,
+    ham10000_datalist,
+    isic2019_datalist,
+    skin_lesion_datalist,
+    write_skin_lesion_datalist,
+)
+from .splits import datalist_summary, stratified_split, write_datalist
 from .unreadable import ReadableCases, ReadableCasesCollate, SkipUnreadableCases
 
 __all__ = [
+    "BRAIN_TUMOR_CLASSES",
+    "CHEST_XRAY_CLASSES",
+    "HAM10000_CLASSES",
+    "ISIC2019_CLASSES",
+    "PNEUMOTHORAX_CLASSES",
+    "SKIN_LESION_CLASSES",
+    "InvertMonochrome1d",
+    "ToRGB",
+    "ToRGBd",
+    "brain_tumor_mri_datalist",
+    "chest_xray_datalist",
+    "class_weights",
+    "datalist_summary",
+    "ham10000_datalist",
+    "isic2019_datalist",
+    "rle_decode",
+    "rle_encode",
+    "siim_pneumothorax_datalist",
+    "skin_lesion_datalist",
+    "stratified_split",
+    "write_brain_tumor_mri_datalist",
+    "write_chest_xray_datalist",
+    "write_datalist",
+    "write_siim_pneumothorax_datalist",
+    "write_skin_lesion_datalist",
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
     "PhantomCase",

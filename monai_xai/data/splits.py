@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["stratified_split", "write_datalist"]
+__all__ = ["datalist_summary", "stratified_split", "write_datalist"]
 
 
 def stratified_split(
@@ -71,3 +72,16 @@ def write_datalist(datalist: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({name: list(entries) for name, entries in datalist.items()}, indent=1))
     return path
+
+
+def datalist_summary(datalist: Mapping[str, Sequence[Mapping[str, Any]]], classes: Sequence[str]) -> str:
+    """One line with the number of images of each list, in total and per class.
+
+    E.g. ``"training 8 (glioma 2, meningioma 2, notumor 2, pituitary 2); validation 4 (...); test 4 (...)"``.
+    """
+    parts = []
+    for name, entries in datalist.items():
+        counts = Counter(entry["label"] for entry in entries)
+        per_class = ", ".join(f"{class_name} {counts[label]}" for label, class_name in enumerate(classes))
+        parts.append(f"{name} {len(entries)} ({per_class})")
+    return "; ".join(parts)
