@@ -106,3 +106,25 @@ def test_orthogonal_slices_and_overlay(tmp_path):
         save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "x.png", centre="max")
     assert save_overlay_png(torch.rand(1, 8, 8, 8), torch.rand(1, 8, 8, 8), tmp_path / "y.png").exists()
     assert not math.isnan(float(slices[0].mean()))
+
+
+def test_2d_overlay_shows_the_image_as_its_file_looks(tmp_path):
+    """MONAI reads a 2D file as (x, y) = (column, row); the PNG must put the file's top-left corner top-left."""
+    from monai.transforms import LoadImage
+    from PIL import Image
+
+    rows, columns = 60, 80
+    pixels = np.zeros((rows, columns), dtype=np.uint8)
+    pixels[5:15, 5:20] = 255  # a bright patch near the top-left corner of the file
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    image = LoadImage(image_only=True, ensure_channel_first=True)(tmp_path / "photo.png")
+    assert image.shape == (1, columns, rows)
+    heat = (image > 0).float()
+    path = save_overlay_png(image, heat, tmp_path / "overlay.png", alpha=1.0, cmap="Reds")
+    drawn = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    dark_red = np.argwhere((drawn[..., 0] > 80) & (drawn[..., 1] < 40) & (drawn[..., 2] < 40))
+    inside = dark_red[:, 0]
+    assert len(dark_red)
+    top, bottom = np.percentile(inside, [5, 95])
+    # the patch lies in the upper sixth of the panel: the top quarter of the figure, not its bottom
+    assert bottom < drawn.shape[0] * 0.45, (top, bottom, drawn.shape)

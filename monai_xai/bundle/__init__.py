@@ -6,10 +6,14 @@
   :func:`check_explain_config` (the overlay's early check of methods and layers).
 - :mod:`~monai_xai.bundle.workflow`: :class:`ExplainWorkflow` (MONAI's ``ConfigWorkflow`` that checks the bundle has
   what the overlays need) and :func:`explain_bundle`, what ``monai-xai explain`` runs.
+- :mod:`~monai_xai.bundle.classification`: :func:`evaluate_classifier` (temperature scaling on the validation
+  split, then accuracy, balanced accuracy, per-class P/R/F1/AUC, ECE and a reliability diagram on the test split),
+  what the study bundles' ``evaluate.json`` runs, and :func:`load_temperature`.
 - :mod:`~monai_xai.bundle.loading`: :func:`load_trained_bundle`, network + preprocessing + settings of a trained
   bundle, for explaining cases outside an engine (the sanity checks).
 """
 
+from monai_xai.bundle.classification import evaluate_classifier, load_temperature
 from monai_xai.bundle.loading import TrainedBundle, load_trained_bundle
 from monai_xai.bundle.overlays import (
     OVERLAYS,
@@ -33,6 +37,8 @@ __all__ = [
     "check_bundle_ids",
     "ExplainWorkflow",
     "explain_bundle",
+    "evaluate_classifier",
+    "load_temperature",
     "TrainedBundle",
     "load_trained_bundle",
 ]

@@ -25,12 +25,14 @@ class TrainedBundle:
         network: ``network_def`` with the weights of ``models/model.pt``, in eval mode on the requested device.
         preprocessing: the bundle's ``preprocessing`` transform (a dict transform over ``{"image": path, ...}``).
         settings: what the bundle itself says to explain (its ``configs/explain.json``; defaults without one).
+        weights: the weights file loaded.
     """
 
     root: Path
     network: nn.Module
     preprocessing: Callable
     settings: ExplainSettings
+    weights: Path
 
 
 def load_trained_bundle(
@@ -47,11 +49,13 @@ def load_trained_bundle(
         device: where the network goes.
         overrides: config ids replaced before parsing, as on the ``monai.bundle run`` command line (e.g.
             ``{"backbone": "vgg16"}`` for a bundle that builds its network from a ``backbone`` id).
-        weights: the weights file (relative paths from the bundle folder); default ``models/model.pt``.
+        weights: the weights file (relative paths from the bundle folder); default: the file the config's
+            ``checkpointloader#load_path`` names (a bundle that keeps one model per backbone, e.g.
+            ``models/<backbone>/model.pt``), else ``models/model.pt``.
 
     Raises:
         FileNotFoundError: no inference.json or no weights.
-        ValueError: an inference.json without ``network_def`` or ``preprocessing``.
+        ValueError: an inference.json without ``network_def`` or ``preprocessing``, or weights of another network.
     """
     root = Path(bundle_dir).resolve()
     inference = root / "configs" / "inference.json"
@@ -68,14 +72,20 @@ def load_trained_bundle(
     for config_id in ("network_def", "preprocessing"):
         if config_id not in parser:
             raise ValueError(f"{inference} has no `{config_id}`; the network and the data are built with it.")
+    if weights is None and "checkpointloader#load_path" in parser:
+        weights = parser.get_parsed_content("checkpointloader#load_path")
     weights = root / (weights or Path("models") / "model.pt")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} is missing; train the bundle first (see its docs/README.md).")
     network = parser.get_parsed_content("network_def")
-    network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except RuntimeError as error:
+        raise ValueError(f"{weights} does not fit the bundle's network_def: {error}") from None
     return TrainedBundle(
         root=root,
         network=network.to(device).eval(),
         preprocessing=parser.get_parsed_content("preprocessing"),
-        settings=ExplainSettings.from_bundle(root, overlays=()),
+        settings=ExplainSettings.from_bundle(root, overlays=(), **dict(overrides or {})),
+        weights=weights,
     )

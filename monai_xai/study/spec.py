@@ -82,8 +82,8 @@ class StudyBundle:
     Attributes:
         name: short name used in tables, e.g. ``"resnet50"``.
         path: bundle folder in model-zoo layout.
-        weights: its trained weights (default ``<path>/models/model.pt``; ``weights`` in the file is relative to
-            the bundle folder).
+        weights: its trained weights (``weights`` in the file is relative to the bundle folder; default: the one
+            :func:`~monai_xai.bundle.load_trained_bundle` finds).
         overrides: config ids replaced before parsing ``configs/inference.json`` (e.g. ``{"backbone": "vgg16"}``:
             several entries of one bundle with other backbones and weights make an architecture comparison).
         layers: CAM layers; each is explained on its own (a layer comparison when there are several).
@@ -281,13 +281,13 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     overrides = entry.get("overrides") or {}
     if not isinstance(overrides, Mapping):
         raise _fail(source, f"bundle {name!r}: 'overrides' must map config ids to values, got {overrides!r}.")
-    weights = path / entry.get("weights", Path("models") / "model.pt")
+    weights = entry.get("weights")
     try:
         trained = load_trained_bundle(path, "cpu", overrides, weights)
     except FileNotFoundError as error:
         raise _fail(source, f"bundle {name!r}: {error} (paths are relative to the study file).") from None
     except (RuntimeError, ValueError, KeyError) as error:
-        raise _fail(source, f"bundle {name!r} cannot be loaded with weights {weights}: {error}") from None
+        raise _fail(source, f"bundle {name!r} cannot be loaded: {error}") from None
     settings = trained.settings
     layers = entry.get("layers", settings.target_layers)
     if not layers or isinstance(layers, Mapping):
@@ -305,7 +305,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     bundle = StudyBundle(
         name=name,
         path=path,
-        weights=weights,
+        weights=trained.weights,
         overrides=dict(overrides),
         layers=layers,
         class_idx=class_idx,

@@ -96,6 +96,9 @@ def save_overlay_png(
 ) -> Path:
     """Write the saliency map over the image as a PNG (one panel for 2D, three orthogonal slices for 3D).
 
+    A 2D image is shown as its file looks: MONAI's readers give (C, x, y) = (C, column, row) arrays, and row 0 is
+    drawn at the top. 3D slices are drawn with the first in-plane axis to the right and the second upwards.
+
     Args:
         image: (C, *spatial) input image (channel 0 shown in grey, min-max scaled per panel).
         saliency: (1, *spatial) map in [0, 1], same spatial shape as ``image``.
@@ -123,11 +126,13 @@ def save_overlay_png(
     else:
         indices, label = tuple(centre), "chosen"
     image_slices, heat_slices = orthogonal_slices(image, indices), orthogonal_slices(saliency, indices)
+    # MONAI reads a 2D file as (x, y) = (column, row): row 0 goes on top, as in the file; 3D slices (RAS) bottom-up
+    origin = "upper" if image.ndim == 3 else "lower"
     figure = Figure(figsize=(3.2 * len(image_slices), 3.4))
     axes = np.atleast_1d(figure.subplots(1, len(image_slices)))
     for index, (axis, picture, heat) in enumerate(zip(axes, image_slices, heat_slices)):
-        axis.imshow(picture.T, cmap="gray", origin="lower")
-        shown = axis.imshow(heat.T, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, origin="lower")
+        axis.imshow(picture.T, cmap="gray", origin=origin)
+        shown = axis.imshow(heat.T, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0, origin=origin)
         axis.set_axis_off()
         if len(image_slices) > 1:
             axis.set_title(f"axis {index} = {indices[index]} ({label})", fontsize=8)
@@ -188,6 +193,7 @@ def save_map_grid_png(
         return volume[0] if volume.ndim == 3 else volume[0, ..., axial]
 
     picture = shown(image).T
+    origin = "upper" if image.ndim == 3 else "lower"  # as save_overlay_png: a 2D file's row 0 on top
     outline_slice = None if outline is None else shown(outline).T
     labels = column_labels or {}
     figure = Figure(figsize=(1.9 * len(methods), 2.0 * len(arrays) + 0.4), layout="constrained")
@@ -195,8 +201,8 @@ def save_map_grid_png(
     for row_index, (row, row_maps) in enumerate(arrays.items()):
         for column, method in enumerate(methods):
             axis = axes[row_index, column]
-            axis.imshow(picture, cmap="gray", origin="lower")
-            heatmap = axis.imshow(shown(row_maps[method]).T, cmap=cmap, alpha=alpha, vmin=0, vmax=1, origin="lower")
+            axis.imshow(picture, cmap="gray", origin=origin)
+            heatmap = axis.imshow(shown(row_maps[method]).T, cmap=cmap, alpha=alpha, vmin=0, vmax=1, origin=origin)
             if outline_slice is not None:
                 axis.contour(outline_slice, levels=[0.5], colors="white", linewidths=0.8, origin="lower")
             axis.set_xticks([])

@@ -57,7 +57,9 @@ def test_missing_bundle_weights_and_layer_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"bundle 'resnet-classifier'.*models/vgg16\.pt is missing; train the bundle"):
         load_study(_file(tmp_path, bundles=_bundles(tmp_path, weights="models/vgg16.pt")))
     # weights that do not fit the network the overrides build are refused before any work
-    with pytest.raises(ValueError, match=r"bundle 'resnet-classifier' cannot be loaded with weights .*model\.pt"):
+    with pytest.raises(
+        ValueError, match=r"bundle 'resnet-classifier' cannot be loaded: .*models/model\.pt does not fit"
+    ):
         load_study(_file(tmp_path, bundles=_bundles(tmp_path, overrides={"network_def#num_classes": 3})))
     assert not (tmp_path / "out").exists()
 

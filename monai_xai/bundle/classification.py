@@ -1,0 +1,187 @@
+"""Evaluate a trained 2D/3D classifier bundle: calibration by temperature scaling and the report clinicians read.
+
+:func:`evaluate_classifier` is what the study bundles' ``configs/evaluate.json`` runs. It fits the temperature ``T``
+of ``softmax(logits / T)`` on the validation split (Guo et al., :func:`~monai_xai.metrics.fit_temperature`), saves it
+next to the weights (``temperature.json``, read back by :func:`load_temperature` in ``inference.json``), and writes for
+the test split, under ``output_dir``:
+
+- ``metrics.json``: accuracy, balanced accuracy, macro AUC (one-vs-rest), ECE before and after calibration, the
+  temperature, and per class precision, recall, F1, AUC and support (``null`` where undefined: precision of a class
+  never predicted, recall and AUC of a class without test cases);
+- ``classification_report.csv``: the per-class rows;
+- ``test_predictions.csv``: per case the image, true class, predicted class and calibrated probabilities;
+- ``reliability_diagram.png``: accuracy against confidence per bin, before and after calibration.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from monai.metrics import compute_roc_auc  # noqa: E402
+from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from monai_xai.metrics.calibration import (  # noqa: E402
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram_data,
+)
+
+__all__ = ["TEMPERATURE_FILE", "classification_metrics", "evaluate_classifier", "load_temperature"]
+
+TEMPERATURE_FILE = "temperature.json"
+
+
+def load_temperature(folder: str | Path) -> float:
+    """The temperature saved by :func:`evaluate_classifier` in ``folder``; 1.0 (uncalibrated) when there is none."""
+    path = Path(folder) / TEMPERATURE_FILE
+    if not path.is_file():
+        return 1.0
+    return float(json.loads(path.read_text())["temperature"])
+
+
+@torch.no_grad()
+def _logits(
+    network: nn.Module, loader: Iterable[dict], device: torch.device, desc: str
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(N, C) logits, (N,) labels and the image names of every case of ``loader``."""
+    network.eval()
+    logits, labels, names = [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        logits.append(network(batch["image"].to(device)).float().cpu())
+        labels.append(torch.as_tensor(batch["label"]).reshape(-1).long())
+        meta = getattr(batch["image"], "meta", {})
+        names += [str(name) for name in meta.get("filename_or_obj", [""] * len(labels[-1]))]
+    return torch.cat(logits), torch.cat(labels), names
+
+
+def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict:
+    """Accuracy, balanced accuracy, macro AUC and per-class precision / recall / F1 / AUC / support.
+
+    Args:
+        probabilities: (N, C) class probabilities.
+        labels: (N,) true class indices.
+        class_names: C names, in label order.
+
+    Returns:
+        ``{"accuracy", "balanced_accuracy", "auc_macro", "per_class": [{"class", "precision", "recall", "f1",
+        "auc", "support"}, ...]}``; a value undefined for the data (a class without cases, or never predicted) is NaN.
+    """
+    predicted = probabilities.argmax(dim=1)
+    per_class = []
+    for index, name in enumerate(class_names):
+        true, chosen = labels == index, predicted == index
+        hits = float((true & chosen).sum())
+        precision = hits / float(chosen.sum()) if chosen.any() else math.nan
+        recall = hits / float(true.sum()) if true.any() else math.nan
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
+        auc = (
+            float(compute_roc_auc(probabilities[:, index], true.float())) if 0 < true.sum() < len(labels) else math.nan
+        )
+        per_class.append(
+            {"class": name, "precision": precision, "recall": recall, "f1": f1, "auc": auc, "support": int(true.sum())}
+        )
+    recalls = [row["recall"] for row in per_class if not math.isnan(row["recall"])]
+    aucs = [row["auc"] for row in per_class if not math.isnan(row["auc"])]
+    return {
+        "accuracy": float((predicted == labels).float().mean()),
+        "balanced_accuracy": sum(recalls) / len(recalls) if recalls else math.nan,
+        "auc_macro": sum(aucs) / len(aucs) if aucs else math.nan,
+        "per_class": per_class,
+    }
+
+
+def _reliability_figure(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float, path: Path, n_bins: int
+) -> None:
+    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for scale, label, colour in ((1.0, "uncalibrated", "tab:red"), (temperature, f"T = {temperature:.2f}", "tab:blue")):
+        bins = reliability_diagram_data(logits / scale, labels, n_bins=n_bins, from_logits=True)
+        ece = float(expected_calibration_error(logits / scale, labels, n_bins=n_bins, from_logits=True))
+        shown = bins.count > 0
+        axis.plot(
+            bins.confidence[shown], bins.accuracy[shown], marker="o", color=colour, label=f"{label} (ECE {ece:.3f})"
+        )
+    axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability on the test split")
+    axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN (undefined) numbers as None, so that the file is strict JSON (``null``)."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_ready(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def evaluate_classifier(
+    network: nn.Module,
+    validation_loader: Iterable[dict],
+    test_loader: Iterable[dict],
+    class_names: Sequence[str],
+    output_dir: str | Path,
+    weights_dir: str | Path,
+    device: torch.device | str = "cpu",
+    n_bins: int = 15,
+) -> dict[str, Any]:
+    """Calibrate on the validation split, then report on the test split (see the module docstring).
+
+    Args:
+        network: the trained classifier, (B, C_in, *spatial) -> (B, C) logits, with its weights loaded.
+        validation_loader, test_loader: batches ``{"image": (B, C_in, *spatial), "label": (B,) or (B, 1)}``.
+        class_names: C names in label order.
+        output_dir: where the report goes.
+        weights_dir: the weights' folder; ``temperature.json`` is saved there.
+        device: where the network runs.
+        n_bins: reliability bins of the ECE and the diagram.
+
+    Returns:
+        the content of ``metrics.json``.
+    """
+    device = torch.device(device)
+    output_dir, weights_dir = Path(output_dir), Path(weights_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    val_logits, val_labels, _ = _logits(network, validation_loader, device, "validation (calibration)")
+    temperature = fit_temperature(val_logits, val_labels)
+    (weights_dir / TEMPERATURE_FILE).write_text(
+        json.dumps({"temperature": temperature, "n_validation": len(val_labels)})
+    )
+
+    logits, labels, names = _logits(network, test_loader, device, "test")
+    probabilities = (logits / temperature).softmax(dim=1)
+    report = classification_metrics(probabilities, labels, class_names)
+    report |= {
+        "temperature": temperature,
+        "ece_uncalibrated": float(expected_calibration_error(logits, labels, n_bins=n_bins, from_logits=True)),
+        "ece_calibrated": float(
+            expected_calibration_error(logits / temperature, labels, n_bins=n_bins, from_logits=True)
+        ),
+        "n_test": len(labels),
+    }
+    (output_dir / "metrics.json").write_text(json.dumps(_json_ready(report), indent=2))
+    with open(output_dir / "classification_report.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(report["per_class"][0]))
+        writer.writeheader()
+        writer.writerows(report["per_class"])
+    with open(output_dir / "test_predictions.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "label", "predicted", *(f"p_{name}" for name in class_names)])
+        for name, label, row in zip(names, labels.tolist(), probabilities.tolist()):
+            writer.writerow([name, label, max(range(len(row)), key=row.__getitem__), *(f"{p:.6f}" for p in row)])
+    _reliability_figure(logits, labels, temperature, output_dir / "reliability_diagram.png", n_bins)
+    return report

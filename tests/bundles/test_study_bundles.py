@@ -1,0 +1,152 @@
+"""The bundles of the published 2D studies, each on a tiny copy of its public data set in the published layout:
+train one short epoch, evaluate with calibration, infer, explain, and run the study command, all through
+``python -m monai.bundle run`` (in process) as a user would."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
+
+from monai_xai.bundle import explain_bundle
+from monai_xai.cams import resolve_layers
+from monai_xai.data import BRAIN_TUMOR_CLASSES
+from monai_xai.networks import BACKBONE_CAM_LAYERS
+from monai_xai.study import load_study, run_study, study_tables
+from tests.helpers.public_datasets import write_brain_tumor_mri
+from tests.helpers.studies import REPO
+
+BUNDLES_DIR = REPO / "bundles"
+SCHEMA = BUNDLES_DIR / "schema" / "bundle_metadata_schema.json"
+# small and fast: what the tests train; the bundles' defaults (resnet50, 224^2) are checked for shapes only
+TINY = {"backbone": "resnet18", "image_size": [64, 64], "batch_size": 8, "num_workers": 0, "pretrained": False}
+
+
+@dataclass(frozen=True)
+class StudyBundle:
+    name: str
+    class_names: tuple[str, ...]
+    write_data: Any  # (root) -> dataset_dir
+    study_file: str
+
+
+STUDY_BUNDLES = [
+    StudyBundle(
+        "brain_tumor_mri_classification", BRAIN_TUMOR_CLASSES, write_brain_tumor_mri, "chaddad_brain_tumor_mri.json"
+    ),
+]
+
+
+def _configs(bundle: Path, *names: str) -> list[str]:
+    return [str(bundle / "configs" / name) for name in names]
+
+
+def _run(bundle: Path, names: list[str], **override: Any) -> None:
+    run(
+        config_file=_configs(bundle, *names),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        **override,
+    )
+
+
+@pytest.mark.parametrize("spec", STUDY_BUNDLES, ids=lambda s: s.name)
+def test_model_zoo_layout_metadata_and_default_network(spec: StudyBundle) -> None:
+    bundle = BUNDLES_DIR / spec.name
+    for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "explain.json", "logging.conf"):
+        assert (bundle / "configs" / name).is_file(), name
+    assert (bundle / "docs" / "README.md").is_file() and "Apache License" in (bundle / "LICENSE").read_text()
+    verify_metadata(meta_file=str(bundle / "configs" / "metadata.json"), filepath=str(SCHEMA))
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "inference.json"),
+        device="cpu",
+    )
+    parser = ConfigParser()
+    parser.read_config(_configs(bundle, "inference.json", "explain.json"))
+    network = parser.get_parsed_content("network_def")
+    assert network(torch.zeros(1, 3, 224, 224)).shape == (1, len(spec.class_names))
+    resolve_layers(network, parser.get_parsed_content("xai_target_layer"))
+    assert parser.get_parsed_content("xai_target_layer") == BACKBONE_CAM_LAYERS[parser["backbone"]]
+    train = json.loads((bundle / "configs" / "train.json").read_text())
+    inference = json.loads((bundle / "configs" / "inference.json").read_text())
+    for key in ("network_def", "dataset_dir", "backbone", "image_size", "ckpt_dir", "datalist"):
+        assert train[key] == inference[key], key
+
+
+@pytest.mark.parametrize("spec", STUDY_BUNDLES, ids=lambda s: s.name)
+def test_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Path) -> None:
+    data = spec.write_data(tmp_path / "data")
+    bundle = shutil.copytree(BUNDLES_DIR / spec.name, tmp_path / spec.name)  # bundle_root: weights land here
+    common = {"bundle_root": str(bundle), "dataset_dir": str(data), **TINY}
+
+    _run(bundle, ["train.json"], max_epochs=2, **common)
+    weights = bundle / "models" / "resnet18" / "model.pt"
+    assert weights.is_file()
+
+    _run(bundle, ["train.json", "evaluate.json"], **common)
+    report = json.loads((bundle / "eval" / "resnet18" / "metrics.json").read_text())
+    assert {"accuracy", "balanced_accuracy", "auc_macro", "ece_uncalibrated", "ece_calibrated", "temperature"} <= set(
+        report
+    )
+    assert [row["class"] for row in report["per_class"]] == list(spec.class_names)
+    temperature = json.loads((bundle / "models" / "resnet18" / "temperature.json").read_text())["temperature"]
+    assert temperature == pytest.approx(report["temperature"]) and temperature > 0
+    assert (bundle / "eval" / "resnet18" / "reliability_diagram.png").stat().st_size > 10_000
+
+    _run(bundle, ["inference.json"], **common)
+    rows = list(csv.reader((bundle / "eval" / "resnet18" / "predictions.csv").read_text().splitlines()))
+    parser = ConfigParser()
+    parser.read_config(_configs(bundle, "inference.json"))
+    parser.update(common)
+    test_images = [entry["image"] for entry in parser.get_parsed_content("datalist")["test"]]
+    assert sorted(row[0] for row in rows) == sorted(test_images)
+    probabilities = np.array([[float(v) for v in row[1:]] for row in rows])
+    assert probabilities.shape == (len(test_images), len(spec.class_names))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+    explain_bundle(
+        bundle,
+        xai_methods=["gradcampp"],
+        xai_metrics=["road_combined", "confidence_increase"],
+        xai_metric_args={"road_combined": {"percentiles": [50], "score": "probability"}},
+        xai_output_dir=str(tmp_path / "xai"),
+        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}",
+        **{key: value for key, value in common.items() if key != "bundle_root"},
+    )
+    summary = (tmp_path / "xai" / "summary.csv").read_text()
+    assert "road_combined" in summary and "confidence_increase" in summary
+    first = Path(test_images[0]).name.rsplit(".", 1)[0]
+    assert (tmp_path / "xai" / first / f"{first}_gradcampp.png").is_file()
+
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps(parser.get_parsed_content("datalist")))
+    study_file = BUNDLES_DIR.parent / "configs" / "studies" / spec.study_file
+    content = json.loads(study_file.read_text())
+    entry = {**content["bundles"][0], "path": str(bundle), "weights": "models/resnet18/model.pt"}
+    entry["overrides"] = {"backbone": "resnet18", "image_size": [64, 64]}
+    entry["layers"] = [BACKBONE_CAM_LAYERS["resnet18"]]
+    study = load_study(
+        study_file,
+        output_dir=str(tmp_path / "study"),
+        data={**content["data"], "datalist": str(datalist)},
+        bundles=[entry],
+        methods=content["methods"][:2],
+        metric_args={m: {**args, "percentiles": [50]} for m, args in content.get("metric_args", {}).items()},
+        sanity={"cases": 2},
+        mlflow=False,
+    )
+    run_study(study, progress=False)
+    summary = study_tables(study)["summary"]
+    assert set(summary["metric"]) == {*content["metrics"], "seconds"}
+    scored = summary[summary["metric"] != "seconds"]
+    assert (scored["n"] + scored["n_undefined"] == len(test_images)).all()
