@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigParser, run, verify_metadata, verify_net_in_out
 
 from monai_xai.bundle import explain_bundle
@@ -94,9 +95,14 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     bundle = shutil.copytree(BUNDLES_DIR / spec.name, tmp_path / spec.name)  # bundle_root: weights land here
     common = {"bundle_root": str(bundle), "dataset_dir": str(data), **TINY, **spec.overrides}
 
-    _run(bundle, ["train.json"], max_epochs=2, **common)
+    tracking_uri = f"sqlite:///{tmp_path / 'training_mlruns.db'}"
+    _run(bundle, ["train.json"], max_epochs=2, tracking="mlflow", tracking_uri=tracking_uri, **common)
     weights = bundle / "models" / "resnet18" / "model.pt"
     assert weights.is_file()
+    # MONAI's own MLflow tracking of the training run (`--tracking mlflow`): both epochs' validation accuracies
+    client = MlflowClient(tracking_uri)
+    (run_info,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(client.get_metric_history(run_info.info.run_id, "val_accuracy")) == 2
 
     _run(bundle, ["train.json", "evaluate.json"], **common)
     report = json.loads((bundle / "eval" / "resnet18" / "metrics.json").read_text())
