@@ -11,7 +11,9 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
+from monai_xai.bundle.classification import load_temperature
 from monai_xai.bundle.settings import ExplainSettings
+from monai_xai.networks.calibration import scale_logits
 
 __all__ = ["TrainedBundle", "load_trained_bundle"]
 
@@ -22,10 +24,13 @@ class TrainedBundle:
 
     Attributes:
         root: the bundle folder.
-        network: ``network_def`` with the weights of ``models/model.pt``, in eval mode on the requested device.
+        network: ``network_def`` with the weights of ``models/model.pt``, in eval mode on the requested device; its
+            logits divided by ``temperature`` (:func:`~monai_xai.networks.scale_logits`).
         preprocessing: the bundle's ``preprocessing`` transform (a dict transform over ``{"image": path, ...}``).
         settings: what the bundle itself says to explain (its ``configs/explain.json``; defaults without one).
         weights: the weights file loaded.
+        temperature: the temperature saved next to the weights by the bundle's calibrated evaluation
+            (``temperature.json``, see :func:`~monai_xai.bundle.evaluate_classifier`); 1.0 (uncalibrated) without one.
     """
 
     root: Path
@@ -33,6 +38,7 @@ class TrainedBundle:
     preprocessing: Callable
     settings: ExplainSettings
     weights: Path
+    temperature: float
 
 
 def load_trained_bundle(
@@ -51,7 +57,8 @@ def load_trained_bundle(
             ``{"backbone": "vgg16"}`` for a bundle that builds its network from a ``backbone`` id).
         weights: the weights file (relative paths from the bundle folder); default: the file the config's
             ``checkpointloader#load_path`` names (a bundle that keeps one model per backbone, e.g.
-            ``models/<backbone>/model.pt``), else ``models/model.pt``.
+            ``models/<backbone>/model.pt``), else ``models/model.pt``. A ``temperature.json`` beside it calibrates
+            the network's logits, as the bundle's own inference does.
 
     Raises:
         FileNotFoundError: no inference.json or no weights.
@@ -82,10 +89,12 @@ def load_trained_bundle(
         network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except RuntimeError as error:
         raise ValueError(f"{weights} does not fit the bundle's network_def: {error}") from None
+    temperature = load_temperature(weights.parent)
     return TrainedBundle(
         root=root,
-        network=network.to(device).eval(),
+        network=scale_logits(network.to(device).eval(), temperature),
         preprocessing=parser.get_parsed_content("preprocessing"),
         settings=ExplainSettings.from_bundle(root, overlays=(), **dict(overrides or {})),
         weights=weights,
+        temperature=temperature,
     )

@@ -1,4 +1,4 @@
-"""Networks of the published studies (backbones by name, with the layers they are explained at)."""
+"""Networks of the published studies: backbones by name, the layers they are explained at, their calibration."""
 
 from monai_xai.networks.backbones import (
     BACKBONE_CAM_LAYERS,
@@ -6,5 +6,6 @@ from monai_xai.networks.backbones import (
     classification_backbone,
     imagenet_weights_file,
 )
+from monai_xai.networks.calibration import scale_logits
 
-__all__ = ["BACKBONES", "BACKBONE_CAM_LAYERS", "classification_backbone", "imagenet_weights_file"]
+__all__ = ["BACKBONES", "BACKBONE_CAM_LAYERS", "classification_backbone", "imagenet_weights_file", "scale_logits"]

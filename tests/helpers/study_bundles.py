@@ -124,6 +124,14 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     probabilities = np.array([[float(v) for v in row[1:]] for row in rows])
     assert probabilities.shape == (len(test_images), len(spec.class_names))
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # the calibrated probabilities, recomputed by hand from the trained network's raw logits and the temperature
+    raw = parser.get_parsed_content("network_def")
+    raw.load_state_dict(torch.load(weights, weights_only=True))
+    first_case = parser.get_parsed_content("preprocessing")(parser.get_parsed_content("datalist")["test"][0])
+    with torch.no_grad():
+        expected = torch.softmax(raw.eval()(first_case["image"][None].as_tensor()) / temperature, dim=1)[0]
+    (first_row,) = [row for row in probabilities[[row[0] == test_images[0] for row in rows]]]
+    np.testing.assert_allclose(first_row, expected.numpy(), atol=1e-5)
 
     explain_bundle(
         bundle,
