@@ -1,0 +1,18 @@
+"""Explanations in words: a sentence per case saying how confident the model is and where its evidence lies.
+
+:func:`describe` turns one case's saliency map (with the image's affine, the class probabilities, optional masks and
+an atlas) into a :class:`CaseDescription`: ``text`` such as "Prediction: NV (93.74% confidence, calibrated). Focus:
+medium (312 mm²), elongated region with a smooth boundary in the lower-right part of the image, ..." and the numbers
+behind every word (``as_dict()`` for a table). In 3D the sides are the patient's, from the affine.
+
+- :mod:`~monai_xai.describe.regions`: hot regions and their geometry.
+- :mod:`~monai_xai.describe.anatomy`: image and patient sides, atlas labels.
+- :mod:`~monai_xai.describe.wording`: every word and cut-off (translate here).
+"""
+
+from monai_xai.describe.anatomy import read_label_names
+from monai_xai.describe.description import CaseDescription, HotRegion, describe
+from monai_xai.describe.regions import RegionGeometry
+from monai_xai.describe.wording import ENGLISH, Wording
+
+__all__ = ["ENGLISH", "CaseDescription", "HotRegion", "RegionGeometry", "Wording", "describe", "read_label_names"]

@@ -1,0 +1,96 @@
+"""Every word and sentence of a description, and the cut-offs that choose between words: the one place to translate.
+
+A :class:`Wording` holds templates (``str.format`` fields in braces) and word lists; :data:`ENGLISH` is the default.
+To translate, copy it with :func:`dataclasses.replace` and new strings; the numbers in the record do not change.
+
+Cut-offs (documented here because each word depends on one):
+
+- **size**: share of the image's pixels / voxels in the hot region: ``small`` below 5 %, ``medium`` below 20 %,
+  ``large`` from 20 %.
+- **location**: the region's centroid relative to the image, per axis in [-1, 1] (-1 at one border, +1 at the
+  other); beyond +-1/3 the side is named, within it the axis is central. The patient's left / right (3D) is named
+  beyond +-0.1: which side of the midline matters clinically, and the hemispheres are only half the field of view.
+- **shape**: ratio of the principal axes' lengths (from the second moments in millimetres): ``elongated`` when the
+  longest is at least 1.5 x the next, ``flat`` (3D) when the two longest are at least 1.5 x the shortest, else
+  ``round``.
+- **boundary**: boundary length (2D) / area (3D) over that of the ellipse / ellipsoid with the same moments, drawn on
+  the same grid: ``smooth`` below 1.25, ``irregular`` from 1.25.
+- **intensity**: the region's mean over the mean of the map outside every hot region: ``sharply`` from 3, ``clearly``
+  from 1.5, ``faintly`` below.
+- **close alternatives**: classes whose probability is at least half the prediction's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ENGLISH", "Wording"]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """Words and sentence templates of a description (see the module docstring for the cut-offs)."""
+
+    prediction: str = "Prediction: {name} ({percent:.2f}% confidence, {calibration})."
+    calibrated: str = "calibrated"
+    uncalibrated: str = "uncalibrated"
+    alternatives: str = " Close alternatives: {items}."
+    alternative_item: str = "{name} ({percent:.2f}%)"
+    explained_class: str = " The map explains {name}."
+    focus: str = (
+        "Focus: {size}, {shape} region with {boundary} boundary {location}, standing out {intensity} from the rest of "
+        "the map."
+    )
+    size_2d: str = "{word} ({amount:.0f} mm²)"
+    size_3d: str = "{word} ({amount:.1f} ml)"
+    size_voxels: tuple[str, str] = ("{word} ({amount} pixels)", "{word} ({amount} voxels)")
+    location_2d: str = "in the {where} part of the image"
+    location_3d: str = "in the {where} part of the volume (patient terms)"
+    central: str = "central"
+    more_regions: str = " {count} separate hot regions; the largest is described."
+    overlap: str = " It covers {covered:.0f}% of the {name} ({inside:.0f}% of the hot area lies inside it)."
+    atlas: str = " In the {items}."
+    atlas_item: str = "{name} ({percent:.0f}% of the hot region)"
+    flat: str = "No focus: the map is flat."
+    sanity_passed: str = " The {method} map passed the randomisation check for this model."
+    sanity_failed: str = (
+        " Caution: the {method} map failed the randomisation check for this model; it may not depend on what the "
+        "model learned."
+    )
+    size_words: tuple[str, str, str] = ("small", "medium", "large")
+    shape_words: dict[str, str] = field(
+        default_factory=lambda: {"round": "round", "elongated": "elongated", "flat": "flat"}
+    )
+    boundary_words: dict[str, str] = field(default_factory=lambda: {"smooth": "a smooth", "irregular": "an irregular"})
+    intensity_words: dict[str, str] = field(
+        default_factory=lambda: {"sharply": "sharply", "clearly": "clearly", "faintly": "faintly"}
+    )
+    # per axis: (word at the low end, word at the high end); 2D: (column, row) as MONAI reads files, 3D: patient axes
+    image_sides: tuple[tuple[str, str], tuple[str, str]] = (("left", "right"), ("upper", "lower"))
+    patient_sides: dict[str, str] = field(
+        default_factory=lambda: {
+            "L": "left",
+            "R": "right",
+            "A": "anterior",
+            "P": "posterior",
+            "S": "superior",
+            "I": "inferior",
+        }
+    )
+    atlas_hemispheres: dict[str, str] = field(default_factory=lambda: {"L": "left", "R": "right"})
+
+    def join(self, words: list[str]) -> str:
+        """``a``, ``a and b``, ``a, b and c``."""
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+ENGLISH = Wording()
+
+# cut-offs of the words (see the module docstring)
+SIZE_FRACTIONS = (0.05, 0.20)
+SIDE_CUTOFF = 1.0 / 3.0
+LATERAL_CUTOFF = 0.1
+ELONGATION_CUTOFF = 1.5
+IRREGULARITY_CUTOFF = 1.25
+CONTRAST_CUTOFFS = (3.0, 1.5)
+CLOSE_ALTERNATIVE = 0.5
