@@ -1,5 +1,5 @@
 """``monai-xai`` command line (python-fire): ``demo``, ``explain`` a bundle, ``sanity`` checks, ``phantom`` data,
-``study`` comparisons.
+``study`` comparisons, ``datalist`` of a public data set, ``describe`` a saved heatmap in words.
 
 Examples::
 
@@ -9,6 +9,7 @@ Examples::
     monai-xai phantom outputs/phantoms --n_cases 20
     monai-xai study configs/studies/demo_phantoms.json
     monai-xai datalist brain_tumor_mri ~/data/brain-tumor-mri outputs/datalists/brain_tumor_mri.json
+    monai-xai describe map.nii.gz --atlas aal.nii.gz --atlas_names aal.nii.txt --masks "{'tumour': 'seg.nii.gz'}"
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 
-__all__ = ["main", "datalist", "explain", "sanity", "phantom", "study"]
+__all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study"]
 
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
@@ -160,6 +161,33 @@ def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
     return writers[dataset](root, out_file, **kwargs)
 
 
+def describe(
+    saliency_file: str,
+    atlas: str | None = None,
+    atlas_names: str | None = None,
+    masks: dict[str, str] | None = None,
+    as_json: bool = False,
+    **options: Any,
+) -> str:
+    """Describe a saved heatmap in words (:func:`monai_xai.describe.describe_files`).
+
+    Args:
+        saliency_file: the map (NIfTI, ...), e.g. ``eval/xai/case_001/case_001_gradcam.nii.gz``.
+        atlas: a label map in the same world space, resampled to the map's grid when needed.
+        atlas_names: its names table (``<index> <name>`` lines).
+        masks: ``{name: label file}`` whose overlap with the hot area is reported.
+        as_json: print the numbers behind the words (``as_dict()``) as JSON instead of the sentence.
+        options: other ``describe`` arguments, e.g. ``--threshold otsu``, ``--method gradcam``.
+
+    Returns:
+        the sentence, or the JSON record.
+    """
+    from monai_xai.describe import describe_files
+
+    result = describe_files(saliency_file, atlas=atlas, atlas_names=atlas_names, masks=masks, **options)
+    return json.dumps(result.as_dict(), indent=2, default=str) if as_json else result.text
+
+
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
     fire.Fire(
@@ -170,6 +198,7 @@ def main() -> None:
             "phantom": phantom,
             "study": study,
             "datalist": datalist,
+            "describe": describe,
         }
     )
 

@@ -8,11 +8,22 @@ behind every word (``as_dict()`` for a table). In 3D the sides are the patient's
 - :mod:`~monai_xai.describe.regions`: hot regions and their geometry.
 - :mod:`~monai_xai.describe.anatomy`: image and patient sides, atlas labels.
 - :mod:`~monai_xai.describe.wording`: every word and cut-off (translate here).
+- :mod:`~monai_xai.describe.files`: :func:`describe_files` for a saved heatmap with an atlas on any grid.
 """
 
 from monai_xai.describe.anatomy import read_label_names
 from monai_xai.describe.description import CaseDescription, HotRegion, describe
+from monai_xai.describe.files import describe_files
 from monai_xai.describe.regions import RegionGeometry
 from monai_xai.describe.wording import ENGLISH, Wording
 
-__all__ = ["ENGLISH", "CaseDescription", "HotRegion", "RegionGeometry", "Wording", "describe", "read_label_names"]
+__all__ = [
+    "ENGLISH",
+    "CaseDescription",
+    "HotRegion",
+    "RegionGeometry",
+    "Wording",
+    "describe",
+    "describe_files",
+    "read_label_names",
+]

@@ -3,6 +3,9 @@ of one volume, and mricron's ch2 brain with a lesion implanted in a known AAL re
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -78,3 +81,38 @@ def test_label_names_tables_are_read_and_bad_lines_named(tmp_path) -> None:
     table.write_text("1 Kidney_L\nkidney\n")
     with pytest.raises(ValueError, match="labels.txt:2: expected '<index> <name>'"):
         read_label_names(table)
+
+
+@pytest.mark.skipif(not (TEMPLATES / "aal.nii.gz").is_file(), reason="Debian package mricron-data not installed")
+def test_cli_describes_a_map_on_its_own_grid_with_the_atlas_resampled_to_it(tmp_path) -> None:
+    """`monai-xai describe` on a 2 mm map of a right-hippocampus lesion, with the 1 mm AAL atlas and a tumour mask."""
+    atlas_image = nib.load(TEMPLATES / "aal.nii.gz")
+    atlas = np.asarray(atlas_image.dataobj)
+    depth = ndimage.distance_transform_edt(atlas == HIPPOCAMPUS_R)
+    centre_world = atlas_image.affine @ np.array([*np.unravel_index(depth.argmax(), depth.shape), 1.0])
+    affine = atlas_image.affine @ np.diag([2.0, 2.0, 2.0, 1.0])  # same origin, 2 mm voxels
+    shape = tuple(-(-n // 2) for n in atlas.shape)
+    centre = (np.linalg.inv(affine) @ centre_world)[:3]
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(np.indices(shape), centre)))
+    heat = np.exp(-((distance / 1.5) ** 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(heat, affine), tmp_path / "map.nii.gz")
+    tumour = (heat >= 0.5 * heat.max()).astype(np.uint8)  # the hot area itself
+    nib.save(nib.Nifti1Image(tumour, affine), tmp_path / "tumour.nii.gz")
+    script = Path(sys.executable).parent / "monai-xai"
+    command = [str(script), "describe", str(tmp_path / "map.nii.gz"), "--atlas", str(TEMPLATES / "aal.nii.gz")]
+    command += [
+        "--atlas_names",
+        str(TEMPLATES / "aal.nii.txt"),
+        "--masks",
+        f"{{'tumour': '{tmp_path / 'tumour.nii.gz'}'}}",
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "In the right hippocampus (" in finished.stdout
+    assert "It covers 100% of the tumour" in finished.stdout
+    as_json = subprocess.run([*command, "--as_json"], capture_output=True, text=True, timeout=120)
+    record = json.loads(as_json.stdout)
+    assert record["region_atlas"].startswith("Hippocampus_R") and record["covers_tumour"] == 1.0
+    # the atlas must come with its names
+    missing = subprocess.run(command[:5], capture_output=True, text=True, timeout=120)
+    assert missing.returncode != 0 and "give the atlas and its names table together" in missing.stderr
