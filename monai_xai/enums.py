@@ -34,12 +34,15 @@ class PixelSet(StrEnum):
 
     - ``PRED``: the voxels the network predicts as the explained class (argmax, or logit > 0 for one channel);
     - ``LARGEST_COMPONENT``: the largest connected component of that prediction;
-    - ``IMAGE``: every voxel, the same for any network (with ``Score.PROBABILITY``: the class's expected volume).
+    - ``IMAGE``: every voxel, the same for any network (with ``Score.PROBABILITY``: the class's expected volume);
+    - ``EMPTY``: no voxel, the segmentation-CAM study's control: the score is 0 whatever the input, so every map is all
+      zeros (with a warning that says so) and perturbation metrics are undefined (NaN).
     """
 
     PRED = "pred"
     LARGEST_COMPONENT = "largest_component"
     IMAGE = "image"
+    EMPTY = "empty"
 
 
 class Score(StrEnum):

@@ -34,7 +34,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
 from torch import nn
 
-from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer, resolve_pixel_set
+from monai_xai.cams import CAMExplainer, LayerSpec, as_pixel_set_choice, group_methods_by_layer, resolve_pixel_set
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import PixelSet, Score, XAIKeys, as_choice, saliency_key, seconds_key
 from monai_xai.utils import label_mask, per_sample_index
@@ -78,8 +78,9 @@ class XAIInferer(Inferer):
         class_idx: class to explain: None (classifiers: the predicted class of each sample), an int, or one per sample.
             Segmentation networks need an int.
         pixel_set: segmentation pixel set (ignored for classifiers) when ``pixel_set_key`` is None: ``"pred"``
-            (predicted region of the class, default), ``"largest_component"`` or ``"image"`` (every voxel; with
-            ``score="probability"``, the class's expected volume); see :class:`~monai_xai.enums.PixelSet`.
+            (predicted region of the class, default), ``"largest_component"``, ``"image"`` (every voxel; with
+            ``score="probability"``, the class's expected volume), ``"empty"`` (the study's control: all-zero maps)
+            or one voxel ``[i, j, k]`` on the network's input grid; see :class:`~monai_xai.enums.PixelSet`.
         pixel_set_key: batch key of a label map (B, 1, *spatial) or one-hot label (B, C, *spatial) whose region of
             the explained class is the pixel set (e.g. ``"label"``); needs the inferer to be attached to the engine.
         score: ``"logit"`` or ``"probability"`` (see ``CAMExplainer``).
@@ -101,7 +102,7 @@ class XAIInferer(Inferer):
         target_layers: LayerSpec | Mapping[str, LayerSpec] = "",
         methods: str | Sequence[str] = ("gradcam",),
         class_idx: int | Sequence[int] | None = None,
-        pixel_set: PixelSet | str = PixelSet.PRED,
+        pixel_set: PixelSet | str | Sequence[int] = PixelSet.PRED,
         pixel_set_key: str | None = None,
         score: Score | str = Score.LOGIT,
         batch_size: int = 32,
@@ -116,7 +117,7 @@ class XAIInferer(Inferer):
                 "target_layers is empty; name the layer to explain, e.g. target_layers='layer4' "
                 "(in a bundle: --xai_target_layer layer4; list names with `[n for n, _ in net.named_modules()]`)."
             )
-        self.pixel_set = as_choice(PixelSet, pixel_set, "pixel_set")
+        self.pixel_set = as_pixel_set_choice(pixel_set, "pixel_set")
         self.inferer = SimpleInferer() if inferer is None else inferer
         self.target_layers = target_layers
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -189,7 +190,8 @@ class XAIInferer(Inferer):
         else:
             class_idx = per_sample_index(self.class_idx, batch_size, inputs.device)
         outputs: dict[str, torch.Tensor] = {XAIKeys.CLASS: class_idx.detach().clone()}
-        explained_set: PixelSet | torch.Tensor | None = None  # the pixel set only exists for segmentation outputs
+        # the pixel set only exists for segmentation outputs
+        explained_set: PixelSet | tuple[int, ...] | torch.Tensor | None = None
         if isinstance(prediction, torch.Tensor) and prediction.ndim > 2:
             if self.pixel_set_key is not None:
                 explained_set = resolved = self._label_pixel_set(inputs, class_idx)

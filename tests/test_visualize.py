@@ -128,3 +128,20 @@ def test_2d_overlay_shows_the_image_as_its_file_looks(tmp_path):
     top, bottom = np.percentile(inside, [5, 95])
     # the patch lies in the upper sixth of the panel: the top quarter of the figure, not its bottom
     assert bottom < drawn.shape[0] * 0.45, (top, bottom, drawn.shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (1, 12, 12, 12)])
+def test_overlay_caption_is_written_below_the_panels_unclipped(tmp_path, shape):
+    """A long caption wraps to the figure's width: the PNG grows downwards, the text lies in the new strip, and no
+    text touches the bottom or right edge (nothing is cut off)."""
+    from PIL import Image
+
+    image, heat = torch.rand(shape), torch.rand(shape)
+    caption = "Prediction: NV (60.00% confidence, calibrated). Focus: small (26 mm²), elongated region " * 3
+    plain = np.asarray(Image.open(save_overlay_png(image, heat, tmp_path / "plain.png")).convert("L"))
+    drawn = np.asarray(Image.open(save_overlay_png(image, heat, tmp_path / "c.png", caption=caption)).convert("L"))
+    assert drawn.shape[1] == plain.shape[1] and drawn.shape[0] > plain.shape[0] + 40
+    strip = drawn[plain.shape[0] :]
+    rows, columns = np.nonzero(strip < 128)
+    assert len(rows) > 100  # the caption's text, in several lines
+    assert rows.max() < strip.shape[0] - 2 and columns.max() < drawn.shape[1] - 2

@@ -17,7 +17,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
-from monai_xai.cams import CAMExplainer, LayerSpec, group_methods_by_layer
+from monai_xai.cams import CAMExplainer, LayerSpec, as_pixel_set_choice, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import Layout, PixelSet, Score, as_choice
 
@@ -36,7 +36,8 @@ class ExplainSettings:
         methods: ``xai_methods``, CAM method names.
         target_layers: ``xai_target_layer``, a layer name (or list), or ``{method: layer}``.
         class_idx: ``xai_class``, the explained class; None: a classifier's predicted class.
-        pixel_set: ``xai_pixel_set`` (former id ``xai_mask``), the named segmentation pixel set; None: not chosen.
+        pixel_set: ``xai_pixel_set`` (former id ``xai_mask``), the named segmentation pixel set or one voxel
+            (``[i, j, k]``); None: not chosen.
         pixel_set_key: ``xai_pixel_set_key`` (former id ``xai_mask_key``), batch key of a label whose region of the
             class is the pixel set instead.
         score: ``xai_score``, the explained score of the class.
@@ -53,7 +54,7 @@ class ExplainSettings:
     methods: tuple[str, ...] = ()
     target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None
     class_idx: int | None = None
-    pixel_set: PixelSet | None = None
+    pixel_set: PixelSet | tuple[int, ...] | None = None
     pixel_set_key: str | None = None
     score: Score = Score.LOGIT
     time_each_method: bool = True
@@ -86,7 +87,7 @@ class ExplainSettings:
         set_field(self, "methods", _names(self.methods, "xai_methods"))
         set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
         if self.pixel_set is not None:
-            set_field(self, "pixel_set", as_choice(PixelSet, self.pixel_set, "xai_pixel_set"))
+            set_field(self, "pixel_set", as_pixel_set_choice(self.pixel_set, "xai_pixel_set"))
         set_field(self, "score", as_choice(Score, self.score, "xai_score"))
         metric_args = self.metric_args or {}
         if not isinstance(metric_args, Mapping) or not all(isinstance(args, Mapping) for args in metric_args.values()):

@@ -11,7 +11,13 @@ from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
 from monai_xai.cams.registry import CAMMethod, get_method, method_names, register_method
 from monai_xai.cams.sliding_window import sliding_window_cam
-from monai_xai.cams.targets import ClassTarget, SegmentationTarget, build_target, resolve_pixel_set
+from monai_xai.cams.targets import (
+    ClassTarget,
+    SegmentationTarget,
+    as_pixel_set_choice,
+    build_target,
+    resolve_pixel_set,
+)
 from monai_xai.utils import preserved_model_state
 
 __all__ = [
@@ -34,4 +40,5 @@ __all__ = [
     "SegmentationTarget",
     "build_target",
     "resolve_pixel_set",
+    "as_pixel_set_choice",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "ClassTarget",
     "SegmentationTarget",
     "PixelSetSpec",
+    "as_pixel_set_choice",
     "build_target",
     "resolve_pixel_set",
     "predicted_mask",
@@ -211,6 +213,26 @@ def tensor_pixel_set(pixel_set: torch.Tensor, outputs: torch.Tensor) -> torch.Te
     return weights.expand(batch_size, *weights.shape[1:]).clone()
 
 
+def as_pixel_set_choice(value: Any, config_id: str = "pixel_set") -> PixelSet | tuple[int, ...]:
+    """A pixel set as a config can give it: a :class:`~monai_xai.enums.PixelSet` name or one voxel as a list of ints
+    (JSON has no tuples), e.g. ``"pred"``, ``"empty"`` or ``[40, 52, 18]`` (indices on the network's input grid).
+
+    Raises:
+        ValueError: naming ``config_id``, for anything else.
+    """
+    if isinstance(value, list | tuple):
+        if not value or not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            raise ValueError(
+                f"{config_id} as a list must be one voxel, one int index per spatial dim of the network's input (e.g. "
+                f"[40, 52, 18]), got {value!r}."
+            )
+        return tuple(value)
+    try:
+        return as_choice(PixelSet, value, config_id)
+    except ValueError as error:
+        raise ValueError(f"{error} Or give one voxel as a list of ints, e.g. [40, 52, 18].") from None
+
+
 def resolve_pixel_set(outputs: torch.Tensor, class_idx: torch.Tensor, pixel_set: PixelSetSpec) -> torch.Tensor:
     """The pixel set M of each sample as weights (B, 1, *spatial) in [0, 1] on the outputs' device.
 
@@ -227,8 +249,9 @@ def resolve_pixel_set(outputs: torch.Tensor, class_idx: torch.Tensor, pixel_set:
     """
     if pixel_set is None or isinstance(pixel_set, str):
         name = as_choice(PixelSet, pixel_set or PixelSet.PRED, "pixel_set")
-        if name == PixelSet.IMAGE:
-            return torch.ones_like(outputs[:, :1], dtype=torch.float32)
+        if name in (PixelSet.IMAGE, PixelSet.EMPTY):
+            fill = torch.ones_like if name == PixelSet.IMAGE else torch.zeros_like
+            return fill(outputs[:, :1], dtype=torch.float32)
         predicted = predicted_mask(outputs, class_idx)
         return (_largest_component(predicted) if name == PixelSet.LARGEST_COMPONENT else predicted).float()
     if isinstance(pixel_set, torch.Tensor):
@@ -305,7 +328,13 @@ def build_target(
         return ClassTarget(index, score)
     target = SegmentationTarget(index, resolve_pixel_set(outputs, index, pixel_set), score)
     empty = target.empty
-    if warn_empty and empty.any():
+    if warn_empty and pixel_set == PixelSet.EMPTY:
+        warnings.warn(
+            "pixel_set='empty' was asked for: the explained score is 0 whatever the input, so every map is all zeros "
+            "and ROAD and deletion/insertion give NaN (the control of the segmentation-CAM study).",
+            stacklevel=2,
+        )
+    elif warn_empty and empty.any():
         warnings.warn(
             f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
             "their score is 0 whatever the input (all-zero maps; ROAD and deletion/insertion give NaN). "

@@ -86,8 +86,12 @@ class CaseDescription:
     method: str | None = None
     sanity_passed: bool | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """A flat row for a table: the case fields, the largest region's fields (``region_*``) and the overlaps."""
+    def as_dict(self, json_safe: bool = False) -> dict[str, Any]:
+        """A flat row for a table: the case fields, the largest region's fields (``region_*``) and the overlaps.
+
+        Args:
+            json_safe: non-finite numbers (an empty mask's coverage, an infinite contrast) as None, for strict JSON.
+        """
         row: dict[str, Any] = {
             "predicted": self.predicted_name,
             "confidence": self.confidence,
@@ -112,6 +116,8 @@ class CaseDescription:
             row[f"covers_{name}"] = covered
             row[f"inside_{name}"] = inside
         row["text"] = self.text
+        if json_safe:
+            return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
         return row
 
 
@@ -193,6 +199,7 @@ def describe(
     threshold: float | str = 0.5,
     space: str = "RAS",
     axes_2d: str = "xy",
+    units: str | None = None,
     wording: Wording = ENGLISH,
 ) -> CaseDescription:
     """Describe one case's saliency map in words, with the numbers behind them.
@@ -217,6 +224,9 @@ def describe(
             ``"otsu"``.
         space: world axes of the affine, ``"RAS"`` (nibabel, MONAI) or ``"LPS"`` (ITK, DICOM).
         axes_2d: ``"xy"`` (MONAI's 2D arrays: axis 0 = column) or ``"rc"`` (axis 0 = row).
+        units: how sizes are worded: ``"mm"`` (mm² in 2D; ml, or mm³ below 0.1 ml, in 3D) or ``"pixels"`` (pixels /
+            voxels in the affine's scale: for a resized photo, pixels of the original file, which has no physical
+            spacing); None: ``"mm"`` with an affine, ``"pixels"`` without.
         wording: the words (:data:`~monai_xai.describe.ENGLISH` or a translation).
 
     Returns:
@@ -231,7 +241,9 @@ def describe(
     dims = heat.ndim
     if not torch.isfinite(heat).all():
         raise ValueError("the saliency map contains NaN or inf; describe a finite map (check the method's output).")
-    physical = affine is not None
+    units = units or ("mm" if affine is not None else "pixels")
+    if units not in ("mm", "pixels"):
+        raise ValueError(f'units must be "mm" or "pixels", got {units!r}.')
     affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
     if affine.shape != (4, 4):
         raise ValueError(f"affine must be (4, 4), got {tuple(affine.shape)}.")
@@ -268,7 +280,7 @@ def describe(
             )
             shares = atlas_shares(mask, atlas, atlas_names) if atlas is not None else []
             regions.append(HotRegion(geometry, size_word, shape, boundary, intensity, location, tuple(shares)))
-        sentences.append(_focus_sentence(regions[0], dims, physical, wording))
+        sentences.append(_focus_sentence(regions[0], dims, units, wording))
         if len(regions) > 1:
             sentences.append(wording.more_regions.format(count=len(regions)).lstrip())
         for name, mask in named_masks.items():
@@ -304,13 +316,15 @@ def describe(
     )
 
 
-def _focus_sentence(region: HotRegion, dims: int, physical: bool, wording: Wording) -> str:
+def _focus_sentence(region: HotRegion, dims: int, units: str, wording: Wording) -> str:
     geometry = region.geometry
     size_word = wording.size_words[("small", "medium", "large").index(region.size_word)]
-    if not physical:
-        size = wording.size_voxels[dims - 2].format(word=size_word, amount=geometry.voxels)
+    if units == "pixels":
+        size = wording.size_voxels[dims - 2].format(word=size_word, amount=round(geometry.size))
     elif dims == 2:
         size = wording.size_2d.format(word=size_word, amount=geometry.size)
+    elif geometry.size < 100.0:  # below 0.1 ml
+        size = wording.size_3d_small.format(word=size_word, amount=geometry.size)
     else:
         size = wording.size_3d.format(word=size_word, amount=geometry.size / 1000.0)
     if dims == 2:

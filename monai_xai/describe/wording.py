@@ -43,6 +43,7 @@ class Wording:
     )
     size_2d: str = "{word} ({amount:.0f} mm²)"
     size_3d: str = "{word} ({amount:.1f} ml)"
+    size_3d_small: str = "{word} ({amount:.0f} mm³)"
     size_voxels: tuple[str, str] = ("{word} ({amount} pixels)", "{word} ({amount} voxels)")
     location_2d: str = "in the {where} part of the image"
     location_3d: str = "in the {where} part of the volume (patient terms)"

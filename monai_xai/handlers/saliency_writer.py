@@ -6,24 +6,32 @@ Files under ``output_dir``:
   meta, i.e. with the affine (and so the spacing and orientation) of the preprocessed input: it overlays the input in
   3D Slicer or ITK-SNAP. ``Invertd`` in a bundle's postprocessing only inverts ``pred``, so the map stays in the
   preprocessed space, which its affine describes.
-- ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak).
+- ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak),
+  captioned with the map's description in words.
+- ``<case>/<case>_description.md``: each method's description in words (:func:`monai_xai.describe.describe` of the
+  map with the image's affine): the prediction and its confidence (classifiers), where the map's focus lies, its size,
+  shape and contrast, and (segmenters) how much of the explained pixel set it covers.
 - ``cases.csv``: one row per case and method: class, seconds, files, and every per-case metric value found in
   ``engine.state.metric_details`` under ``"<metric>_<method>"`` (the headline, last, column of curve-valued metrics).
+- ``descriptions.csv``: one row per case and method: ``case``, ``method``, then the description's fields
+  (:meth:`~monai_xai.describe.CaseDescription.as_dict`: prediction, confidence, the largest hot region's geometry and
+  words, ..., ``text``). A map that cannot be described (e.g. NaN in it) is warned about, naming the case and method,
+  and gets an empty text; its map and overlay are written all the same.
 - ``summary.csv`` / ``summary.md``: per metric and method, mean, std, min, max, n and skipped cases;
   ``metrics.png``: one bar chart per metric; ``<metric>_<curve>_curve.png``: the mean curves of curve-valued metrics
   from ``engine.state.metric_curves`` (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line
   per method).
-
 - ``failed_cases.csv``: the cases that could not be read (``engine.state.xai_unreadable``, see
   :mod:`monai_xai.data.unreadable`), also listed at the top of ``summary.md``.
 
 Before the first case the folder is checked and prepared (:func:`~monai_xai.handlers.results_dir.prepare_results_dir`:
 a folder holding an earlier run's results is refused unless ``overwrite``). Each map is written to a temporary name in
 its folder and renamed when complete, so a killed run or a full disk never leaves a truncated file under a map's name;
-a failed write is an error. Per-case rows are gathered from all ranks and the tables are written by rank 0 on
-``Events.COMPLETED``, i.e. after the metric handlers computed their values at the end of the epoch. Attach it before an
-MLflow handler so the tables exist when the artifacts are logged. The run ends with an error after the tables are
-written when no case could be read, or, with ``strict``, when any could not.
+a failed write is an error. A case's ``_description.md`` is written with its maps; per-case rows are gathered from all
+ranks and the tables are written by rank 0 on ``Events.COMPLETED``, i.e. after the metric handlers computed their
+values at the end of the epoch. Attach it before an MLflow handler so the tables exist when the artifacts are logged.
+The run ends with an error after the tables are written when no case could be read, or, with ``strict``, when any
+could not.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +49,29 @@ import torch.distributed as dist
 from ignite import distributed as idist
 from ignite.engine import Events
 from monai.data import ITKWriter, MetaTensor, NibabelWriter
+from monai.utils import CommonKeys
+from torch import nn
 
+from monai_xai.describe import CaseDescription, describe
 from monai_xai.enums import XAIKeys, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.results_dir import prepare_results_dir
 from monai_xai.metrics.per_sample import MetricCurve
 from monai_xai.metrics.stats import summary_markdown, summary_table
+from monai_xai.networks import is_calibrated
 from monai_xai.visualize import plot_metric_bars, plot_metric_curves, save_overlay_png
 
-__all__ = ["SaliencyWriter", "split_metric_name", "write_map"]
+__all__ = [
+    "EXPLAINED_REGION",
+    "SaliencyWriter",
+    "class_probabilities",
+    "split_metric_name",
+    "write_map",
+]
 
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg")
+# name of the explained pixel set among a segmentation description's masks ("It covers 80% of the explained region")
+EXPLAINED_REGION = "explained region"
 
 
 def split_metric_name(name: str, methods: Sequence[str]) -> tuple[str, str] | None:
@@ -109,6 +130,96 @@ def write_map(maps: torch.Tensor, path: Path) -> Path:
     return path
 
 
+def class_probabilities(pred: torch.Tensor) -> torch.Tensor | None:
+    """One classifier case's output as class probabilities.
+
+    Args:
+        pred: (num_classes,) the engine output ``pred``: probabilities when the bundle's postprocessing applied a
+            softmax, else logits.
+
+    Returns:
+        (num_classes,) float64: ``pred`` itself when it is already a distribution (>= 0, summing to 1), else its
+        softmax; None for a single output channel, which states no distribution over classes.
+    """
+    values = torch.as_tensor(pred.as_tensor() if isinstance(pred, MetaTensor) else pred).detach().double().cpu()
+    if values.numel() < 2:
+        return None
+    if bool((values >= 0).all()) and abs(float(values.sum()) - 1.0) <= 1e-3:
+        return values
+    return values.softmax(dim=0)
+
+
+def _description_inputs(
+    case: Mapping[str, Any], network: nn.Module | None, class_names: Sequence[str] | None
+) -> dict[str, Any]:
+    """The :func:`~monai_xai.describe.describe` arguments that one case's methods share, from its engine output.
+
+    Args:
+        case: one case's engine output: ``pred`` ((num_classes,) for a classifier, (C, *spatial) for a segmenter),
+            :attr:`XAIKeys.CLASS` and, for a segmenter, :attr:`XAIKeys.PIXEL_SET` ((1, *spatial) in [0, 1]).
+        network: the evaluator's network (a temperature-scaled one makes the probabilities calibrated).
+        class_names: names of the classes in index order, or None.
+
+    Returns:
+        ``class_names``, ``explained`` and ``calibrated``; for a classifier ``probabilities``
+        (:func:`class_probabilities`); for a segmenter whose pixel set is not the whole image
+        ``masks={"explained region": (1, *spatial) bool}``.
+    """
+    explained = case.get(XAIKeys.CLASS)
+    inputs: dict[str, Any] = {
+        "class_names": class_names,
+        "explained": int(explained) if explained is not None else None,
+        "calibrated": network is not None and is_calibrated(network),
+    }
+    pred = case.get(CommonKeys.PRED)
+    if pred is not None and pred.ndim == 1:
+        inputs["probabilities"] = class_probabilities(pred)
+    elif XAIKeys.PIXEL_SET in case:
+        pixel_set = torch.as_tensor(case[XAIKeys.PIXEL_SET]) > 0.5
+        if not pixel_set.all():  # every voxel (pixel set "image"): the hot area's share of it says nothing
+            inputs["masks"] = {EXPLAINED_REGION: pixel_set}
+    return inputs
+
+
+# 2D files without a physical pixel size: MONAI gives them an identity affine (sizes then count the file's pixels)
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+def _size_units(image: Any) -> str | None:
+    """``"pixels"`` for a 2D photo (JPEG, PNG, ...: no spacing in the file), None (millimetres from the affine)
+    otherwise."""
+    source = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
+    if image.ndim == 3 and isinstance(source, str) and source.lower().endswith(PHOTO_SUFFIXES):
+        return "pixels"
+    return None
+
+
+def _describe_map(
+    maps: torch.Tensor, image: Any, inputs: Mapping[str, Any], case: str, method: str
+) -> CaseDescription | None:
+    """:func:`~monai_xai.describe.describe` of one case's (1, *spatial) map with the (C, *spatial) image's affine and
+    ``inputs`` (:func:`_description_inputs`); a map that cannot be described gives a warning naming ``case`` and
+    ``method``, and None."""
+    affine = image.affine if isinstance(image, MetaTensor) else None
+    try:
+        return describe(maps, affine=affine, method=method, units=_size_units(image), **inputs)
+    except ValueError as error:
+        warnings.warn(
+            f"case {case}: the {method} map could not be described, its text is left empty: {error}", stacklevel=2
+        )
+        return None
+
+
+def _description_markdown(case: str, texts: Mapping[str, str]) -> str:
+    """The Markdown of ``<case>_description.md``: a section per method with its description (``texts``: {method:
+    text}; an empty text says that the map could not be described)."""
+    missing = "No description: the map could not be described (see the run's warnings)."
+    lines = [f"# {case}", ""]
+    for method, text in texts.items():
+        lines += [f"## {method}", "", text or missing, ""]
+    return "\n".join(lines)
+
+
 def _gather(rows: list[dict]) -> list[dict]:
     """All ranks' rows in rank order (the order MONAI's metric buffers are gathered in)."""
     if idist.get_world_size() == 1:
@@ -130,6 +241,7 @@ class SaliencyWriter:
         output_ext: extension of the map files (``".nii.gz"``; ``".nii"``, ``".nrrd"``, ``".mha"``).
         overwrite: replace the results of an earlier run in ``output_dir`` (else such a folder is refused).
         strict: end the run with an error when any case could not be read (else only when none could).
+        class_names: names of the classes in index order, for the descriptions (default: the class indices).
     """
 
     def __init__(
@@ -142,6 +254,7 @@ class SaliencyWriter:
         output_ext: str = ".nii.gz",
         overwrite: bool = False,
         strict: bool = False,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
@@ -153,7 +266,9 @@ class SaliencyWriter:
         self.output_ext = output_ext
         self.overwrite = overwrite
         self.strict = strict
+        self.class_names = list(class_names) if class_names is not None else None
         self.rows: list[dict] = []
+        self.descriptions: list[dict] = []
         self._names: set[str] = set()
 
     def attach(self, engine: Any) -> None:
@@ -166,7 +281,7 @@ class SaliencyWriter:
         if idist.get_rank() == 0:
             prepare_results_dir(self.output_dir, self.overwrite)
         idist.barrier()
-        self.rows, self._names = [], set()
+        self.rows, self.descriptions, self._names = [], [], set()
         setattr(engine.state, XAIKeys.UNREADABLE, [])
 
     def _case_name(self, image: Any) -> str:
@@ -180,15 +295,22 @@ class SaliencyWriter:
         return name
 
     def write_cases(self, engine: Any) -> None:
-        """Write the current iteration's maps and overlays and remember one row per case and method."""
+        """Write the current iteration's maps, overlays and descriptions, and remember one row per case and method
+        for ``cases.csv`` and one for ``descriptions.csv``."""
         for index, case in enumerate(engine_cases(engine.state.output)):
             image = case_value(engine, index, self.image_key)
             name = self._case_name(image)
             case_dir = self.output_dir / name
             case_dir.mkdir(parents=True, exist_ok=True)
             explained = case.get(XAIKeys.CLASS)
+            inputs = _description_inputs(case, getattr(engine, "network", None), self.class_names)
+            texts = {}
             for method in self.methods:
                 maps = case_value(engine, index, saliency_key(method))
+                description = _describe_map(maps, image, inputs, name, method)
+                texts[method] = description.text if description is not None else ""
+                fields = description.as_dict() if description is not None else {"text": ""}
+                self.descriptions.append({"case": name, "method": method, **fields})
                 row = {
                     "case": name,
                     "method": method,
@@ -200,9 +322,12 @@ class SaliencyWriter:
                 if self.nifti:
                     row["nifti"] = str(write_map(maps, case_dir / f"{name}_{method}{self.output_ext}"))
                 if self.png:
-                    png = save_overlay_png(image, maps, case_dir / f"{name}_{method}.png", title=f"{name}: {method}")
+                    png = save_overlay_png(
+                        image, maps, case_dir / f"{name}_{method}.png", title=f"{name}: {method}", caption=texts[method]
+                    )
                     row["png"] = str(png)
                 self.rows.append(row)
+            (case_dir / f"{name}_description.md").write_text(_description_markdown(name, texts))
 
     def _per_case_metrics(self, engine: Any) -> dict[tuple[str, str], list[float]]:
         """{(metric, method): per-case values} from ``engine.state.metric_details`` (all ranks, gathered order)."""
@@ -217,8 +342,9 @@ class SaliencyWriter:
         return values
 
     def write_tables(self, engine: Any) -> None:
-        """Write ``cases.csv``, ``summary.csv``, ``summary.md`` and ``metrics.png`` (rank 0)."""
+        """Write ``cases.csv``, ``descriptions.csv``, ``summary.csv``, ``summary.md`` and ``metrics.png`` (rank 0)."""
         rows = _gather(self.rows)
+        descriptions = _gather(self.descriptions)
         unreadable = _gather(list(getattr(engine.state, XAIKeys.UNREADABLE, [])))
         per_case = self._per_case_metrics(engine)
         if idist.get_rank() > 0:
@@ -237,6 +363,7 @@ class SaliencyWriter:
             writer = csv.DictWriter(stream, fieldnames=columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
+        self._write_descriptions(descriptions)
         if unreadable:
             with open(self.output_dir / "failed_cases.csv", "w", newline="") as stream:
                 writer = csv.DictWriter(stream, fieldnames=["case", "files", "reason"])
@@ -250,6 +377,15 @@ class SaliencyWriter:
                 f"{self.output_dir / 'failed_cases.csv'}), "
                 + ("and no case could be explained." if not rows else "and strict=True (xai_strict) was asked.")
             )
+
+    def _write_descriptions(self, descriptions: list[dict]) -> None:
+        """``descriptions.csv``: ``case``, ``method``, then every description field in first-seen order (a
+        segmentation's overlap columns, for example, appear only with a pixel set)."""
+        columns = list(dict.fromkeys(["case", "method", *(key for row in descriptions for key in row)]))
+        with open(self.output_dir / "descriptions.csv", "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(descriptions)
 
     def _write_summary(self, engine: Any, per_case: dict[tuple[str, str], list[float]], unreadable: list[dict]) -> None:
         metrics: dict[str, dict[str, float]] = {}

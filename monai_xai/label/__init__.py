@@ -5,6 +5,7 @@ Importing this package needs ``monailabel`` (``pip install monailabel``, with ``
 
 from monai_xai.label.guard import GuardedInferMixin
 from monai_xai.label.heatmap_io import (
+    DescribeHeatmapd,
     HeatBin,
     HeatmapToInputGridd,
     QuantizeHeatmapd,
@@ -24,6 +25,7 @@ __all__ = [
     "ExplainOptions",
     "InvalidExplainRequest",
     "parse_explain_options",
+    "DescribeHeatmapd",
     "HeatBin",
     "HeatmapToInputGridd",
     "QuantizeHeatmapd",

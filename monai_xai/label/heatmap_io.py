@@ -1,22 +1,28 @@
-"""Heatmaps for viewers: resampling back onto the input image's grid and quantising into named, coloured bins.
+"""Heatmaps for viewers: resampling back onto the input image's grid, quantising into named, coloured bins, and
+describing in words.
 
 3D Slicer's MONAI Label module loads every inference result as a ``uint8`` label map whose values it turns into
 segments, one per label name. A heatmap in [0, 1] is therefore also delivered as a label map: the unit interval is cut
 into ``n_bins`` equal bins, bin ``k`` (1-based) covers ``[(k - 1) / n, k / n)`` (the last bin includes 1), is written as
 label value ``k`` and named e.g. ``"heat 0.5-0.6"``; voxels below ``min_heat`` get label 0 (no segment), so the cold
 background does not cover the image. Each bin carries a colour on a cold-to-hot scale (blue, cyan, green, yellow, red).
+The result JSON also says in words what the heatmap shows (:class:`DescribeHeatmapd`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SpatialResample
+
+from monai_xai.describe import describe
 
 __all__ = [
     "HeatBin",
@@ -26,7 +32,10 @@ __all__ = [
     "resample_to_grid",
     "HeatmapToInputGridd",
     "QuantizeHeatmapd",
+    "DescribeHeatmapd",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Cold-to-hot colour scale: (position in [0, 1], RGB in [0, 1]); piecewise linear between the anchors.
 _COLD_TO_HOT = (
@@ -213,4 +222,40 @@ class QuantizeHeatmapd(MapTransform):
             heatmap = d[key]
             labels = quantize_heatmap(torch.as_tensor(heatmap), self.n_bins, self.min_heat)
             d[key] = MetaTensor(labels, meta=heatmap.meta) if isinstance(heatmap, MetaTensor) else labels
+        return d
+
+
+class DescribeHeatmapd(MapTransform):
+    """Describe a heatmap in words into the result JSON: ``"description"`` (the text) and ``"description_fields"``
+    (the numbers behind it, :meth:`~monai_xai.describe.CaseDescription.as_dict`, non-finite values as null).
+
+    Put it after :class:`HeatmapToInputGridd`: the heatmap then lies on the grid of the image as it was loaded, whose
+    affine (RAS, as MONAI loads it) gives millimetres and, in 3D, the patient's sides. A heatmap that cannot be
+    described is logged and gets an empty text and no fields; the heatmap itself is returned all the same.
+
+    Args:
+        keys: key of the (1, *spatial) MetaTensor heatmap (one key: the JSON holds one description).
+        json_key: key of the result JSON dict in the data (MONAI Label's ``output_json_key``).
+        describe_args: keyword arguments of :func:`~monai_xai.describe.describe` (``probabilities``,
+            ``class_names``, ``explained``, ``calibrated``, ``method``, ...).
+    """
+
+    def __init__(self, keys: KeysCollection, json_key: str = "result", **describe_args: Any) -> None:
+        super().__init__(keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"DescribeHeatmapd describes one heatmap, got keys {self.keys}.")
+        self.json_key = json_key
+        self.describe_args = describe_args
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        result = d.setdefault(self.json_key, {})
+        for key in self.key_iterator(d):
+            try:
+                description = describe(d[key], **self.describe_args)
+            except ValueError as error:
+                logger.warning(f"the heatmap could not be described, its text is left empty: {error}")
+                result.update(description="", description_fields={})
+                continue
+            result.update(description=description.text, description_fields=description.as_dict(json_safe=True))
         return d

@@ -4,7 +4,8 @@
 ``preprocessing``, ``inferer`` from ``configs/inference.json``, weights from ``models/model.pt``) and answers an infer
 request with the CAM of the requested method, class and (segmentation) pixel set, put back onto the grid of the image
 as it was loaded. The result volume is either a ``uint8`` label map of heat bins (named ``"heat 0.5-0.6"``, the form
-Slicer's MONAI Label module displays as segments) or the ``float32`` heatmap in [0, 1].
+Slicer's MONAI Label module displays as segments) or the ``float32`` heatmap in [0, 1]; the result JSON says in words
+what the heatmap shows (``"description"``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import CAMExplainer, method_names
 from monai_xai.enums import PixelSet, Score
 from monai_xai.label.guard import without_paths
-from monai_xai.label.heatmap_io import HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
+from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
     PREDICTED,
     RESULT_VOLUMES,
@@ -37,6 +38,7 @@ from monai_xai.label.options import (
     InvalidExplainRequest,
     parse_explain_options,
 )
+from monai_xai.networks import is_calibrated
 
 __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", "RESULT_EXTENSIONS"]
 
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 # Every registered method: gradient methods first (one forward and one backward pass), perturbation methods last.
 DEFAULT_METHODS = tuple(method_names())
 _OPTIONS_KEY = "explain_options"
+# the describe() arguments of the request's prediction, from run_inferer to the post transforms
+_DESCRIBE_KEY = "explain_describe_args"
 # result files a request may ask for (MONAI Label writes them with ITK)
 RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
@@ -141,8 +145,12 @@ class BundleExplainTask(CompatibleBundleInferTask):
     explains the class's expected volume),
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
     label ``k`` = bin ``k``; ``"heatmap"``: float32 in [0, 1], written as float32 whatever ``result_dtype`` says).
-    The result JSON holds the explained class, the prediction, the bins (names, edges, cold-to-hot colours) and, for
-    ``"bins"``, ``label_names`` mapping bin names to label values, which Slicer uses to name the segments.
+    The result JSON holds the explained class, the prediction, the bins (names, edges, cold-to-hot colours), for
+    ``"bins"`` ``label_names`` mapping bin names to label values, which Slicer uses to name the segments, and the
+    heatmap in words: ``"description"`` (e.g. "Prediction: lesion (71.20% confidence, uncalibrated). Focus: small
+    (3.2 ml), round region ... in the left, posterior and superior part of the volume (patient terms) ...") and
+    ``"description_fields"`` (its numbers, :meth:`~monai_xai.describe.CaseDescription.as_dict`), measured on the
+    loaded image's grid and affine, so sizes are in millimetres and 3D sides are the patient's.
 
     Bad requests raise ``fastapi.HTTPException`` (422 with the reason; 404 for a missing image) so MONAI Label's REST
     server answers with the message and keeps serving.
@@ -275,8 +283,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
         """Predict once, then compute the CAM of the requested target on the preprocessed image.
 
         MONAI Label runs inferers under ``torch.no_grad()``; the CAM runs under ``torch.enable_grad()``.
-        ``data[output_label_key]`` receives the (1, *spatial) heatmap in [0, 1] on the preprocessed grid and
-        ``data[output_json_key]`` the explanation summary.
+        ``data[output_label_key]`` receives the (1, *spatial) heatmap in [0, 1] on the preprocessed grid,
+        ``data[output_json_key]`` the explanation summary and ``data[_DESCRIBE_KEY]`` the arguments of its description
+        (the class probabilities of a classifier, the explained class, the calibration, the method).
         """
         options: ExplainOptions = data[_OPTIONS_KEY]
         network = self._get_network(device, data)
@@ -297,6 +306,14 @@ class BundleExplainTask(CompatibleBundleInferTask):
         affine = image.affine if isinstance(image, MetaTensor) else None
         data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
         data[self.output_json_key] = summary
+        classes = not self.segmentation and outputs.shape[1] > 1  # a distribution over classes to state
+        data[_DESCRIBE_KEY] = {
+            "probabilities": outputs[0].softmax(dim=0).cpu() if classes else None,
+            "class_names": self.class_names,
+            "explained": class_idx,
+            "calibrated": is_calibrated(network),
+            "method": options.method,
+        }
         return data
 
     def inverse_transforms(self, data: dict | None = None) -> None:
@@ -304,10 +321,14 @@ class BundleExplainTask(CompatibleBundleInferTask):
         return None
 
     def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        """Resample the heatmap onto the loaded image's grid, quantise it for ``"bins"``, drop the channel dim."""
+        """Resample the heatmap onto the loaded image's grid, describe it there, quantise it for ``"bins"``, drop the
+        channel dim."""
         options: ExplainOptions = data[_OPTIONS_KEY]
         key = self.output_label_key
-        transforms: list[Callable] = [HeatmapToInputGridd(keys=key, image_key=self.input_key)]
+        transforms: list[Callable] = [
+            HeatmapToInputGridd(keys=key, image_key=self.input_key),
+            DescribeHeatmapd(keys=key, json_key=self.output_json_key, **data[_DESCRIBE_KEY]),
+        ]
         if options.result_volume == "bins":
             transforms.append(QuantizeHeatmapd(keys=key, n_bins=options.n_bins, min_heat=options.min_heat))
         transforms.append(SqueezeDimd(keys=key, dim=0))

@@ -6,6 +6,13 @@ from monai_xai.networks.backbones import (
     classification_backbone,
     imagenet_weights_file,
 )
-from monai_xai.networks.calibration import scale_logits
+from monai_xai.networks.calibration import is_calibrated, scale_logits
 
-__all__ = ["BACKBONES", "BACKBONE_CAM_LAYERS", "classification_backbone", "imagenet_weights_file", "scale_logits"]
+__all__ = [
+    "BACKBONES",
+    "BACKBONE_CAM_LAYERS",
+    "classification_backbone",
+    "imagenet_weights_file",
+    "is_calibrated",
+    "scale_logits",
+]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["scale_logits"]
+__all__ = ["is_calibrated", "scale_logits"]
 
 
 class _DivideOutput:
@@ -57,3 +57,11 @@ def scale_logits(network: nn.Module, temperature: float) -> nn.Module:
     if temperature != 1.0:
         network.register_forward_hook(_DivideOutput(temperature))
     return network
+
+
+def is_calibrated(network: nn.Module) -> bool:
+    """Whether ``network`` returns temperature-scaled logits (:func:`scale_logits` with ``T != 1``), looking through a
+    ``DataParallel`` / ``DistributedDataParallel`` wrapper."""
+    if isinstance(network, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        network = network.module
+    return getattr(network, "logit_temperature", 1.0) != 1.0

@@ -45,7 +45,7 @@ from typing import Any
 from torch import nn
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.cams import method_names, resolve_layers
+from monai_xai.cams import as_pixel_set_choice, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
 from monai_xai.enums import PixelSet, Score, as_choice
 from monai_xai.handlers.xai_metrics import XAI_METRICS
@@ -88,8 +88,8 @@ class StudyBundle:
             several entries of one bundle with other backbones and weights make an architecture comparison).
         layers: CAM layers; each is explained on its own (a layer comparison when there are several).
         class_idx: explained class; None: each case's predicted class (classifiers).
-        pixel_set: segmentation pixel set; None: the predicted region of the class (segmentation), nothing
-            (classification).
+        pixel_set: segmentation pixel set (a name or one voxel); None: the predicted region of the class
+            (segmentation), nothing (classification).
         score: explained score (``"logit"`` or ``"probability"``).
         region_key: the key under which the bundle's preprocessing loads the ground-truth region (its
             ``xai_region_key``, e.g. ``"mask"`` or ``"label"``), whatever the datalist calls it.
@@ -103,7 +103,7 @@ class StudyBundle:
     weights: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
     class_idx: int | None = None
-    pixel_set: PixelSet | None = None
+    pixel_set: PixelSet | tuple[int, ...] | None = None
     score: Score = Score.LOGIT
     region_key: str = "label"
     region_value: int | str | None = "class"
@@ -309,7 +309,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         overrides=dict(overrides),
         layers=layers,
         class_idx=class_idx,
-        pixel_set=None if pixel_set is None else as_choice(PixelSet, pixel_set, f"bundle {name!r} pixel_set"),
+        pixel_set=None if pixel_set is None else as_pixel_set_choice(pixel_set, f"bundle {name!r} pixel_set"),
         score=as_choice(Score, entry.get("score", settings.score), f"bundle {name!r} score"),
         region_key=str(entry.get("region_key") or settings.region_key or "label"),
         region_value=entry.get("region_value", settings.region_value),

@@ -7,6 +7,7 @@ writers can run in worker threads and on headless machines.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from matplotlib.figure import Figure
 from monai_xai.visualize.plots import save_figure
 
 __all__ = ["peak_voxel", "fullest_slice", "orthogonal_slices", "save_overlay_png", "save_map_grid_png"]
+
+# caption under an overlay: font size (points), longest line (characters), height of a line (inches)
+_CAPTION_FONT_SIZE = 7
+_CAPTION_CHARACTERS = 110
+_CAPTION_LINE_INCHES = 0.14
 
 
 def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -85,6 +91,29 @@ def orthogonal_slices(volume: torch.Tensor | np.ndarray, centre: tuple[int, ...]
     return [np.take(image, centre[axis], axis=axis) for axis in range(3)]
 
 
+def _caption_lines(caption: str, width_inches: float) -> list[str]:
+    """``caption`` wrapped to lines that fit a figure ``width_inches`` wide (at most :data:`_CAPTION_CHARACTERS`)."""
+    # an average character of the default sans-serif font is about 0.6 em wide
+    fitting = int(width_inches * 72 / (0.6 * _CAPTION_FONT_SIZE))
+    return textwrap.wrap(caption, width=min(_CAPTION_CHARACTERS, fitting))
+
+
+def _add_caption(figure: Figure, caption: str | None) -> None:
+    """Grow ``figure`` downwards by the wrapped ``caption`` and write it there, below the panels (which keep their
+    size); no change without a caption."""
+    width, height = figure.get_size_inches()
+    lines = _caption_lines(caption, width) if caption else []
+    if not lines:
+        return
+    extra = _CAPTION_LINE_INCHES * (len(lines) + 1)
+    total = height + extra
+    params = figure.subplotpars
+    figure.set_size_inches(width, total)
+    figure.subplots_adjust(bottom=(extra + params.bottom * height) / total, top=1 - (1 - params.top) * height / total)
+    margin = 0.5 * _CAPTION_LINE_INCHES / total
+    figure.text(0.02, margin, "\n".join(lines), ha="left", va="bottom", fontsize=_CAPTION_FONT_SIZE)
+
+
 def save_overlay_png(
     image: torch.Tensor | np.ndarray,
     saliency: torch.Tensor | np.ndarray,
@@ -93,6 +122,7 @@ def save_overlay_png(
     alpha: float = 0.5,
     cmap: str = "jet",
     centre: str | tuple[int, ...] = "peak",
+    caption: str | None = None,
 ) -> Path:
     """Write the saliency map over the image as a PNG (one panel for 2D, three orthogonal slices for 3D).
 
@@ -108,6 +138,8 @@ def save_overlay_png(
         cmap: matplotlib colour map of the heatmap.
         centre: where the three 3D slices cross: ``"peak"`` (the map's largest value, :func:`peak_voxel`),
             ``"mid"`` (the middle voxel) or a (D, H, W) index; each panel's title gives its slice index.
+        caption: text written below the panels in a small font, wrapped to the figure's width (at most 110
+            characters a line), e.g. the case's description in words (:func:`monai_xai.describe.describe`).
 
     Returns:
         the path written.
@@ -129,6 +161,7 @@ def save_overlay_png(
     # MONAI reads a 2D file as (x, y) = (column, row): row 0 goes on top, as in the file; 3D slices (RAS) bottom-up
     origin = "upper" if image.ndim == 3 else "lower"
     figure = Figure(figsize=(3.2 * len(image_slices), 3.4))
+    _add_caption(figure, caption)
     axes = np.atleast_1d(figure.subplots(1, len(image_slices)))
     for index, (axis, picture, heat) in enumerate(zip(axes, image_slices, heat_slices)):
         axis.imshow(picture.T, cmap="gray", origin=origin)

@@ -205,6 +205,7 @@ def test_overlap_with_a_segmentation_and_close_alternatives() -> None:
     assert "Close alternatives: meningioma (40.00%)." in result.text and "The map explains meningioma." in result.text
     assert result.alternatives == (("meningioma", 0.4),)
     assert result.as_dict()["covers_predicted tumour"] == pytest.approx(covered)
+    assert math.isnan(result.as_dict()["covers_empty"]) and result.as_dict(json_safe=True)["covers_empty"] is None
 
 
 def test_atlas_labels_under_the_region_are_named_with_their_hemisphere() -> None:
@@ -242,6 +243,12 @@ def test_sizes_are_in_pixels_without_an_affine_and_thresholds_can_be_otsu() -> N
     region = _ellipse((64, 64), (32, 32), (8.0, 8.0))
     result = describe(_lesion_map(region))
     assert f"small ({int(region.sum())} pixels)" in result.text
+    # a photo resized to half its size: the affine counts the original file's pixels
+    resized = torch.diag(torch.tensor([2.0, 2.0, 1.0, 1.0], dtype=torch.float64))
+    assert f"small ({4 * int(region.sum())} pixels)" in describe(_lesion_map(region), resized, units="pixels").text
+    assert f"({4 * int(region.sum())} mm²)" in describe(_lesion_map(region), resized).text
+    tiny = _ellipse((32, 32, 32), (16, 16, 16), (2.0, 2.0, 2.0))
+    assert f"small ({int(tiny.sum())} mm³)" in describe(_lesion_map(tiny), torch.eye(4)).text  # below 0.1 ml
     otsu = describe(_lesion_map(region), threshold="otsu")
     assert otsu.regions[0].geometry.voxels == int(region.sum())
 
@@ -257,6 +264,7 @@ def test_sizes_are_in_pixels_without_an_affine_and_thresholds_can_be_otsu() -> N
         ({"probabilities": [0.5, 0.5], "class_names": ["a", "b", "c"]}, "3 class names for 2 probabilities"),
         ({"threshold": 1.5}, "fraction in \\(0, 1\\]"),
         ({"affine": torch.eye(3)}, "affine must be \\(4, 4\\)"),
+        ({"units": "inches"}, 'units must be "mm" or "pixels"'),
     ],
 )
 def test_bad_input_says_what_is_wrong(kwargs, message) -> None:

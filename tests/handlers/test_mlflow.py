@@ -47,9 +47,10 @@ def test_metrics_params_and_artifacts_reach_the_server(mlflow_server, tmp_path):
     assert run.data.params["xai_methods"] == str(list(METHODS))
     assert run.data.params["road_percentiles"] == "[20, 80]"
     top = {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
-    assert {"xai/cases.csv", "xai/summary.csv", "xai/summary.md", "xai/metrics.png", "xai/c0"} <= top
+    assert {"xai/cases.csv", "xai/descriptions.csv", "xai/summary.csv", "xai/summary.md", "xai/metrics.png"} <= top
+    assert "xai/c0" in top
     case_files = {item.path for item in client.list_artifacts(run.info.run_id, "xai/c0")}
-    assert {"xai/c0/c0_gradcam.nii.gz", "xai/c0/c0_gradcam.png"} <= case_files
+    assert {"xai/c0/c0_gradcam.nii.gz", "xai/c0/c0_gradcam.png", "xai/c0/c0_description.md"} <= case_files
 
 
 def test_unreachable_server_warns_and_the_run_finishes(tmp_path):

@@ -1,4 +1,5 @@
-"""SaliencyWriter on a real evaluator: NIfTI maps with the input's affine, overlays, per-case and summary tables."""
+"""SaliencyWriter on a real evaluator: NIfTI maps with the input's affine, overlays, descriptions in words, per-case
+and summary tables."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from monai.inferers import SimpleInferer
+from torch import nn
 
 from monai_xai.handlers import SaliencyWriter
-from monai_xai.handlers.saliency_writer import split_metric_name
+from monai_xai.handlers.saliency_writer import EXPLAINED_REGION, class_probabilities, split_metric_name
 from monai_xai.inferers import XAIInferer
+from monai_xai.networks import scale_logits
 from tests.helpers.engines import affine_for, case_dataset, make_evaluator
 from tests.helpers.nets import tiny_unet3d
 from tests.helpers.runs import METHODS
@@ -43,16 +46,101 @@ def test_writer_files_and_tables(classification_run):
     assert (out / "metrics.png").exists() and (out / "road_morf_morf_curve.png").exists()
 
 
-def test_writer_3d_segmentation_overlay(tmp_path):
+def _descriptions(out) -> list[dict[str, str]]:
+    with open(out / "descriptions.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_writer_describes_every_case_and_method(classification_run):
+    """One descriptions.csv row per case x method: the prediction from the softmax of the logits (the fixture's
+    evaluator has no postprocessing), the largest hot region's words; a Markdown file per case with each text."""
+    out = classification_run["out"]
+    with torch.no_grad():
+        probabilities = classification_run["net"](classification_run["images"]).softmax(dim=1)
+    rows = _descriptions(out)
+    assert [(row["case"], row["method"]) for row in rows] == [(f"c{c}", m) for c in range(3) for m in METHODS]
+    for row in rows:
+        case = int(row["case"][1:])
+        predicted = int(probabilities[case].argmax())
+        assert row["text"].startswith(f"Prediction: {predicted} (") and "uncalibrated" in row["text"]
+        assert float(row["confidence"]) == pytest.approx(float(probabilities[case, predicted]), abs=1e-6)
+        assert row["explained"] == str(int(classification_run["outputs"]["xai_class"][case]))
+        assert (
+            row["region_size_word"] in ("small", "medium", "large") and row["region_shape"] and row["flat"] == "False"
+        )
+        assert row["region_location"] in row["text"].replace("central", "")
+        assert "Focus: " in row["text"] and "mm²" in row["text"]  # the image's affine gives millimetres
+    for case in range(3):
+        markdown = (out / f"c{case}" / f"c{case}_description.md").read_text()
+        assert markdown.startswith(f"# c{case}\n")
+        for row in (row for row in rows if row["case"] == f"c{case}"):
+            assert f"## {row['method']}\n\n{row['text']}\n" in markdown
+
+
+class _ConstantLogits(nn.Module):
+    """Logits that ignore the image: every gradient CAM of ``features`` is 0, a flat map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(1, 2, 3, padding=1)
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(0 * self.features(x).mean(dim=(2, 3)))
+
+
+def test_flat_map_of_a_calibrated_network_is_described_without_error(tmp_path):
+    network = scale_logits(_ConstantLogits().eval(), 2.0)
+    inferer = XAIInferer(SimpleInferer(), "features", ["gradcam"])
+    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["a", "b", "c"])
+    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+    (row,) = _descriptions(tmp_path)
+    assert row["text"].startswith("Prediction: ") and "% confidence, calibrated)." in row["text"]
+    assert row["text"].endswith("No focus: the map is flat.") and row["flat"] == "True"
+    assert row["predicted"] in ("a", "b", "c") and row["calibrated"] == "True" and row["region_location"] == ""
+    assert "No focus: the map is flat." in (tmp_path / "c0" / "c0_description.md").read_text()
+
+
+def test_a_description_failure_keeps_the_maps(tmp_path):
+    """Two class names for three classes: describe() refuses; the run warns naming the case and method, and writes
+    the maps, the overlay and an empty text."""
+    network = _ConstantLogits().eval()
+    inferer = XAIInferer(SimpleInferer(), "features", ["gradcam"])
+    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["a", "b"])
+    with pytest.warns(UserWarning, match="case c0: the gradcam map could not be described.*2 class names"):
+        make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+    assert (tmp_path / "c0" / "c0_gradcam.nii.gz").is_file() and (tmp_path / "c0" / "c0_gradcam.png").is_file()
+    assert [(row["case"], row["method"], row["text"]) for row in _descriptions(tmp_path)] == [("c0", "gradcam", "")]
+    assert "No description" in (tmp_path / "c0" / "c0_description.md").read_text()
+
+
+def test_class_probabilities_keep_a_distribution_and_softmax_logits():
+    distribution = torch.tensor([0.2, 0.5, 0.3])
+    torch.testing.assert_close(class_probabilities(distribution), distribution.double())
+    logits = torch.tensor([2.0, -1.0, 0.5])
+    torch.testing.assert_close(class_probabilities(logits), logits.double().softmax(dim=0))
+    assert class_probabilities(torch.tensor([0.7])) is None
+
+
+@pytest.mark.parametrize("pixel_set", ["pred", "image"])
+def test_writer_3d_segmentation_overlay(tmp_path, pixel_set):
     network = tiny_unet3d().eval()
     images = torch.randn(1, 1, 16, 16, 16)
-    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1)
-    evaluator = make_evaluator(network, case_dataset(images), inferer, [inferer, SaliencyWriter(tmp_path, "gradcam")])
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set=pixel_set)
+    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["background", "lesion"])
+    evaluator = make_evaluator(network, case_dataset(images), inferer, [inferer, writer])
     evaluator.run()
     nifti = nib.load(str(tmp_path / "c0" / "c0_gradcam.nii.gz"))
     assert nifti.shape == (16, 16, 16)
     np.testing.assert_allclose(nifti.header.get_zooms(), (0.5, 0.5, 0.5))
     assert (tmp_path / "c0" / "c0_gradcam.png").stat().st_size > 0
+    # a segmenter's description: no prediction sentence, the explained class by name, the pixel set as a mask
+    # (not when it is every voxel)
+    (row,) = _descriptions(tmp_path)
+    assert row["text"].startswith("The map explains lesion. ") and row["predicted"] == "" and row["explained"] == "1"
+    assert "(patient terms)" in row["text"]
+    covers = f"covers_{EXPLAINED_REGION}" in row and "% of the explained region" in row["text"]
+    assert covers == (pixel_set == "pred")
 
 
 def test_split_metric_name_prefers_the_longest_method():

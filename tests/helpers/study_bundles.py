@@ -146,6 +146,16 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     assert all(metric in summary for metric in spec.explain_metrics)
     first = Path(test_images[0]).name.rsplit(".", 1)[0]
     assert (tmp_path / "xai" / first / f"{first}_gradcampp.png").is_file()
+    # each map in words, with the bundle's class names (xai_class_names) and the calibrated network's confidence
+    descriptions = list(csv.DictReader((tmp_path / "xai" / "descriptions.csv").read_text().splitlines()))
+    assert len(descriptions) == len(test_images)
+    for row in descriptions:
+        assert row["predicted"] in spec.class_names and row["calibrated"] == "True"
+        assert (
+            row["text"].startswith(f"Prediction: {row['predicted']} (") and "% confidence, calibrated)." in row["text"]
+        )
+        # DICOM has a pixel spacing; a JPEG/PNG does not, so its sizes are counted in the file's pixels
+        assert ("mm²)" if test_images[0].lower().endswith(".dcm") else " pixels)") in row["text"]
 
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps(parser.get_parsed_content("datalist")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from monai.inferers import SimpleInferer, SlidingWindowInferer
@@ -117,6 +119,48 @@ def test_named_pixel_set_reaches_the_output_as_explained(pixel_set):
             assert 0 < explained.sum() <= predicted[index].sum() and bool((explained <= predicted[index]).all())
         expected = explainer(images[index : index + 1], class_idx=1, pixel_set=explained[None])["hirescam"][0]
         torch.testing.assert_close(case["saliency_hirescam"].as_tensor(), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("window", [None, 16])
+def test_one_voxel_and_the_empty_set_as_a_config_gives_them(window):
+    """The segmentation-CAM study's other pixel sets: one voxel, given as a JSON list, is the recorded set and gives
+    the explainer's maps of that voxel (whole volume or window by window); the empty set gives all-zero maps, a
+    warning that says why, and no error."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 24, 24, 24)
+    inner = SimpleInferer() if window is None else SlidingWindowInferer(roi_size=window, sw_batch_size=2)
+    window_args = (
+        {} if window is None else {"roi_size": window, "sw_batch_size": 2, "overlap": 0.25, "sw_mode": "constant"}
+    )
+    voxel = [5, 17, 11]
+    inferer = XAIInferer(inner, "model.1.submodule", ["gradcam", "hirescam"], class_idx=1, pixel_set=voxel)
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer], batch_size=2))
+    explainer = CAMExplainer(network, "model.1.submodule", ["gradcam", "hirescam"], **window_args)
+    expected = explainer(images, class_idx=1, pixel_set=tuple(voxel))
+    for index, case in enumerate(outputs):
+        explained = case["xai_pixel_set"].as_tensor()
+        assert explained.sum() == 1 and explained[0, 5, 17, 11] == 1
+        for method in ("gradcam", "hirescam"):
+            torch.testing.assert_close(
+                case[f"saliency_{method}"].as_tensor(), expected[method][index], atol=1e-5, rtol=1e-4
+            )
+        assert case["saliency_gradcam"].max() > 0
+    empty = XAIInferer(inner, "model.1.submodule", ["gradcam", "hirescam"], class_idx=1, pixel_set="empty")
+    with (
+        pytest.warns(UserWarning, match="pixel_set='empty' was asked for.*all zeros")
+        if window is None
+        else nullcontext()
+    ):
+        outputs = collect_outputs(make_evaluator(network, case_dataset(images), empty, [empty], batch_size=2))
+    for case in outputs:
+        assert case["xai_pixel_set"].sum() == 0
+        assert case["saliency_gradcam"].abs().max() == 0 and case["saliency_hirescam"].abs().max() == 0
+
+
+@pytest.mark.parametrize("value", [[1.5, 2, 3], [], [True, 1, 2], "voxel"])
+def test_a_pixel_set_that_is_neither_a_name_nor_a_voxel_is_refused(value):
+    with pytest.raises(ValueError, match="pixel_set"):
+        XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set=value)
 
 
 def test_sliding_window_inferer_settings_are_used_for_the_maps():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from monai.data import MetaTensor
 from scipy import ndimage
 
 from monai_xai.label import (
+    DescribeHeatmapd,
     HeatmapToInputGridd,
     QuantizeHeatmapd,
     heat_bins,
@@ -114,3 +117,25 @@ def test_quantize_dict_transform_keeps_meta():
     heat = MetaTensor(torch.tensor([[0.05, 0.55, 1.0]]), meta={"marker": 1})
     out = QuantizeHeatmapd(keys="pred", n_bins=10, min_heat=0.1)({"pred": heat})["pred"]
     assert out.tolist() == [[0, 6, 10]] and out.meta["marker"] == 1
+
+
+def test_describe_dict_transform_fills_the_result_json_as_strict_json():
+    """A hot corner on a grid whose affine swaps the first two axes: the sides are the patient's; non-finite fields
+    (the contrast of a map that is 0 outside its hot region) become null; a NaN heatmap gets an empty description."""
+    heat = torch.zeros(1, 8, 8, 8)
+    heat[0, :2, 6:, 6:] = 1.0  # low first index, high second and third
+    swap = torch.tensor([[0.0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.float64)
+    data = {"pred": MetaTensor(heat, affine=swap), "result": {"class": "lesion"}}
+    out = DescribeHeatmapd(keys="pred", class_names=["background", "lesion"], explained=1)(data)
+    result = out["result"]
+    assert result["class"] == "lesion" and out["pred"] is data["pred"]
+    assert result["description"].startswith(
+        "The map explains lesion. Focus: small (16 mm³)"
+    )  # 2 x 2 x 2 voxels of 2 mm³
+    # RAS: x = 2 j (high: right), y = i (low: posterior), z = k (high: superior)
+    assert "right, posterior and superior part of the volume (patient terms)" in result["description"]
+    assert result["description_fields"]["region_location"] == "R-P-S"
+    assert result["description_fields"]["region_contrast"] is None
+    json.dumps(result, allow_nan=False)
+    broken = DescribeHeatmapd(keys="pred")({"pred": MetaTensor(torch.full((1, 4, 4, 4), float("nan")))})
+    assert broken["result"] == {"description": "", "description_fields": {}}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi import HTTPException
 
+from monai_xai.describe import describe
 from monai_xai.label import BundleExplainTask
 
 
@@ -32,6 +33,24 @@ def test_bundle_layers_explained_onto_the_input_grid(unet_bundle, studies_dir, l
         "heat 0.6-0.8": 4,
         "heat 0.8-1.0": 5,
     }
+    Path(result_file).unlink()
+
+
+def test_result_json_describes_the_heatmap_on_the_loaded_grid(unet_bundle, studies_dir):
+    """The description is that of the returned heatmap on the loaded NIfTI's grid, with its (permuted, flipped) RAS
+    affine: the same text as describing the result file with nibabel's affine; strict JSON."""
+    task = BundleExplainTask(str(unet_bundle), {}, methods=["gradcam"])
+    request = {"image": str(studies_dir / "phantom_lesion.nii.gz"), "device": "cpu", "result_volume": "heatmap"}
+    result_file, result = task(request)
+    heatmap = nib.load(result_file)
+    expected = describe(
+        np.asarray(heatmap.dataobj), heatmap.affine, class_names=task.class_names, explained=1, method="gradcam"
+    )
+    assert result["class"] == "lesion" and result["description"].startswith("The map explains lesion. Focus: ")
+    assert result["description"] == expected.text
+    assert result["description_fields"]["region_location"] == expected.as_dict()["region_location"]
+    assert result["description_fields"]["method"] == "gradcam" and result["description_fields"]["calibrated"] is False
+    json.dumps(result, allow_nan=False)
     Path(result_file).unlink()
 
 
@@ -69,12 +88,12 @@ def test_defaults_are_what_the_bundles_explain_config_recommends(unet_bundle, tm
     assert config["target_layer"][1:] == list(
         json.loads((unet_bundle / "configs" / "metadata.json").read_text())["cam_target_layers"]
     )
-    assert config["pixel_set"] == ["image", "pred", "largest_component"]
+    assert config["pixel_set"] == ["image", "pred", "largest_component", "empty"]
     assert config["score"] == ["probability", "logit"]
     plain = tmp_path / "plain"
     shutil.copytree(unet_bundle, plain)
     (plain / "configs" / "explain.json").unlink()
     config = BundleExplainTask(str(plain), {}).info()["config"]
-    assert config["pixel_set"] == ["pred", "largest_component", "image"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty"]
     assert config["score"] == ["logit", "probability"]
     assert "model.1.submodule" not in config["target_layer"]

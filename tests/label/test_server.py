@@ -19,6 +19,7 @@ import requests
 import torch
 from requests_toolbelt.multipart.decoder import MultipartDecoder
 
+from monai_xai.describe import describe
 from monai_xai.label import heat_bins, quantize_heatmap
 from tests.helpers.label import CH2, CLASSIFICATION, SEGMENTATION
 
@@ -61,7 +62,7 @@ def test_info_lists_explain_models_and_options(server):
     config = segmentation["config"]
     assert config["method"] == ["gradcam", "hirescam", "eigencam"]
     assert config["class"] == ["lesion", "background"]
-    assert config["pixel_set"] == ["pred", "largest_component", "image"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty"]
     assert config["score"] == ["logit", "probability"]
     assert config["target_layer"] == ["conv"]
     assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "heatmap"])
@@ -104,6 +105,14 @@ def test_slicer_request_gives_named_bins_matching_the_heatmap(server, studies_di
     assert result["label_names"] == {b.name: b.label for b in heat_bins(10)}
     assert result["class"] == "lesion" and result["method"] == "gradcam" and result["predicted_voxels"] > 0
     assert [b["color"] for b in result["bins"]] == [list(b.color) for b in heat_bins(10)]
+    # in words, in the patient's terms: the map's focus lies on the side of the lesion (from the mask and its affine)
+    lesion = nib.load(studies_dir.parent / "masks" / "phantom_lesion.nii.gz")
+    lesion_sides = describe(np.asarray(lesion.dataobj, dtype=np.float32), lesion.affine).as_dict()["region_location"]
+    assert (
+        result["description"].startswith("The map explains lesion. Focus: ")
+        and "(patient terms)" in result["description"]
+    )
+    assert lesion_sides and result["description_fields"]["region_location"] == lesion_sides
     nrrd_path = tmp_path / "bins.nrrd"
     nrrd_path.write_bytes(parts["image"].content)
     labels, header = nrrd.read(str(nrrd_path))
@@ -162,6 +171,12 @@ def test_classification_reports_the_prediction(server):
     assert set(result["probabilities"]) == {"no lesion", "lesion"}
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert result["predicted_class"] == max(result["probabilities"], key=result["probabilities"].get)
+    confidence = 100 * result["probabilities"][result["predicted_class"]]
+    assert result["description"].startswith(
+        f"Prediction: {result['predicted_class']} ({confidence:.2f}% confidence, uncalibrated)."
+    )
+    assert result["description_fields"]["predicted"] == result["predicted_class"]
+    assert result["description_fields"]["text"] == result["description"]
 
 
 @pytest.mark.parametrize(

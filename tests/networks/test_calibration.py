@@ -9,7 +9,7 @@ import torch
 
 from monai_xai.cams import CAMExplainer
 from monai_xai.metrics import removal_masks, road
-from monai_xai.networks import classification_backbone, scale_logits
+from monai_xai.networks import classification_backbone, is_calibrated, scale_logits
 
 
 def _pair(temperature: float) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -66,3 +66,10 @@ def test_scaling_twice_is_refused_and_one_leaves_the_network_as_it_is() -> None:
     x = torch.randn(3, 2)
     expected = identity(x)
     torch.testing.assert_close(scale_logits(identity, 1.0)(x), expected)
+
+
+def test_is_calibrated_only_with_a_temperature_other_than_one() -> None:
+    assert not is_calibrated(torch.nn.Linear(2, 2))
+    assert not is_calibrated(scale_logits(torch.nn.Linear(2, 2), 1.0))
+    scaled = scale_logits(torch.nn.Linear(2, 2), 0.5)
+    assert is_calibrated(scaled) and is_calibrated(torch.nn.DataParallel(scaled))
