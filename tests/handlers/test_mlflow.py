@@ -32,7 +32,9 @@ def mlflow_server(tmp_path_factory):
 
 
 def test_metrics_params_and_artifacts_reach_the_server(mlflow_server, tmp_path):
-    evaluator = explain_with_tracking(tmp_path / "xai", mlflow_server, "served", metrics=("heat_diff", "road_combined"))
+    # a generous timeout: on a busy machine a live server may take seconds to answer, and this test is about content
+    metrics = ("heat_diff", "road_combined")
+    evaluator = explain_with_tracking(tmp_path / "xai", mlflow_server, "served", metrics=metrics, server_timeout=60.0)
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("xai_test")
     (run,) = client.search_runs([experiment.experiment_id], filter_string="attributes.run_name = 'served'")

@@ -45,9 +45,12 @@ def explain_classification_cases(out: Path) -> dict:
     return {"evaluator": evaluator, "outputs": outputs, "images": images, "masks": masks, "net": network, "out": out}
 
 
-def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, metrics=("heat_diff",)):
+def explain_with_tracking(
+    output_dir, tracking_uri: str | None, run_name: str, metrics=("heat_diff",), server_timeout: float = 2.0
+):
     """2 2D cases explained with :data:`TRACKED_METHODS`, scored, written to ``output_dir`` and tracked in MLflow
-    (experiment ``xai_test``); returns the finished evaluator."""
+    (experiment ``xai_test``); returns the finished evaluator. ``server_timeout``: the handler's, short for the
+    tests of dead servers."""
     network = TinyResNet(spatial_dims=2, num_classes=3).eval()
     images = torch.randn(2, 1, 16, 16)
     masks = torch.zeros(2, 1, 16, 16)
@@ -59,7 +62,7 @@ def explain_with_tracking(output_dir, tracking_uri: str | None, run_name: str, m
         params={"xai_methods": list(TRACKED_METHODS), "xai_target_layer": "layer4", "road_percentiles": [20, 80]},
         experiment_name="xai_test",
         run_name=run_name,
-        server_timeout=2.0,
+        server_timeout=server_timeout,
     )
     handlers = [
         inferer,
