@@ -242,6 +242,8 @@ class SaliencyWriter:
         overwrite: replace the results of an earlier run in ``output_dir`` (else such a folder is refused).
         strict: end the run with an error when any case could not be read (else only when none could).
         class_names: names of the classes in index order, for the descriptions (default: the class indices).
+        sanity: ``{method: passed}``, each method's randomisation check for this model when it is known (e.g. from
+            ``monai-xai sanity``): the descriptions then say whether the map can be trusted to depend on the model.
     """
 
     def __init__(
@@ -255,6 +257,7 @@ class SaliencyWriter:
         overwrite: bool = False,
         strict: bool = False,
         class_names: Sequence[str] | None = None,
+        sanity: Mapping[str, bool] | None = None,
     ) -> None:
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
@@ -267,6 +270,7 @@ class SaliencyWriter:
         self.overwrite = overwrite
         self.strict = strict
         self.class_names = list(class_names) if class_names is not None else None
+        self.sanity = dict(sanity or {})
         self.rows: list[dict] = []
         self.descriptions: list[dict] = []
         self._names: set[str] = set()
@@ -307,7 +311,8 @@ class SaliencyWriter:
             texts = {}
             for method in self.methods:
                 maps = case_value(engine, index, saliency_key(method))
-                description = _describe_map(maps, image, inputs, name, method)
+                sanity = {"sanity_passed": self.sanity[method]} if method in self.sanity else {}
+                description = _describe_map(maps, image, {**inputs, **sanity}, name, method)
                 texts[method] = description.text if description is not None else ""
                 fields = description.as_dict() if description is not None else {"text": ""}
                 self.descriptions.append({"case": name, "method": method, **fields})

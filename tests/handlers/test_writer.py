@@ -17,7 +17,7 @@ from monai_xai.handlers.saliency_writer import EXPLAINED_REGION, class_probabili
 from monai_xai.inferers import XAIInferer
 from monai_xai.networks import scale_logits
 from tests.helpers.engines import affine_for, case_dataset, make_evaluator
-from tests.helpers.nets import tiny_unet3d
+from tests.helpers.nets import TinyResNet, tiny_unet3d
 from tests.helpers.runs import METHODS
 
 
@@ -99,6 +99,18 @@ def test_flat_map_of_a_calibrated_network_is_described_without_error(tmp_path):
     assert row["text"].endswith("No focus: the map is flat.") and row["flat"] == "True"
     assert row["predicted"] in ("a", "b", "c") and row["calibrated"] == "True" and row["region_location"] == ""
     assert "No focus: the map is flat." in (tmp_path / "c0" / "c0_description.md").read_text()
+
+
+def test_known_sanity_results_become_trust_notes(tmp_path):
+    """xai_sanity: a method known to fail the randomisation check says so in its text; one not listed gets no note."""
+    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam", "eigencam"])
+    writer = SaliencyWriter(tmp_path, ["gradcam", "eigencam"], sanity={"eigencam": False})
+    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+    rows = {row["method"]: row for row in _descriptions(tmp_path)}
+    assert "Caution: the eigencam map failed the randomisation check" in rows["eigencam"]["text"]
+    assert rows["eigencam"]["sanity_passed"] == "False"
+    assert "randomisation" not in rows["gradcam"]["text"] and rows["gradcam"]["sanity_passed"] == ""
 
 
 def test_a_description_failure_keeps_the_maps(tmp_path):
