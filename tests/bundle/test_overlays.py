@@ -86,8 +86,8 @@ def test_segmentation_bundle_writes_maps_in_the_input_space(segmentation_run):
     assert {(row["case"], row["method"], row["class"]) for row in rows} == {
         (case, method, "1") for case in ("img0", "img1") for method in ("gradcam", "hirescam")
     }
-    # MONAI's MetricsSaver wrote the per-case details under the same names
-    assert (out / "ehr_auc_hirescam_raw.csv").exists()
+    # MONAI's MetricsSaver wrote the per-case details under the same names, in their own folder
+    assert (out / "per_metric" / "ehr_auc_hirescam_raw.csv").exists() and not list(out.glob("*_raw.csv"))
 
 
 def test_classification_bundle_logs_to_mlflow(classification_run):
