@@ -116,6 +116,8 @@ def run_demo(
     tracking_db = output_dir / "mlruns.db"
     phantom = {"n_cases": int(cases), "seed": DEMO_SEED, "positive_fraction": 0.5, "split": [0.0, 0.0, 1.0]}
     results: dict[str, Path] = {}
+    seconds: dict[str, float] = {}
+    demo_started = time.perf_counter()
     for name in bundles:
         bundle = bundles_dir() / name
         if not (bundle / "models" / "model.pt").is_file():
@@ -138,7 +140,8 @@ def run_demo(
             xai_experiment_name="monai_xai_demo",
             xai_run_name=name,
         )
-        print(f"== {name}: done in {time.perf_counter() - started:.0f} s", flush=True)
+        seconds[name] = time.perf_counter() - started
+        print(f"== {name}: done in {seconds[name]:.0f} s", flush=True)
     for name, folder in results.items():
         metrics, table = summary_rows(folder / "summary.csv")
         metrics = with_road_combined(metrics, table)
@@ -146,7 +149,15 @@ def run_demo(
         print(format_table(metrics, table))
     print("\nWhere everything went:")
     for name, folder in results.items():
-        print(f"  {name}: heatmap NIfTIs and overlay PNGs in {folder}/<case>/, tables {folder}/summary.md, cases.csv")
+        print(
+            f"  {name}: tables {folder}/summary.md, cases.csv, descriptions.csv (each map in words); heatmap NIfTIs, "
+            f"overlay PNGs and descriptions in {folder}/<case>/; per-case metric CSVs in {folder}/per_metric/"
+        )
     print(f"  test data: {output_dir / 'data'}")
     print(f"  browse the runs: mlflow ui --backend-store-uri sqlite:///{tracking_db}")
+    print("\nTime per stage (data, CAMs, metrics, files and tracking of each bundle; CAM seconds per case are in the")
+    print("tables above):")
+    for name, spent in seconds.items():
+        print(f"  {name}: {spent:.0f} s")
+    print(f"  total: {time.perf_counter() - demo_started:.0f} s")
     return results
