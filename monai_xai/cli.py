@@ -138,11 +138,12 @@ def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
     Args:
         dataset: ``brain_tumor_mri`` (Kaggle Training/Testing/<class>), ``chest_xray_pneumonia`` (Kermany
             train|val|test/NORMAL|PNEUMONIA), ``ham10000``, ``isic2019``, ``siim_acr_pneumothorax`` (DICOM +
-            train-rle.csv; masks written next to ``out_file``).
+            train-rle.csv; masks written next to ``out_file``), ``kits23`` (case_XXXXX/imaging.nii.gz +
+            segmentation.nii.gz, or an MSD-style folder with dataset.json; per-case split).
         root: the data set's folder.
         out_file: the datalist JSON to write (``training``, ``validation``, ``test`` lists).
         kwargs: the reader's options, e.g. ``--seed 1``, ``--mask_dir <folder>`` (ISIC task-1 masks),
-            ``--balanced true`` (SIIM), ``--validation_fraction 0.2``.
+            ``--balanced true`` (SIIM), ``--validation_fraction 0.2``, ``--test_fraction 0.2`` (kits23).
 
     Returns:
         one line: the file and the images per list and class.
@@ -154,6 +155,7 @@ def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
         "chest_xray_pneumonia": data.write_chest_xray_datalist,
         "ham10000": partial(data.write_skin_lesion_datalist, "ham10000"),
         "isic2019": partial(data.write_skin_lesion_datalist, "isic2019"),
+        "kits23": data.write_kits23_datalist,
         "siim_acr_pneumothorax": data.write_siim_pneumothorax_datalist,
     }
     if dataset not in writers:

@@ -9,6 +9,8 @@
 - :mod:`~monai_xai.bundle.classification`: :func:`evaluate_classifier` (temperature scaling on the validation
   split, then accuracy, balanced accuracy, per-class P/R/F1/AUC, ECE and a reliability diagram on the test split),
   what the study bundles' ``evaluate.json`` runs, and :func:`load_temperature`.
+- :mod:`~monai_xai.bundle.segmentation`: :func:`class_dice_metrics`, Dice per class and per union of classes as MONAI
+  ``MeanDice`` handlers, what the segmentation bundles' evaluators report.
 - :mod:`~monai_xai.bundle.loading`: :func:`load_trained_bundle`, network + preprocessing + settings of a trained
   bundle, for explaining cases outside an engine (the sanity checks).
 """
@@ -22,6 +24,7 @@ from monai_xai.bundle.overlays import (
     overlay_dir,
     overlay_path,
 )
+from monai_xai.bundle.segmentation import channel_union, class_dice_metrics
 from monai_xai.bundle.settings import ExplainSettings, check_explain_config
 from monai_xai.bundle.workflow import REQUIRED_BUNDLE_IDS, ExplainWorkflow, check_bundle_ids, explain_bundle
 
@@ -39,6 +42,8 @@ __all__ = [
     "explain_bundle",
     "evaluate_classifier",
     "load_temperature",
+    "channel_union",
+    "class_dice_metrics",
     "TrainedBundle",
     "load_trained_bundle",
 ]

@@ -338,7 +338,7 @@ def build_target(
         warnings.warn(
             f"the pixel set is empty for sample(s) {empty.nonzero()[:, 0].tolist()} (class {index[empty].tolist()}); "
             "their score is 0 whatever the input (all-zero maps; ROAD and deletion/insertion give NaN). "
-            "Check class_idx and pixel_set.",
+            "Check class_idx and pixel_set (with pixel_set='empty' this is the control that was asked for).",
             stacklevel=2,
         )
     return target

@@ -5,6 +5,14 @@ read."""
 from .brain_tumor_mri import BRAIN_TUMOR_CLASSES, brain_tumor_mri_datalist, write_brain_tumor_mri_datalist
 from .chest_xray import CHEST_XRAY_CLASSES, chest_xray_datalist, write_chest_xray_datalist
 from .class_folders import ToRGB, ToRGBd
+from .kits23 import (
+    KITS23_CLASSES,
+    foreground_hu_range,
+    kits23_datalist,
+    msd_class_names,
+    msd_datalist,
+    write_kits23_datalist,
+)
 from .phantom import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -39,6 +47,7 @@ __all__ = [
     "BRAIN_TUMOR_CLASSES",
     "CHEST_XRAY_CLASSES",
     "HAM10000_CLASSES",
+    "KITS23_CLASSES",
     "ISIC2019_CLASSES",
     "PNEUMOTHORAX_CLASSES",
     "SKIN_LESION_CLASSES",
@@ -49,8 +58,12 @@ __all__ = [
     "chest_xray_datalist",
     "class_weights",
     "datalist_summary",
+    "foreground_hu_range",
     "ham10000_datalist",
     "isic2019_datalist",
+    "kits23_datalist",
+    "msd_class_names",
+    "msd_datalist",
     "rle_decode",
     "rle_encode",
     "siim_pneumothorax_datalist",
@@ -59,6 +72,7 @@ __all__ = [
     "write_brain_tumor_mri_datalist",
     "write_chest_xray_datalist",
     "write_datalist",
+    "write_kits23_datalist",
     "write_siim_pneumothorax_datalist",
     "write_skin_lesion_datalist",
     "DEFAULT_SHAPE",

@@ -83,11 +83,16 @@ def split_metric_name(name: str, methods: Sequence[str]) -> tuple[str, str] | No
     return None
 
 
-def _case_stem(image: Any) -> str | None:
+def _case_stem(image: Any, case_name: str = "file") -> str | None:
+    """The case's name from its image file: the file name without its extension (``case_name="file"``) or the name
+    of the folder holding it (``"folder"``: data sets whose every image has the same name, e.g. KiTS23's
+    ``case_00012/imaging.nii.gz``); None for an image without a file."""
     meta = image.meta if isinstance(image, MetaTensor) else {}
     source = meta.get("filename_or_obj")
     if not source or not isinstance(source, str):
         return None
+    if case_name == "folder":
+        return Path(source).parent.name or None
     name = Path(source).name
     for suffix in _NIFTI_SUFFIXES:
         if name.lower().endswith(suffix):
@@ -244,6 +249,9 @@ class SaliencyWriter:
         class_names: names of the classes in index order, for the descriptions (default: the class indices).
         sanity: ``{method: passed}``, each method's randomisation check for this model when it is known (e.g. from
             ``monai-xai sanity``): the descriptions then say whether the map can be trusted to depend on the model.
+        case_name: ``"file"``: cases are named after their image file (without extension); ``"folder"``: after the
+            folder holding it, for data sets whose images all share one name (KiTS23's ``case_XXXXX/imaging.nii.gz``).
+            Repeated names get ``_1``, ``_2``, ...
     """
 
     def __init__(
@@ -258,7 +266,10 @@ class SaliencyWriter:
         strict: bool = False,
         class_names: Sequence[str] | None = None,
         sanity: Mapping[str, bool] | None = None,
+        case_name: str = "file",
     ) -> None:
+        if case_name not in ("file", "folder"):
+            raise ValueError(f'case_name must be "file" or "folder", got {case_name!r}.')
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
         self.output_dir = Path(output_dir)
@@ -271,6 +282,7 @@ class SaliencyWriter:
         self.strict = strict
         self.class_names = list(class_names) if class_names is not None else None
         self.sanity = dict(sanity or {})
+        self.case_name = case_name
         self.rows: list[dict] = []
         self.descriptions: list[dict] = []
         self._names: set[str] = set()
@@ -289,7 +301,7 @@ class SaliencyWriter:
         setattr(engine.state, XAIKeys.UNREADABLE, [])
 
     def _case_name(self, image: Any) -> str:
-        stem = _case_stem(image) or f"case_{len(self._names):04d}"
+        stem = _case_stem(image, self.case_name) or f"case_{len(self._names):04d}"
         if idist.get_rank() > 0 and _case_stem(image) is None:
             stem = f"rank{idist.get_rank()}_{stem}"
         name, repeat = stem, 1

@@ -1,4 +1,5 @@
-"""Networks of the published studies: backbones by name, the layers they are explained at, their calibration."""
+"""Networks of the published studies: 2D backbones and 3D segmenters by name, the layers they are explained at, their
+calibration."""
 
 from monai_xai.networks.backbones import (
     BACKBONE_CAM_LAYERS,
@@ -7,6 +8,7 @@ from monai_xai.networks.backbones import (
     imagenet_weights_file,
 )
 from monai_xai.networks.calibration import is_calibrated, scale_logits
+from monai_xai.networks.segmenters import SEGMENTERS, patch_divisor, segmentation_cam_layer, segmentation_network
 
 __all__ = [
     "BACKBONES",
@@ -15,4 +17,8 @@ __all__ = [
     "imagenet_weights_file",
     "is_calibrated",
     "scale_logits",
+    "SEGMENTERS",
+    "patch_divisor",
+    "segmentation_cam_layer",
+    "segmentation_network",
 ]

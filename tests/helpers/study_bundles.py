@@ -51,22 +51,23 @@ class StudyBundle:
     explain_metrics: tuple[str, ...] = ("road_combined", "confidence_increase")
 
 
-def _configs(bundle: Path, *names: str) -> list[str]:
+def bundle_configs(bundle: Path, *names: str) -> list[str]:
+    """Paths of the named files of ``bundle/configs``, in order (a ``config_file`` list)."""
     return [str(bundle / "configs" / name) for name in names]
 
 
-def _run(bundle: Path, names: list[str], **override: Any) -> None:
+def run_bundle(bundle: Path, names: list[str], **override: Any) -> None:
+    """``python -m monai.bundle run`` in process with the bundle's configs ``names``, metadata and logging."""
     run(
-        config_file=_configs(bundle, *names),
+        config_file=bundle_configs(bundle, *names),
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
         **override,
     )
 
 
-def check_layout_metadata_and_default_network(spec: StudyBundle) -> None:
-    """Model-zoo files, metadata against the local schema, the default network's shapes and CAM layer."""
-    bundle = BUNDLES_DIR / spec.name
+def check_model_zoo_layout(bundle: Path) -> None:
+    """The model-zoo files, the metadata against the local schema, and ``network_def``'s shapes per the metadata."""
     for name in ("metadata.json", "train.json", "evaluate.json", "inference.json", "explain.json", "logging.conf"):
         assert (bundle / "configs" / name).is_file(), name
     assert (bundle / "docs" / "README.md").is_file() and "Apache License" in (bundle / "LICENSE").read_text()
@@ -77,8 +78,14 @@ def check_layout_metadata_and_default_network(spec: StudyBundle) -> None:
         config_file=str(bundle / "configs" / "inference.json"),
         device="cpu",
     )
+
+
+def check_layout_metadata_and_default_network(spec: StudyBundle) -> None:
+    """Model-zoo files, metadata against the local schema, the default network's shapes and CAM layer."""
+    bundle = BUNDLES_DIR / spec.name
+    check_model_zoo_layout(bundle)
     parser = ConfigParser()
-    parser.read_config(_configs(bundle, "inference.json", "explain.json"))
+    parser.read_config(bundle_configs(bundle, "inference.json", "explain.json"))
     network = parser.get_parsed_content("network_def")
     assert network(torch.zeros(1, 3, 224, 224)).shape == (1, len(spec.class_names))
     resolve_layers(network, parser.get_parsed_content("xai_target_layer"))
@@ -96,7 +103,7 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     common = {"bundle_root": str(bundle), "dataset_dir": str(data), **TINY, **spec.overrides}
 
     tracking_uri = f"sqlite:///{tmp_path / 'training_mlruns.db'}"
-    _run(bundle, ["train.json"], max_epochs=2, tracking="mlflow", tracking_uri=tracking_uri, **common)
+    run_bundle(bundle, ["train.json"], max_epochs=2, tracking="mlflow", tracking_uri=tracking_uri, **common)
     weights = bundle / "models" / "resnet18" / "model.pt"
     assert weights.is_file()
     # MONAI's own MLflow tracking of the training run (`--tracking mlflow`): both epochs' validation accuracies
@@ -104,7 +111,7 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     (run_info,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(client.get_metric_history(run_info.info.run_id, "val_accuracy")) == 2
 
-    _run(bundle, ["train.json", "evaluate.json"], **common)
+    run_bundle(bundle, ["train.json", "evaluate.json"], **common)
     report = json.loads((bundle / "eval" / "resnet18" / "metrics.json").read_text())
     assert {"accuracy", "balanced_accuracy", "auc_macro", "ece_uncalibrated", "ece_calibrated", "temperature"} <= set(
         report
@@ -114,10 +121,10 @@ def check_train_evaluate_infer_explain_and_study(spec: StudyBundle, tmp_path: Pa
     assert temperature == pytest.approx(report["temperature"]) and temperature > 0
     assert (bundle / "eval" / "resnet18" / "reliability_diagram.png").stat().st_size > 10_000
 
-    _run(bundle, ["inference.json"], **common)
+    run_bundle(bundle, ["inference.json"], **common)
     rows = list(csv.reader((bundle / "eval" / "resnet18" / "predictions.csv").read_text().splitlines()))
     parser = ConfigParser()
-    parser.read_config(_configs(bundle, "inference.json"))
+    parser.read_config(bundle_configs(bundle, "inference.json"))
     parser.update(common)
     test_images = [entry["image"] for entry in parser.get_parsed_content("datalist")["test"]]
     assert sorted(row[0] for row in rows) == sorted(test_images)
