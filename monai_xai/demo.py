@@ -81,7 +81,8 @@ def _what(settings: ExplainSettings) -> str:
     if settings.pixel_set is not None:
         target += f" over the pixel set {settings.pixel_set!s}"
     count = len(settings.methods)
-    return f"{count} method{'' if count == 1 else 's'} at {settings.target_layers}, {target} ({settings.score!s})"
+    layer = settings.target_layers or "the automatically chosen layer"
+    return f"{count} method{'' if count == 1 else 's'} at {layer}, {target} ({settings.score!s})"
 
 
 def format_table(metrics: Sequence[str], table: dict[str, dict[str, float]]) -> str:

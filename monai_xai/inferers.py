@@ -24,6 +24,7 @@ which is all the handlers and writers read:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,14 +33,25 @@ import torch
 from monai.data import MetaTensor
 from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.utils import fall_back_tuple
 from torch import nn
 
-from monai_xai.cams import CAMExplainer, LayerSpec, as_pixel_set_choice, group_methods_by_layer, resolve_pixel_set
+from monai_xai.cams import (
+    CAMExplainer,
+    LayerChoice,
+    LayerSpec,
+    as_pixel_set_choice,
+    choose_target_layer,
+    group_methods_by_layer,
+    resolve_pixel_set,
+)
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import PixelSet, Score, XAIKeys, as_choice, saliency_key, seconds_key
 from monai_xai.utils import label_mask, per_sample_index
 
 __all__ = ["XAIInferer"]
+
+logger = logging.getLogger(__name__)
 
 
 def _with_meta_of(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -73,7 +85,9 @@ class XAIInferer(Inferer):
         inferer: the bundle's inferer (``SimpleInferer`` when None); its prediction is returned unchanged.
         target_layers: layer(s) to explain, e.g. ``"layer4"`` or ``"model.1.submodule"`` (see ``CAMExplainer``), or
             one per method, ``{"gradcam": "model.1", "hirescam": "0", ...}`` (an entry for every method; with
-            ``time_each_method=False`` the methods sharing a layer share a pass).
+            ``time_each_method=False`` the methods sharing a layer share a pass). None or ``""``: chosen at the
+            first call from the first case of the batch (with a sliding window, from one ROI-sized crop of it) by
+            :func:`~monai_xai.cams.choose_target_layer`, logged at INFO and kept in :attr:`chosen_layer`.
         methods: CAM method names, e.g. ``("gradcam", "hirescam")``.
         class_idx: class to explain: None (classifiers: the predicted class of each sample), an int, or one per sample.
             Segmentation networks need an int.
@@ -99,7 +113,7 @@ class XAIInferer(Inferer):
     def __init__(
         self,
         inferer: Inferer | None = None,
-        target_layers: LayerSpec | Mapping[str, LayerSpec] = "",
+        target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None,
         methods: str | Sequence[str] = ("gradcam",),
         class_idx: int | Sequence[int] | None = None,
         pixel_set: PixelSet | str | Sequence[int] = PixelSet.PRED,
@@ -112,31 +126,46 @@ class XAIInferer(Inferer):
         super().__init__()
         if inferer is not None and not callable(inferer):
             raise TypeError(f"inferer must be a MONAI Inferer (callable), got {type(inferer).__name__}.")
-        if not target_layers:
-            raise ValueError(
-                "target_layers is empty; name the layer to explain, e.g. target_layers='layer4' "
-                "(in a bundle: --xai_target_layer layer4; list names with `[n for n, _ in net.named_modules()]`)."
-            )
         self.pixel_set = as_pixel_set_choice(pixel_set, "pixel_set")
         self.inferer = SimpleInferer() if inferer is None else inferer
-        self.target_layers = target_layers
+        self.target_layers = target_layers or None
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not self.methods:
             raise ValueError("methods is empty; give at least one CAM method, e.g. methods=['gradcam'].")
-        layer_groups = group_methods_by_layer(target_layers, self.methods)
-        if time_each_method:
-            # one pass per method, in the order of `methods`
-            layer_of = {method: layers for layers, grouped in layer_groups for method in grouped}
-            layer_groups = [(layer_of[method], (method,)) for method in self.methods]
-        self._passes = layer_groups
+        self.time_each_method = time_each_method
+        # the layer of each pass, and the pass's methods; None until a layer is chosen
+        self._passes = None if self.target_layers is None else self._group(self.target_layers)
+        self.chosen_layer: LayerChoice | None = None
         self.class_idx = class_idx
         self.pixel_set_key = pixel_set_key
         self.score = as_choice(Score, score, "score")
         self.batch_size = batch_size
-        self.time_each_method = time_each_method
         self.reshape = reshape
         self.explanations: dict[str, torch.Tensor] = {}
         self._attached_engine: Any = None
+
+    def _group(self, target_layers: LayerSpec | Mapping[str, LayerSpec]) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+        """The passes to run: (layers, methods explained there); one per method when each method is timed alone."""
+        layer_groups = group_methods_by_layer(target_layers, self.methods)
+        if self.time_each_method:
+            # one pass per method, in the order of `methods`
+            layer_of = {method: layers for layers, grouped in layer_groups for method in grouped}
+            layer_groups = [(layer_of[method], (method,)) for method in self.methods]
+        return layer_groups
+
+    def _choose_layer(self, inputs: torch.Tensor, network: nn.Module) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+        """Choose the layer from the first case of ``inputs`` (B, C, *spatial) (with a sliding window, its ROI-sized
+        corner, zero-padded where the image is smaller), log it and keep it in :attr:`chosen_layer`."""
+        sample = _plain(inputs[:1])
+        if self._sliding_window():
+            roi = fall_back_tuple(self.inferer.roi_size, sample.shape[2:])
+            sample = sample[(slice(None), slice(None), *(slice(0, size) for size in roi))]
+            # F.pad takes (before, after) pairs from the last dim backwards
+            padding = [pad for size, have in zip(roi[::-1], sample.shape[:1:-1]) for pad in (0, size - have)]
+            sample = torch.nn.functional.pad(sample, padding)
+        self.chosen_layer = choose_target_layer(network, sample)
+        logger.info("xai: explaining layer %r (%s)", self.chosen_layer.name, self.chosen_layer.reason)
+        return self._group(self.chosen_layer.name)
 
     def attach(self, engine: Any) -> None:
         """Copy each iteration's maps into ``engine.state.output``; ``pixel_set_key`` is read from
@@ -203,6 +232,8 @@ class XAIInferer(Inferer):
         # a sliding window needs the class as given (one int for the batch), not the per-sample tensor
         explained_class = class_idx if self.class_idx is None else self.class_idx
         pixels = _plain(inputs)
+        if self._passes is None:
+            self._passes = self._choose_layer(inputs, network)
         with torch.enable_grad():
             for layers, methods in self._passes:
                 explainer = self._explainer(network, layers, methods)

@@ -17,7 +17,14 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
-from monai_xai.cams import CAMExplainer, LayerSpec, as_pixel_set_choice, group_methods_by_layer
+from monai_xai.cams import (
+    CAMExplainer,
+    LayerSpec,
+    as_pixel_set_choice,
+    get_method,
+    group_methods_by_layer,
+    method_names,
+)
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import Layout, PixelSet, Score, as_choice
 
@@ -28,8 +35,9 @@ __all__ = ["ExplainSettings", "check_explain_config"]
 class ExplainSettings:
     """The explanation a bundle asks for, one field per ``xai_*`` config id (see ``configs/README.md``).
 
-    A field that its id leaves unset keeps the default here: ``methods`` empty and ``target_layers`` None mean "not
-    chosen" (the caller must supply them), ``pixel_set`` None means "not chosen" (a segmentation network then
+    A field that its id leaves unset keeps the default here: ``methods`` empty means "not chosen" (the caller must
+    supply them), ``target_layers`` None means "choose one" (the ``XAIInferer`` does, on the first batch; see
+    :func:`~monai_xai.cams.choose_target_layer`), ``pixel_set`` None means "not chosen" (a segmentation network then
     explains its predicted region; classifiers have none), ``region_key`` None means "no ground truth named".
 
     Attributes:
@@ -173,7 +181,8 @@ def check_explain_config(
     Args:
         network: the network to explain.
         target_layers: ``xai_target_layer``: a layer name of ``network`` (or a list of them), or a mapping
-            ``{method: layer}`` with an entry for each method.
+            ``{method: layer}`` with an entry for each method; empty or None: the inferer chooses the layer on the
+            first batch (:func:`~monai_xai.cams.choose_target_layer`), so only the methods are checked.
         methods: ``xai_methods``.
 
     Raises:
@@ -184,15 +193,17 @@ def check_explain_config(
             f"the bundle's `network` must be a torch.nn.Module, got {type(network).__name__}; "
             "configs/explain.json explains `network` (usually '$@network_def.to(@device)')."
         )
-    if not target_layers:
-        candidates = [name for name, module in network.named_modules() if name and not list(module.children())][-5:]
-        raise ValueError(
-            "xai_target_layer is not set: pass the layer to explain, e.g. --xai_target_layer <name> "
-            f"(a name from network.named_modules(); the last leaf layers of this network are {candidates})."
-        )
     try:
-        for layers, grouped in group_methods_by_layer(target_layers, _names(methods)):
-            CAMExplainer(network, layers, grouped)
+        if not target_layers:
+            # the inferer chooses the layer on the first batch; the methods can be checked now
+            methods = _names(methods)
+            if not methods:
+                raise ValueError(f"methods is empty; choose at least one of {method_names()}.")
+            for method in methods:
+                get_method(method)
+        else:
+            for layers, grouped in group_methods_by_layer(target_layers, _names(methods)):
+                CAMExplainer(network, layers, grouped)
     except (ValueError, TypeError) as error:
         raise ValueError(
             f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"

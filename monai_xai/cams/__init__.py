@@ -6,6 +6,7 @@ Every method is registered once with its family and needs (:mod:`monai_xai.cams.
 
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.hooks import ActivationRecorder
+from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
@@ -36,6 +37,8 @@ __all__ = [
     "resolve_layers",
     "group_methods_by_layer",
     "LayerSpec",
+    "LayerChoice",
+    "choose_target_layer",
     "ClassTarget",
     "SegmentationTarget",
     "build_target",

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import nibabel as nib
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from monai_xai.bundle import ExplainWorkflow
+from monai_xai.bundle import ExplainWorkflow, explain_bundle
 from tests.helpers.bundles import make_classification_bundle, make_segmentation_bundle
 from tests.helpers.engines import CONFIGS, run_bundle
 
@@ -138,3 +139,15 @@ def test_missing_bundle_id_is_named_with_how_to_set_it(tmp_path, remove, message
         chain.append(error)
         error = error.__cause__
     assert any(isinstance(e, ValueError) and message in str(e) for e in chain), [str(e) for e in chain]
+
+
+def test_bundle_without_a_layer_explains_the_chosen_one(tmp_path, caplog):
+    """No xai_target_layer: the inferer chooses MONAI DenseNet's `features` (the last layer before global pooling)."""
+    bundle = make_classification_bundle(tmp_path / "bundle", n_cases=2)
+    with caplog.at_level(logging.INFO, logger="monai_xai.inferers"):
+        explain_bundle(bundle, overlays=("explain",), xai_methods=["gradcam"])
+    assert any(message.startswith("xai: explaining layer 'features' (classifier:") for message in caplog.messages)
+    for case in ("img0", "img1"):
+        saved = nib.load(str(bundle / "eval" / "xai" / case / f"{case}_gradcam.nii.gz"))
+        values = np.asarray(saved.dataobj)
+        assert values.shape == (32, 32) and values.max() > values.min()

@@ -66,8 +66,12 @@ def test_values_are_checked_once_with_the_id_to_fix():
 def test_check_names_the_setting_to_fix():
     network = TinyResNet(spatial_dims=2)
     ExplainSettings(methods=("gradcam",), target_layers="layer4").check(network)
-    with pytest.raises(ValueError, match="xai_target_layer is not set.*last leaf layers"):
-        ExplainSettings(methods=("gradcam",)).check(network)
+    # no layer: the inferer chooses one on the first batch, so only the methods are checked
+    ExplainSettings(methods=("gradcam",)).check(network)
+    with pytest.raises(ValueError, match="unknown CAM method 'gradcamm'.*--xai_methods"):
+        ExplainSettings(methods=("gradcamm",)).check(network)
+    with pytest.raises(ValueError, match="methods is empty"):
+        check_explain_config(network, None, [])
     with pytest.raises(ValueError, match="no layer named 'layer9'.*--xai_target_layer"):
         ExplainSettings(methods=("gradcam",), target_layers="layer9").check(network)
     with pytest.raises(ValueError, match="methods is empty"):

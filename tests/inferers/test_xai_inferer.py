@@ -211,8 +211,8 @@ def test_each_method_at_its_own_layer(time_each_method):
 
 def test_errors_say_what_to_set():
     network = TinyResNet(spatial_dims=2)
-    with pytest.raises(ValueError, match="target_layers is empty"):
-        XAIInferer(SimpleInferer(), "", ["gradcam"])
+    # no layer: chosen at the first call (see test_no_layer_chooses_one_and_says_which)
+    assert XAIInferer(SimpleInferer(), "", ["gradcam"]).chosen_layer is None
     with pytest.raises(ValueError, match="pixel_set must be one of"):
         XAIInferer(SimpleInferer(), "layer4", ["gradcam"], pixel_set="box")
     segmenter = tiny_unet3d().eval()
@@ -222,8 +222,9 @@ def test_errors_say_what_to_set():
     no_class = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"])
     with pytest.raises(ValueError, match="--xai_class"):
         no_class(torch.randn(1, 1, 16, 16, 16), segmenter)
-    with pytest.raises(ValueError, match="xai_target_layer is not set"):
-        check_explain_config(network, "", ["gradcam"])
+    check_explain_config(network, "", ["gradcam"])  # the inferer chooses the layer
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        check_explain_config(network, "", ["gradcamm"])
     with pytest.raises(ValueError, match="--xai_target_layer"):
         check_explain_config(network, "layer9", ["gradcam"])
     with pytest.raises(ValueError, match="unknown CAM method"):
