@@ -56,6 +56,7 @@ from monai_xai.describe import CaseDescription, describe
 from monai_xai.enums import XAIKeys, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.results_dir import prepare_results_dir
+from monai_xai.handlers.xai_metrics import region_mask
 from monai_xai.metrics.per_sample import MetricCurve
 from monai_xai.metrics.stats import summary_markdown, summary_table
 from monai_xai.networks import is_calibrated
@@ -63,6 +64,7 @@ from monai_xai.visualize import plot_metric_bars, plot_metric_curves, save_overl
 
 __all__ = [
     "EXPLAINED_REGION",
+    "GROUND_TRUTH_REGION",
     "SaliencyWriter",
     "class_probabilities",
     "split_metric_name",
@@ -72,6 +74,8 @@ __all__ = [
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg")
 # name of the explained pixel set among a segmentation description's masks ("It covers 80% of the explained region")
 EXPLAINED_REGION = "explained region"
+# name of the ground-truth region among the masks ("It covers 70% of the ground-truth region")
+GROUND_TRUTH_REGION = "ground-truth region"
 
 
 def split_metric_name(name: str, methods: Sequence[str]) -> tuple[str, str] | None:
@@ -186,6 +190,21 @@ def _description_inputs(
     return inputs
 
 
+def _ground_truth_mask(
+    label: Any, explained: int | None, region_value: int | str | None, spatial_shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """(1, *spatial) bool ground-truth region of one case (:func:`~monai_xai.handlers.xai_metrics.region_mask`), or
+    None when ``label`` is not a map on the image's grid (e.g. a classifier's class index) or the explained class is
+    needed and unknown."""
+    label = torch.as_tensor(label.as_tensor() if isinstance(label, MetaTensor) else label)
+    if label.ndim != len(spatial_shape) + 1 or tuple(label.shape[1:]) != spatial_shape:
+        return None
+    if region_value == "class" and explained is None:
+        return None
+    class_idx = torch.tensor([explained]) if explained is not None else None
+    return region_mask(label[None], class_idx, region_value)[0] > 0.5
+
+
 # 2D files without a physical pixel size: MONAI gives them an identity affine (sizes then count the file's pixels)
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -252,6 +271,11 @@ class SaliencyWriter:
         case_name: ``"file"``: cases are named after their image file (without extension); ``"folder"``: after the
             folder holding it, for data sets whose images all share one name (KiTS23's ``case_XXXXX/imaging.nii.gz``).
             Repeated names get ``_1``, ``_2``, ...
+        region_key: output or batch key of the ground-truth region (as the XAI metrics read it, ``xai_region_key``);
+            the descriptions then say how much of it the hot area covers. A value that is not a map on the image's
+            grid (a classifier's class label) is not a region and is ignored.
+        region_value: which region of ``region_key``: None (any foreground), an int, or ``"class"`` (the explained
+            class), as ``xai_region_value``.
     """
 
     def __init__(
@@ -267,6 +291,8 @@ class SaliencyWriter:
         class_names: Sequence[str] | None = None,
         sanity: Mapping[str, bool] | None = None,
         case_name: str = "file",
+        region_key: str | None = None,
+        region_value: int | str | None = "class",
     ) -> None:
         if case_name not in ("file", "folder"):
             raise ValueError(f'case_name must be "file" or "folder", got {case_name!r}.')
@@ -283,6 +309,8 @@ class SaliencyWriter:
         self.class_names = list(class_names) if class_names is not None else None
         self.sanity = dict(sanity or {})
         self.case_name = case_name
+        self.region_key = region_key
+        self.region_value = region_value
         self.rows: list[dict] = []
         self.descriptions: list[dict] = []
         self._names: set[str] = set()
@@ -310,6 +338,16 @@ class SaliencyWriter:
         self._names.add(name)
         return name
 
+    def _ground_truth(self, engine: Any, index: int, image: Any, explained: int | None) -> torch.Tensor | None:
+        """(1, *spatial) bool ground-truth region of case ``index`` when ``region_key`` names one on its grid."""
+        if self.region_key is None:
+            return None
+        try:
+            label = case_value(engine, index, self.region_key)
+        except KeyError:  # this case has no ground truth
+            return None
+        return _ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
+
     def write_cases(self, engine: Any) -> None:
         """Write the current iteration's maps, overlays and descriptions, and remember one row per case and method
         for ``cases.csv`` and one for ``descriptions.csv``."""
@@ -320,6 +358,9 @@ class SaliencyWriter:
             case_dir.mkdir(parents=True, exist_ok=True)
             explained = case.get(XAIKeys.CLASS)
             inputs = _description_inputs(case, getattr(engine, "network", None), self.class_names)
+            truth = self._ground_truth(engine, index, image, inputs["explained"])
+            if truth is not None:
+                inputs["masks"] = {**inputs.get("masks", {}), GROUND_TRUTH_REGION: truth}
             texts = {}
             for method in self.methods:
                 maps = case_value(engine, index, saliency_key(method))

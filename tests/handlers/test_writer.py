@@ -13,7 +13,12 @@ from monai.inferers import SimpleInferer
 from torch import nn
 
 from monai_xai.handlers import SaliencyWriter
-from monai_xai.handlers.saliency_writer import EXPLAINED_REGION, class_probabilities, split_metric_name
+from monai_xai.handlers.saliency_writer import (
+    EXPLAINED_REGION,
+    GROUND_TRUTH_REGION,
+    class_probabilities,
+    split_metric_name,
+)
 from monai_xai.inferers import XAIInferer
 from monai_xai.networks import scale_logits
 from tests.helpers.engines import affine_for, case_dataset, make_evaluator
@@ -153,6 +158,38 @@ def test_writer_3d_segmentation_overlay(tmp_path, pixel_set):
     assert "(patient terms)" in row["text"]
     covers = f"covers_{EXPLAINED_REGION}" in row and "% of the explained region" in row["text"]
     assert covers == (pixel_set == "pred")
+
+
+def test_descriptions_say_how_much_of_the_ground_truth_the_hot_area_covers(tmp_path):
+    """region_key / region_value as the XAI metrics read them: the label's region of the explained class, compared
+    with the hot area of the written map (at least half its range) by hand; a class label that is not a map (a
+    classifier's) is no region and changes nothing."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 16, 16, 16)
+    labels = torch.zeros(2, 1, 16, 16, 16, dtype=torch.long)
+    labels[0, :, 4:12, 4:12, 4:12] = 1
+    labels[0, :, 0:4, 0:4, 0:4] = 2  # another class: not the region of class 1
+    inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set="image")
+    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["background", "lesion", "other"], region_key="label")
+    make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, writer]).run()
+    rows = {row["case"]: row for row in _descriptions(tmp_path)}
+    heat = np.asarray(nib.load(str(tmp_path / "c0" / "c0_gradcam.nii.gz")).dataobj)
+    hot = heat >= heat.min() + 0.5 * (heat.max() - heat.min())
+    truth = labels[0, 0].numpy() == 1
+    covered = (hot & truth).sum() / truth.sum()
+    assert float(rows["c0"][f"covers_{GROUND_TRUTH_REGION}"]) == pytest.approx(covered)
+    assert float(rows["c0"][f"inside_{GROUND_TRUTH_REGION}"]) == pytest.approx((hot & truth).sum() / hot.sum())
+    assert f"It covers {100 * covered:.0f}% of the ground-truth region" in rows["c0"]["text"]
+    assert rows["c1"][f"covers_{GROUND_TRUTH_REGION}"] == "nan"  # an empty region: no sentence
+    assert "ground-truth" not in rows["c1"]["text"]
+
+    classifier = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
+    writer = SaliencyWriter(tmp_path / "cls", "gradcam", region_key="label")
+    data = case_dataset(torch.randn(1, 1, 16, 16), label=torch.tensor([2]))
+    make_evaluator(classifier, data, inferer, [inferer, writer]).run()
+    (row,) = _descriptions(tmp_path / "cls")
+    assert f"covers_{GROUND_TRUTH_REGION}" not in row and row["text"].startswith("Prediction: ")
 
 
 def test_split_metric_name_prefers_the_longest_method():
