@@ -544,11 +544,14 @@ def test_case_batches_split_where_the_image_size_changes():
 
 def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):
     bundle = _untrained_bundle(tmp_path, explain=False)
-    with pytest.raises(ValueError, match=r"xai_methods \(--methods\) and xai_target_layer \(--target_layer\)"):
+    with pytest.raises(ValueError, match=r"does not set xai_methods \(--methods\)"):
         bundle_sanity_checks(bundle, n_cases=1)
     datalist = _phantom_datalist(tmp_path / "data", n_cases=1)
     row = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", target_layer="layer4", class_idx=1)[0]
     assert row.method == "gradcam" and row.has_ground_truth  # the datalist's "mask" is the default region key
+    # no layer anywhere: the one choose_target_layer names (the ResNet's layer4) is checked, with the same figures
+    chosen = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", class_idx=1)[0]
+    assert chosen == row
 
     def fails(match, **kwargs):
         with pytest.raises((ValueError, FileNotFoundError), match=match):

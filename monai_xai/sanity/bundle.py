@@ -12,6 +12,8 @@ result into a Markdown table and pictures; ``monai-xai sanity`` (``monai_xai.cli
 
 from __future__ import annotations
 
+import itertools
+import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -22,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import ExplainSettings, load_trained_bundle
-from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer
+from monai_xai.cams import LayerSpec, choose_target_layer, get_method, group_methods_by_layer
 from monai_xai.cams.layouts import feature_grid
 from monai_xai.data import write_phantom_dataset
 from monai_xai.enums import MethodFamily
@@ -37,6 +39,8 @@ from monai_xai.sanity.randomisation import (
 )
 from monai_xai.sanity.report import save_cascade_figure, save_randomisation_figure
 from monai_xai.sanity.results import MethodSanity
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PHANTOM_CASES", "bundle_sanity_checks"]
 
@@ -100,7 +104,8 @@ def bundle_sanity_checks(
     trained weights. What to explain comes from the arguments, else from the bundle's own ``configs/explain.json``
     (``xai_methods``, ``xai_target_layer``, ``xai_class``, ``xai_pixel_set``, ``xai_score``, ``xai_region_key``; see
     :class:`~monai_xai.bundle.ExplainSettings`), as in the demo bundles; a model-zoo bundle without one needs at least
-    ``methods`` and ``target_layer``.
+    ``methods`` (without a layer, one is chosen on the first case and logged, see
+    :func:`~monai_xai.cams.choose_target_layer`).
 
     The cases are the ``data_list_key`` list of a MONAI ``datalist`` (your own held-out data), or else ``n_cases``
     positive phantoms written with ``seed`` (the demo bundles train on seed 0, so these are unseen). Every case is
@@ -116,7 +121,7 @@ def bundle_sanity_checks(
         seed: phantom data set seed (ignored with a datalist).
         methods: CAM methods to check; None uses the bundle's ``xai_methods``.
         target_layer: CAM layer, or ``{method: layer}`` for a layer per method (the smooth baseline then uses each
-            method's layer grid); None uses the bundle's ``xai_target_layer``.
+            method's layer grid); None uses the bundle's ``xai_target_layer``, else the automatic choice.
         n_draws: random maps per case for each random baseline.
         batch_size: most cases explained per call; consecutive cases of one size share a batch.
         randomisation_seed: seed of the weight re-initialisation and of the random maps.
@@ -157,8 +162,6 @@ def bundle_sanity_checks(
         methods=methods, target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set, score=score
     )
     _check_chosen(settings)
-    groups = group_methods_by_layer(settings.target_layers, settings.methods)
-    cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
     with tempfile.TemporaryDirectory() as folder:
         required_region = region_key is not None and datalist is not None
         if datalist is None:
@@ -176,6 +179,14 @@ def bundle_sanity_checks(
                 "(the datalist's key of the ground-truth mask) or leave it out to check randomisation only."
             )
         batches = case_batches(cases, bundle.preprocessing, transform_key, batch_size)
+        if not settings.target_layers:  # neither the arguments nor the bundle name one: chosen on the first case
+            first = next(batches)
+            choice = choose_target_layer(bundle.network, first[0][:1])
+            logger.info("sanity checks: explaining layer %r (%s)", choice.name, choice.reason)
+            settings = settings.replace(target_layers=choice.name)
+            batches = itertools.chain([first], batches)
+        groups = group_methods_by_layer(settings.target_layers, settings.methods)
+        cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
         with tqdm(total=len(cases), desc="sanity checks", unit="case", disable=not progress) as bar:
             per_case = _check_batches(
                 bundle.network,
@@ -217,20 +228,12 @@ def _check_writable(path: str | Path, argument: str) -> None:
 
 
 def _check_chosen(settings: ExplainSettings) -> None:
-    """Raise a ``ValueError`` saying which arguments to pass when neither they nor the bundle choose the methods and
-    the layer."""
-    missing = [
-        f"{config_id} (--{argument})"
-        for config_id, argument, value in (
-            ("xai_methods", "methods", settings.methods),
-            ("xai_target_layer", "target_layer", settings.target_layers),
-        )
-        if not value
-    ]
-    if missing:
+    """Raise a ``ValueError`` saying what to pass when neither the arguments nor the bundle choose the methods (the
+    layer, when neither names one, is chosen on the first case by :func:`~monai_xai.cams.choose_target_layer`)."""
+    if not settings.methods:
         raise ValueError(
-            f"the bundle's configs/explain.json does not set {' and '.join(missing)}: pass them, e.g. "
-            "--methods \"['gradcam','hirescam']\" --target_layer layer4 (a name from network.named_modules())."
+            "the bundle's configs/explain.json does not set xai_methods (--methods): pass them, e.g. "
+            "--methods \"['gradcam','hirescam']\"."
         )
 
 
