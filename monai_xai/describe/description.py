@@ -131,7 +131,8 @@ def _as_spatial(tensor: Any, name: str) -> torch.Tensor:
 
 
 def _words(geometry: RegionGeometry, dims: int) -> tuple[str, str, str, str]:
-    size_word = 0 if geometry.fraction < SIZE_FRACTIONS[0] else 1 if geometry.fraction < SIZE_FRACTIONS[1] else 2
+    fraction = geometry.fraction
+    size_word = "small" if fraction < SIZE_FRACTIONS[0] else "medium" if fraction < SIZE_FRACTIONS[1] else "large"
     lengths = geometry.axis_lengths
     if lengths[0] >= ELONGATION_CUTOFF * lengths[1]:
         shape = "elongated"
@@ -147,7 +148,7 @@ def _words(geometry: RegionGeometry, dims: int) -> tuple[str, str, str, str]:
         if geometry.contrast >= CONTRAST_CUTOFFS[1]
         else "faintly"
     )
-    return ("small", "medium", "large")[size_word], shape, boundary, intensity
+    return size_word, shape, boundary, intensity
 
 
 def _confidence(
@@ -318,7 +319,7 @@ def describe(
 
 def _focus_sentence(region: HotRegion, dims: int, units: str, wording: Wording) -> str:
     geometry = region.geometry
-    size_word = wording.size_words[("small", "medium", "large").index(region.size_word)]
+    size_word = wording.size_words[region.size_word]
     if units == "pixels":
         size = wording.size_voxels[dims - 2].format(word=size_word, amount=round(geometry.size))
     elif dims == 2:
@@ -328,7 +329,7 @@ def _focus_sentence(region: HotRegion, dims: int, units: str, wording: Wording) 
     else:
         size = wording.size_3d.format(word=size_word, amount=geometry.size / 1000.0)
     if dims == 2:
-        sides = "-".join(region.location) if region.location else wording.central
+        sides = "-".join(wording.image_sides[side] for side in region.location) if region.location else wording.central
         location = wording.location_2d.format(where=sides)
     else:
         sides = [wording.patient_sides[code] for code in region.location]

@@ -58,7 +58,7 @@ class Wording:
         " Caution: the {method} map failed the randomisation check for this model; it may not depend on what the "
         "model learned."
     )
-    size_words: tuple[str, str, str] = ("small", "medium", "large")
+    size_words: dict[str, str] = field(default_factory=lambda: {"small": "small", "medium": "medium", "large": "large"})
     shape_words: dict[str, str] = field(
         default_factory=lambda: {"round": "round", "elongated": "elongated", "flat": "flat"}
     )
@@ -66,8 +66,10 @@ class Wording:
     intensity_words: dict[str, str] = field(
         default_factory=lambda: {"sharply": "sharply", "clearly": "clearly", "faintly": "faintly"}
     )
-    # per axis: (word at the low end, word at the high end); 2D: (column, row) as MONAI reads files, 3D: patient axes
-    image_sides: tuple[tuple[str, str], tuple[str, str]] = (("left", "right"), ("upper", "lower"))
+    # 2D: the sides of the image as the file looks; 3D: the patient's sides by their codes
+    image_sides: dict[str, str] = field(
+        default_factory=lambda: {"upper": "upper", "lower": "lower", "left": "left", "right": "right"}
+    )
     patient_sides: dict[str, str] = field(
         default_factory=lambda: {
             "L": "left",

@@ -237,6 +237,13 @@ def test_trust_notes_and_a_translation() -> None:
     )
     text = describe(_lesion_map(region), probabilities=[0.1, 0.9], class_names=["a", "b"], wording=german).text
     assert text.startswith("Vorhersage: b (90.0 % Konfidenz, unkalibriert).")
+    # every word comes from the wording, the 2D sides and size words too
+    corner = _ellipse((48, 48), (40, 40), (4.0, 4.0))
+    sides = {"upper": "oben", "lower": "unten", "left": "links", "right": "rechts"}
+    sizes = {"small": "klein", "medium": "mittel", "large": "groß"}
+    german = dataclasses.replace(german, image_sides=sides, size_words=sizes)
+    text = describe(_lesion_map(corner), wording=german).text
+    assert "klein (" in text and "in the unten-rechts part of the image" in text
 
 
 def test_sizes_are_in_pixels_without_an_affine_and_thresholds_can_be_otsu() -> None:
