@@ -329,9 +329,10 @@ class SaliencyWriter:
         setattr(engine.state, XAIKeys.UNREADABLE, [])
 
     def _case_name(self, image: Any) -> str:
-        stem = _case_stem(image, self.case_name) or f"case_{len(self._names):04d}"
-        if idist.get_rank() > 0 and _case_stem(image) is None:
-            stem = f"rank{idist.get_rank()}_{stem}"
+        stem = _case_stem(image, self.case_name)
+        if stem is None:  # no file: a numbered name, per rank so that ranks never collide
+            stem = f"case_{len(self._names):04d}"
+            stem = f"rank{idist.get_rank()}_{stem}" if idist.get_rank() > 0 else stem
         name, repeat = stem, 1
         while name in self._names:
             name, repeat = f"{stem}_{repeat}", repeat + 1
