@@ -25,7 +25,7 @@ from monai_xai.describe.wording import (
     Wording,
 )
 
-__all__ = ["CaseDescription", "HotRegion", "describe"]
+__all__ = ["CaseDescription", "HotRegion", "describe", "is_distribution"]
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,17 @@ def _words(geometry: RegionGeometry, dims: int) -> tuple[str, str, str, str]:
     return size_word, shape, boundary, intensity
 
 
+def is_distribution(values: torch.Tensor) -> bool:
+    """Whether (num_classes,) ``values`` are class probabilities: at least two, finite, >= 0, summing to 1 (+-1e-3)."""
+    values = values.double()
+    return (
+        values.numel() >= 2
+        and bool(torch.isfinite(values).all())
+        and not bool((values < 0).any())
+        and abs(float(values.sum()) - 1.0) <= 1e-3
+    )
+
+
 def _confidence(
     probabilities: Any, class_names: Sequence[str] | None, calibrated: bool, explained: int | None, wording: Wording
 ) -> tuple[str, int | None, str | None, float | None, tuple[tuple[str, float], ...]]:
@@ -160,7 +171,7 @@ def _confidence(
         name = class_names[explained] if class_names else str(explained)
         return wording.explained_class.format(name=name).lstrip(), None, None, None, ()
     p = torch.as_tensor(probabilities, dtype=torch.float64).flatten()
-    if p.numel() < 2 or not torch.isfinite(p).all() or (p < 0).any() or abs(float(p.sum()) - 1) > 1e-3:
+    if not is_distribution(p):
         raise ValueError(
             "probabilities must be one case's class probabilities (>= 0, summing to 1); apply softmax to logits "
             f"first. Got {p.tolist()}."

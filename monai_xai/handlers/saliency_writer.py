@@ -53,6 +53,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from monai_xai.describe import CaseDescription, describe
+from monai_xai.describe.description import is_distribution
 from monai_xai.enums import XAIKeys, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.results_dir import prepare_results_dir
@@ -153,9 +154,7 @@ def class_probabilities(pred: torch.Tensor) -> torch.Tensor | None:
     values = torch.as_tensor(pred.as_tensor() if isinstance(pred, MetaTensor) else pred).detach().double().cpu()
     if values.numel() < 2:
         return None
-    if bool((values >= 0).all()) and abs(float(values.sum()) - 1.0) <= 1e-3:
-        return values
-    return values.softmax(dim=0)
+    return values if is_distribution(values) else values.softmax(dim=0)
 
 
 def _description_inputs(
