@@ -21,9 +21,8 @@ from monai_xai.cams import (
     CAMExplainer,
     LayerSpec,
     as_pixel_set_choice,
-    get_method,
+    get_methods,
     group_methods_by_layer,
-    method_names,
 )
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import Layout, PixelSet, Score, as_choice
@@ -194,13 +193,8 @@ def check_explain_config(
             "configs/explain.json explains `network` (usually '$@network_def.to(@device)')."
         )
     try:
-        if not target_layers:
-            # the inferer chooses the layer on the first batch; the methods can be checked now
-            methods = _names(methods)
-            if not methods:
-                raise ValueError(f"methods is empty; choose at least one of {method_names()}.")
-            for method in methods:
-                get_method(method)
+        if not target_layers:  # the inferer chooses the layer on the first batch; the methods can be checked now
+            get_methods(_names(methods))
         else:
             for layers, grouped in group_methods_by_layer(target_layers, _names(methods)):
                 CAMExplainer(network, layers, grouped)

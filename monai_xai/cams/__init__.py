@@ -10,7 +10,7 @@ from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
-from monai_xai.cams.registry import CAMMethod, get_method, method_names, register_method
+from monai_xai.cams.registry import CAMMethod, get_method, get_methods, method_names, register_method
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import (
     ClassTarget,
@@ -26,6 +26,7 @@ __all__ = [
     "CAMMethod",
     "register_method",
     "get_method",
+    "get_methods",
     "method_names",
     "GRADIENT_METHODS",
     "PERTURBATION_METHODS",

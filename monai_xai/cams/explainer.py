@@ -19,7 +19,7 @@ from torch import nn
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.layouts import FeatureLayout, Reshape, resolve_layout
-from monai_xai.cams.registry import CAMMethod, get_method, method_names
+from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassTarget, PixelSetSpec, SegmentationTarget, build_target
 from monai_xai.enums import Layout, MethodFamily, Score, as_choice
@@ -146,10 +146,8 @@ class CAMExplainer:
     ) -> None:
         self.model = model
         self.layers = resolve_layers(model, target_layers)
-        self.methods = (methods,) if isinstance(methods, str) else tuple(methods or ())
-        if not self.methods:
-            raise ValueError(f"methods is empty or None; choose at least one of {method_names()}.")
-        self._records = [get_method(method) for method in self.methods]
+        self._records = list(get_methods(methods))
+        self.methods = tuple(record.name for record in self._records)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int (copies per forward pass), got {batch_size}.")
         self.score = as_choice(Score, score, "score")

@@ -9,14 +9,14 @@ A method is a function plus a :class:`CAMMethod` record saying which family it b
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from monai_xai.cams.adapter import ADAPTER_PREFIX, grad_cam_class, grad_cam_method
 from monai_xai.enums import MethodFamily
 
-__all__ = ["CAMMethod", "register_method", "get_method", "method_names"]
+__all__ = ["CAMMethod", "register_method", "get_method", "get_methods", "method_names"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,18 @@ def register_method(name: str, family: MethodFamily, needs_gradients: bool = Tru
 def method_names(family: MethodFamily | str | None = None) -> list[str]:
     """Registered method names in registration order (gradient methods first), optionally of one family."""
     return [name for name, method in _REGISTRY.items() if family is None or method.family == family]
+
+
+def get_methods(methods: str | Sequence[str] | None) -> tuple[CAMMethod, ...]:
+    """The records of one method name or several, in order.
+
+    Raises:
+        ValueError: no method, or an unknown name (see :func:`get_method`).
+    """
+    names = (methods,) if isinstance(methods, str) else tuple(methods or ())
+    if not names:
+        raise ValueError(f"methods is empty or None; choose at least one of {method_names()}.")
+    return tuple(get_method(name) for name in names)
 
 
 def get_method(name: str) -> CAMMethod:
