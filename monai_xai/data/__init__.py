@@ -5,6 +5,15 @@ read."""
 from .brain_tumor_mri import BRAIN_TUMOR_CLASSES, brain_tumor_mri_datalist, write_brain_tumor_mri_datalist
 from .chest_xray import CHEST_XRAY_CLASSES, chest_xray_datalist, write_chest_xray_datalist
 from .class_folders import ToRGB, ToRGBd
+from .egd_cxr import (
+    EGD_CXR_CLASSES,
+    InvertDicomMonochrome1d,
+    LoadGazeHeatmapd,
+    PadResized,
+    egd_cxr_datalist,
+    read_gaze_heatmap,
+    write_egd_cxr_datalist,
+)
 from .kits23 import (
     KITS23_CLASSES,
     foreground_hu_range,
@@ -85,4 +94,11 @@ __all__ = [
     "ReadableCases",
     "ReadableCasesCollate",
     "SkipUnreadableCases",
+    "EGD_CXR_CLASSES",
+    "InvertDicomMonochrome1d",
+    "LoadGazeHeatmapd",
+    "PadResized",
+    "egd_cxr_datalist",
+    "read_gaze_heatmap",
+    "write_egd_cxr_datalist",
 ]

@@ -8,6 +8,8 @@ from monai_xai.networks.backbones import (
     imagenet_weights_file,
 )
 from monai_xai.networks.calibration import is_calibrated, scale_logits
+from monai_xai.networks.gaze import DENSENET201_BLOCKS, GAZE_CAM_LAYER, GazeSaliencyNet, gaze_map
+from monai_xai.networks.gaze_losses import GazeKLLoss, TripletLoss, gaze_kl_loss, triplet_loss
 from monai_xai.networks.segmenters import SEGMENTERS, patch_divisor, segmentation_cam_layer, segmentation_network
 
 __all__ = [
@@ -21,4 +23,12 @@ __all__ = [
     "patch_divisor",
     "segmentation_cam_layer",
     "segmentation_network",
+    "DENSENET201_BLOCKS",
+    "GAZE_CAM_LAYER",
+    "GazeKLLoss",
+    "GazeSaliencyNet",
+    "TripletLoss",
+    "gaze_kl_loss",
+    "gaze_map",
+    "triplet_loss",
 ]
