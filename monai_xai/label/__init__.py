@@ -16,6 +16,7 @@ from monai_xai.label.heatmap_io import (
 )
 from monai_xai.label.infer_tasks import DEFAULT_METHODS, BundleExplainTask, CompatibleBundleInferTask
 from monai_xai.label.options import ExplainOptions, InvalidExplainRequest, parse_explain_options
+from monai_xai.label.seg_nrrd import write_segmentation_nrrd
 
 __all__ = [
     "GuardedInferMixin",
@@ -33,4 +34,5 @@ __all__ = [
     "heat_color",
     "quantize_heatmap",
     "resample_to_grid",
+    "write_segmentation_nrrd",
 ]

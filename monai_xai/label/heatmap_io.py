@@ -5,8 +5,11 @@ describing in words.
 segments, one per label name. A heatmap in [0, 1] is therefore also delivered as a label map: the unit interval is cut
 into ``n_bins`` equal bins, bin ``k`` (1-based) covers ``[(k - 1) / n, k / n)`` (the last bin includes 1), is written as
 label value ``k`` and named e.g. ``"heat 0.5-0.6"``; voxels below ``min_heat`` get label 0 (no segment), so the cold
-background does not cover the image. Each bin carries a colour on a cold-to-hot scale (blue, cyan, green, yellow, red).
-The result JSON also says in words what the heatmap shows (:class:`DescribeHeatmapd`).
+background does not cover the image. Each bin carries a colour of a perceptual dark-to-bright ramp (matplotlib's
+``plasma``: violet, magenta, orange, yellow), whose lightness rises steadily with the heat, so hotter reads brighter in
+colour and in grey alike. ``result_volume="segments"`` returns the bins as a Slicer segmentation file with these names
+and colours (:mod:`monai_xai.label.seg_nrrd`). The result JSON also says in words what the heatmap shows
+(:class:`DescribeHeatmapd`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, SpatialResample
@@ -37,14 +41,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Cold-to-hot colour scale: (position in [0, 1], RGB in [0, 1]); piecewise linear between the anchors.
-_COLD_TO_HOT = (
-    (0.00, (0.0, 0.0, 1.0)),
-    (0.25, (0.0, 1.0, 1.0)),
-    (0.50, (0.0, 1.0, 0.0)),
-    (0.75, (1.0, 1.0, 0.0)),
-    (1.00, (1.0, 0.0, 0.0)),
-)
+# perceptually uniform, lightness rising with the value (unlike a rainbow, whose bright band sits in the middle)
+_HEAT_RAMP = colormaps["plasma"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ class HeatBin:
         name: segment name, ``"heat <low>-<high>"``.
         low: lower edge (included).
         high: upper edge (excluded, except 1.0 for the last bin).
-        color: RGB in [0, 1], the cold-to-hot colour of the bin's centre.
+        color: RGB in [0, 1], the heat ramp's colour of the bin's centre.
     """
 
     label: int
@@ -67,12 +65,10 @@ class HeatBin:
 
 
 def heat_color(value: float) -> tuple[float, float, float]:
-    """Cold-to-hot colour (blue, cyan, green, yellow, red) of ``value`` in [0, 1], as RGB in [0, 1]."""
+    """Colour of ``value`` in [0, 1] on the perceptual heat ramp (dark violet at 0, yellow at 1), as RGB in [0, 1]."""
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"value must be in [0, 1], got {value}.")
-    positions = [position for position, _ in _COLD_TO_HOT]
-    channels = np.asarray([rgb for _, rgb in _COLD_TO_HOT])
-    return tuple(round(float(np.interp(value, positions, channels[:, c])), 4) for c in range(3))
+    return tuple(round(float(channel), 4) for channel in _HEAT_RAMP(value)[:3])
 
 
 def _decimals(n_bins: int) -> int:

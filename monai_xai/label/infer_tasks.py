@@ -14,6 +14,7 @@ import copy
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,12 +33,14 @@ from monai_xai.enums import PixelSet, Score
 from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
+    BINNED_VOLUMES,
     PREDICTED,
     RESULT_VOLUMES,
     ExplainOptions,
     InvalidExplainRequest,
     parse_explain_options,
 )
+from monai_xai.label.seg_nrrd import SEG_NRRD_SUFFIX, write_segmentation_nrrd
 from monai_xai.networks import is_calibrated
 
 __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", "RESULT_EXTENSIONS"]
@@ -144,9 +147,12 @@ class BundleExplainTask(CompatibleBundleInferTask):
     or ``"image"``: every voxel), ``score`` (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"``
     explains the class's expected volume),
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
-    label ``k`` = bin ``k``; ``"heatmap"``: float32 in [0, 1], written as float32 whatever ``result_dtype`` says).
-    The result JSON holds the explained class, the prediction, the bins (names, edges, cold-to-hot colours), for
-    ``"bins"`` ``label_names`` mapping bin names to label values, which Slicer uses to name the segments, and the
+    label ``k`` = bin ``k``; ``"segments"``: the same bins as a 3D Slicer segmentation file ``.seg.nrrd`` whose
+    segments carry the bins' names and colours (:mod:`monai_xai.label.seg_nrrd`); ``"heatmap"``: float32 in [0, 1],
+    written as float32 whatever ``result_dtype`` says).
+    The result JSON holds the explained class, the prediction, the bins (names, edges, colours of a perceptual
+    dark-to-bright ramp), for ``"bins"`` and ``"segments"`` ``label_names`` mapping bin names to label values, which
+    Slicer uses to name the segments of a label map, and the
     heatmap in words: ``"description"`` (e.g. "Prediction: lesion (71.20% confidence, uncalibrated). Focus: small
     (3.2 ml), round region ... in the left, posterior and superior part of the volume (patient terms) ...") and
     ``"description_fields"`` (its numbers, :meth:`~monai_xai.describe.CaseDescription.as_dict`), measured on the
@@ -168,6 +174,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             ``xai_target_layer`` (when one layer name), then the keys of the bundle metadata's ``cam_target_layers``.
         n_bins: default number of heat bins.
         min_heat: default heat below which voxels stay unlabelled, in [0, 1].
+        result_volume: default result volume (``"bins"``, ``"segments"``, ``"heatmap"``); None: ``"bins"``.
         const: bundle constants (config names and keys), as for ``BundleInferTask``.
         kwargs: passed to ``BundleInferTask`` (e.g. ``load_strict``).
     """
@@ -180,6 +187,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         target_layers: Sequence[str] | None = None,
         n_bins: int = 10,
         min_heat: float = 0.1,
+        result_volume: str | None = None,
         const: BundleConstants | None = None,
         **kwargs: Any,
     ) -> None:
@@ -209,6 +217,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
                 '"cam_target_layers": {"<dotted layer name>": "<description>"}.'
             )
         self.n_bins, self.min_heat = n_bins, min_heat
+        if result_volume is not None and result_volume not in RESULT_VOLUMES:
+            raise ValueError(f"result_volume must be one of {list(RESULT_VOLUMES)}, got {result_volume!r}.")
+        self.result_volumes = _default_first(RESULT_VOLUMES, result_volume)
         # Validates the defaults now rather than on the first request.
         parse_explain_options({}, self.methods, self.target_layers, self.class_names, self.segmentation)
         self.labels = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(n_bins)}
@@ -231,7 +242,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
                 "score": [str(name) for name in self.scores],
                 "bins": n_bins,
                 "min_heat": min_heat,
-                "result_volume": list(RESULT_VOLUMES),
+                "result_volume": list(self.result_volumes),
             }
         )
 
@@ -244,7 +255,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             "target_layers": list(self.target_layers),
             "pixel_sets": [str(name) for name in self.pixel_sets] if self.segmentation else [],
             "scores": [str(name) for name in self.scores],
-            "result_volumes": list(RESULT_VOLUMES),
+            "result_volumes": list(self.result_volumes),
             "bins": self.n_bins,
             "min_heat": self.min_heat,
         }
@@ -273,7 +284,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
                 "folder).",
             )
         result_file, result_json = super().__call__({**request, _OPTIONS_KEY: options}, callbacks)
-        if options.result_volume == "bins":
+        if options.result_volume in BINNED_VOLUMES:
             result_json["label_names"] = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(options.n_bins)}
         else:
             result_json.pop("label_names", None)
@@ -321,24 +332,33 @@ class BundleExplainTask(CompatibleBundleInferTask):
         return None
 
     def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        """Resample the heatmap onto the loaded image's grid, describe it there, quantise it for ``"bins"``, drop the
-        channel dim."""
+        """Resample the heatmap onto the loaded image's grid, describe it there, quantise it for ``"bins"`` and
+        ``"segments"``, drop the channel dim."""
         options: ExplainOptions = data[_OPTIONS_KEY]
         key = self.output_label_key
         transforms: list[Callable] = [
             HeatmapToInputGridd(keys=key, image_key=self.input_key),
             DescribeHeatmapd(keys=key, json_key=self.output_json_key, **data[_DESCRIBE_KEY]),
         ]
-        if options.result_volume == "bins":
+        if options.result_volume in BINNED_VOLUMES:
             transforms.append(QuantizeHeatmapd(keys=key, n_bins=options.n_bins, min_heat=options.min_heat))
         transforms.append(SqueezeDimd(keys=key, dim=0))
         return transforms
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
-        """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8)."""
+        """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8); ``"segments"``
+        is written as a ``.seg.nrrd`` on the loaded image's grid, whatever extension the client asks for."""
         options: ExplainOptions = data[_OPTIONS_KEY]
+        if options.result_volume == "segments":
+            labels = data[self.output_label_key]
+            affine = labels.affine if isinstance(labels, MetaTensor) else data[self.input_key].affine
+            result = data.get(self.output_json_key, {})
+            with tempfile.NamedTemporaryFile(suffix=SEG_NRRD_SUFFIX, delete=False) as file:
+                path = file.name
+            write_segmentation_nrrd(path, labels, affine, heat_bins(options.n_bins), result.get("description"))
+            return path, result
         return super().writer(
-            data, extension=extension, dtype="uint8" if options.result_volume == "bins" else "float32"
+            data, extension=extension, dtype="uint8" if options.result_volume in BINNED_VOLUMES else "float32"
         )
 
     def _summary(self, options: ExplainOptions, class_idx: int, outputs: torch.Tensor) -> dict[str, Any]:

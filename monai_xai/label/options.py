@@ -17,13 +17,17 @@ __all__ = [
     "ExplainOptions",
     "InvalidExplainRequest",
     "RESULT_VOLUMES",
+    "BINNED_VOLUMES",
     "PREDICTED",
     "parse_explain_options",
 ]
 
 PREDICTED = "predicted"
-# "bins": uint8 label map of heat bins (what Slicer displays as segments); "heatmap": float32 volume in [0, 1].
-RESULT_VOLUMES = ("bins", "heatmap")
+# "bins": uint8 label map of heat bins (what Slicer displays as segments); "segments": the same bins as a Slicer
+# segmentation file (.seg.nrrd) with each segment's name and colour; "heatmap": float32 volume in [0, 1].
+RESULT_VOLUMES = ("bins", "segments", "heatmap")
+# the result volumes that hold heat bins
+BINNED_VOLUMES = ("bins", "segments")
 
 
 class InvalidExplainRequest(ValueError):
@@ -42,7 +46,8 @@ class ExplainOptions:
         score: a :class:`~monai_xai.enums.Score` (softmax over classes, sigmoid for one output channel).
         n_bins: number of heat bins of the label-map result, 1 to 255.
         min_heat: heat below this is left unlabelled in the label-map result, in [0, 1].
-        result_volume: ``"bins"`` (uint8 label map) or ``"heatmap"`` (float32 in [0, 1]).
+        result_volume: ``"bins"`` (uint8 label map), ``"segments"`` (the bins as a ``.seg.nrrd`` with named, coloured
+            segments) or ``"heatmap"`` (float32 in [0, 1]).
     """
 
     method: str

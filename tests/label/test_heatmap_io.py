@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from scipy import ndimage
+from skimage.color import rgb2lab
 
 from monai_xai.label import (
     DescribeHeatmapd,
@@ -21,26 +22,28 @@ from monai_xai.label import (
 )
 
 
-def test_heat_bins_names_edges_and_cold_to_hot_colors():
+def test_heat_bins_names_edges_and_dark_to_bright_colors():
     bins = heat_bins(10)
     assert [b.label for b in bins] == list(range(1, 11))
     assert bins[0].name == "heat 0.0-0.1" and bins[5].name == "heat 0.5-0.6" and bins[-1].name == "heat 0.9-1.0"
     assert bins[3].low == pytest.approx(0.3) and bins[3].high == pytest.approx(0.4)
-    assert bins[0].color == (0.0, pytest.approx(0.2), 1.0)  # centre 0.05: blue towards cyan
-    assert bins[-1].color == (1.0, pytest.approx(0.2), 0.0)  # centre 0.95: red with a little yellow
-    reds = [b.color[0] - b.color[2] for b in bins]
-    assert reds == sorted(reds)  # every step is warmer than the one before
+    assert [b.color for b in bins] == [heat_color((b.low + b.high) / 2) for b in bins]
     assert [b.name for b in heat_bins(4)] == ["heat 0.00-0.25", "heat 0.25-0.50", "heat 0.50-0.75", "heat 0.75-1.00"]
     assert [b.name for b in heat_bins(3)] == ["heat 0.00-0.33", "heat 0.33-0.67", "heat 0.67-1.00"]
     for n in (7, 99, 101, 255):
         assert len({b.name for b in heat_bins(n)}) == n
 
 
-def test_heat_color_anchors():
-    assert heat_color(0.0) == (0.0, 0.0, 1.0)
-    assert heat_color(0.5) == (0.0, 1.0, 0.0)
-    assert heat_color(1.0) == (1.0, 0.0, 0.0)
-    assert heat_color(0.125) == (0.0, 0.5, 1.0)
+def test_heat_color_is_a_perceptual_dark_to_bright_ramp():
+    """CIELAB lightness (scikit-image, independent of matplotlib) rises at every step and spans most of its range;
+    the hue goes from violet (blue over red, no green) to yellow (red and green over blue)."""
+    values = np.linspace(0, 1, 21)
+    lightness = rgb2lab(np.asarray([[heat_color(v) for v in values]]))[0, :, 0]
+    assert (np.diff(lightness) > 0).all() and lightness[-1] - lightness[0] > 60
+    steps = np.diff(lightness)
+    assert steps.max() < 2 * steps.min()  # evenly: no band that jumps out
+    dark, bright = heat_color(0.0), heat_color(1.0)
+    assert dark[2] > dark[0] > dark[1] and min(bright[:2]) > 0.9 > 0.3 > bright[2]
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         heat_color(1.5)
 

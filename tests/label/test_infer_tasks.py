@@ -64,6 +64,10 @@ def test_bad_request_is_an_http_422(unet_bundle, studies_dir):
 def test_construction_errors(unet_bundle, tmp_path):
     with pytest.raises(ValueError, match="methods must be a non-empty subset"):
         BundleExplainTask(str(unet_bundle), {}, methods=["gradcamm"])
+    with pytest.raises(ValueError, match=r"result_volume must be one of \['bins', 'segments', 'heatmap'\]"):
+        BundleExplainTask(str(unet_bundle), {}, result_volume="mesh")
+    segments_first = BundleExplainTask(str(unet_bundle), {}, result_volume="segments").info()
+    assert segments_first["config"]["result_volume"] == ["segments", "bins", "heatmap"]
     bundle = tmp_path / "no_layers"
     shutil.copytree(unet_bundle, bundle)
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())

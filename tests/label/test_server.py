@@ -65,7 +65,7 @@ def test_info_lists_explain_models_and_options(server):
     assert config["pixel_set"] == ["pred", "largest_component", "image", "empty"]
     assert config["score"] == ["logit", "probability"]
     assert config["target_layer"] == ["conv"]
-    assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "heatmap"])
+    assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "segments", "heatmap"])
     classification = info["models"][f"{CLASSIFICATION}_explain"]["config"]
     assert classification["class"] == ["predicted", "no lesion", "lesion"]
     assert classification["target_layer"] == ["layer4", "layer3"]
@@ -129,6 +129,38 @@ def test_slicer_request_gives_named_bins_matching_the_heatmap(server, studies_di
     expected = quantize_heatmap(torch.from_numpy(heat), n_bins=10, min_heat=0.1).numpy()
     np.testing.assert_array_equal(labels, expected)
     assert set(np.unique(labels)) <= set(range(11)) and labels.max() == 10
+
+
+def test_segments_come_as_a_slicer_segmentation_with_the_bins_names_and_colours(server, studies_dir, tmp_path):
+    """result_volume "segments": Slicer's request answered with a .seg.nrrd (the client keeps the server's file name,
+    so Slicer loads it as a segmentation), read back with ITK: the bins' label map on the input's grid, each segment
+    named and coloured after its bin, the description in the file."""
+    import itk
+
+    params = {"result_volume": "segments", "result_extension": ".nrrd", "result_dtype": "uint8"}
+    response = infer(server, f"{SEGMENTATION}_explain", "phantom_lesion", params)
+    path = save_result(response, tmp_path)
+    assert path.name.endswith(".seg.nrrd")
+    segments = itk.imread(str(path))
+    source = itk.imread(str(studies_dir / "phantom_lesion.nii.gz"))
+    np.testing.assert_allclose(np.asarray(segments.GetOrigin()), np.asarray(source.GetOrigin()), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(segments.GetSpacing()), np.asarray(source.GetSpacing()), atol=1e-4)
+    np.testing.assert_allclose(
+        itk.array_from_matrix(segments.GetDirection()), itk.array_from_matrix(source.GetDirection()), atol=1e-4
+    )
+    fields = segments.GetMetaDataDictionary()
+    for index, heat_bin in enumerate(heat_bins(10)):
+        assert fields[f"Segment{index}_Name"] == heat_bin.name
+        assert fields[f"Segment{index}_LabelValue"] == str(heat_bin.label)
+        color = [float(channel) for channel in fields[f"Segment{index}_Color"].split()]
+        np.testing.assert_allclose(color, heat_bin.color, atol=1e-4)
+    assert fields["monai_xai_description"].startswith("The map explains lesion.")
+    heat_params = {"result_volume": "heatmap", "result_extension": ".nii.gz"}
+    heat = np.asarray(
+        nib.load(save_result(infer(server, f"{SEGMENTATION}_explain", "phantom_lesion", heat_params), tmp_path)).dataobj
+    )
+    expected = quantize_heatmap(torch.from_numpy(heat), n_bins=10, min_heat=0.1).numpy()
+    np.testing.assert_array_equal(itk.array_from_image(segments).transpose(), expected)  # ITK arrays are z, y, x
 
 
 @pytest.mark.parametrize(

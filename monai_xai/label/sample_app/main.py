@@ -14,6 +14,7 @@ For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` 
 - ``models``: comma-separated bundle names to serve (default: every valid bundle in ``bundles``).
 - ``explain_methods``: comma-separated CAM methods offered (default: all of ``monai_xai.label.DEFAULT_METHODS``).
 - ``bins``: default number of heat bins (default 10); ``min_heat``: default unlabelled heat (default 0.1).
+- ``result_volume``: the default result (``bins``, ``segments`` or ``heatmap``; default ``bins``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
         self.explain_methods = methods.split(",") if methods else None
         self.n_bins = int(conf.get("bins", 10))
         self.min_heat = float(conf.get("min_heat", 0.1))
+        self.result_volume = conf.get("result_volume")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -65,7 +67,12 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
                 continue
             infers[name] = task
             infers[f"{name}_explain"] = BundleExplainTask(
-                path, self.conf, methods=self.explain_methods, n_bins=self.n_bins, min_heat=self.min_heat
+                path,
+                self.conf,
+                methods=self.explain_methods,
+                n_bins=self.n_bins,
+                min_heat=self.min_heat,
+                result_volume=self.result_volume,
             )
         if not infers:
             logger.warning(f"no servable bundle among {self.bundle_names} in {self.bundles_dir}")
