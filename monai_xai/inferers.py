@@ -13,11 +13,12 @@ The engine output then carries the explanation and its target under the keys of 
 which is all the handlers and writers read:
 
 - ``"saliency_<method>"``: (B, 1, *spatial) float32 map in [0, 1] (a MetaTensor with the input's meta, e.g. affine).
-- ``"xai_class"``: (B,) int64, the class each map explains.
+- ``"xai_class"``: (B,) int64, the class each map explains; (B, K) when a segmenter explains K classes together
+  (:class:`~monai_xai.cams.ClassSet`).
 - ``"xai_pixel_set"``: segmentation only, (B, 1, *spatial) float, the pixel set the maps explain: the label's region
-  of the class (``pixel_set_key``), or the named set resolved on the wrapped inferer's prediction. With a sliding
-  window and ``"pred"``, each window explains its own prediction, which differs from the blended one only where
-  windows overlap.
+  of the class (``pixel_set_key``), or the named set resolved on the wrapped inferer's prediction; (B, K, *spatial),
+  one set per class, for K classes. With a sliding window and ``"pred"``, each window explains its own prediction,
+  which differs from the blended one only where windows overlap.
 - ``"xai_seconds_<method>"``: (B,) float, wall time of the method on the batch divided by the batch size (with
   ``time_each_method=False``: of all methods together, the same value under every method).
 """
@@ -38,14 +39,17 @@ from torch import nn
 
 from monai_xai.cams import (
     CAMExplainer,
+    ClassSet,
     LayerChoice,
     LayerSpec,
+    as_class_choice,
     as_pixel_set_choice,
     choose_target_layer,
     group_methods_by_layer,
     resolve_pixel_set,
 )
 from monai_xai.cams.layouts import Reshape
+from monai_xai.cams.targets import class_sets
 from monai_xai.enums import PixelSet, Score, XAIKeys, as_choice, saliency_key, seconds_key
 from monai_xai.utils import label_mask, per_sample_index
 
@@ -89,8 +93,10 @@ class XAIInferer(Inferer):
             first call from the first case of the batch (with a sliding window, from one ROI-sized crop of it) by
             :func:`~monai_xai.cams.choose_target_layer`, logged at INFO and kept in :attr:`chosen_layer`.
         methods: CAM method names, e.g. ``("gradcam", "hirescam")``.
-        class_idx: class to explain: None (classifiers: the predicted class of each sample), an int, or one per sample.
-            Segmentation networks need an int.
+        class_idx: class to explain: None (classifiers: the predicted class of each sample; segmenters: every
+            foreground class at once, i.e. with ``"pred"`` the classes present in each prediction, logged), an int, or
+            one per sample. Segmenters also take several classes explained together, each over its own pixel set
+            (:class:`~monai_xai.cams.ClassSet`, or as a config gives it: ``"1+2+3"``, ``"foreground"``).
         pixel_set: segmentation pixel set (ignored for classifiers) when ``pixel_set_key`` is None: ``"pred"``
             (predicted region of the class, default), ``"largest_component"``, ``"image"`` (every voxel; with
             ``score="probability"``, the class's expected volume), ``"empty"`` (the study's control: all-zero maps)
@@ -115,7 +121,7 @@ class XAIInferer(Inferer):
         inferer: Inferer | None = None,
         target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None,
         methods: str | Sequence[str] = ("gradcam",),
-        class_idx: int | Sequence[int] | None = None,
+        class_idx: int | Sequence[int] | ClassSet | str | None = None,
         pixel_set: PixelSet | str | Sequence[int] = PixelSet.PRED,
         pixel_set_key: str | None = None,
         score: Score | str = Score.LOGIT,
@@ -136,7 +142,7 @@ class XAIInferer(Inferer):
         # the layer of each pass, and the pass's methods; None until a layer is chosen
         self._passes = None if self.target_layers is None else self._group(self.target_layers)
         self.chosen_layer: LayerChoice | None = None
-        self.class_idx = class_idx
+        self.class_idx = as_class_choice(class_idx, "class_idx")
         self.pixel_set_key = pixel_set_key
         self.score = as_choice(Score, score, "score")
         self.batch_size = batch_size
@@ -166,6 +172,48 @@ class XAIInferer(Inferer):
         self.chosen_layer = choose_target_layer(network, sample)
         logger.info("xai: explaining layer %r (%s)", self.chosen_layer.name, self.chosen_layer.reason)
         return self._group(self.chosen_layer.name)
+
+    def _explained_class(self, prediction: Any) -> int | Sequence[int] | ClassSet | None:
+        """The class setting to explain ``prediction`` with: the given one, else (segmenters) every foreground class.
+
+        Raises:
+            ValueError: no class given and ``prediction`` is neither a classifier's (B, C) nor a segmenter's
+                (B, C, *spatial) tensor.
+        """
+        if self.class_idx is not None:
+            return self.class_idx
+        if isinstance(prediction, torch.Tensor) and prediction.ndim > 2:
+            logger.info(
+                "xai: no class given for a segmenter with %d output channel(s): explaining every foreground class "
+                "together, each over its own pixel set (set xai_class for one class)",
+                prediction.shape[1],
+            )
+            self.class_idx = ClassSet()
+            return self.class_idx
+        if isinstance(prediction, torch.Tensor) and prediction.ndim == 2:
+            return None
+        raise ValueError(
+            "no class can be chosen for a network output that is not one tensor (B, C) or (B, C, *spatial), got "
+            f"{type(prediction).__name__}{tuple(getattr(prediction, 'shape', ()))}"
+        )
+
+    def _first_choices(self, inputs: torch.Tensor, network: nn.Module, prediction: Any) -> None:
+        """Make the choices left open (layer, class) on the first batch; one error lists every one that failed."""
+        problems = []
+        try:
+            self._explained_class(prediction)
+        except ValueError as error:
+            problems.append(f"xai_class: {error}")
+        if self._passes is None:
+            try:
+                self._passes = self._choose_layer(inputs, network)
+            except ValueError as error:
+                problems.append(f"xai_target_layer: {error}")
+        if problems:
+            raise ValueError(
+                "XAIInferer could not make the choices left to it; set these config ids (e.g. --xai_target_layer "
+                "<name> --xai_class <int>):\n- " + "\n- ".join(problems)
+            )
 
     def attach(self, engine: Any) -> None:
         """Copy each iteration's maps into ``engine.state.output``; ``pixel_set_key`` is read from
@@ -209,15 +257,14 @@ class XAIInferer(Inferer):
                 class when ``class_idx`` is None and the named pixel set of a segmentation network.
         """
         batch_size = inputs.shape[0]
-        if self.class_idx is None:
-            if not isinstance(prediction, torch.Tensor) or prediction.ndim != 2:
-                raise ValueError(
-                    "class_idx=None explains each sample's predicted class, which only classifiers (B, num_classes) "
-                    "have; for a segmentation network set the class, e.g. --xai_class 1."
-                )
+        self._first_choices(inputs, network, prediction)
+        chosen_class = self._explained_class(prediction)
+        if chosen_class is None:
             class_idx = prediction.argmax(dim=1)
+        elif isinstance(chosen_class, ClassSet):
+            class_idx = class_sets(chosen_class, batch_size, prediction.shape[1], inputs.device)
         else:
-            class_idx = per_sample_index(self.class_idx, batch_size, inputs.device)
+            class_idx = per_sample_index(chosen_class, batch_size, inputs.device)
         outputs: dict[str, torch.Tensor] = {XAIKeys.CLASS: class_idx.detach().clone()}
         # the pixel set only exists for segmentation outputs
         explained_set: PixelSet | tuple[int, ...] | torch.Tensor | None = None
@@ -229,11 +276,9 @@ class XAIInferer(Inferer):
                 explained_set = self.pixel_set
                 resolved = resolve_pixel_set(_plain(prediction).detach(), class_idx, self.pixel_set)
             outputs[XAIKeys.PIXEL_SET] = _with_meta_of(resolved, inputs)
-        # a sliding window needs the class as given (one int for the batch), not the per-sample tensor
-        explained_class = class_idx if self.class_idx is None else self.class_idx
+        # a sliding window needs the class as given (one int or ClassSet for the batch), not the per-sample tensor
+        explained_class = class_idx if chosen_class is None else chosen_class
         pixels = _plain(inputs)
-        if self._passes is None:
-            self._passes = self._choose_layer(inputs, network)
         with torch.enable_grad():
             for layers, methods in self._passes:
                 explainer = self._explainer(network, layers, methods)
@@ -264,7 +309,8 @@ class XAIInferer(Inferer):
         )
 
     def _label_pixel_set(self, inputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
-        """(B, 1, *spatial) region of each case's class in the batch's ``pixel_set_key`` label."""
+        """(B, 1, *spatial) region of each case's class in the batch's ``pixel_set_key`` label; (B, K, *spatial), one
+        per class, for (B, K) classes."""
         if self._attached_engine is None:
             raise RuntimeError(
                 f"pixel_set_key={self.pixel_set_key!r} reads the label from the engine's batch: attach the inferer to "

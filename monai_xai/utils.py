@@ -84,10 +84,10 @@ def label_mask(label: torch.Tensor, value: int | torch.Tensor | None = None) -> 
         label: (B, 1, *spatial) label map (a class index, or 0/1, per voxel) or (B, C, *spatial) one-hot labels.
         value: None: any foreground (``label > 0``; one-hot: any channel but 0); an int: the voxels of that value
             (one-hot: that channel) in every sample; a (B,) tensor: one value per sample (e.g. each case's explained
-            class).
+            class); a (B, K) tensor: K values per sample, one mask each (the classes of a multi-class pixel set).
 
     Returns:
-        (B, 1, *spatial) float mask in {0, 1} on the label's device.
+        (B, 1, *spatial) float mask in {0, 1} on the label's device; (B, K, *spatial) for (B, K) values.
 
     Raises:
         ValueError: a label without spatial dims (a classification label is not a region), or a value with no channel
@@ -102,15 +102,18 @@ def label_mask(label: torch.Tensor, value: int | torch.Tensor | None = None) -> 
     one_hot = label.shape[1] > 1
     if value is None:
         return (label[:, 1:].sum(dim=1, keepdim=True) > 0 if one_hot else label > 0).float()
-    values = per_sample_index(value, label.shape[0], label.device)
+    if isinstance(value, torch.Tensor) and value.ndim == 2:
+        values = value.to(label.device).long()
+    else:
+        values = per_sample_index(value, label.shape[0], label.device)[:, None]
+    index = values.reshape(*values.shape, *([1] * (label.ndim - 2)))
     if not one_hot:
-        return (label == values.reshape(-1, *([1] * (label.ndim - 1))).to(label.dtype)).float()
+        return (label == index.to(label.dtype)).float()
     if int(values.max()) >= label.shape[1] or int(values.min()) < 0:
         raise ValueError(
             f"label value {values.tolist()} has no channel in one-hot labels of shape {tuple(label.shape)}."
         )
-    index = values.reshape(-1, 1, *([1] * (label.ndim - 2))).expand(-1, 1, *label.shape[2:])
-    return (label.gather(1, index) > 0).float()
+    return (label.gather(1, index.expand(-1, -1, *label.shape[2:])) > 0).float()
 
 
 @contextmanager

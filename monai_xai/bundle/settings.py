@@ -19,7 +19,9 @@ from torch import nn
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 from monai_xai.cams import (
     CAMExplainer,
+    ClassSet,
     LayerSpec,
+    as_class_choice,
     as_pixel_set_choice,
     get_methods,
     group_methods_by_layer,
@@ -42,7 +44,9 @@ class ExplainSettings:
     Attributes:
         methods: ``xai_methods``, CAM method names.
         target_layers: ``xai_target_layer``, a layer name (or list), or ``{method: layer}``.
-        class_idx: ``xai_class``, the explained class; None: a classifier's predicted class.
+        class_idx: ``xai_class``, the explained class; a :class:`~monai_xai.cams.ClassSet` for several classes of a
+            segmenter explained together (the config's ``"1+2+3"`` or ``"foreground"``); None: a classifier's
+            predicted class, every foreground class of a segmenter.
         pixel_set: ``xai_pixel_set`` (former id ``xai_mask``), the named segmentation pixel set or one voxel
             (``[i, j, k]``); None: not chosen.
         pixel_set_key: ``xai_pixel_set_key`` (former id ``xai_mask_key``), batch key of a label whose region of the
@@ -60,7 +64,7 @@ class ExplainSettings:
 
     methods: tuple[str, ...] = ()
     target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None
-    class_idx: int | None = None
+    class_idx: int | ClassSet | None = None
     pixel_set: PixelSet | tuple[int, ...] | None = None
     pixel_set_key: str | None = None
     score: Score = Score.LOGIT
@@ -112,8 +116,14 @@ class ExplainSettings:
             raise TypeError(f"xai_time_each_method must be true or false, got {self.time_each_method!r}.")
         if self.target_layers == "":
             set_field(self, "target_layers", None)
-        if self.class_idx is not None and (isinstance(self.class_idx, bool) or not isinstance(self.class_idx, int)):
-            raise ValueError(f"xai_class must be an int (or null for the predicted class), got {self.class_idx!r}.")
+        class_idx = as_class_choice(self.class_idx, "xai_class")
+        if class_idx is not None and not isinstance(class_idx, ClassSet):
+            if isinstance(class_idx, bool) or not isinstance(class_idx, int):
+                raise ValueError(
+                    f"xai_class must be an int, classes joined by '+' (a segmenter's classes explained together), "
+                    f"'foreground', or null (the predicted class; every foreground class), got {self.class_idx!r}."
+                )
+        set_field(self, "class_idx", class_idx)
         value = self.region_value
         if value is not None and value != "class" and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')

@@ -13,8 +13,10 @@ from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, score
 from monai_xai.cams.registry import CAMMethod, get_method, get_methods, method_names, register_method
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import (
+    ClassSet,
     ClassTarget,
     SegmentationTarget,
+    as_class_choice,
     as_pixel_set_choice,
     build_target,
     resolve_pixel_set,
@@ -40,9 +42,11 @@ __all__ = [
     "LayerSpec",
     "LayerChoice",
     "choose_target_layer",
+    "ClassSet",
     "ClassTarget",
     "SegmentationTarget",
     "build_target",
     "resolve_pixel_set",
+    "as_class_choice",
     "as_pixel_set_choice",
 ]

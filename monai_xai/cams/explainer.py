@@ -21,13 +21,13 @@ from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.layouts import FeatureLayout, Reshape, resolve_layout
 from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
-from monai_xai.cams.targets import ClassTarget, PixelSetSpec, SegmentationTarget, build_target
+from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
 from monai_xai.enums import Layout, MethodFamily, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
 
-ClassIndex = int | Sequence[int] | torch.Tensor | None
+ClassIndex = int | Sequence[int] | torch.Tensor | ClassSet | None
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -166,7 +166,9 @@ class CAMExplainer:
         Args:
             images: (B, C, H, W) or (B, C, D, H, W) float tensor or MetaTensor, finite.
             class_idx: class to explain: ``None`` (classifiers only: the predicted class of each sample), an int for the
-                whole batch, or one per sample (sequence or (B,) tensor). Required for segmentation networks.
+                whole batch, or one per sample (sequence or (B,) tensor). Required for segmentation networks, which
+                also take a :class:`~monai_xai.cams.targets.ClassSet`: several classes explained at once, each over
+                its own pixel set (e.g. ``ClassSet((1, 2))`` with ``"pred"``: the predicted kidney and tumour).
             pixel_set: segmentation only, the pixel set M whose class scores are summed (Seg-Grad-CAM):
                 ``None``/``"pred"`` (predicted region of the class), ``"largest_component"``, ``"image"`` (every
                 voxel; with ``score="probability"``, the class's expected volume), a (B or 1, 1, *spatial) tensor in
@@ -319,13 +321,15 @@ class CAMExplainer:
     ) -> dict[str, torch.Tensor]:
         if raw:
             raise ValueError("raw=True is not available with a sliding window (roi_size); set roi_size=None.")
-        if class_idx is None or torch.as_tensor(class_idx).unique().numel() != 1:
-            raise ValueError(
-                "with a sliding window (roi_size) windows of different images share a forward pass, so class_idx must "
-                f"be one class for the whole batch (e.g. class_idx=1), got {class_idx!r}."
-            )
-        single_class = int(torch.as_tensor(class_idx).reshape(-1)[0])
-        explain_window = partial(self._explain_window, class_idx=single_class)
+        if not isinstance(class_idx, ClassSet):
+            if class_idx is None or torch.as_tensor(class_idx).unique().numel() != 1:
+                raise ValueError(
+                    "with a sliding window (roi_size) windows of different images share a forward pass, so "
+                    f"class_idx must be one class for the whole batch (e.g. class_idx=1, or one ClassSet), got "
+                    f"{class_idx!r}."
+                )
+            class_idx = int(torch.as_tensor(class_idx).reshape(-1)[0])
+        explain_window = partial(self._explain_window, class_idx=class_idx)
         maps = sliding_window_cam(
             explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
         )

@@ -72,7 +72,9 @@ def _window_pixel_set_source(
             )
         return name, None
     if isinstance(pixel_set, torch.Tensor):
-        return None, tensor_pixel_set(pixel_set, images).to(images.dtype)
+        # one channel, or one per class explained together (checked against the classes by each window's target)
+        num_sets = pixel_set.shape[1] if pixel_set.ndim > 1 else 1
+        return None, tensor_pixel_set(pixel_set, images, num_sets).to(images.dtype)
     if isinstance(pixel_set, tuple | list):
         return None, index_pixel_set(pixel_set, images).to(images.dtype)
     raise TypeError(
@@ -99,9 +101,10 @@ def sliding_window_cam(
             ``window_pixel_set`` is the window's crop (n, 1, *roi) of a tensor/voxel/box pixel set, else ``None``,
             ``"pred"`` or ``"image"`` unchanged (each window's predicted region, or all of it).
         images: (B, C, *spatial) images, 2D or 3D.
-        pixel_set: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1, *spatial) tensor
-            with values in [0, 1], a tuple of ints (one voxel) or of slices (a box) in whole-image coordinates.
-            ``"largest_component"`` needs the whole prediction and is refused.
+        pixel_set: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1 or K, *spatial)
+            tensor with values in [0, 1] (K: one set per class explained together), a tuple of ints (one voxel) or
+            of slices (a box) in whole-image coordinates. ``"largest_component"`` needs the whole prediction and is
+            refused.
         roi_size: window size, one int per spatial dim (or one int for all); non-positive entries take the image size.
         sw_batch_size: windows per ``explain_window`` call (default 1); memory grows with ``sw_batch_size x roi``.
         overlap: overlap of neighbouring windows in [0, 1) (default 0.25).

@@ -54,18 +54,25 @@ def region_mask(label: torch.Tensor, class_idx: torch.Tensor | None, region_valu
 
     Args:
         label: (B, 1, *spatial) mask or label map, or (B, C, *spatial) one-hot labels.
-        class_idx: (B,) explained class per case (used when ``region_value == "class"``).
+        class_idx: (B,) explained class per case (used when ``region_value == "class"``); (B, K) for K classes
+            explained together, whose regions are joined.
         region_value: None: any foreground; an int: voxels equal to it (one-hot: that channel); ``"class"``: the
-            explained class of each case.
+            explained class(es) of each case.
 
     Returns:
         (B, 1, *spatial) float mask in {0, 1}.
     """
     if region_value == "class":
-        return label_mask(label, class_idx)
+        return label_mask(label, class_idx).amax(dim=1, keepdim=True)
     if region_value is None or (isinstance(region_value, int) and not isinstance(region_value, bool)):
         return label_mask(label, region_value)
     raise ValueError(f'region_value must be None, an int or "class", got {region_value!r}.')
+
+
+def _explained_classes(engine: Engine) -> torch.Tensor:
+    """The iteration's explained classes: (B,), or (B, K) when a segmenter explained K classes together."""
+    classes = stack_values(engine, XAIKeys.CLASS)
+    return classes.reshape(classes.shape[0], -1) if classes.ndim > 1 and classes[0].numel() > 1 else classes.reshape(-1)
 
 
 class SaliencyMetricHandler(IgniteMetricHandler):
@@ -124,10 +131,10 @@ class SaliencyMetricHandler(IgniteMetricHandler):
             return y_pred, None, {}
         if self.compares_with == MetricInput.REGION:
             label = stack_values(engine, self.region_key).to(y_pred.device)
-            class_idx = stack_values(engine, XAIKeys.CLASS).reshape(-1) if self.region_value == "class" else None
+            class_idx = _explained_classes(engine) if self.region_value == "class" else None
             return y_pred, region_mask(label, class_idx, self.region_value), {}
         explained = {
-            "class_idx": stack_values(engine, XAIKeys.CLASS).reshape(-1),
+            "class_idx": _explained_classes(engine),
             "pixel_set": output_value(engine, XAIKeys.PIXEL_SET),  # None for a classifier
         }
         return y_pred, stack_values(engine, CommonKeys.IMAGE), explained

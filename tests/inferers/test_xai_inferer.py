@@ -219,9 +219,6 @@ def test_errors_say_what_to_set():
     unattached = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set_key="label")
     with pytest.raises(RuntimeError, match="attach the inferer"):
         unattached(torch.randn(1, 1, 16, 16, 16), segmenter)
-    no_class = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"])
-    with pytest.raises(ValueError, match="--xai_class"):
-        no_class(torch.randn(1, 1, 16, 16, 16), segmenter)
     check_explain_config(network, "", ["gradcam"])  # the inferer chooses the layer
     with pytest.raises(ValueError, match="unknown CAM method"):
         check_explain_config(network, "", ["gradcamm"])
