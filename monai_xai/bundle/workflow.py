@@ -7,8 +7,8 @@
                         'configs/mlflow.json','<bundle>/configs/explain.json']" --bundle_root <bundle> ...
 
 ``python -m monai.bundle run`` with the same files works too; :class:`ExplainWorkflow` adds the check that the bundle
-has the ids the overlays build on, with a message that says how to provide a missing one (plain ``run`` stops at the
-first missing reference with MONAI's own message).
+has the ids the overlays build on, with one message that lists every missing one and how to provide it (plain ``run``
+stops at the first missing reference with MONAI's own message).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from monai.bundle import ConfigParser, ConfigWorkflow, run_workflow
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 
-__all__ = ["REQUIRED_BUNDLE_IDS", "REQUIRED_REFERENCES", "check_bundle_ids", "ExplainWorkflow", "explain_bundle"]
+__all__ = [
+    "REQUIRED_BUNDLE_IDS",
+    "REQUIRED_REFERENCES",
+    "PREPROCESSING_HOW",
+    "check_bundle_ids",
+    "ExplainWorkflow",
+    "explain_bundle",
+]
 
 # ids of a model-zoo bundle that configs/explain.json builds on, with how to provide a missing one
 REQUIRED_BUNDLE_IDS = {
@@ -33,6 +40,11 @@ REQUIRED_BUNDLE_IDS = {
     "dataset": "the dataset of the cases to explain, e.g. a MONAI Dataset with 'transform': '@preprocessing'",
     "dataloader": "a DataLoader of `dataset` ('dataset': '@dataset'), the evaluator's 'val_data_loader': '@dataloader'",
 }
+# the overlay's xai_preprocessing is "@preprocessing" (the maps go back through it onto the original grid)
+PREPROCESSING_HOW = (
+    "the bundle's preprocessing Compose, whose inverse puts the maps on the original image's grid; without one, "
+    "write them on the network's grid: --xai_maps_grid preprocessed --xai_preprocessing '$None'"
+)
 # references the overlays rely on: (config id, value it must have, how to set it)
 REQUIRED_REFERENCES = (
     ("evaluator#val_handlers", "@handlers", "--evaluator#val_handlers @handlers"),
@@ -42,29 +54,36 @@ REQUIRED_REFERENCES = (
 
 
 def check_bundle_ids(parser: ConfigParser, bundle_config: dict | None = None) -> None:
-    """Raise a ``ValueError`` naming the first id of :data:`REQUIRED_BUNDLE_IDS` the config lacks, and how to set
-    it, or the first of :data:`REQUIRED_REFERENCES` that the bundle wires otherwise (the overlays put the explanation
-    handlers into ``@handlers`` and wrap ``@dataset`` in ``@dataloader`` to skip unreadable cases).
+    """Raise one ``ValueError`` listing every id of :data:`REQUIRED_BUNDLE_IDS` the config lacks (and
+    ``preprocessing`` when ``xai_preprocessing`` refers to it) and every reference of :data:`REQUIRED_REFERENCES`
+    that the bundle wires otherwise, each with how to set it (the overlays put the explanation handlers into
+    ``@handlers`` and wrap ``@dataset`` in ``@dataloader`` to skip unreadable cases).
 
     Args:
         parser: the layered config (bundle, overlays, overrides), before it is parsed.
         bundle_config: the bundle's own config before the overlays (they replace ``dataloader#dataset``, so its
             reference is checked there); None checks ``parser`` only.
     """
-    for config_id, how in REQUIRED_BUNDLE_IDS.items():
-        if config_id not in parser:
-            raise ValueError(f"configs/explain.json needs the bundle config id `{config_id}`, which is missing: {how}.")
-    evaluator = parser["evaluator"]
-    if not isinstance(evaluator, dict) or "_target_" not in evaluator:
-        raise ValueError(f"the bundle config has no `evaluator` component: {REQUIRED_BUNDLE_IDS['evaluator']}.")
+    required = dict(REQUIRED_BUNDLE_IDS)
+    if parser.get("xai_preprocessing") == "@preprocessing":
+        required["preprocessing"] = PREPROCESSING_HOW
+    problems = [f"`{config_id}` is missing: {how}" for config_id, how in required.items() if config_id not in parser]
+    evaluator = parser.get("evaluator")
+    if evaluator is not None and (not isinstance(evaluator, dict) or "_target_" not in evaluator):
+        problems.append(f"`evaluator` is not a component: {REQUIRED_BUNDLE_IDS['evaluator']}")
     bundle = parser if bundle_config is None else ConfigParser(bundle_config)
     for config_id, reference, how in REQUIRED_REFERENCES:
         value = bundle.get(config_id)
-        if value != reference:
-            raise ValueError(
+        if value != reference and config_id.split("#")[0] in bundle:
+            problems.append(
                 f"the bundle's `{config_id}` must be '{reference}' for the explanation overlays to work (it is "
-                f"{value!r}); set {how}."
+                f"{value!r}); set {how}"
             )
+    if problems:
+        raise ValueError(
+            "configs/explain.json needs these bundle config ids, missing or wired otherwise:\n- "
+            + "\n- ".join(problems)
+        )
 
 
 class ExplainWorkflow(ConfigWorkflow):

@@ -5,6 +5,7 @@ They read only the engine output (and batch) that an :class:`~monai_xai.inferers
 """
 
 from monai_xai.handlers.mlflow_artifacts import XAIMLflowHandler, tracking_server_error
+from monai_xai.handlers.report_writer import XAIReportWriter
 from monai_xai.handlers.saliency_writer import SaliencyWriter
 from monai_xai.handlers.timing import CaseValueMetric, XAITimingHandler
 from monai_xai.handlers.xai_metrics import XAI_METRICS, SaliencyMetricHandler, XAIMetricHandler, region_mask
@@ -19,4 +20,5 @@ __all__ = [
     "SaliencyWriter",
     "XAIMLflowHandler",
     "tracking_server_error",
+    "XAIReportWriter",
 ]

@@ -2,10 +2,13 @@
 
 Files under ``output_dir``:
 
-- ``<case>/<case>_<method>.nii.gz``: the (1, *spatial) map written by MONAI's ``SaveImage`` from the map's MetaTensor
-  meta, i.e. with the affine (and so the spacing and orientation) of the preprocessed input: it overlays the input in
-  3D Slicer or ITK-SNAP. ``Invertd`` in a bundle's postprocessing only inverts ``pred``, so the map stays in the
-  preprocessed space, which its affine describes.
+- ``<case>/<case>_<method>.nii.gz``: the (1, *spatial) map. With ``grid="original"`` (the overlay's default,
+  ``xai_maps_grid``) it goes through the inverse of the bundle's ``preprocessing`` first (MONAI's ``Invertd``, as a
+  bundle inverts its predictions): it is written on the grid and affine of the original image file, voxel for voxel
+  with it and with the bundle's inverted predictions. With ``grid="preprocessed"`` it is written as the network saw
+  it, with the affine of the preprocessed input (it still overlays the input in world space in 3D Slicer or
+  ITK-SNAP). Overlays, descriptions and metrics always use the preprocessed grid, where image and map are the
+  network's.
 - ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak),
   captioned with the map's description in words.
 - ``<case>/<case>_description.md``: each method's description in words (:func:`monai_xai.describe.describe` of the
@@ -49,6 +52,7 @@ import torch.distributed as dist
 from ignite import distributed as idist
 from ignite.engine import Events
 from monai.data import ITKWriter, MetaTensor, NibabelWriter
+from monai.transforms import Compose, Invertd, InvertibleTransform
 from monai.utils import CommonKeys
 from torch import nn
 
@@ -66,8 +70,12 @@ from monai_xai.visualize import plot_metric_bars, plot_metric_curves, save_overl
 __all__ = [
     "EXPLAINED_REGION",
     "GROUND_TRUTH_REGION",
+    "MAP_GRIDS",
     "SaliencyWriter",
     "class_probabilities",
+    "explained_classes",
+    "gather_rows",
+    "ground_truth_mask",
     "split_metric_name",
     "write_map",
 ]
@@ -77,6 +85,8 @@ _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", "
 EXPLAINED_REGION = "explained region"
 # name of the ground-truth region among the masks ("It covers 70% of the ground-truth region")
 GROUND_TRUTH_REGION = "ground-truth region"
+# where the map files are written: on the original image's grid, or on the network's (preprocessed) grid
+MAP_GRIDS = ("original", "preprocessed")
 
 
 def split_metric_name(name: str, methods: Sequence[str]) -> tuple[str, str] | None:
@@ -157,6 +167,19 @@ def class_probabilities(pred: torch.Tensor) -> torch.Tensor | None:
     return values if is_distribution(values) else values.softmax(dim=0)
 
 
+def explained_classes(explained: Any) -> list[int]:
+    """The class(es) a case's maps explain, from its engine output ``"xai_class"``: () for one class, (K,) for K
+    classes explained together; [] when there is none."""
+    if explained is None:
+        return []
+    return [int(k) for k in torch.as_tensor(explained).reshape(-1).tolist()]
+
+
+def _class_column(classes: Sequence[int]) -> int | str:
+    """``cases.csv``'s class: the int, or classes explained together joined as a config names them (``"1+2"``)."""
+    return classes[0] if len(classes) == 1 else "+".join(str(k) for k in classes)
+
+
 def _description_inputs(
     case: Mapping[str, Any], network: nn.Module | None, class_names: Sequence[str] | None
 ) -> dict[str, Any]:
@@ -164,43 +187,45 @@ def _description_inputs(
 
     Args:
         case: one case's engine output: ``pred`` ((num_classes,) for a classifier, (C, *spatial) for a segmenter),
-            :attr:`XAIKeys.CLASS` and, for a segmenter, :attr:`XAIKeys.PIXEL_SET` ((1, *spatial) in [0, 1]).
+            :attr:`XAIKeys.CLASS` and, for a segmenter, :attr:`XAIKeys.PIXEL_SET` ((1, *spatial) in [0, 1]; (K,
+            *spatial) for K classes explained together, whose sets are joined).
         network: the evaluator's network (a temperature-scaled one makes the probabilities calibrated).
         class_names: names of the classes in index order, or None.
 
     Returns:
-        ``class_names``, ``explained`` and ``calibrated``; for a classifier ``probabilities``
-        (:func:`class_probabilities`); for a segmenter whose pixel set is not the whole image
+        ``class_names``, ``explained`` (None for several classes) and ``calibrated``; for a classifier
+        ``probabilities`` (:func:`class_probabilities`); for a segmenter whose pixel set is not the whole image
         ``masks={"explained region": (1, *spatial) bool}``.
     """
-    explained = case.get(XAIKeys.CLASS)
+    classes = explained_classes(case.get(XAIKeys.CLASS))
     inputs: dict[str, Any] = {
         "class_names": class_names,
-        "explained": int(explained) if explained is not None else None,
+        "explained": classes[0] if len(classes) == 1 else None,
         "calibrated": network is not None and is_calibrated(network),
     }
     pred = case.get(CommonKeys.PRED)
     if pred is not None and pred.ndim == 1:
         inputs["probabilities"] = class_probabilities(pred)
     elif XAIKeys.PIXEL_SET in case:
-        pixel_set = torch.as_tensor(case[XAIKeys.PIXEL_SET]) > 0.5
+        pixel_set = (torch.as_tensor(case[XAIKeys.PIXEL_SET]) > 0.5).any(dim=0, keepdim=True)
         if not pixel_set.all():  # every voxel (pixel set "image"): the hot area's share of it says nothing
             inputs["masks"] = {EXPLAINED_REGION: pixel_set}
     return inputs
 
 
-def _ground_truth_mask(
-    label: Any, explained: int | None, region_value: int | str | None, spatial_shape: tuple[int, ...]
+def ground_truth_mask(
+    label: Any, explained: int | Sequence[int] | None, region_value: int | str | None, spatial_shape: tuple[int, ...]
 ) -> torch.Tensor | None:
-    """(1, *spatial) bool ground-truth region of one case (:func:`~monai_xai.handlers.xai_metrics.region_mask`), or
-    None when ``label`` is not a map on the image's grid (e.g. a classifier's class index) or the explained class is
-    needed and unknown."""
+    """(1, *spatial) bool ground-truth region of one case (:func:`~monai_xai.handlers.xai_metrics.region_mask`; of
+    several ``explained`` classes: their regions joined), or None when ``label`` is not a map on the image's grid
+    (e.g. a classifier's class index) or the explained class is needed and unknown."""
     label = torch.as_tensor(label.as_tensor() if isinstance(label, MetaTensor) else label)
     if label.ndim != len(spatial_shape) + 1 or tuple(label.shape[1:]) != spatial_shape:
         return None
-    if region_value == "class" and explained is None:
+    classes = explained_classes(explained)
+    if region_value == "class" and not classes:
         return None
-    class_idx = torch.tensor([explained]) if explained is not None else None
+    class_idx = torch.tensor([classes]) if classes else None
     return region_mask(label[None], class_idx, region_value)[0] > 0.5
 
 
@@ -243,7 +268,15 @@ def _description_markdown(case: str, texts: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _gather(rows: list[dict]) -> list[dict]:
+def _changes_the_grid(preprocessing: InvertibleTransform) -> bool:
+    """Whether ``preprocessing`` holds an invertible transform (else the original grid is the preprocessed one, and
+    MONAI's ``Compose.inverse`` would warn on every map that it has nothing to invert)."""
+    if isinstance(preprocessing, Compose):
+        return any(isinstance(item, InvertibleTransform) for item in preprocessing.flatten().transforms)
+    return True
+
+
+def gather_rows(rows: list[dict]) -> list[dict]:
     """All ranks' rows in rank order (the order MONAI's metric buffers are gathered in)."""
     if idist.get_world_size() == 1:
         return rows
@@ -275,6 +308,10 @@ class SaliencyWriter:
             grid (a classifier's class label) is not a region and is ignored.
         region_value: which region of ``region_key``: None (any foreground), an int, or ``"class"`` (the explained
             class), as ``xai_region_value``.
+        grid: ``"preprocessed"`` (default): map files on the network's grid; ``"original"``: on the original image's
+            grid, through the inverse of ``preprocessing``.
+        preprocessing: the bundle's invertible preprocessing (``@preprocessing``), needed for ``grid="original"``;
+            the image (``image_key``) carries its trace (MetaTensor ``applied_operations``).
     """
 
     def __init__(
@@ -292,9 +329,24 @@ class SaliencyWriter:
         case_name: str = "file",
         region_key: str | None = None,
         region_value: int | str | None = "class",
+        grid: str = "preprocessed",
+        preprocessing: InvertibleTransform | None = None,
     ) -> None:
         if case_name not in ("file", "folder"):
             raise ValueError(f'case_name must be "file" or "folder", got {case_name!r}.')
+        if grid not in MAP_GRIDS:
+            raise ValueError(f"grid (xai_maps_grid) must be one of {list(MAP_GRIDS)}, got {grid!r}.")
+        if grid == "original" and not isinstance(preprocessing, InvertibleTransform):
+            raise ValueError(
+                "maps on the original grid (xai_maps_grid 'original') need the bundle's invertible preprocessing "
+                f"(xai_preprocessing, '@preprocessing' in configs/explain.json), got {type(preprocessing).__name__}; "
+                "point xai_preprocessing at the bundle's Compose of preprocessing transforms, or set "
+                "--xai_maps_grid preprocessed."
+            )
+        self.grid = grid
+        self._inverse = None
+        if grid == "original" and _changes_the_grid(preprocessing):
+            self._inverse = Invertd("map", preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True)
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
         self.output_dir = Path(output_dir)
@@ -338,7 +390,7 @@ class SaliencyWriter:
         self._names.add(name)
         return name
 
-    def _ground_truth(self, engine: Any, index: int, image: Any, explained: int | None) -> torch.Tensor | None:
+    def _ground_truth(self, engine: Any, index: int, image: Any, explained: Sequence[int]) -> torch.Tensor | None:
         """(1, *spatial) bool ground-truth region of case ``index`` when ``region_key`` names one on its grid."""
         if self.region_key is None:
             return None
@@ -346,7 +398,20 @@ class SaliencyWriter:
             label = case_value(engine, index, self.region_key)
         except KeyError:  # this case has no ground truth
             return None
-        return _ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
+        return ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
+
+    def _on_grid(self, maps: torch.Tensor, image: Any) -> torch.Tensor:
+        """One (1, *spatial) map on the grid its file is written on: as is, or back through the preprocessing that
+        made ``image`` (the case's preprocessed image, whose MetaTensor trace says how)."""
+        if self._inverse is None:
+            return maps
+        if not isinstance(image, MetaTensor):
+            raise ValueError(
+                f"maps on the original grid need the preprocessed image as a MetaTensor with its transform trace, got "
+                f"{type(image).__name__} under {self.image_key!r}; keep MONAI's MetaTensors (track_meta) or set "
+                "--xai_maps_grid preprocessed."
+            )
+        return self._inverse({"map": maps, self.image_key: image})["map"]
 
     def write_cases(self, engine: Any) -> None:
         """Write the current iteration's maps, overlays and descriptions, and remember one row per case and method
@@ -356,9 +421,9 @@ class SaliencyWriter:
             name = self._case_name(image)
             case_dir = self.output_dir / name
             case_dir.mkdir(parents=True, exist_ok=True)
-            explained = case.get(XAIKeys.CLASS)
+            explained = explained_classes(case.get(XAIKeys.CLASS))
             inputs = _description_inputs(case, getattr(engine, "network", None), self.class_names)
-            truth = self._ground_truth(engine, index, image, inputs["explained"])
+            truth = self._ground_truth(engine, index, image, explained)
             if truth is not None:
                 inputs["masks"] = {**inputs.get("masks", {}), GROUND_TRUTH_REGION: truth}
             texts = {}
@@ -372,13 +437,15 @@ class SaliencyWriter:
                 row = {
                     "case": name,
                     "method": method,
-                    "class": int(explained) if explained is not None else "",
+                    "class": _class_column(explained) if explained else "",
                     "seconds": float(case[seconds_key(method)]) if seconds_key(method) in case else math.nan,
                     "nifti": "",
                     "png": "",
                 }
                 if self.nifti:
-                    row["nifti"] = str(write_map(maps, case_dir / f"{name}_{method}{self.output_ext}"))
+                    row["nifti"] = str(
+                        write_map(self._on_grid(maps, image), case_dir / f"{name}_{method}{self.output_ext}")
+                    )
                 if self.png:
                     png = save_overlay_png(
                         image, maps, case_dir / f"{name}_{method}.png", title=f"{name}: {method}", caption=texts[method]
@@ -401,9 +468,9 @@ class SaliencyWriter:
 
     def write_tables(self, engine: Any) -> None:
         """Write ``cases.csv``, ``descriptions.csv``, ``summary.csv``, ``summary.md`` and ``metrics.png`` (rank 0)."""
-        rows = _gather(self.rows)
-        descriptions = _gather(self.descriptions)
-        unreadable = _gather(list(getattr(engine.state, XAIKeys.UNREADABLE, [])))
+        rows = gather_rows(self.rows)
+        descriptions = gather_rows(self.descriptions)
+        unreadable = gather_rows(list(getattr(engine.state, XAIKeys.UNREADABLE, [])))
         per_case = self._per_case_metrics(engine)
         if idist.get_rank() > 0:
             return

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from monai_xai.bundle import ExplainWorkflow, explain_bundle
+from monai_xai.bundle import ExplainWorkflow, check_bundle_ids, explain_bundle
 from tests.helpers.bundles import make_classification_bundle, make_segmentation_bundle
 from tests.helpers.engines import CONFIGS, run_bundle
 
@@ -114,8 +114,12 @@ def test_classification_bundle_logs_to_mlflow(classification_run):
 @pytest.mark.parametrize(
     "remove, message",
     [
-        ("inferer", "needs the bundle config id `inferer`, which is missing: the bundle's inferer, e.g. --inferer"),
-        ("evaluator", "no `evaluator` component"),
+        (
+            "inferer",
+            "missing or wired otherwise:\n- `inferer` is missing: the bundle's inferer, e.g. --inferer",
+        ),
+        ("evaluator", "- `evaluator` is not a component"),
+        ("preprocessing", "- `preprocessing` is missing: the bundle's preprocessing Compose, whose inverse"),
         ("handlers", "evaluator#val_handlers` must be '@handlers'"),
     ],
 )
@@ -139,6 +143,24 @@ def test_missing_bundle_id_is_named_with_how_to_set_it(tmp_path, remove, message
         chain.append(error)
         error = error.__cause__
     assert any(isinstance(e, ValueError) and message in str(e) for e in chain), [str(e) for e in chain]
+
+
+def test_every_missing_bundle_id_is_named_in_one_error(tmp_path):
+    bundle = make_classification_bundle(tmp_path / "bundle", n_cases=1)
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    for config_id in ("inferer", "dataset", "preprocessing"):
+        del config[config_id]
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    workflow = ExplainWorkflow(
+        config_file=[str(bundle / "configs" / "inference.json"), str(EXPLAIN)],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=False,
+    )
+    with pytest.raises(ValueError) as caught:
+        check_bundle_ids(workflow.parser, workflow.bundle_config)
+    listed = [line for line in str(caught.value).splitlines() if line.startswith("- ")]
+    assert [line.split("`")[1] for line in listed] == ["inferer", "dataset", "preprocessing"]
+    assert "--xai_maps_grid preprocessed --xai_preprocessing '$None'" in listed[2]
 
 
 def test_bundle_without_a_layer_explains_the_chosen_one(tmp_path, caplog):

@@ -2,6 +2,8 @@
 
 ``make_segmentation_bundle``: 3D UNet, 16^3 volumes, ``SlidingWindowInferer``, a bright cube labelled 1.
 ``make_classification_bundle``: 2D DenseNet classifier, 32^2 images, ``SimpleInferer``, a lesion ``mask`` key.
+``make_spleen_style_bundle``: ``spleen_ct_segmentation``'s inference.json on a synthetic CT stored LPS with 0.8 x 0.8 x
+2.5 mm voxels: RAS reorientation, resampling to 1.5 x 1.5 x 2 mm, HU window, predictions inverted to the CT's grid.
 Both follow the inference.json layout of e.g. ``spleen_ct_segmentation``: ``network_def``, ``network``,
 ``preprocessing``, ``dataset``, ``dataloader``, ``inferer``, ``postprocessing``, ``handlers`` (with a
 ``CheckpointLoader``), ``evaluator`` (``SupervisedEvaluator``), ``initialize``, ``run``.
@@ -16,7 +18,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-__all__ = ["make_segmentation_bundle", "make_classification_bundle", "write_volume"]
+__all__ = ["make_segmentation_bundle", "make_classification_bundle", "make_spleen_style_bundle", "write_volume"]
 
 
 def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, ...]) -> None:
@@ -26,7 +28,16 @@ def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, ...]) -> N
     nib.save(nib.Nifti1Image(array, affine), str(path))
 
 
-def _common(bundle: Path, network_def: dict, inferer: dict, keys: list[str], postprocessing: list[dict]) -> dict:
+def _common(
+    bundle: Path,
+    network_def: dict,
+    inferer: dict,
+    keys: list[str],
+    postprocessing: list[dict],
+    intensity: dict | None = None,
+    spatial: list[dict] = (),
+) -> dict:
+    intensity = intensity or {"_target_": "ScaleIntensityd", "keys": "image"}
     return {
         "imports": ["$import glob", "$import json"],
         "bundle_root": str(bundle),
@@ -41,7 +52,8 @@ def _common(bundle: Path, network_def: dict, inferer: dict, keys: list[str], pos
             "transforms": [
                 {"_target_": "LoadImaged", "keys": keys, "image_only": True},
                 {"_target_": "EnsureChannelFirstd", "keys": keys},
-                {"_target_": "ScaleIntensityd", "keys": "image"},
+                *spatial,
+                intensity,
                 {"_target_": "EnsureTyped", "keys": keys},
             ],
         },
@@ -158,3 +170,69 @@ def make_classification_bundle(bundle: Path, n_cases: int = 4, size: int = 32) -
     torch.manual_seed(0)
     network = DenseNet(**{k: v for k, v in network_def.items() if k != "_target_"})
     return _write_bundle(bundle, config, network, "synthetic 2D classification")
+
+
+def make_spleen_style_bundle(bundle: Path, n_cases: int = 1) -> Path:
+    """The preprocessing and postprocessing of model-zoo ``spleen_ct_segmentation``'s inference.json (random UNet
+    weights): a 40 x 36 x 12 CT at 0.8 x 0.8 x 2.5 mm stored with an LPS affine (x and y flipped, off-centre origin),
+    a bright "spleen" in it; the bundle saves its argmax prediction on the CT's grid (``eval/<case>/<case>_seg``)."""
+    from monai.networks.nets import UNet
+
+    network_def = {
+        "_target_": "UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 2,
+        "channels": [4, 8, 16],
+        "strides": [2, 2],
+        "num_res_units": 1,
+    }
+    data_dir = bundle / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    affine[:3, 3] = [60.0, 40.0, -80.0]
+    datalist = []
+    for case in range(n_cases):
+        image = rng.normal(40.0, 20.0, (40, 36, 12)).astype(np.float32)
+        image[8 + 3 * case : 22 + 3 * case, 10:24, 3:9] += 100.0
+        nib.save(nib.Nifti1Image(image, affine), str(data_dir / f"ct{case}.nii.gz"))
+        datalist.append({"image": str(data_dir / f"ct{case}.nii.gz")})
+    (data_dir / "datalist.json").write_text(json.dumps(datalist))
+    spatial = [
+        {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
+        {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0], "mode": "bilinear"},
+    ]
+    intensity = {
+        "_target_": "ScaleIntensityRanged",
+        "keys": "image",
+        "a_min": -57,
+        "a_max": 164,
+        "b_min": 0.0,
+        "b_max": 1.0,
+        "clip": True,
+    }
+    inferer = {"_target_": "SlidingWindowInferer", "roi_size": [16, 16, 16], "sw_batch_size": 2, "overlap": 0.25}
+    postprocessing = [
+        {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+        {
+            "_target_": "Invertd",
+            "keys": "pred",
+            "transform": "@preprocessing",
+            "orig_keys": "image",
+            "nearest_interp": False,
+            "to_tensor": True,
+        },
+        {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+        {
+            "_target_": "SaveImaged",
+            "keys": "pred",
+            "output_dir": "@output_dir",
+            "output_postfix": "seg",
+            "resample": False,
+        },
+    ]
+    config = _common(bundle, network_def, inferer, ["image"], postprocessing, intensity, spatial)
+    torch.manual_seed(0)
+    network = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
+    return _write_bundle(bundle, config, network, "synthetic spleen-style CT segmentation")
