@@ -34,6 +34,8 @@ __all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "stud
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
     """Explain a MONAI bundle's inference data with the config overlays; extra ``--id value`` flags override ids.
+    A segmenter given no ``--xai_class`` is explained once per foreground class named in its metadata, each into
+    ``<xai_output_dir>/<class name>/`` (see :func:`monai_xai.bundle.explain_bundle`).
 
     Args:
         bundle_dir: bundle in model-zoo layout.

@@ -1,14 +1,23 @@
-"""Small tensor helpers shared by the CAM engine and the metrics (batch-first, N-D, torch only)."""
+"""Small helpers shared by the CAM engine, the metrics and the reports (tensors batch-first, N-D, torch only)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["normalize_per_sample", "per_sample_index", "check_batch_map", "label_mask", "preserved_model_state"]
+__all__ = [
+    "normalize_per_sample",
+    "per_sample_index",
+    "check_batch_map",
+    "label_mask",
+    "preserved_model_state",
+    "json_ready",
+]
 
 
 def normalize_per_sample(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -133,3 +142,13 @@ def preserved_model_state(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
         for param, requires_grad in requires_grad_flags:
             param.requires_grad_(requires_grad)
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` (nested dicts and lists) with NaN (undefined) numbers as None, so that ``json.dumps`` writes strict
+    JSON (``null``) instead of the non-standard ``NaN``."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_ready(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value

@@ -26,7 +26,13 @@ from monai_xai.bundle.overlays import (
 )
 from monai_xai.bundle.segmentation import channel_union, class_dice_metrics
 from monai_xai.bundle.settings import ExplainSettings, check_explain_config
-from monai_xai.bundle.workflow import REQUIRED_BUNDLE_IDS, ExplainWorkflow, check_bundle_ids, explain_bundle
+from monai_xai.bundle.workflow import (
+    REQUIRED_BUNDLE_IDS,
+    ExplainWorkflow,
+    check_bundle_ids,
+    explain_bundle,
+    segmentation_classes,
+)
 
 __all__ = [
     "OVERLAYS",
@@ -40,6 +46,7 @@ __all__ = [
     "check_bundle_ids",
     "ExplainWorkflow",
     "explain_bundle",
+    "segmentation_classes",
     "evaluate_classifier",
     "load_temperature",
     "channel_union",

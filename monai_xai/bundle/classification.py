@@ -36,6 +36,7 @@ from monai_xai.metrics.calibration import (  # noqa: E402
     fit_temperature,
     reliability_diagram_data,
 )
+from monai_xai.utils import json_ready  # noqa: E402
 
 __all__ = ["TEMPERATURE_FILE", "classification_metrics", "evaluate_classifier", "load_temperature"]
 
@@ -120,15 +121,6 @@ def _reliability_figure(
     plt.close(figure)
 
 
-def _json_ready(value: Any) -> Any:
-    """``value`` with NaN (undefined) numbers as None, so that the file is strict JSON (``null``)."""
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 def evaluate_classifier(
     network: nn.Module,
     validation_loader: Iterable[dict],
@@ -173,7 +165,7 @@ def evaluate_classifier(
         ),
         "n_test": len(labels),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(_json_ready(report), indent=2))
+    (output_dir / "metrics.json").write_text(json.dumps(json_ready(report), indent=2))
     with open(output_dir / "classification_report.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(report["per_class"][0]))
         writer.writeheader()

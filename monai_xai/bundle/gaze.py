@@ -37,6 +37,7 @@ from monai_xai.enums import saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.metrics.similarity import kl_divergence, nss, pearson_cc, similarity_sim
 from monai_xai.networks.gaze import GazeSaliencyNet, gaze_map
+from monai_xai.utils import json_ready
 
 __all__ = [
     "GAZE_METRICS",
@@ -240,14 +241,6 @@ def _std(values: Sequence[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_ready(item) for item in value]
-    return None if isinstance(value, float) and math.isnan(value) else value
-
-
 @torch.no_grad()
 def evaluate_gaze_network(
     network: GazeSaliencyNet,
@@ -294,7 +287,7 @@ def evaluate_gaze_network(
     report["study"] = STUDY_RESULTS
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(_json_ready(report), indent=1))
+    (output_dir / "metrics.json").write_text(json.dumps(json_ready(report), indent=1))
     with (output_dir / "test_predictions.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "true", "predicted", *class_names, *(f"gaze_{m}" for m in metrics)])

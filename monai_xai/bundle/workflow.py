@@ -13,6 +13,9 @@ stops at the first missing reference with MONAI's own message).
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, run_workflow
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 
 __all__ = [
+    "segmentation_classes",
     "REQUIRED_BUNDLE_IDS",
     "REQUIRED_REFERENCES",
     "PREPROCESSING_HOW",
@@ -29,6 +33,8 @@ __all__ = [
     "ExplainWorkflow",
     "explain_bundle",
 ]
+
+logger = logging.getLogger(__name__)
 
 # ids of a model-zoo bundle that configs/explain.json builds on, with how to provide a missing one
 REQUIRED_BUNDLE_IDS = {
@@ -105,8 +111,36 @@ class ExplainWorkflow(ConfigWorkflow):
         return super().initialize()
 
 
-def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
+def segmentation_classes(bundle_dir: str | Path) -> dict[int, str] | None:
+    """``{index: name}`` of a segmentation bundle's foreground classes, from its ``configs/metadata.json`` (the
+    ``pred`` output's ``channel_def``, or ``num_channels``: class 0 is background); None for a classifier or a bundle
+    whose metadata does not say."""
+    metadata_file = Path(bundle_dir) / "configs" / "metadata.json"
+    if not metadata_file.is_file():
+        return None
+    outputs = json.loads(metadata_file.read_text()).get("network_data_format", {}).get("outputs", {})
+    pred = outputs.get("pred", {})
+    if not (pred.get("spatial_shape") or pred.get("format") == "segmentation") or "num_channels" not in pred:
+        return None
+    names = pred.get("channel_def", {})
+    num_channels = int(pred["num_channels"])
+    indices = range(1, num_channels) if num_channels > 1 else range(1)
+    return {index: str(names.get(str(index), f"class {index}")) for index in indices}
+
+
+def _folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
+
+
+def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[Path]:
     """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
+
+    A segmentation bundle explained without a class (no ``xai_class`` in the override or the bundle's explain.json)
+    is explained once per foreground class named in its metadata (:func:`segmentation_classes`), each into its own
+    folder ``<xai_output_dir>/<class name>/``: each class's map over the voxels predicted as that class (all zeros,
+    with a note, in a case where it is not predicted). One foreground class is explained into ``xai_output_dir``
+    itself. (A plain ``python -m monai.bundle run`` explains the foreground classes together in one map; see
+    :class:`~monai_xai.cams.ClassSet`.)
 
     Args:
         bundle_dir: bundle folder; becomes ``bundle_root``, and its ``configs/metadata.json`` and
@@ -114,15 +148,39 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
         overlays: overlay names (default: explain, xai_metrics, mlflow; see :func:`explain_config_files`).
         override: config overrides, e.g. ``xai_methods=["gradcam"]``, ``xai_output_dir="out"``,
             ``dataset_dir="data"``; keys with ``#`` address nested ids.
+
+    Returns:
+        the results folder of each run.
     """
     bundle_dir = Path(bundle_dir).resolve()
     metadata = bundle_dir / "configs" / "metadata.json"
     logging_conf = bundle_dir / "configs" / "logging.conf"
-    run_workflow(
-        workflow_name=ExplainWorkflow,
-        config_file=explain_config_files(bundle_dir, overlays),
-        meta_file=str(metadata) if metadata.is_file() else None,
-        logging_file=str(logging_conf) if logging_conf.is_file() else None,
-        bundle_root=str(bundle_dir),
-        **override,
-    )
+    config_files = explain_config_files(bundle_dir, overlays)
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    parser.update({"bundle_root": str(bundle_dir), **override})
+    output_dir = Path(parser.get_parsed_content("xai_output_dir"))
+    runs: list[tuple[dict[str, Any], Path]] = [({}, output_dir)]
+    classes = segmentation_classes(bundle_dir)
+    if classes and parser.get("xai_class") is None:
+        if len(classes) == 1:
+            runs = [({"xai_class": next(iter(classes))}, output_dir)]
+        else:
+            runs = [
+                (
+                    {"xai_class": index, "xai_output_dir": str(output_dir / _folder_name(name))},
+                    output_dir / _folder_name(name),
+                )
+                for index, name in classes.items()
+            ]
+            logger.info("xai: no class given: explaining each foreground class in turn, %s", list(classes.values()))
+    for per_class, _ in runs:
+        run_workflow(
+            workflow_name=ExplainWorkflow,
+            config_file=config_files,
+            meta_file=str(metadata) if metadata.is_file() else None,
+            logging_file=str(logging_conf) if logging_conf.is_file() else None,
+            bundle_root=str(bundle_dir),
+            **{**override, **per_class},
+        )
+    return [folder for _, folder in runs]

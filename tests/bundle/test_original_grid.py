@@ -15,6 +15,7 @@ import pytest
 import torch
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd, Spacingd
 
+from monai_xai.bundle import explain_bundle
 from monai_xai.handlers import SaliencyWriter
 from tests.helpers.bundles import make_spleen_style_bundle
 from tests.helpers.engines import CONFIGS, run_bundle
@@ -102,3 +103,20 @@ def test_a_map_of_a_resampled_image_is_inverted_onto_its_file(tmp_path):
     assert tuple(back.shape[1:]) == array.shape
     np.testing.assert_allclose(back.affine.numpy(), affine, atol=1e-5)
     assert torch.corrcoef(torch.stack([back[0].flatten(), torch.as_tensor(array).flatten()]))[0, 1] > 0.9
+
+
+def test_each_foreground_class_is_explained_in_turn_without_a_class(tmp_path):
+    """`monai-xai explain` (explain_bundle) on a segmenter with two foreground classes named in its metadata and no
+    xai_class: one results folder per class, each map explaining its own class, on the CT's grid."""
+    bundle = make_spleen_style_bundle(tmp_path / "bundle", classes=("background", "spleen", "left kidney"))
+    folders = explain_bundle(bundle, overlays=("explain",), xai_methods=["hirescam"], xai_report=False)
+    assert folders == [bundle / "eval" / "xai" / "spleen", bundle / "eval" / "xai" / "left_kidney"]
+    ct = nib.load(str(bundle / "data" / "ct0.nii.gz"))
+    maps = []
+    for folder, class_idx in zip(folders, (1, 2)):
+        with open(folder / "cases.csv") as stream:
+            assert [row["class"] for row in csv.DictReader(stream)] == [str(class_idx)]
+        saved = nib.load(str(folder / "ct0" / "ct0_hirescam.nii.gz"))
+        assert saved.shape == ct.shape
+        maps.append(np.asarray(saved.dataobj))
+    assert not np.allclose(maps[0], maps[1], atol=1e-3)  # two classes, two explanations

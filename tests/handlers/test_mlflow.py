@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from mlflow.tracking import MlflowClient
 
 from monai_xai.handlers import tracking_server_error
 from tests.helpers.runs import TRACKED_METHODS, explain_with_tracking
-from tests.helpers.servers import free_port, running_server
+from tests.helpers.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 
 METHODS = TRACKED_METHODS
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real tracking server on a free port; yields its URI, killed at teardown."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-    ]  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{uri}/health", root / "server.log"):
-        yield uri
 
 
 def test_metrics_params_and_artifacts_reach_the_server(mlflow_server, tmp_path):

@@ -5,7 +5,6 @@ server and rendered by its UI in headless Chromium."""
 from __future__ import annotations
 
 import csv
-import sys
 import urllib.request
 
 import numpy as np
@@ -23,7 +22,6 @@ from tests.helpers.browser import Browser, hot_pixels, skip_without_chromium
 from tests.helpers.bundles import make_segmentation_bundle
 from tests.helpers.engines import CONFIGS, affine_for, case_dataset, collect_outputs, make_evaluator, run_bundle
 from tests.helpers.nets import TinyResNet, tiny_unet3d
-from tests.helpers.servers import free_port, running_server
 
 METHODS = ("gradcam", "hirescam")
 
@@ -137,19 +135,6 @@ def test_the_explain_overlay_writes_the_reports_and_logs_them(tmp_path):
     (run,) = client.search_runs([client.get_experiment_by_name("monai_xai").experiment_id])
     assert "xai/index.html" in {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
     assert "xai/img0/img0_report.html" in {item.path for item in client.list_artifacts(run.info.run_id, "xai/img0")}
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-    ]  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    with running_server(command, f"{uri}/health", root / "server.log"):
-        yield uri
 
 
 @skip_without_chromium()

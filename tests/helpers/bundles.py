@@ -84,11 +84,11 @@ def _common(
     }
 
 
-def _write_bundle(bundle: Path, config: dict, network: torch.nn.Module, task: str) -> Path:
+def _write_bundle(bundle: Path, config: dict, network: torch.nn.Module, task: str, outputs: dict | None = None) -> Path:
     (bundle / "configs").mkdir(parents=True, exist_ok=True)
     (bundle / "models").mkdir(exist_ok=True)
     (bundle / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
-    metadata = {"version": "0.1.0", "task": task, "network_data_format": {"inputs": {}, "outputs": {}}}
+    metadata = {"version": "0.1.0", "task": task, "network_data_format": {"inputs": {}, "outputs": outputs or {}}}
     (bundle / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2))
     torch.save(network.state_dict(), bundle / "models" / "model.pt")
     return bundle
@@ -172,17 +172,20 @@ def make_classification_bundle(bundle: Path, n_cases: int = 4, size: int = 32) -
     return _write_bundle(bundle, config, network, "synthetic 2D classification")
 
 
-def make_spleen_style_bundle(bundle: Path, n_cases: int = 1) -> Path:
+def make_spleen_style_bundle(
+    bundle: Path, n_cases: int = 1, classes: tuple[str, ...] = ("background", "spleen")
+) -> Path:
     """The preprocessing and postprocessing of model-zoo ``spleen_ct_segmentation``'s inference.json (random UNet
     weights): a 40 x 36 x 12 CT at 0.8 x 0.8 x 2.5 mm stored with an LPS affine (x and y flipped, off-centre origin),
-    a bright "spleen" in it; the bundle saves its argmax prediction on the CT's grid (``eval/<case>/<case>_seg``)."""
+    a bright "spleen" in it; the bundle saves its argmax prediction on the CT's grid (``eval/<case>/<case>_seg``).
+    Its metadata names the output channels ``classes`` as the model zoo's do (``channel_def``)."""
     from monai.networks.nets import UNet
 
     network_def = {
         "_target_": "UNet",
         "spatial_dims": 3,
         "in_channels": 1,
-        "out_channels": 2,
+        "out_channels": len(classes),
         "channels": [4, 8, 16],
         "strides": [2, 2],
         "num_res_units": 1,
@@ -235,4 +238,13 @@ def make_spleen_style_bundle(bundle: Path, n_cases: int = 1) -> Path:
     config = _common(bundle, network_def, inferer, ["image"], postprocessing, intensity, spatial)
     torch.manual_seed(0)
     network = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
-    return _write_bundle(bundle, config, network, "synthetic spleen-style CT segmentation")
+    outputs = {
+        "pred": {
+            "type": "image",
+            "format": "segmentation",
+            "num_channels": len(classes),
+            "spatial_shape": [16, 16, 16],
+            "channel_def": {str(index): name for index, name in enumerate(classes)},
+        }
+    }
+    return _write_bundle(bundle, config, network, "synthetic spleen-style CT segmentation", outputs)
