@@ -36,13 +36,16 @@ class PixelSet(StrEnum):
     - ``LARGEST_COMPONENT``: the largest connected component of that prediction;
     - ``IMAGE``: every voxel, the same for any network (with ``Score.PROBABILITY``: the class's expected volume);
     - ``EMPTY``: no voxel, the segmentation-CAM study's control: the score is 0 whatever the input, so every map is all
-      zeros (with a warning that says so) and perturbation metrics are undefined (NaN).
+      zeros (with a warning that says so) and perturbation metrics are undefined (NaN);
+    - ``PEAK``: one voxel per image, the one where the class's score is highest: the study's single pixel, chosen on
+      each image instead of one fixed coordinate for all (which may fall outside the organ in many of them).
     """
 
     PRED = "pred"
     LARGEST_COMPONENT = "largest_component"
     IMAGE = "image"
     EMPTY = "empty"
+    PEAK = "peak"
 
 
 class Score(StrEnum):

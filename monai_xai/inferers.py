@@ -49,6 +49,7 @@ from monai_xai.cams import (
     resolve_pixel_set,
 )
 from monai_xai.cams.layouts import Reshape
+from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import class_sets
 from monai_xai.enums import PixelSet, Score, XAIKeys, as_choice, saliency_key, seconds_key
 from monai_xai.utils import label_mask, per_sample_index
@@ -99,7 +100,9 @@ class XAIInferer(Inferer):
             (:class:`~monai_xai.cams.ClassSet`, or as a config gives it: ``"1+2+3"``, ``"foreground"``).
         pixel_set: segmentation pixel set (ignored for classifiers) when ``pixel_set_key`` is None: ``"pred"``
             (predicted region of the class, default), ``"largest_component"``, ``"image"`` (every voxel; with
-            ``score="probability"``, the class's expected volume), ``"empty"`` (the study's control: all-zero maps)
+            ``score="probability"``, the class's expected volume), ``"empty"`` (the study's control: all-zero maps),
+            ``"peak"`` (the voxel of the class's highest score in each image; with a sliding window, as
+            ``"largest_component"``, resolved on the whole prediction)
             or one voxel ``[i, j, k]`` on the network's input grid; see :class:`~monai_xai.enums.PixelSet`.
         pixel_set_key: batch key of a label map (B, 1, *spatial) or one-hot label (B, C, *spatial) whose region of
             the explained class is the pixel set (e.g. ``"label"``); needs the inferer to be attached to the engine.
@@ -272,9 +275,11 @@ class XAIInferer(Inferer):
             if self.pixel_set_key is not None:
                 explained_set = resolved = self._label_pixel_set(inputs, class_idx)
             else:
-                # the explainer resolves the named set on its own forward pass (per window with a sliding window)
-                explained_set = self.pixel_set
                 resolved = resolve_pixel_set(_plain(prediction).detach(), class_idx, self.pixel_set)
+                # the explainer resolves the named set on its own forward pass (per window with a sliding window),
+                # except a set only the whole prediction defines, which it is given resolved
+                whole_volume = self._sliding_window() and self.pixel_set in WHOLE_VOLUME_PIXEL_SETS
+                explained_set = resolved if whole_volume else self.pixel_set
             outputs[XAIKeys.PIXEL_SET] = _with_meta_of(resolved, inputs)
         # a sliding window needs the class as given (one int or ClassSet for the batch), not the per-sample tensor
         explained_class = class_idx if chosen_class is None else chosen_class

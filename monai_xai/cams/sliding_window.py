@@ -17,9 +17,11 @@ from monai.inferers import sliding_window_inference
 from monai_xai.cams.targets import PixelSetSpec, index_pixel_set, tensor_pixel_set
 from monai_xai.enums import PixelSet, as_choice
 
-__all__ = ["sliding_window_cam"]
+__all__ = ["WHOLE_VOLUME_PIXEL_SETS", "sliding_window_cam"]
 
 WindowPixelSet = torch.Tensor | PixelSet | None
+# named pixel sets that only the whole prediction defines (a window would find its own component or peak)
+WHOLE_VOLUME_PIXEL_SETS = (PixelSet.LARGEST_COMPONENT, PixelSet.PEAK)
 ExplainWindow = Callable[[torch.Tensor, WindowPixelSet], dict[str, torch.Tensor]]
 
 
@@ -64,11 +66,11 @@ def _window_pixel_set_source(
         return None, None
     if isinstance(pixel_set, str):
         name = as_choice(PixelSet, pixel_set, "pixel_set")
-        if name == PixelSet.LARGEST_COMPONENT:
+        if name in WHOLE_VOLUME_PIXEL_SETS:
             raise ValueError(
-                "pixel_set='largest_component' is a property of the whole volume, which a sliding window never sees "
-                "at once; compute the component first (e.g. from a sliding-window prediction) and pass it as a "
-                "(B|1, 1, *spatial) tensor."
+                f"pixel_set={name.value!r} is a property of the whole volume, which a sliding window never sees at "
+                "once; compute it first (e.g. resolve_pixel_set on a sliding-window prediction) and pass it as a "
+                "(B|1, 1, *spatial) tensor (XAIInferer does so)."
             )
         return name, None
     if isinstance(pixel_set, torch.Tensor):
@@ -103,8 +105,8 @@ def sliding_window_cam(
         images: (B, C, *spatial) images, 2D or 3D.
         pixel_set: ``None`` or ``"pred"`` (per window), ``"image"`` (every voxel), a (B or 1, 1 or K, *spatial)
             tensor with values in [0, 1] (K: one set per class explained together), a tuple of ints (one voxel) or
-            of slices (a box) in whole-image coordinates. ``"largest_component"`` needs the whole prediction and is
-            refused.
+            of slices (a box) in whole-image coordinates. ``"largest_component"`` and ``"peak"`` need the whole
+            prediction and are refused.
         roi_size: window size, one int per spatial dim (or one int for all); non-positive entries take the image size.
         sw_batch_size: windows per ``explain_window`` call (default 1); memory grows with ``sw_batch_size x roi``.
         overlap: overlap of neighbouring windows in [0, 1) (default 0.25).
@@ -117,8 +119,8 @@ def sliding_window_cam(
         dict method -> (B, 1, *spatial) blended maps, non-negative and not normalised, in the images' dtype.
 
     Raises:
-        ValueError: images not 4-D/5-D, ``"largest_component"`` or an unknown name, or a tensor/voxel/box pixel set
-            that does not fit the images.
+        ValueError: images not 4-D/5-D, ``"largest_component"``, ``"peak"`` or an unknown name, or a
+            tensor/voxel/box pixel set that does not fit the images.
     """
     if not isinstance(images, torch.Tensor) or images.ndim not in (4, 5):
         raise ValueError(

@@ -40,6 +40,7 @@ __all__ = [
     "resolve_pixel_set",
     "predicted_mask",
     "index_pixel_set",
+    "peak_voxel",
     "tensor_pixel_set",
     "per_voxel_scale",
 ]
@@ -255,6 +256,23 @@ def predicted_mask(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tens
     return outputs.argmax(dim=1, keepdim=True) == classes.reshape(*classes.shape, *([1] * (outputs.ndim - 2)))
 
 
+def peak_voxel(outputs: torch.Tensor, class_idx: torch.Tensor) -> torch.Tensor:
+    """The one voxel of each sample (and class) where the class's score is highest (first in memory order on ties).
+
+    Args:
+        outputs: (B, C, *spatial) segmentation outputs (logits or probabilities: only their order per class matters).
+        class_idx: (B,) class per sample, or (B, K) classes per sample.
+
+    Returns:
+        (B, 1, *spatial) float, or (B, K, *spatial) for (B, K) classes: 1 at the peak, 0 elsewhere.
+    """
+    classes = class_idx.reshape(class_idx.shape[0], -1).to(outputs.device)
+    index = classes.reshape(*classes.shape, *([1] * (outputs.ndim - 2))).expand(-1, -1, *outputs.shape[2:])
+    scores = outputs.gather(1, index).flatten(2)
+    peaks = torch.zeros_like(scores, dtype=torch.float32).scatter_(2, scores.argmax(dim=2, keepdim=True), 1.0)
+    return peaks.reshape(*classes.shape, *outputs.shape[2:])
+
+
 def _largest_component(mask: torch.Tensor) -> torch.Tensor:
     """Keep, per sample and channel, the largest connected component (full connectivity: 8 in 2D, 26 in 3D) of a
     (B, K, *spatial) bool mask.
@@ -350,9 +368,10 @@ def resolve_pixel_set(outputs: torch.Tensor, class_idx: torch.Tensor, pixel_set:
         outputs: (B, C, *spatial) segmentation outputs the set is resolved on (only their values are used).
         class_idx: (B,) class per sample, or (B, K) classes explained together.
         pixel_set: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``, ``"image"``
-            (every voxel), a (B or 1, 1 or K, *spatial) tensor in [0, 1], a tuple of ints (one voxel) or of slices (a
-            box); see :class:`~monai_xai.enums.PixelSet`. With K classes a one-channel set, a voxel or a box is the
-            set of every class.
+            (every voxel), ``"empty"``, ``"peak"`` (the voxel of the class's highest score), a (B or 1, 1 or K,
+            *spatial) tensor in [0, 1], a tuple of ints (one voxel) or of slices (a box); see
+            :class:`~monai_xai.enums.PixelSet`. With K classes a one-channel set, a voxel or a box is the set of every
+            class.
 
     Raises:
         ValueError: an unknown name, or a tensor / voxel / box that does not fit the outputs.
@@ -364,6 +383,8 @@ def resolve_pixel_set(outputs: torch.Tensor, class_idx: torch.Tensor, pixel_set:
         if name in (PixelSet.IMAGE, PixelSet.EMPTY):
             fill = torch.ones if name == PixelSet.IMAGE else torch.zeros
             return fill(outputs.shape[0], num_sets, *outputs.shape[2:], device=outputs.device)
+        if name == PixelSet.PEAK:
+            return peak_voxel(outputs, class_idx)
         predicted = predicted_mask(outputs, class_idx)
         return (_largest_component(predicted) if name == PixelSet.LARGEST_COMPONENT else predicted).float()
     if isinstance(pixel_set, torch.Tensor):

@@ -28,7 +28,8 @@ from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from torch import nn
 
 from monai_xai.bundle import ExplainSettings
-from monai_xai.cams import CAMExplainer, method_names
+from monai_xai.cams import CAMExplainer, method_names, resolve_pixel_set
+from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.enums import PixelSet, Score
 from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
@@ -144,7 +145,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
     ``method`` (CAM method), ``target_layer``, ``class`` (name, index, or ``"predicted"`` for classifiers),
     ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
-    or ``"image"``: every voxel), ``score`` (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"``
+    ``"image"``: every voxel, ``"empty"``, or ``"peak"``: the voxel of the class's highest score), ``score`` (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"``
     explains the class's expected volume),
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
     label ``k`` = bin ``k``; ``"segments"``: the same bins as a 3D Slicer segmentation file ``.seg.nrrd`` whose
@@ -312,8 +313,11 @@ class BundleExplainTask(CompatibleBundleInferTask):
         explainer = CAMExplainer(
             network, options.target_layer, methods=(options.method,), score=options.score, **_window_options(inferer)
         )
+        pixel_set = options.pixel_set
+        if pixel_set in WHOLE_VOLUME_PIXEL_SETS:  # only the whole prediction defines them, not a sliding window's
+            pixel_set = resolve_pixel_set(outputs, torch.tensor([class_idx], device=outputs.device), pixel_set)
         with torch.enable_grad():
-            heatmap = explainer(pixels, class_idx=class_idx, pixel_set=options.pixel_set)[options.method][0]
+            heatmap = explainer(pixels, class_idx=class_idx, pixel_set=pixel_set)[options.method][0]
         affine = image.affine if isinstance(image, MetaTensor) else None
         data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
         data[self.output_json_key] = summary

@@ -123,3 +123,22 @@ def test_sliding_window_explains_a_class_set(segmenter):
     small = CAMExplainer(segmenter, "model.1.submodule", "gradcam", roi_size=(8, 8, 8))
     maps = small(images, ClassSet((1, 3)), truth)["gradcam"]
     assert maps.shape == (1, 1, 16, 16, 16) and torch.isfinite(maps).all() and maps.amax() > 0
+
+
+def test_peak_is_the_voxel_of_each_images_highest_class_score():
+    torch.manual_seed(5)
+    outputs = torch.randn(3, 4, 5, 6, 7)
+    target = build_target(outputs, torch.tensor([1, 2, 3]), "peak")
+    for b, k in enumerate((1, 2, 3)):
+        where = (outputs[b, k] == outputs[b, k].max()).nonzero()[0].tolist()
+        assert target.pixel_set[b, 0].sum() == 1 and target.pixel_set[b, 0][tuple(where)] == 1
+    assert torch.allclose(target(outputs), outputs[[0, 1, 2], [1, 2, 3]].flatten(1).max(dim=1).values)
+    several = build_target(outputs, ClassSet((1, 3)), "peak").pixel_set
+    assert several.shape == (3, 2, 5, 6, 7) and several.flatten(2).sum(2).eq(1).all()
+
+
+def test_a_sliding_window_refuses_sets_only_the_whole_volume_defines(segmenter):
+    windowed = CAMExplainer(segmenter, "model.1.submodule", "gradcam", roi_size=(8, 8, 8))
+    for name in ("peak", "largest_component"):
+        with pytest.raises(ValueError, match=f"pixel_set='{name}' is a property of the whole volume"):
+            windowed(torch.randn(1, 1, 16, 16, 16), 1, name)

@@ -157,6 +157,29 @@ def test_one_voxel_and_the_empty_set_as_a_config_gives_them(window):
         assert case["saliency_gradcam"].abs().max() == 0 and case["saliency_hirescam"].abs().max() == 0
 
 
+@pytest.mark.parametrize("window", [None, 16])
+def test_the_peak_is_each_images_own_voxel_also_with_a_sliding_window(window):
+    """"peak": each image's voxel of highest class score on the whole (blended) prediction; with a sliding window the
+    inferer resolves it on the whole prediction and the windows explain that voxel, as given the voxel by hand."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 24, 24, 24)
+    inner = SimpleInferer() if window is None else SlidingWindowInferer(roi_size=window, sw_batch_size=2)
+    window_args = {} if window is None else {"roi_size": window, "sw_batch_size": 2, "sw_mode": "constant"}
+    inferer = XAIInferer(inner, "model.1.submodule", ["gradcam"], class_idx=1, pixel_set="peak")
+    outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer], batch_size=2))
+    with torch.no_grad():
+        prediction = inner(images, network)
+    explainer = CAMExplainer(network, "model.1.submodule", ["gradcam"], **window_args)
+    for index, case in enumerate(outputs):
+        explained = case["xai_pixel_set"].as_tensor()
+        peak = prediction[index, 1].flatten().argmax()
+        assert explained.sum() == 1 and explained.flatten()[peak] == 1
+        expected = explainer(images[index : index + 1], class_idx=1, pixel_set=explained[None])["gradcam"][0]
+        torch.testing.assert_close(case["saliency_gradcam"].as_tensor(), expected, atol=1e-5, rtol=1e-4)
+        assert case["saliency_gradcam"].max() > 0
+    assert not torch.equal(outputs[0]["xai_pixel_set"], outputs[1]["xai_pixel_set"])  # one voxel per image
+
+
 @pytest.mark.parametrize("value", [[1.5, 2, 3], [], [True, 1, 2], "voxel"])
 def test_a_pixel_set_that_is_neither_a_name_nor_a_voxel_is_refused(value):
     with pytest.raises(ValueError, match="pixel_set"):

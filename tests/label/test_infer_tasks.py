@@ -92,12 +92,12 @@ def test_defaults_are_what_the_bundles_explain_config_recommends(unet_bundle, tm
     assert config["target_layer"][1:] == list(
         json.loads((unet_bundle / "configs" / "metadata.json").read_text())["cam_target_layers"]
     )
-    assert config["pixel_set"] == ["image", "pred", "largest_component", "empty"]
+    assert config["pixel_set"] == ["image", "pred", "largest_component", "empty", "peak"]
     assert config["score"] == ["probability", "logit"]
     plain = tmp_path / "plain"
     shutil.copytree(unet_bundle, plain)
     (plain / "configs" / "explain.json").unlink()
     config = BundleExplainTask(str(plain), {}).info()["config"]
-    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty", "peak"]
     assert config["score"] == ["logit", "probability"]
     assert "model.1.submodule" not in config["target_layer"]

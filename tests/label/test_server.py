@@ -62,7 +62,7 @@ def test_info_lists_explain_models_and_options(server):
     config = segmentation["config"]
     assert config["method"] == ["gradcam", "hirescam", "eigencam"]
     assert config["class"] == ["lesion", "background"]
-    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty"]
+    assert config["pixel_set"] == ["pred", "largest_component", "image", "empty", "peak"]
     assert config["score"] == ["logit", "probability"]
     assert config["target_layer"] == ["conv"]
     assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "segments", "heatmap"])
