@@ -1,7 +1,7 @@
 """Overhead of the ``monai-xai study`` runner over the CAM and metric computations it runs, side by side in one process.
 
 Both sides do the same work on the same spec and the same cases: the demo study's two phantom bundles
-(``configs/studies/demo_phantoms.json``: ResNet classifier at ``layer3`` and ``layer4``, UNet segmenter at
+(``configs/studies/demo_phantoms.json``: DenseNet classifier at two layers of its dense block, UNet segmenter at
 ``model.1.submodule``), the first ``--cases`` of its 18 test phantoms in batches of ``--batch-size``, methods
 gradcam, gradcampp, xgradcam, layercam, eigengradcam, metrics heat_diff, iou (Otsu), pointing_game (tolerance 3),
 road_combined (50 %) and deletion (16 steps). Each side loads its bundles with ``load_trained_bundle``.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from monai_xai.bundle import explain_bundle, explain_config_files, overlay_dir
-from monai_xai.demo import format_table, summary_rows, with_road_combined
-from monai_xai.sanity import bundle_sanity_checks
+from monai_xai.demo import format_table, summary_rows, verdict, with_road_combined
+from monai_xai.sanity import MethodSanity, bundle_sanity_checks
 from tests.helpers.bundles import make_classification_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,6 +80,24 @@ def test_road_combined_column_from_morf_and_lerf_means():
     assert with_road_combined(["ehr_auc"], {}) == ["ehr_auc"]
 
 
+def _sanity(method: str, ehr_auc: float, spearman: float) -> MethodSanity:
+    return MethodSanity(method, ehr_auc, 0.01, 0.01, 0.005, spearman, 0, True)
+
+
+def test_demo_verdict_is_computed_from_the_table_and_the_sanity_checks():
+    table = {"gradcam": {"pointing_game": 1.0}, "hirescam": {"pointing_game": 0.5}, "eigencam": {"pointing_game": 1.0}}
+    rows = [_sanity("gradcam", 0.5, 0.1), _sanity("hirescam", 0.5, 0.2), _sanity("eigencam", 0.04, 0.9)]
+    assert verdict(table, rows) == (
+        "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): 1 of 3 (gradcam); not: hirescam "
+        "(pointing game 0.50, EHR-AUC 50x), eigencam (pointing game 1.00, EHR-AUC 4x). Maps change when the weights "
+        "are re-initialised (Spearman <= 0.5): 2 of 3 (gradcam, hirescam); not: eigencam (0.90)."
+    )
+    assert verdict({"gradcam": {"pointing_game": 1.0}}, rows[:1]) == (
+        "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): all 1. Maps change when the weights "
+        "are re-initialised (Spearman <= 0.5): all 1."
+    )
+
+
 def test_cli_phantom_writes_a_datalist(tmp_path):
     script = Path(sys.executable).parent / "monai-xai"
     finished = subprocess.run(
@@ -148,7 +166,7 @@ def test_demo_says_what_each_bundle_explains():
     def what(name: str) -> str:
         return _what(ExplainSettings.from_bundle(bundles_dir() / name, overlays=(), xai_methods=["gradcam"]))
 
-    assert what("lesion_classification_3d") == "1 method at layer4, class 1 (logit)"
+    assert what("lesion_classification_3d") == "1 method at class_layers.relu, class 1 (logit)"
     assert (
         what("lesion_segmentation_3d")
         == "1 method at model.1.submodule, class 1 over the pixel set image (probability)"

@@ -408,7 +408,7 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     parser.read_config(str(bundle / "configs" / "inference.json"))
     model = parser.get_parsed_content("network_def")
     model.load_state_dict(torch.load(weights, weights_only=True))
-    direct = model_randomisation_check(model.eval(), "layer4", images, ["gradcam"], 1, None, 0)
+    direct = model_randomisation_check(model.eval(), "class_layers.relu", images, ["gradcam"], 1, None, 0)
     assert summary[0].ehr_auc == pytest.approx(ehr_auc(direct.trained_maps["gradcam"], masks).mean().item(), abs=1e-5)
     assert summary[0].randomised_ehr_auc == pytest.approx(
         ehr_auc(direct.randomised_maps["gradcam"], masks).mean().item(), abs=1e-5
@@ -419,7 +419,7 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     assert table.count("\n") == 3 and "| gradcam |" in table and "(not required)" in table
 
     # a layer per method: each row equals that method checked alone at its layer
-    per_method = {"gradcam": "layer3", "eigencam": "layer4"}
+    per_method = {"gradcam": "features.denseblock1.denselayer2", "eigencam": "class_layers.relu"}
     figure = tmp_path / "grid.png"
     cascade_figure = tmp_path / "cascade.png"
     split = bundle_sanity_checks(
@@ -432,9 +432,9 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
         cascade_methods=["eigencam"],
     )
     assert figure.stat().st_size > 0 and cascade_figure.stat().st_size > 0
-    groups = [("layer3", ("gradcam",)), ("layer4", ("eigencam", "hirescam"))]
-    assert _method_subset(groups, ["hirescam"], "cascade_methods") == [("layer4", ("hirescam",))]
-    assert _method_subset(groups, "gradcam", "cascade_methods") == [("layer3", ("gradcam",))]
+    groups = [("mid", ("gradcam",)), ("last", ("eigencam", "hirescam"))]
+    assert _method_subset(groups, ["hirescam"], "cascade_methods") == [("last", ("hirescam",))]
+    assert _method_subset(groups, "gradcam", "cascade_methods") == [("mid", ("gradcam",))]
     assert _method_subset(groups, None, "cascade_methods") == groups
     with pytest.raises(ValueError, match=r"cascade_methods must name some of the checked methods.*\['scorecam'\] not"):
         bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"], cascade_methods=["scorecam"])
@@ -443,10 +443,12 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     for row in split:
         alone = bundle_sanity_checks(bundle, n_cases=2, methods=[row.method], target_layer=per_method[row.method])[0]
         assert row.ehr_auc == pytest.approx(alone.ehr_auc) and row.spearman == pytest.approx(alone.spearman)
-    gradcam_layer4 = summary[0]
-    assert split[0].ehr_auc != pytest.approx(gradcam_layer4.ehr_auc)  # layer3 differs from the bundle's layer4
+    gradcam_last = summary[0]
+    assert split[0].ehr_auc != pytest.approx(gradcam_last.ehr_auc)  # the block's middle differs from its end
     with pytest.raises(ValueError, match=r"missing \['eigencam'\]"):
-        bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam", "eigencam"], target_layer={"gradcam": "layer3"})
+        bundle_sanity_checks(
+            bundle, n_cases=1, methods=["gradcam", "eigencam"], target_layer={"gradcam": per_method["gradcam"]}
+        )
 
 
 @pytest.mark.parametrize("name", ["lesion_classification_3d", "lesion_segmentation_3d"])
@@ -547,15 +549,15 @@ def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):
     with pytest.raises(ValueError, match=r"does not set xai_methods \(--methods\)"):
         bundle_sanity_checks(bundle, n_cases=1)
     datalist = _phantom_datalist(tmp_path / "data", n_cases=1)
-    row = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", target_layer="layer4", class_idx=1)[0]
+    row = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", target_layer="features", class_idx=1)[0]
     assert row.method == "gradcam" and row.has_ground_truth  # the datalist's "mask" is the default region key
-    # no layer anywhere: the one choose_target_layer names (the ResNet's layer4) is checked, with the same figures
+    # no layer anywhere: the one choose_target_layer names (the DenseNet's features) is checked, with the same figures
     chosen = bundle_sanity_checks(bundle, datalist=datalist, methods="gradcam", class_idx=1)[0]
     assert chosen == row
 
     def fails(match, **kwargs):
         with pytest.raises((ValueError, FileNotFoundError), match=match):
-            bundle_sanity_checks(bundle, methods=["gradcam"], target_layer="layer4", progress=False, **kwargs)
+            bundle_sanity_checks(bundle, methods=["gradcam"], target_layer="features", progress=False, **kwargs)
 
     fails("does not exist", datalist=tmp_path / "nowhere.json")
     fails(

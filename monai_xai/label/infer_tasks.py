@@ -145,8 +145,8 @@ class BundleExplainTask(CompatibleBundleInferTask):
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
     ``method`` (CAM method), ``target_layer``, ``class`` (name, index, or ``"predicted"`` for classifiers),
     ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
-    ``"image"``: every voxel, ``"empty"``, or ``"peak"``: the voxel of the class's highest score), ``score`` (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"``
-    explains the class's expected volume),
+    ``"image"``: every voxel, ``"empty"``, or ``"peak"``: the voxel of the class's highest score), ``score``
+    (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"`` explains the class's expected volume),
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
     label ``k`` = bin ``k``; ``"segments"``: the same bins as a 3D Slicer segmentation file ``.seg.nrrd`` whose
     segments carry the bins' names and colours (:mod:`monai_xai.label.seg_nrrd`); ``"heatmap"``: float32 in [0, 1],

@@ -10,6 +10,7 @@ from monai_xai.networks.backbones import (
 from monai_xai.networks.calibration import is_calibrated, scale_logits
 from monai_xai.networks.gaze import DENSENET201_BLOCKS, GAZE_CAM_LAYER, GazeSaliencyNet, gaze_map
 from monai_xai.networks.gaze_losses import GazeKLLoss, TripletLoss, gaze_kl_loss, triplet_loss
+from monai_xai.networks.pooling import GlobalLPPool, with_global_lp_pool
 from monai_xai.networks.segmenters import SEGMENTERS, patch_divisor, segmentation_cam_layer, segmentation_network
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "imagenet_weights_file",
     "is_calibrated",
     "scale_logits",
+    "GlobalLPPool",
+    "with_global_lp_pool",
     "SEGMENTERS",
     "patch_divisor",
     "segmentation_cam_layer",

@@ -48,7 +48,8 @@ def test_from_config_parses_expressions_and_references():
 
 def test_values_are_checked_once_with_the_id_to_fix():
     with pytest.raises(
-        ValueError, match=r"xai_pixel_set must be one of \['pred', 'largest_component', 'image', 'empty'\].*one voxel"
+        ValueError,
+        match=r"xai_pixel_set must be one of \['pred', 'largest_component', 'image', 'empty', 'peak'\].*one voxel",
     ):
         ExplainSettings(pixel_set="box")
     with pytest.raises(ValueError, match="xai_score must be one of"):

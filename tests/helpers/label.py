@@ -6,7 +6,7 @@ Bundles (tmp copies of ``bundles/``, the repository's bundles are never written)
   ``(0, GAIN * (intensity - THRESHOLD))``: voxels brighter than ``THRESHOLD`` are "lesion" and the class-1 CAM of the
   ``conv`` layer grows with intensity, so its hottest voxels are the brightest ones. Test phantoms make lesions the
   brightest structure (high contrast, no distractors), so the hottest region must lie on the lesion.
-- ``lesion_classification_3d``: the bundle's own ResNet with random weights (checks geometry and values only).
+- ``lesion_classification_3d``: the bundle's own DenseNet with random weights (checks geometry and values only).
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def test_one_voxel_and_the_empty_set_as_a_config_gives_them(window):
 
 @pytest.mark.parametrize("window", [None, 16])
 def test_the_peak_is_each_images_own_voxel_also_with_a_sliding_window(window):
-    """"peak": each image's voxel of highest class score on the whole (blended) prediction; with a sliding window the
+    """ "peak": each image's voxel of highest class score on the whole (blended) prediction; with a sliding window the
     inferer resolves it on the whole prediction and the windows explain that voxel, as given the voxel by hand."""
     network = tiny_unet3d().eval()
     images = torch.randn(2, 1, 24, 24, 24)

@@ -68,7 +68,7 @@ def test_info_lists_explain_models_and_options(server):
     assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "segments", "heatmap"])
     classification = info["models"][f"{CLASSIFICATION}_explain"]["config"]
     assert classification["class"] == ["predicted", "no lesion", "lesion"]
-    assert classification["target_layer"] == ["layer4", "layer3"]
+    assert classification["target_layer"] == ["class_layers.relu", "features.denseblock1.denselayer2"]
     assert "pixel_set" not in classification
 
 

@@ -23,6 +23,9 @@ from monai_xai.sanity.cases import load_case
 from monai_xai.study import SECONDS, StudySpec, load_study, run_study, study_cases, tracking_uri
 from tests.helpers.studies import DEMO_STUDY, stored
 
+# the demo classifier's layers the demo study explains: halfway through its dense block, and its end
+MID, LAST = "features.denseblock1.denselayer2", "class_layers.relu"
+
 
 def _scores(spec: StudySpec) -> pd.DataFrame:
     return stored(spec, "scores")
@@ -48,7 +51,7 @@ def test_stored_values_match_the_bundle_explained_case_by_case(finished) -> None
     thresholds = stored(spec, "thresholds").set_index(["bundle", "layer", "method"])["value"]
     bundle = spec.bundles[0]  # the classifier: each case explains its predicted class
     trained = load_trained_bundle(bundle.path)
-    explainer = CAMExplainer(trained.network, "layer3", ["gradcam", "hirescam"])
+    explainer = CAMExplainer(trained.network, MID, ["gradcam", "hirescam"])
     for case in study_cases(spec.data, spec.output_dir):
         image, label = load_case({"image": case.image, "region": case.region}, trained.preprocessing, "mask")
         image, region = image[None], (label[:1] > 0.5)[None].float()
@@ -56,8 +59,8 @@ def test_stored_values_match_the_bundle_explained_case_by_case(finished) -> None
             predicted = trained.network(image).argmax(dim=1)
         maps = explainer(image, class_idx=predicted)
         for method in ("gradcam", "hirescam"):
-            key = (bundle.name, "layer3", method, case.case_id)
-            threshold = thresholds[(bundle.name, "layer3", method)]
+            key = (bundle.name, MID, method, case.case_id)
+            threshold = thresholds[(bundle.name, MID, method)]
             expected = {
                 "heat_diff": heat_diff(maps[method], region),
                 "iou": saliency_iou(maps[method], region, threshold=threshold),
@@ -92,11 +95,11 @@ def test_report_statistics_match_scipy_and_statsmodels(finished) -> None:
         return part.set_index("case_id")["value"]
 
     paired = pd.read_csv(folder / "paired_tests.csv")
-    part = paired[(paired["bundle"] == "resnet-classifier") & (paired["layer"] == "layer3")]
+    part = paired[(paired["bundle"] == "densenet-classifier") & (paired["layer"] == MID)]
     part = part[part["metric"] == "heat_diff"]
     pvalues = []
     for first, second in itertools.combinations(spec.methods, 2):
-        a, b = (per_case("resnet-classifier", "layer3", "heat_diff", m) for m in (first, second))
+        a, b = (per_case("densenet-classifier", MID, "heat_diff", m) for m in (first, second))
         both = pd.concat([a, b], axis=1).dropna()  # cases where either value is undefined drop out of the pair
         pvalues.append(stats.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
     holm = multipletests(pvalues, method="holm")[1]
@@ -104,12 +107,12 @@ def test_report_statistics_match_scipy_and_statsmodels(finished) -> None:
 
     layers = pd.read_csv(folder / "anova_layers.csv")
     row = layers[(layers["metric"] == "heat_diff") & (layers["method"] == "gradcam")].iloc[0]
-    groups = [per_case("resnet-classifier", layer, "heat_diff", "gradcam").dropna() for layer in ("layer3", "layer4")]
+    groups = [per_case("densenet-classifier", layer, "heat_diff", "gradcam").dropna() for layer in (MID, LAST)]
     np.testing.assert_allclose(row["anova_pvalue"], stats.f_oneway(*groups).pvalue, rtol=1e-6)
     bundles = pd.read_csv(folder / "anova_bundles.csv")
     row = bundles[(bundles["metric"] == "heat_diff") & (bundles["method"] == "gradcam")].iloc[0]
     groups = [
-        per_case("resnet-classifier", "layer3", "heat_diff", "gradcam").dropna(),
+        per_case("densenet-classifier", MID, "heat_diff", "gradcam").dropna(),
         per_case("unet-segmenter", "model.1.submodule", "heat_diff", "gradcam").dropna(),
     ]
     np.testing.assert_allclose(row["anova_pvalue"], stats.f_oneway(*groups).pvalue, rtol=1e-6)
@@ -122,8 +125,8 @@ def test_report_page_plots_and_mlflow_runs(finished) -> None:
     spec, folder = finished
     page = (folder / "report.md").read_text()
     for heading in (
-        "## resnet-classifier / layer3",
-        "## resnet-classifier / layer4",
+        f"## densenet-classifier / {MID}",
+        f"## densenet-classifier / {LAST}",
         "## unet-segmenter / model.1.submodule",
         "## Paired tests between methods",
         "## One-way ANOVA and Tukey HSD across bundles",
@@ -145,11 +148,11 @@ def test_report_page_plots_and_mlflow_runs(finished) -> None:
     parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     assert len(parents) == 1 and parents[0].info.run_name == spec.name
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert sorted(run.info.run_name for run in children) == ["resnet-classifier", "unet-segmenter"]
+    assert sorted(run.info.run_name for run in children) == ["densenet-classifier", "unet-segmenter"]
     summary = pd.read_csv(folder / "summary.csv").set_index(["bundle", "metric", "layer", "method"])["mean"]
-    child = next(run for run in children if run.info.run_name == "resnet-classifier")
-    assert child.data.metrics["heat_diff.layer4.hirescam"] == pytest.approx(
-        summary[("resnet-classifier", "heat_diff", "layer4", "hirescam")]
+    child = next(run for run in children if run.info.run_name == "densenet-classifier")
+    assert child.data.metrics[f"heat_diff.{LAST}.hirescam"] == pytest.approx(
+        summary[("densenet-classifier", "heat_diff", LAST, "hirescam")]
     )
     artifacts = {item.path for item in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/summary.csv", "report/plots"} <= artifacts
@@ -160,7 +163,7 @@ def test_cli_runs_a_study_on_a_given_datalist(finished, tmp_path: Path) -> None:
     reference, _ = finished
     content = json.loads(DEMO_STUDY.read_text())
     content.update(
-        bundles=[{**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": ["layer3"]}],
+        bundles=[{**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": [MID]}],
         methods=["gradcam"],
         metrics=["heat_diff"],
         metric_args={},
@@ -174,8 +177,8 @@ def test_cli_runs_a_study_on_a_given_datalist(finished, tmp_path: Path) -> None:
     assert "report.md" in answer
     spec = load_study(study_file, output_dir=str(tmp_path / "out"), data={"datalist": str(datalist)})
     mine = stored(spec, "scores").query("metric == 'heat_diff'").reset_index(drop=True)
-    theirs = stored(reference, "scores").query("metric == 'heat_diff' and layer == 'layer3' and method == 'gradcam'")
-    theirs = theirs[theirs["bundle"] == "resnet-classifier"].reset_index(drop=True)
+    theirs = stored(reference, "scores").query(f"metric == 'heat_diff' and layer == '{MID}' and method == 'gradcam'")
+    theirs = theirs[theirs["bundle"] == "densenet-classifier"].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, theirs)
     assert not (tmp_path / "out" / "mlflow").exists()
 
@@ -185,7 +188,7 @@ def test_iou_threshold_modes(finished, tmp_path: Path, mode: str, threshold: flo
     """A fixed threshold, or each map's Otsu threshold, binarises the maps (no tuning pass, no stored thresholds)."""
     reference, _ = finished
     content = json.loads(DEMO_STUDY.read_text())
-    bundle = {**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": ["layer3"]}
+    bundle = {**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": [MID]}
     datalist = str(reference.output_dir / "phantoms" / "datalist.json")
     iou = {"mode": mode, "value": threshold} if mode == "fixed" else {"mode": mode}
     spec = load_study(
@@ -197,7 +200,7 @@ def test_iou_threshold_modes(finished, tmp_path: Path, mode: str, threshold: flo
     assert len(stored(spec, "thresholds")) == 0
     scores = stored(spec, "scores").query("metric == 'iou'").set_index("case_id")["value"]
     trained = load_trained_bundle(bundle["path"])
-    explainer = CAMExplainer(trained.network, "layer3", ["gradcam"])
+    explainer = CAMExplainer(trained.network, MID, ["gradcam"])
     for case in study_cases(spec.data, spec.output_dir):
         image, label = load_case({"image": case.image, "region": case.region}, trained.preprocessing, "mask")
         maps = explainer(image[None], class_idx=1)["gradcam"]
