@@ -234,8 +234,9 @@ def run_demo(
     print("\nWhere everything went:")
     for name, folder in results.items():
         print(
-            f"  {name}: tables {folder}/summary.md, sanity.md (the verdict and the sanity table), cases.csv, "
-            f"descriptions.csv (each map in words); heatmap NIfTIs, overlay PNGs and descriptions in {folder}/<case>/; "
+            f"  {name}: open {folder}/index.html (an interactive 3D page per case: the maps over the image, the "
+            f"metrics, each map in words); tables {folder}/summary.md, sanity.md (the verdict and the sanity table), "
+            f"cases.csv, descriptions.csv; heatmap NIfTIs, overlay PNGs and descriptions in {folder}/<case>/; "
             f"per-case metric CSVs in {folder}/per_metric/"
         )
     print(f"  test data: {output_dir / 'data'}")
