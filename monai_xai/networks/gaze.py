@@ -57,7 +57,7 @@ def _densenet_encoder_channels(init_features: int, growth_rate: int, block_confi
 def _res_se_block(in_channels: int, out_channels: int, reduction: int) -> SEBlock:
     """Residual squeeze-and-excitation block: conv3x3-BN-ReLU, conv3x3-BN-ReLU, conv1x1-BN, SE, + (projected)
     input, ReLU; (B, in_channels, H, W) -> (B, out_channels, H, W)."""
-    conv = {"kernel_size": 3, "norm": "batch", "act": ("relu", {"inplace": True})}
+    conv = {"kernel_size": 3, "norm": "batch", "act": ("relu", {"inplace": False})}
     return SEBlock(
         spatial_dims=2,
         in_channels=in_channels,
@@ -102,7 +102,7 @@ class ResSEUNet(nn.Module):
             nn.BatchNorm2d(bottleneck),
             nn.ReLU(),
         )
-        act, norm = ("relu", {"inplace": True}), ("batch", {"affine": True})
+        act, norm = ("relu", {"inplace": False}), ("batch", {"affine": True})
         self.decoder = nn.ModuleList(
             UpCat(2, self.channels[level + 1], self.channels[level], self.channels[level], act, norm, bias=False)
             for level in reversed(range(len(self.channels) - 1))
