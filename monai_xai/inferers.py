@@ -200,11 +200,15 @@ class XAIInferer(Inferer):
             f"{type(prediction).__name__}{tuple(getattr(prediction, 'shape', ()))}"
         )
 
-    def _first_choices(self, inputs: torch.Tensor, network: nn.Module, prediction: Any) -> None:
-        """Make the choices left open (layer, class) on the first batch; one error lists every one that failed."""
+    def _choices(
+        self, inputs: torch.Tensor, network: nn.Module, prediction: Any
+    ) -> int | Sequence[int] | ClassSet | None:
+        """The class setting of this batch (:meth:`_explained_class`), and the layer when it is still open (chosen
+        once); one error lists every choice that cannot be made."""
         problems = []
+        chosen_class = None
         try:
-            self._explained_class(prediction)
+            chosen_class = self._explained_class(prediction)
         except ValueError as error:
             problems.append(f"xai_class: {error}")
         if self._passes is None:
@@ -217,6 +221,7 @@ class XAIInferer(Inferer):
                 "XAIInferer could not make the choices left to it; set these config ids (e.g. --xai_target_layer "
                 "<name> --xai_class <int>):\n- " + "\n- ".join(problems)
             )
+        return chosen_class
 
     def attach(self, engine: Any) -> None:
         """Copy each iteration's maps into ``engine.state.output``; ``pixel_set_key`` is read from
@@ -260,8 +265,7 @@ class XAIInferer(Inferer):
                 class when ``class_idx`` is None and the named pixel set of a segmentation network.
         """
         batch_size = inputs.shape[0]
-        self._first_choices(inputs, network, prediction)
-        chosen_class = self._explained_class(prediction)
+        chosen_class = self._choices(inputs, network, prediction)
         if chosen_class is None:
             class_idx = prediction.argmax(dim=1)
         elif isinstance(chosen_class, ClassSet):

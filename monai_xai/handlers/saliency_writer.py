@@ -56,6 +56,7 @@ from monai.transforms import Compose, Invertd, InvertibleTransform
 from monai.utils import CommonKeys
 from torch import nn
 
+from monai_xai.cams import ClassSet
 from monai_xai.describe import CaseDescription, describe
 from monai_xai.describe.description import is_distribution
 from monai_xai.enums import XAIKeys, saliency_key, seconds_key
@@ -176,8 +177,8 @@ def explained_classes(explained: Any) -> list[int]:
 
 
 def _class_column(classes: Sequence[int]) -> int | str:
-    """``cases.csv``'s class: the int, or classes explained together joined as a config names them (``"1+2"``)."""
-    return classes[0] if len(classes) == 1 else "+".join(str(k) for k in classes)
+    """``cases.csv``'s class: the int, or classes explained together as a config names them (``"1+2"``)."""
+    return classes[0] if len(classes) == 1 else str(ClassSet(tuple(classes)))
 
 
 def _description_inputs(
@@ -400,18 +401,21 @@ class SaliencyWriter:
             return None
         return ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
 
-    def _on_grid(self, maps: torch.Tensor, image: Any) -> torch.Tensor:
-        """One (1, *spatial) map on the grid its file is written on: as is, or back through the preprocessing that
-        made ``image`` (the case's preprocessed image, whose MetaTensor trace says how)."""
+    def _on_grid(self, maps: Mapping[str, torch.Tensor], image: Any) -> dict[str, torch.Tensor]:
+        """A case's (1, *spatial) maps on the grid their files are written on: as they are, or back through the
+        preprocessing that made ``image`` (the case's preprocessed image, whose MetaTensor trace says how), all
+        methods in one inversion."""
         if self._inverse is None:
-            return maps
+            return dict(maps)
         if not isinstance(image, MetaTensor):
             raise ValueError(
                 f"maps on the original grid need the preprocessed image as a MetaTensor with its transform trace, got "
                 f"{type(image).__name__} under {self.image_key!r}; keep MONAI's MetaTensors (track_meta) or set "
                 "--xai_maps_grid preprocessed."
             )
-        return self._inverse({"map": maps, self.image_key: image})["map"]
+        stacked = torch.cat([torch.as_tensor(value) for value in maps.values()])
+        inverted = self._inverse({"map": MetaTensor(stacked, meta=image.meta), self.image_key: image})["map"]
+        return {method: inverted[channel : channel + 1] for channel, method in enumerate(maps)}
 
     def write_cases(self, engine: Any) -> None:
         """Write the current iteration's maps, overlays and descriptions, and remember one row per case and method
@@ -427,8 +431,9 @@ class SaliencyWriter:
             if truth is not None:
                 inputs["masks"] = {**inputs.get("masks", {}), GROUND_TRUTH_REGION: truth}
             texts = {}
-            for method in self.methods:
-                maps = case_value(engine, index, saliency_key(method))
+            case_maps = {method: case_value(engine, index, saliency_key(method)) for method in self.methods}
+            files = self._on_grid(case_maps, image) if self.nifti else {}
+            for method, maps in case_maps.items():
                 sanity = {"sanity_passed": self.sanity[method]} if method in self.sanity else {}
                 description = _describe_map(maps, image, {**inputs, **sanity}, name, method)
                 texts[method] = description.text if description is not None else ""
@@ -443,9 +448,7 @@ class SaliencyWriter:
                     "png": "",
                 }
                 if self.nifti:
-                    row["nifti"] = str(
-                        write_map(self._on_grid(maps, image), case_dir / f"{name}_{method}{self.output_ext}")
-                    )
+                    row["nifti"] = str(write_map(files[method], case_dir / f"{name}_{method}{self.output_ext}"))
                 if self.png:
                     png = save_overlay_png(
                         image, maps, case_dir / f"{name}_{method}.png", title=f"{name}: {method}", caption=texts[method]

@@ -99,7 +99,9 @@ def test_a_map_of_a_resampled_image_is_inverted_onto_its_file(tmp_path):
     )
     image = preprocessing({"image": str(tmp_path / "ct.nii.gz")})["image"]
     writer = SaliencyWriter(tmp_path / "xai", ["gradcam"], grid="original", preprocessing=preprocessing)
-    back = writer._on_grid(image.clone(), image)
+    back = writer._on_grid({"gradcam": image.clone(), "hirescam": 1 - image}, image)
+    np.testing.assert_allclose(back["hirescam"].numpy(), 1 - back["gradcam"].numpy(), atol=1e-5)  # one inversion
+    back = back["gradcam"]
     assert tuple(back.shape[1:]) == array.shape
     np.testing.assert_allclose(back.affine.numpy(), affine, atol=1e-5)
     assert torch.corrcoef(torch.stack([back[0].flatten(), torch.as_tensor(array).flatten()]))[0, 1] > 0.9
