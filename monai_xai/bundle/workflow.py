@@ -160,21 +160,17 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     parser.read_config(config_files)
     parser.update({"bundle_root": str(bundle_dir), **override})
     output_dir = Path(parser.get_parsed_content("xai_output_dir"))
-    runs: list[tuple[dict[str, Any], Path]] = [({}, output_dir)]
+    # one run per foreground class when a segmenter gets no class: {xai_class: index} -> its results folder
+    runs: dict[int | None, Path] = {None: output_dir}
     classes = segmentation_classes(bundle_dir)
     if classes and parser.get("xai_class") is None:
         if len(classes) == 1:
-            runs = [({"xai_class": next(iter(classes))}, output_dir)]
+            runs = {next(iter(classes)): output_dir}
         else:
-            runs = [
-                (
-                    {"xai_class": index, "xai_output_dir": str(output_dir / _folder_name(name))},
-                    output_dir / _folder_name(name),
-                )
-                for index, name in classes.items()
-            ]
+            runs = {index: output_dir / _folder_name(name) for index, name in classes.items()}
             logger.info("xai: no class given: explaining each foreground class in turn, %s", list(classes.values()))
-    for per_class, _ in runs:
+    for class_idx, folder in runs.items():
+        per_class = {} if class_idx is None else {"xai_class": class_idx, "xai_output_dir": str(folder)}
         run_workflow(
             workflow_name=ExplainWorkflow,
             config_file=config_files,
@@ -183,4 +179,4 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
             bundle_root=str(bundle_dir),
             **{**override, **per_class},
         )
-    return [folder for _, folder in runs]
+    return list(runs.values())
