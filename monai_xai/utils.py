@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,7 @@ __all__ = [
     "label_mask",
     "preserved_model_state",
     "json_ready",
+    "affine_4x4",
 ]
 
 
@@ -152,3 +154,24 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, list):
         return [json_ready(item) for item in value]
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def affine_4x4(affine: Any, spatial_dims: int) -> np.ndarray:
+    """The 4 x 4 voxel-to-world affine of a 2D or 3D grid, as NIfTI and NRRD files state it: a 3D affine as it is, a
+    2D grid's 3 x 3 affine with an identity third axis (one slice, 1 mm thick).
+
+    Args:
+        affine: (4, 4) or, for ``spatial_dims == 2``, (3, 3) array or tensor.
+        spatial_dims: the grid's spatial dims, 2 or 3.
+
+    Raises:
+        ValueError: any other shape.
+    """
+    matrix = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
+    if matrix.shape == (4, 4):
+        return matrix
+    if matrix.shape == (3, 3) and spatial_dims == 2:
+        full = np.eye(4)
+        full[:2, :2], full[:2, 3] = matrix[:2, :2], matrix[:2, 2]
+        return full
+    raise ValueError(f"the affine must be 4x4 (or 3x3 for a 2D image), got shape {matrix.shape}.")

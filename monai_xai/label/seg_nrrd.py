@@ -18,23 +18,13 @@ import numpy as np
 import torch
 
 from monai_xai.label.heatmap_io import HeatBin
+from monai_xai.utils import affine_4x4
 
 __all__ = ["SEG_NRRD_SUFFIX", "write_segmentation_nrrd"]
 
 SEG_NRRD_SUFFIX = ".seg.nrrd"
 # MONAI (nibabel) affines map voxels to RAS; NRRD files of Slicer state LPS
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _affine_3d(affine: np.ndarray) -> np.ndarray:
-    """A 4 x 4 voxel-to-world affine from a 2D (3 x 3) or 3D (4 x 4) one; a 2D image becomes one slice 1 mm thick."""
-    if affine.shape == (4, 4):
-        return affine
-    if affine.shape == (3, 3):
-        full = np.eye(4)
-        full[:2, :2], full[:2, 3] = affine[:2, :2], affine[:2, 2]
-        return full
-    raise ValueError(f"the affine must be 3 x 3 (2D) or 4 x 4 (3D), got {affine.shape}.")
 
 
 def _extent(labels: np.ndarray, value: int) -> str:
@@ -73,16 +63,15 @@ def write_segmentation_nrrd(
     if not path.name.endswith(SEG_NRRD_SUFFIX):
         raise ValueError(f"a Slicer segmentation file must end in {SEG_NRRD_SUFFIX}, got {path.name!r}.")
     values = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if values.ndim == 2:
-        values = values[..., None]
-    if values.ndim != 3:
+    if values.ndim not in (2, 3):
         raise ValueError(f"labels must be a (H, W, D) or (H, W) label map, got shape {values.shape}.")
+    world = _RAS_TO_LPS @ affine_4x4(affine, values.ndim)
+    values = values[..., None] if values.ndim == 2 else values
     values = values.astype(np.uint8)
     known = {heat_bin.label for heat_bin in bins}
     unknown = sorted(set(np.unique(values).tolist()) - known - {0})
     if unknown:
         raise ValueError(f"label values {unknown} have no bin among labels {sorted(known)}.")
-    world = _RAS_TO_LPS @ _affine_3d(np.asarray(affine, dtype=np.float64))
     header = {
         "type": "unsigned char",
         "encoding": "gzip",

@@ -45,6 +45,8 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
+from monai_xai.utils import affine_4x4
+
 __all__ = [
     "NIIVUE_VERSION",
     "REPORT_SUFFIX",
@@ -76,20 +78,6 @@ def _as_array(value: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def _affine_4x4(affine: Any, spatial_dims: int) -> np.ndarray:
-    """The 4x4 voxel-to-world affine of a 2D or 3D grid (a 2D grid's 3x3 affine gets an identity third axis)."""
-    if affine is None:
-        return np.eye(4)
-    matrix = _as_array(affine).astype(np.float64)
-    if matrix.shape == (4, 4):
-        return matrix
-    if matrix.shape == (3, 3) and spatial_dims == 2:
-        full = np.eye(4)
-        full[:2, :2], full[:2, 3] = matrix[:2, :2], matrix[:2, 2]
-        return full
-    raise ValueError(f"the affine must be 4x4 (or 3x3 for a 2D image), got shape {matrix.shape}.")
 
 
 def _nifti_base64(volume: np.ndarray, affine: np.ndarray, slope: float = 1.0) -> str:
@@ -182,7 +170,7 @@ def encode_case_volumes(
         raise ValueError("no map to show: pass maps={method: (1, *spatial) map}.")
     if affine is None and isinstance(image, MetaTensor):
         affine = image.affine
-    world = _affine_4x4(affine, len(spatial))
+    world = np.eye(4) if affine is None else affine_4x4(affine, len(spatial))
 
     def on_grid(name: str, value: Any) -> np.ndarray:
         array = _as_array(value)
