@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from monai_xai.utils import check_batch_map, normalize_per_sample, per_sample_index
+from monai_xai.utils import affine_4x4, check_batch_map, normalize_per_sample, per_sample_index
 
 
 def test_normalize_per_sample_hand_values_and_constant_sample():
@@ -33,3 +34,13 @@ def test_check_batch_map_messages():
         check_batch_map("saliency", torch.zeros(2, 8, 8), images)
     with pytest.raises(ValueError, match="NaN"):
         check_batch_map("saliency", torch.full((2, 1, 8, 8), float("nan")), images)
+
+
+def test_affine_4x4_embeds_a_2d_affine_and_keeps_a_3d_one():
+    two_d = np.array([[0.5, 0.0, 3.0], [0.0, -0.7, 4.0], [0.0, 0.0, 1.0]])
+    full = affine_4x4(torch.as_tensor(two_d), 2)
+    # voxel (i, j) lands where the 2D affine puts it, on the plane z = 0
+    assert np.allclose(full @ [2, 5, 0, 1], [*(two_d @ [2, 5, 1])[:2], 0, 1])
+    assert np.array_equal(affine_4x4(np.diag([1.0, 2.0, 3.0, 1.0]), 3), np.diag([1.0, 2.0, 3.0, 1.0]))
+    with pytest.raises(ValueError, match="affine must be 4x4"):
+        affine_4x4(np.eye(3), 3)  # a 3D grid needs its 4x4 affine
