@@ -125,8 +125,9 @@ def study(
         data.pop("phantom", None)
     spec = load_study(study_file, output_dir=output_dir, device=device, data=data)
     if report_only:
-        folder = write_report(spec)
-        track_study(spec, folder)
+        report = write_report(spec)
+        track_study(spec, report)
+        folder = report.folder
     else:
         folder = run_study(spec, overwrite=overwrite, progress=progress)
     if folder is None:

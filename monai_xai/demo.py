@@ -13,13 +13,14 @@ What it does, on CPU in a few minutes:
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from monai_xai.bundle import ExplainSettings, explain_bundle
 from monai_xai.data import ensure_phantom_dataset
+from monai_xai.handlers.records import RunRecords
+from monai_xai.metrics.catalogue import SECONDS
 from monai_xai.sanity import MethodSanity, bundle_sanity_checks, sanity_markdown
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
 
@@ -50,7 +51,6 @@ ALL_METHODS = (
 )
 # the bundles train on seed 0; the demo's cases come from another seed, so they are unseen
 DEMO_SEED = 2026
-_SECONDS = "xai_seconds"
 # A method "localises" the lesion when its map's peak lands on it (pointing game, the bundles' tolerance) in at least
 # this share of the cases with a lesion, and its EHR-AUC is at least this multiple of a random map's (the larger of
 # the sanity checks' uniform and smooth baselines): issue #22's acceptance figures for the demo classifier.
@@ -63,15 +63,13 @@ def bundles_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "bundles"
 
 
-def summary_rows(summary_csv: str | Path) -> tuple[list[str], dict[str, dict[str, float]]]:
-    """Read a ``SaliencyWriter`` ``summary.csv`` into metric names and ``{method: {metric: mean}}``."""
-    metrics: list[str] = []
-    table: dict[str, dict[str, float]] = {}
-    with open(summary_csv, newline="") as stream:
-        for row in csv.DictReader(stream):
-            if row["metric"] not in metrics:
-                metrics.append(row["metric"])
-            table.setdefault(row["method"], {})[row["metric"]] = float(row["mean"])
+def summary_rows(records: RunRecords) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """A run's metric names (the time last) and ``{method: {metric: mean over cases}}``, from its records."""
+    metrics = [*records.score_metrics(), *([SECONDS] if SECONDS in records.metrics else [])]
+    table = {
+        method: {metric: value for metric, value in values.items() if metric in metrics}
+        for method, values in records.means().items()
+    }
     return metrics, table
 
 
@@ -108,8 +106,8 @@ def _what(settings: ExplainSettings) -> str:
 
 def format_table(metrics: Sequence[str], table: dict[str, dict[str, float]]) -> str:
     """Markdown table: one row per method, one column per metric mean, seconds per case last."""
-    columns = [metric for metric in metrics if metric != _SECONDS] + ([_SECONDS] if _SECONDS in metrics else [])
-    header = ["method", *(("s/case" if column == _SECONDS else column) for column in columns)]
+    columns = [metric for metric in metrics if metric != SECONDS] + ([SECONDS] if SECONDS in metrics else [])
+    header = ["method", *(("s/case" if column == SECONDS else column) for column in columns)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, values in table.items():
         cells = [_cell(values[column]) if column in values else "" for column in columns]
@@ -183,6 +181,7 @@ def run_demo(
     tracking_db = output_dir / "mlruns.db"
     phantom = {"n_cases": int(cases), "seed": DEMO_SEED, "positive_fraction": 0.5, "split": [0.0, 0.0, 1.0]}
     results: dict[str, Path] = {}
+    records: dict[str, RunRecords] = {}
     stages: dict[str, float] = {}  # stage -> seconds, in the order they ran
     sanity: dict[str, list[MethodSanity]] = {}
     demo_started = time.perf_counter()
@@ -200,7 +199,7 @@ def run_demo(
         started = time.perf_counter()
         settings = ExplainSettings.from_bundle(bundle, overlays=(), xai_methods=list(methods))
         print(f"\n== {name}: explaining {cases} held-out phantom cases: {_what(settings)}", flush=True)
-        explain_bundle(
+        (run,) = explain_bundle(
             bundle,
             dataset_dir=str(output_dir / "data"),
             phantom=phantom,
@@ -212,6 +211,7 @@ def run_demo(
             xai_experiment_name="monai_xai_demo",
             xai_run_name=name,
         )
+        records[name] = run.records
         stages[f"{name}: CAMs, metrics, files and MLflow"] = time.perf_counter() - started
         started = time.perf_counter()
         print(f"== {name}: sanity checks on the same cases", flush=True)
@@ -221,9 +221,9 @@ def run_demo(
         stages[f"{name}: sanity checks"] = time.perf_counter() - started
     cam_seconds = {}
     for name, folder in results.items():
-        metrics, table = summary_rows(folder / "summary.csv")
+        metrics, table = summary_rows(records[name])
         metrics = with_road_combined(metrics, table)
-        cam_seconds[name] = sum(values.get(_SECONDS, 0.0) for values in table.values()) * int(cases)
+        cam_seconds[name] = sum(values.get(SECONDS, 0.0) for values in table.values()) * int(cases)
         line = verdict(table, sanity[name])
         (folder / "sanity.md").write_text(
             f"# {name}: sanity checks of the demo's {cases} cases\n\n{line}\n\n{sanity_markdown(sanity[name])}\n"

@@ -14,6 +14,12 @@ from enum import StrEnum
 from typing import TypeVar
 
 __all__ = [
+    "EXPLAINED_CLASS",
+    "IOU",
+    "OTSU",
+    "CaseName",
+    "IoUThresholdMode",
+    "MapGrid",
     "PixelSet",
     "Score",
     "RoadOrder",
@@ -97,6 +103,40 @@ class Layout(StrEnum):
     TOKENS = "tokens"
 
 
+class IoUThresholdMode(StrEnum):
+    """How a study binarises maps for the IoU metric (its ``iou_threshold.mode``): one ``FIXED`` value, each map's
+    own ``OTSU`` threshold, or the value ``TUNED`` on the validation split for the highest mean IoU (per bundle, layer
+    and method)."""
+
+    FIXED = "fixed"
+    OTSU = "otsu"
+    TUNED = "tuned"
+
+
+class MapGrid(StrEnum):
+    """Where map files are written (``xai_maps_grid``): on the ``ORIGINAL`` image file's grid and affine (put back
+    through the bundle's preprocessing), or on the network's ``PREPROCESSED`` grid."""
+
+    ORIGINAL = "original"
+    PREPROCESSED = "preprocessed"
+
+
+class CaseName(StrEnum):
+    """What names a case's results folder (``xai_case_name``): its image ``FILE`` (without extension), or the
+    ``FOLDER`` holding it (data sets whose images share one name, e.g. KiTS23's ``case_XXXXX/imaging.nii.gz``)."""
+
+    FILE = "file"
+    FOLDER = "folder"
+
+
+# a threshold that binarises each map at its own Otsu cut (the IoU metric's and describe()'s ``threshold="otsu"``)
+OTSU = "otsu"
+# ``region_value`` (``xai_region_value``) of the ground truth of the explained class(es), not of a fixed label value
+EXPLAINED_CLASS = "class"
+# the IoU metric's name: a study sets its threshold by ``iou_threshold``, not by ``metric_args``
+IOU = "iou"
+
+
 class XAIKeys(StrEnum):
     """Keys an :class:`~monai_xai.inferers.XAIInferer` adds to ``engine.state.output`` (per case after MONAI decollates
     the batch), next to MONAI's ``CommonKeys`` ``image``/``label``/``pred``.
@@ -111,6 +151,12 @@ class XAIKeys(StrEnum):
     - ``UNREADABLE`` (``"xai_unreadable"``): the cases of a batch that could not be read (``{"case", "files",
       "reason"}`` records), carried by the batch and kept in ``engine.state.xai_unreadable``
       (:mod:`monai_xai.data.unreadable`).
+    - ``METRIC_KEYS`` (``"xai_metric_keys"``): ``engine.state.xai_metric_keys``, ``{engine metric name:``
+      :class:`~monai_xai.metrics.MetricKey` ``}`` of every per-method metric the handlers compute (the time included),
+      so readers of ``engine.state.metrics`` know each value's metric and method without parsing its name.
+    - ``RESULTS`` (``"xai_results"``): ``engine.state.xai_results``, the run's
+      :class:`~monai_xai.handlers.records.RunRecords` (per case and method: class, time, metrics, description, files),
+      filled by the :class:`~monai_xai.handlers.XAIRecorder` and read by the writers, the report and MLflow.
     """
 
     CLASS = "xai_class"
@@ -118,6 +164,8 @@ class XAIKeys(StrEnum):
     SALIENCY = "saliency_"
     SECONDS = "xai_seconds_"
     UNREADABLE = "xai_unreadable"
+    METRIC_KEYS = "xai_metric_keys"
+    RESULTS = "xai_results"
 
 
 def saliency_key(method: str) -> str:

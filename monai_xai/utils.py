@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from torch import nn
 
 __all__ = [
+    "with_meta_of",
     "normalize_per_sample",
     "per_sample_index",
     "check_batch_map",
@@ -20,6 +22,20 @@ __all__ = [
     "json_ready",
     "affine_4x4",
 ]
+
+
+def with_meta_of(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """``values`` (B, ...) carrying the batch meta of ``images`` (affine per case, file names, ``is_batch``) when
+    ``images`` is a MetaTensor, else ``values`` as they are.
+
+    The meta is attached after construction, as MONAI's collate does: ``MetaTensor(x, meta=batched_meta)`` fails on
+    collated entries such as ``original_channel_dim``.
+    """
+    if not isinstance(images, MetaTensor):
+        return values
+    wrapped = MetaTensor(values.as_tensor() if isinstance(values, MetaTensor) else values)
+    wrapped.copy_meta_from(images)
+    return wrapped
 
 
 def normalize_per_sample(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The ``monai-xai`` command line, the bundle-explain runner and the demo's summary table."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ import pytest
 
 from monai_xai.bundle import explain_bundle, explain_config_files, overlay_dir
 from monai_xai.demo import format_table, summary_rows, verdict, with_road_combined
+from monai_xai.handlers import RunRecords
+from monai_xai.metrics import MethodSummary
 from monai_xai.sanity import MethodSanity, bundle_sanity_checks
 from tests.helpers.bundles import make_classification_bundle
 
@@ -48,19 +51,19 @@ def test_config_files_errors(tmp_path):
         explain_config_files(tmp_path, overlays=("xai_metrics",))
 
 
-def test_summary_table_from_writer_csv(tmp_path):
-    summary = tmp_path / "summary.csv"
-    summary.write_text(
-        "metric,method,mean,std,min,max,n,n_skipped\n"
-        "ehr_auc,gradcam,0.5,0.1,0.4,0.6,2,0\n"
-        "xai_seconds,gradcam,0.25,0,0.25,0.25,2,0\n"
-        "ehr_auc,hirescam,0.75,0.1,0.7,0.8,2,0\n"
-        "ehr_auc,layercam,-0.004123,0.1,0.7,0.8,2,0\n"
-        "ehr_auc,eigencam,nan,,,,0,2\n"
-    )
-    metrics, table = summary_rows(summary)
-    assert metrics == ["ehr_auc", "xai_seconds"]
-    assert table["gradcam"] == {"ehr_auc": 0.5, "xai_seconds": 0.25} and table["hirescam"] == {"ehr_auc": 0.75}
+def test_summary_table_from_a_runs_records(tmp_path):
+    def rows(*values):
+        return [MethodSummary(method, mean, 0.1, mean, mean, 2, 0) for method, mean in values]
+
+    records = RunRecords(tmp_path, ("gradcam", "hirescam", "layercam", "eigencam"))
+    records.metrics = ["seconds", "ehr_auc"]
+    records.summary = {
+        "seconds": rows(("gradcam", 0.25)),
+        "ehr_auc": rows(("gradcam", 0.5), ("hirescam", 0.75), ("layercam", -0.004123), ("eigencam", math.nan)),
+    }
+    metrics, table = summary_rows(records)
+    assert metrics == ["ehr_auc", "seconds"]
+    assert table["gradcam"] == {"ehr_auc": 0.5, "seconds": 0.25} and table["hirescam"] == {"ehr_auc": 0.75}
     assert format_table(metrics, table).splitlines() == [
         "| method | ehr_auc | s/case |",
         "|---|---|---|",
@@ -72,9 +75,9 @@ def test_summary_table_from_writer_csv(tmp_path):
 
 
 def test_road_combined_column_from_morf_and_lerf_means():
-    table = {"gradcam": {"road_morf": -0.6, "road_lerf": 0.2, "xai_seconds": 0.1}, "eigencam": {"road_morf": -0.2}}
-    metrics = with_road_combined(["road_morf", "road_lerf", "xai_seconds"], table)
-    assert metrics == ["road_morf", "road_lerf", "road_combined", "xai_seconds"]
+    table = {"gradcam": {"road_morf": -0.6, "road_lerf": 0.2, "seconds": 0.1}, "eigencam": {"road_morf": -0.2}}
+    metrics = with_road_combined(["road_morf", "road_lerf", "seconds"], table)
+    assert metrics == ["road_morf", "road_lerf", "road_combined", "seconds"]
     assert table["gradcam"]["road_combined"] == pytest.approx(0.4)  # (0.2 - (-0.6)) / 2
     assert "road_combined" not in table["eigencam"]
     assert with_road_combined(["ehr_auc"], {}) == ["ehr_auc"]
@@ -115,7 +118,7 @@ def test_cli_phantom_writes_a_datalist(tmp_path):
 @pytest.mark.slow
 def test_explain_bundle_runs_the_overlays_in_process(tmp_path):
     bundle = make_classification_bundle(tmp_path / "bundle")
-    explain_bundle(
+    (run,) = explain_bundle(
         bundle,
         overlays=("explain", "xai_metrics"),
         xai_methods=["gradcam", "hirescam"],
@@ -125,8 +128,9 @@ def test_explain_bundle_runs_the_overlays_in_process(tmp_path):
         xai_region_value=None,
         xai_output_dir=str(tmp_path / "xai"),
     )
-    metrics, table = summary_rows(tmp_path / "xai" / "summary.csv")
-    assert {"ehr_auc", "heat_diff", "xai_seconds"} <= set(metrics)
+    assert run.folder == tmp_path / "xai" and run.records.complete
+    metrics, table = summary_rows(run.records)
+    assert {"ehr_auc", "heat_diff", "seconds"} <= set(metrics)
     assert set(table) == {"gradcam", "hirescam"}
     assert all(0.0 <= table[method]["ehr_auc"] <= 1.0 for method in table)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from monai_xai.cams import CAMExplainer
 from monai_xai.data import write_phantom_dataset
+from monai_xai.explanation import ExplainRequest
 from monai_xai.metrics import ehr_auc
 from monai_xai.sanity import (
     MAX_RANDOMISATION_SPEARMAN,
@@ -227,7 +228,8 @@ def test_randomisation_without_parameters_keeps_maps(spatial):
     model = _parameter_free_classifier(len(spatial))
     images = torch.randn(3, 1, *spatial)
     with pytest.warns(UserWarning, match="no module of the model has reset_parameters"):
-        result = model_randomisation_check(model, "0", images, ("gradcam", "hirescam"), class_idx=[0, 1, 0])
+        request = ExplainRequest(("gradcam", "hirescam"), "0", class_idx=(0, 1, 0))
+        result = model_randomisation_check(model, images, request)
     for method in ("gradcam", "hirescam"):
         torch.testing.assert_close(result.randomised_maps[method], result.trained_maps[method])
         torch.testing.assert_close(result.correlation[method], torch.ones(3))
@@ -239,7 +241,7 @@ def test_randomisation_decorrelates_weight_dependent_maps(spatial):
     before = {name: value.clone() for name, value in model.state_dict().items()}
     images = torch.randn(4, 1, *spatial)
     methods = ("gradcam", "hirescam", "layercam")
-    result = model_randomisation_check(model, "0", images, methods, class_idx=1, seed=0)
+    result = model_randomisation_check(model, images, ExplainRequest(methods, "0", class_idx=1), seed=0)
     # the trained CAM is ReLU(image) (the known answer), so the check compares the right maps
     expected = F.relu(images) / F.relu(images).flatten(1).amax(dim=1).reshape(-1, *[1] * (images.ndim - 1))
     torch.testing.assert_close(result.trained_maps["gradcam"], expected)
@@ -258,7 +260,7 @@ def test_randomisation_explains_the_trained_models_predicted_class():
     trained_class = model(images).argmax(dim=1)
     randomised = randomize_weights(model, seed=0)
     assert (randomised(images).argmax(dim=1) != trained_class).any()  # otherwise this test proves nothing
-    result = model_randomisation_check(model, "0", images, "gradcam", seed=0)
+    result = model_randomisation_check(model, images, ExplainRequest("gradcam", "0"), seed=0)
     expected = CAMExplainer(randomised, "0", "gradcam")(images, class_idx=trained_class)
     torch.testing.assert_close(result.randomised_maps["gradcam"], expected["gradcam"])
 
@@ -271,7 +273,8 @@ def test_randomisation_of_segmenter_keeps_trained_pixel_set(spatial):
     randomised = randomize_weights(model, seed=0)
     own_region = (randomised(images).argmax(dim=1, keepdim=True) == 1).float()
     assert not torch.equal(own_region, trained_region)  # otherwise this test proves nothing
-    result = model_randomisation_check(model, "0", images, "gradcam", class_idx=1, pixel_set="pred", seed=0)
+    request = ExplainRequest("gradcam", "0", class_idx=1, pixel_set="pred")
+    result = model_randomisation_check(model, images, request, seed=0)
     explainer = CAMExplainer(randomised, "0", "gradcam")
     expected = explainer(images, class_idx=1, pixel_set=trained_region)["gradcam"]
     torch.testing.assert_close(result.randomised_maps["gradcam"], expected)
@@ -284,11 +287,11 @@ def test_randomisation_check_bad_inputs():
     model = _delta_classifier(2)
     images = torch.randn(2, 1, 24, 24)
     with pytest.raises(ValueError, match="no layer named 'layer4'"):
-        model_randomisation_check(model, "layer4", images)
+        model_randomisation_check(model, images, ExplainRequest("gradcam", "layer4"))
     with pytest.raises(ValueError, match="unknown CAM method"):
-        model_randomisation_check(model, "0", images, "gradcamm")
+        model_randomisation_check(model, images, ExplainRequest("gradcamm", "0"))
     with pytest.raises(ValueError, match="class_idx has 3 entries but the batch has 2"):
-        model_randomisation_check(model, "0", images, class_idx=[0, 1, 1])
+        model_randomisation_check(model, images, ExplainRequest("gradcam", "0", class_idx=(0, 1, 1)))
 
 
 # ---------------------------------------------------------------- cascading randomisation
@@ -317,7 +320,7 @@ def test_cascade_randomises_from_the_output_down(spatial):
     before = {name: value.clone() for name, value in model.state_dict().items()}
     images = torch.randn(3, 1, *spatial)
     methods = ("gradcam", "eigencam")
-    cascade = cascading_randomisation(model, "body.2", images, methods, class_idx=1, seed=5)
+    cascade = cascading_randomisation(model, images, ExplainRequest(methods, "body.2", class_idx=1), seed=5)
     # reverse order of the forward pass, not of definition; parameter-free (ReLU, pool) and uncalled modules left out
     assert cascade.layers == ["head", "body.2", "body.0"]
     assert {method: tuple(rho.shape) for method, rho in cascade.correlation.items()} == {m: (3, 3) for m in methods}
@@ -342,15 +345,17 @@ def test_cascade_with_named_blocks_and_bad_inputs():
     torch.manual_seed(0)
     model = HeadFirst(2).eval()
     images = torch.randn(2, 1, 12, 12)
-    blocks = cascading_randomisation(model, "body.2", images, "gradcam", class_idx=0, layers=["head", "body"])
+    request = ExplainRequest("gradcam", "body.2", class_idx=0)
+    blocks = cascading_randomisation(model, images, request, layers=["head", "body"])
     assert blocks.layers == ["head", "body"] and blocks.correlation["gradcam"].shape == (2, 2)
-    alone = cascading_randomisation(model, "body.2", images, "gradcam", class_idx=0, layers=["head"])
+    alone = cascading_randomisation(model, images, request, layers=["head"])
     # step k's weights depend only on seed + k, not on the steps after it
     torch.testing.assert_close(alone.correlation["gradcam"][0], blocks.correlation["gradcam"][0])
     with pytest.raises(ValueError, match=r"unknown \['neck'\]"):
-        cascading_randomisation(model, "body.2", images, layers=["head", "neck"])
+        cascading_randomisation(model, images, ExplainRequest("gradcam", "body.2"), layers=["head", "neck"])
     with pytest.raises(ValueError, match="nothing to randomise"):
-        cascading_randomisation(_parameter_free_classifier(2), "0", images[:, :1], class_idx=0)
+        request = ExplainRequest("gradcam", "0", class_idx=0)
+        cascading_randomisation(_parameter_free_classifier(2), images[:, :1], request)
 
 
 # ---------------------------------------------------------------- bundle check
@@ -408,7 +413,7 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
     parser.read_config(str(bundle / "configs" / "inference.json"))
     model = parser.get_parsed_content("network_def")
     model.load_state_dict(torch.load(weights, weights_only=True))
-    direct = model_randomisation_check(model.eval(), "class_layers.relu", images, ["gradcam"], 1, None, 0)
+    direct = model_randomisation_check(model.eval(), images, ExplainRequest(["gradcam"], "class_layers.relu", 1), 0)
     assert summary[0].ehr_auc == pytest.approx(ehr_auc(direct.trained_maps["gradcam"], masks).mean().item(), abs=1e-5)
     assert summary[0].randomised_ehr_auc == pytest.approx(
         ehr_auc(direct.randomised_maps["gradcam"], masks).mean().item(), abs=1e-5
@@ -432,14 +437,13 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
         cascade_methods=["eigencam"],
     )
     assert figure.stat().st_size > 0 and cascade_figure.stat().st_size > 0
-    groups = [("mid", ("gradcam",)), ("last", ("eigencam", "hirescam"))]
-    assert _method_subset(groups, ["hirescam"], "cascade_methods") == [("last", ("hirescam",))]
-    assert _method_subset(groups, "gradcam", "cascade_methods") == [("mid", ("gradcam",))]
-    assert _method_subset(groups, None, "cascade_methods") == groups
+    checked = ("gradcam", "eigencam", "hirescam")
+    assert _method_subset(checked, ["hirescam"], "cascade_methods") == ("hirescam",)
+    assert _method_subset(checked, "gradcam", "cascade_methods") == ("gradcam",)
     with pytest.raises(ValueError, match=r"cascade_methods must name some of the checked methods.*\['scorecam'\] not"):
         bundle_sanity_checks(bundle, n_cases=1, methods=["gradcam"], cascade_methods=["scorecam"])
     with pytest.raises(ValueError, match="cascade_methods must name some"):
-        _method_subset(groups, [], "cascade_methods")
+        _method_subset(checked, [], "cascade_methods")
     for row in split:
         alone = bundle_sanity_checks(bundle, n_cases=2, methods=[row.method], target_layer=per_method[row.method])[0]
         assert row.ehr_auc == pytest.approx(alone.ehr_auc) and row.spearman == pytest.approx(alone.spearman)
@@ -483,9 +487,8 @@ def test_segmenter_sanity_explains_the_bundles_pixel_set_and_score(tmp_path):
         row = bundle_sanity_checks(
             bundle, n_cases=2, methods=["hirescam"], pixel_set=mask, score=score, progress=False
         )[0]
-        direct = model_randomisation_check(
-            model.eval(), "model.1.submodule", images, ["hirescam"], 1, mask or "image", 0, score=score or "probability"
-        )
+        request = ExplainRequest(["hirescam"], "model.1.submodule", 1, mask or "image", score=score or "probability")
+        direct = model_randomisation_check(model.eval(), images, request, 0)
         assert row.spearman == pytest.approx(direct.correlation["hirescam"].mean().item(), abs=1e-5)
         spearman[mask] = row.spearman
     assert spearman[None] != pytest.approx(spearman["pred"], abs=1e-3)

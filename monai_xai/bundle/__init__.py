@@ -6,16 +6,10 @@
   :func:`check_explain_config` (the overlay's early check of methods and layers).
 - :mod:`~monai_xai.bundle.workflow`: :class:`ExplainWorkflow` (MONAI's ``ConfigWorkflow`` that checks the bundle has
   what the overlays need) and :func:`explain_bundle`, what ``monai-xai explain`` runs.
-- :mod:`~monai_xai.bundle.classification`: :func:`evaluate_classifier` (temperature scaling on the validation
-  split, then accuracy, balanced accuracy, per-class P/R/F1/AUC, ECE and a reliability diagram on the test split),
-  what the study bundles' ``evaluate.json`` runs, and :func:`load_temperature`.
-- :mod:`~monai_xai.bundle.segmentation`: :func:`class_dice_metrics`, Dice per class and per union of classes as MONAI
-  ``MeanDice`` handlers, what the segmentation bundles' evaluators report.
 - :mod:`~monai_xai.bundle.loading`: :func:`load_trained_bundle`, network + preprocessing + settings of a trained
   bundle, for explaining cases outside an engine (the sanity checks).
 """
 
-from monai_xai.bundle.classification import evaluate_classifier, load_temperature
 from monai_xai.bundle.loading import TrainedBundle, load_trained_bundle
 from monai_xai.bundle.overlays import (
     OVERLAYS,
@@ -24,10 +18,10 @@ from monai_xai.bundle.overlays import (
     overlay_dir,
     overlay_path,
 )
-from monai_xai.bundle.segmentation import channel_union, class_dice_metrics
 from monai_xai.bundle.settings import ExplainSettings, check_explain_config
 from monai_xai.bundle.workflow import (
     REQUIRED_BUNDLE_IDS,
+    ExplainRun,
     ExplainWorkflow,
     check_bundle_ids,
     explain_bundle,
@@ -44,13 +38,10 @@ __all__ = [
     "check_explain_config",
     "REQUIRED_BUNDLE_IDS",
     "check_bundle_ids",
+    "ExplainRun",
     "ExplainWorkflow",
     "explain_bundle",
     "segmentation_classes",
-    "evaluate_classifier",
-    "load_temperature",
-    "channel_union",
-    "class_dice_metrics",
     "TrainedBundle",
     "load_trained_bundle",
 ]

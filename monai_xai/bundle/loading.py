@@ -11,9 +11,9 @@ import torch
 from monai.bundle import ConfigParser
 from torch import nn
 
-from monai_xai.bundle.classification import load_temperature
 from monai_xai.bundle.settings import ExplainSettings
-from monai_xai.networks.calibration import scale_logits
+from monai_xai.explanation import SlidingWindow
+from monai_xai.networks.calibration import load_temperature, scale_logits
 
 __all__ = ["TrainedBundle", "load_trained_bundle"]
 
@@ -30,7 +30,9 @@ class TrainedBundle:
         settings: what the bundle itself says to explain (its ``configs/explain.json``; defaults without one).
         weights: the weights file loaded.
         temperature: the temperature saved next to the weights by the bundle's calibrated evaluation
-            (``temperature.json``, see :func:`~monai_xai.bundle.evaluate_classifier`); 1.0 (uncalibrated) without one.
+            (``temperature.json``, see :func:`~monai_xai.apps.evaluate_classifier`); 1.0 (uncalibrated) without one.
+        window: the sliding window of the bundle's ``inferer`` (None: it runs the network on the whole image), so
+            that a case is explained as the bundle predicts it.
     """
 
     root: Path
@@ -39,6 +41,7 @@ class TrainedBundle:
     settings: ExplainSettings
     weights: Path
     temperature: float
+    window: SlidingWindow | None = None
 
 
 def load_trained_bundle(
@@ -90,6 +93,7 @@ def load_trained_bundle(
     except RuntimeError as error:
         raise ValueError(f"{weights} does not fit the bundle's network_def: {error}") from None
     temperature = load_temperature(weights.parent)
+    window = SlidingWindow.of(parser.get_parsed_content("inferer")) if "inferer" in parser else None
     return TrainedBundle(
         root=root,
         network=scale_logits(network.to(device).eval(), temperature),
@@ -97,4 +101,5 @@ def load_trained_bundle(
         settings=ExplainSettings.from_bundle(root, overlays=(), **dict(overrides or {})),
         weights=weights,
         temperature=temperature,
+        window=window,
     )

@@ -17,17 +17,10 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
-from monai_xai.cams import (
-    CAMExplainer,
-    ClassSet,
-    LayerSpec,
-    as_class_choice,
-    as_pixel_set_choice,
-    get_methods,
-    group_methods_by_layer,
-)
+from monai_xai.cams import ClassSet, LayerSpec, resolve_layers
 from monai_xai.cams.layouts import Reshape
-from monai_xai.enums import Layout, PixelSet, Score, as_choice
+from monai_xai.enums import PixelSet, Score
+from monai_xai.explanation import ExplainRequest
 
 __all__ = ["ExplainSettings", "check_explain_config"]
 
@@ -97,9 +90,11 @@ class ExplainSettings:
         set_field = object.__setattr__  # the dataclass is frozen; normalise the given values once, here
         set_field(self, "methods", _names(self.methods, "xai_methods"))
         set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
-        if self.pixel_set is not None:
-            set_field(self, "pixel_set", as_pixel_set_choice(self.pixel_set, "xai_pixel_set"))
-        set_field(self, "score", as_choice(Score, self.score, "xai_score"))
+        # the explanation fields get the request's own checks (a bundle may leave the methods to the front door)
+        for name in ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape"):
+            set_field(self, name, ExplainRequest.check_field(name, getattr(self, name), self.methods))
+        if self.pixel_set is not None:  # None: not chosen (a segmenter then explains its predicted region)
+            set_field(self, "pixel_set", ExplainRequest.check_field("pixel_set", self.pixel_set))
         metric_args = self.metric_args or {}
         if not isinstance(metric_args, Mapping) or not all(isinstance(args, Mapping) for args in metric_args.values()):
             raise TypeError(
@@ -107,23 +102,8 @@ class ExplainSettings:
                 f'{{"percentiles": [20, 80]}}}}, got {metric_args!r}.'
             )
         set_field(self, "metric_args", {name: dict(args) for name, args in metric_args.items()})
-        for config_id, value in (("xai_pixel_set_key", self.pixel_set_key), ("xai_region_key", self.region_key)):
-            if value is not None and not isinstance(value, str):
-                raise TypeError(f"{config_id} must be a batch key (a string) or null, got {value!r}.")
-        if self.reshape is not None and not callable(self.reshape):
-            set_field(self, "reshape", as_choice(Layout, self.reshape, "xai_reshape"))
-        if not isinstance(self.time_each_method, bool):
-            raise TypeError(f"xai_time_each_method must be true or false, got {self.time_each_method!r}.")
-        if self.target_layers == "":
-            set_field(self, "target_layers", None)
-        class_idx = as_class_choice(self.class_idx, "xai_class")
-        if class_idx is not None and not isinstance(class_idx, ClassSet):
-            if isinstance(class_idx, bool) or not isinstance(class_idx, int):
-                raise ValueError(
-                    f"xai_class must be an int, classes joined by '+' (a segmenter's classes explained together), "
-                    f"'foreground', or null (the predicted class; every foreground class), got {self.class_idx!r}."
-                )
-        set_field(self, "class_idx", class_idx)
+        if self.region_key is not None and not isinstance(self.region_key, str):
+            raise TypeError(f"xai_region_key must be a batch key (a string) or null, got {self.region_key!r}.")
         value = self.region_value
         if value is not None and value != "class" and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')
@@ -164,10 +144,26 @@ class ExplainSettings:
         values.update({name: value for name, value in changes.items() if value is not None})
         return ExplainSettings(**values)
 
+    def request(self, **changes: Any) -> ExplainRequest:
+        """The checked :class:`~monai_xai.explanation.ExplainRequest` of these settings, with ``changes`` (e.g.
+        ``methods=[...]`` when the bundle names none, ``window=SlidingWindow.of(inferer)``, ``target_layers=...``).
+
+        Raises:
+            ValueError: no methods (neither here nor in ``changes``), or a value the request refuses.
+        """
+        values = {name: getattr(self, name) for name in _REQUEST_FIELDS}
+        values.update(changes)
+        return ExplainRequest(**values)
+
     def check(self, network: nn.Module) -> None:
         """Raise a ``ValueError`` that says what to set unless ``methods`` and ``target_layers`` work on
         ``network`` (see :func:`check_explain_config`)."""
         check_explain_config(network, self.target_layers, self.methods)
+
+
+# the settings fields that are fields of the request too
+_REQUEST_FIELDS = ("methods", "target_layers", "class_idx", "pixel_set", "pixel_set_key", "score", "time_each_method")
+_REQUEST_FIELDS += ("reshape",)
 
 
 def _names(value: str | Sequence[str] | None, config_id: str = "names") -> tuple[str, ...]:
@@ -203,11 +199,10 @@ def check_explain_config(
             "configs/explain.json explains `network` (usually '$@network_def.to(@device)')."
         )
     try:
-        if not target_layers:  # the inferer chooses the layer on the first batch; the methods can be checked now
-            get_methods(_names(methods))
-        else:
-            for layers, grouped in group_methods_by_layer(target_layers, _names(methods)):
-                CAMExplainer(network, layers, grouped)
+        request = ExplainRequest(methods=_names(methods, "xai_methods"), target_layers=target_layers)
+        if request.target_layers is not None:  # None: the step chooses the layer on the first batch
+            for layers, _ in request.method_groups(request.target_layers):
+                resolve_layers(network, layers)
     except (ValueError, TypeError) as error:
         raise ValueError(
             f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"

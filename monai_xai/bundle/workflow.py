@@ -17,14 +17,18 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser, ConfigWorkflow, run_workflow
+from monai.bundle import ConfigParser, ConfigWorkflow, create_workflow
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
+from monai_xai.handlers.records import RunRecords
 
 __all__ = [
+    "RECORDER_ID",
+    "ExplainRun",
     "segmentation_classes",
     "REQUIRED_BUNDLE_IDS",
     "REQUIRED_REFERENCES",
@@ -35,6 +39,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# the overlay's id of the run's recorder (configs/explain.json), whose records a run returns
+RECORDER_ID = "xai_recorder"
 
 # ids of a model-zoo bundle that configs/explain.json builds on, with how to provide a missing one
 REQUIRED_BUNDLE_IDS = {
@@ -132,7 +139,21 @@ def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
 
 
-def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[Path]:
+@dataclass(frozen=True)
+class ExplainRun:
+    """One explanation run of a bundle.
+
+    Attributes:
+        folder: its results folder.
+        records: what it produced (:class:`~monai_xai.handlers.RunRecords`: per case and method the class, time,
+            metric values, description and files; per metric the summary).
+    """
+
+    folder: Path
+    records: RunRecords
+
+
+def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[ExplainRun]:
     """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
 
     A segmentation bundle explained without a class (no ``xai_class`` in the override or the bundle's explain.json)
@@ -150,7 +171,7 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
             ``dataset_dir="data"``; keys with ``#`` address nested ids.
 
     Returns:
-        the results folder of each run.
+        each run's results folder and records.
     """
     bundle_dir = Path(bundle_dir).resolve()
     metadata = bundle_dir / "configs" / "metadata.json"
@@ -169,9 +190,10 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
         else:
             runs = {index: output_dir / _folder_name(name) for index, name in classes.items()}
             logger.info("xai: no class given: explaining each foreground class in turn, %s", list(classes.values()))
+    results = []
     for class_idx, folder in runs.items():
         per_class = {} if class_idx is None else {"xai_class": class_idx, "xai_output_dir": str(folder)}
-        run_workflow(
+        workflow = create_workflow(
             workflow_name=ExplainWorkflow,
             config_file=config_files,
             meta_file=str(metadata) if metadata.is_file() else None,
@@ -179,4 +201,7 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
             bundle_root=str(bundle_dir),
             **{**override, **per_class},
         )
-    return list(runs.values())
+        workflow.run()
+        results.append(ExplainRun(folder, workflow.parser.get_parsed_content(RECORDER_ID).records))
+        workflow.finalize()
+    return results

@@ -81,6 +81,12 @@ def _adapter_reshape(layouts: list[FeatureLayout]) -> Callable[[torch.Tensor], t
     return layouts[0].to_grid
 
 
+def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
+    """Half-precision activations and gradients in float32 for the formulas; float32 and float64 as they are (a float64
+    network's CAM keeps its precision: an element-wise CAM sums terms much larger than the result)."""
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
+
+
 def _upsample(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(B, 1, *feature_size) -> (B, 1, *size), bilinear (2D) or trilinear (3D), align_corners=False."""
     if tuple(maps.shape[2:]) == tuple(size):
@@ -234,7 +240,9 @@ class CAMExplainer:
                 if any(record.needs_gradients for record in gradient_family):
                     raw_grads = self._gradients(target(outputs), recorded)
                     grads = [layout.to_grid(grad) for layout, grad in zip(layouts, raw_grads)]
-            activations = [layout.to_grid(output.detach()).float() for layout, output in zip(layouts, recorded)]
+            activations = [
+                _at_least_float32(layout.to_grid(output.detach())) for layout, output in zip(layouts, recorded)
+            ]
             for record in self._records:
                 if record.family == MethodFamily.GRADIENT:
                     maps[record.name] = [record.function(a, g) for a, g in zip(activations, grads)]
@@ -257,10 +265,10 @@ class CAMExplainer:
         Summing is safe: the model is in eval mode and each score depends only on its own sample.
         """
         if not scores.requires_grad:
-            return [torch.zeros_like(activation, dtype=torch.float32) for activation in activations]
+            return [_at_least_float32(torch.zeros_like(activation)) for activation in activations]
         grads = torch.autograd.grad(scores.sum(), activations, allow_unused=True)
         return [
-            torch.zeros_like(activation, dtype=torch.float32) if grad is None else grad.float()
+            _at_least_float32(torch.zeros_like(activation) if grad is None else grad)
             for activation, grad in zip(activations, grads)
         ]
 

@@ -7,7 +7,10 @@ from typing import Any
 import torch
 from monai.data import MetaTensor, decollate_batch
 
-__all__ = ["engine_cases", "stack_values", "case_value", "output_value"]
+from monai_xai.enums import XAIKeys
+from monai_xai.metrics.catalogue import MetricKey
+
+__all__ = ["engine_cases", "stack_values", "case_value", "output_value", "metric_keys", "register_metric_key"]
 
 
 def engine_cases(data: Any) -> list[dict]:
@@ -54,3 +57,17 @@ def output_value(engine: Any, key: str) -> torch.Tensor | None:
     if not all(key in case for case in cases):
         return None
     return _stack([case[key] for case in cases])
+
+
+def register_metric_key(engine: Any, key: MetricKey) -> None:
+    """Record in ``engine.state.xai_metric_keys`` which metric and method the engine metric ``key.name`` holds."""
+    keys = getattr(engine.state, XAIKeys.METRIC_KEYS, None)
+    if keys is None:
+        keys = {}
+        setattr(engine.state, XAIKeys.METRIC_KEYS, keys)
+    keys[key.name] = key
+
+
+def metric_keys(engine: Any) -> dict[str, MetricKey]:
+    """``{engine metric name: MetricKey}`` of every per-method metric registered on ``engine`` (empty if none)."""
+    return dict(getattr(engine.state, XAIKeys.METRIC_KEYS, None) or {})

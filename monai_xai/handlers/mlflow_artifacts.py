@@ -6,50 +6,61 @@ settings as parameters and the whole results folder (NIfTI maps, PNG overlays, p
 
 Tracking is best effort: an unreachable server (checked with a short request before the MLflow client's long retry
 loop) or any MLflow error turns the handler off with one warning naming the folder where every result still is, and the
-evaluation finishes normally. Every tracking call is bounded (``server_timeout`` seconds, no retries), so a server that
-answers ``/health`` but hangs on its API costs one timeout, not minutes. A run that ends with an error is marked
-``FAILED`` in MLflow, one stopped with Ctrl-C ``KILLED`` (also when another handler re-raises the error first, or the
-exception reaches the top of the program: the run is ended when the interpreter exits). Only rank 0 logs in a
-distributed run.
+evaluation finishes normally. Every tracking call is bounded (:func:`bounded_call`: the handler waits ``server_timeout``
+seconds at most, without changing MLflow's process-wide settings), so a server that answers ``/health`` but hangs on
+its API costs one timeout, not minutes. A run that ends with an error is marked ``FAILED`` in MLflow, one stopped with
+Ctrl-C ``KILLED`` (also when another handler re-raises the error first, or the exception reaches the top of the
+program: the run is ended when the interpreter exits). Only rank 0 logs in a distributed run.
 """
 
 from __future__ import annotations
 
 import atexit
-import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ignite import distributed as idist
 from ignite.engine import Events
 from monai.handlers import MLFlowHandler
 
-__all__ = ["XAIMLflowHandler", "tracking_server_error"]
+__all__ = ["XAIMLflowHandler", "bounded_call", "tracking_server_error"]
+
+T = TypeVar("T")
 
 
-@contextmanager
-def bounded_requests(timeout: float) -> Iterator[None]:
-    """MLflow HTTP requests made inside time out after ``timeout`` seconds and are not retried (MLflow's defaults,
-    120 s and 7 retries with backoff, stall a run for minutes on a hanging server)."""
-    settings = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, round(timeout))), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    previous = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def bounded_call(step: Callable[[], T], timeout: float) -> T:
+    """``step()``, run in a daemon thread that the caller waits for at most ``timeout`` seconds: MLflow's own HTTP
+    settings (120 s and 7 retries with backoff by default) would stall a run for minutes on a hanging server, and
+    they are process-wide environment variables, which a library must not change.
+
+    Raises:
+        TimeoutError: ``step`` did not finish in time (it goes on in the background, and its result is dropped).
+        Exception: whatever ``step`` raised.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = step()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="monai-xai-mlflow", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"the tracking server did not answer within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def tracking_server_error(tracking_uri: str, timeout: float = 5.0) -> str | None:
@@ -115,8 +126,6 @@ class XAIMLflowHandler(MLFlowHandler):
         self.tracking_uri = tracking_uri
         self.server_timeout = server_timeout
         self.active = idist.get_rank() == 0
-        self._uncaught: type[BaseException] | None = None
-        self._previous_excepthook = sys.excepthook
 
     def attach(self, engine: Any) -> None:
         """``MLFlowHandler``'s events, and ``EXCEPTION_RAISED`` to end the run ``FAILED`` / ``KILLED``."""
@@ -135,31 +144,23 @@ class XAIMLflowHandler(MLFlowHandler):
             return
         self.run_finish_status = "KILLED" if error_type and issubclass(error_type, KeyboardInterrupt) else "FAILED"
         try:
-            with bounded_requests(self.server_timeout):
-                MLFlowHandler.close(self)
+            bounded_call(lambda: MLFlowHandler.close(self), self.server_timeout)
         except Exception as error:  # the run's own error matters more than its tracking
             warnings.warn(f"could not end the MLflow run: {type(error).__name__}: {error}", stacklevel=2)
         finally:
             self._stop_watching()
 
-    def _record_uncaught(self, kind: type[BaseException], value: BaseException, traceback: Any) -> None:
-        self._uncaught = kind
-        self._previous_excepthook(kind, value, traceback)
-
     def _end_at_exit(self) -> None:
-        self.end_unfinished(self._uncaught)
+        # the interpreter records an uncaught error in sys.last_type before it runs the exit functions
+        self.end_unfinished(getattr(sys, "last_type", None))
 
     def _watch(self) -> None:
         """Until the run closes, end it at interpreter exit if nothing else did (e.g. an error re-raised by another
-        handler before this one saw it), remembering an uncaught error's type."""
-        self._previous_excepthook = sys.excepthook
-        sys.excepthook = self._record_uncaught
+        handler before this one saw it): the one process-wide hook, registered only while a run is open."""
         atexit.register(self._end_at_exit)
 
     def _stop_watching(self) -> None:
         atexit.unregister(self._end_at_exit)
-        if sys.excepthook == self._record_uncaught:
-            sys.excepthook = self._previous_excepthook
 
     def _disable(self, reason: str) -> None:
         self.active = False
@@ -173,8 +174,7 @@ class XAIMLflowHandler(MLFlowHandler):
         if not self.active:
             return
         try:
-            with bounded_requests(self.server_timeout):
-                step()
+            bounded_call(step, self.server_timeout)
         except Exception as error:  # tracking must never fail the evaluation it records
             self._disable(f"{type(error).__name__}: {error}")
 

@@ -9,6 +9,7 @@ import torch
 
 from monai_xai.enums import MetricInput, seconds_key
 from monai_xai.handlers.xai_metrics import SaliencyMetricHandler
+from monai_xai.metrics.catalogue import SECONDS, MetricKey
 from monai_xai.metrics.per_sample import PerSampleMetric
 
 __all__ = ["XAITimingHandler", "CaseValueMetric"]
@@ -26,7 +27,8 @@ class XAITimingHandler:
 
     ``engine.state.metrics["xai_seconds_<method>"]`` is the mean over cases (all ranks) and
     ``engine.state.metric_details["xai_seconds_<method>"]`` holds the per-case values (N, 1). A case's time is its
-    batch's time divided by the batch size.
+    batch's time divided by the batch size. Each is registered as the metric ``"seconds"`` of its method
+    (:class:`~monai_xai.metrics.MetricKey`).
 
     Args:
         methods: the ``XAIInferer``'s methods.
@@ -38,7 +40,9 @@ class XAITimingHandler:
 
     def attach(self, engine: Any) -> None:
         for method in self.methods:
-            key = seconds_key(method)
-            handler = SaliencyMetricHandler(CaseValueMetric(), name=key, pred_key=key, compares_with=MetricInput.NONE)
+            key = MetricKey(SECONDS, method, seconds_key(method))
+            handler = SaliencyMetricHandler(
+                CaseValueMetric(), name=key.name, pred_key=key.name, compares_with=MetricInput.NONE, key=key
+            )
             handler.attach(engine)
-            self.handlers[key] = handler
+            self.handlers[key.name] = handler

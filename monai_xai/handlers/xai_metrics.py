@@ -17,56 +17,24 @@ and methods.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.metrics.metric import reinit__is_reduced
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.enums import MetricInput, RoadOrder, Score, XAIKeys, as_choice, saliency_key
-from monai_xai.handlers.engine_data import engine_cases, output_value, stack_values
-from monai_xai.metrics.localization import (
-    EHRAUCMetric,
-    HeatDiffMetric,
-    PointingGameMetric,
-    RelevanceMassAccuracyMetric,
-    SaliencyAUPRCMetric,
-    SaliencyIoUMetric,
-    Threshold,
-)
+from monai_xai.enums import MetricInput, Score, XAIKeys, as_choice, saliency_key
+from monai_xai.handlers.engine_data import engine_cases, output_value, register_metric_key, stack_values
+from monai_xai.metrics.catalogue import METRICS, MetricKey, region_mask
 from monai_xai.metrics.per_sample import CurveMetric, MetricCurve
-from monai_xai.metrics.perturbation_curves import ConfidenceChangeMetric, DeletionInsertionMetric
-from monai_xai.metrics.road import ROADMetric
-from monai_xai.utils import label_mask
 
-__all__ = ["SaliencyMetricHandler", "XAIMetricHandler", "XAIMetricSpec", "XAI_METRICS", "region_mask"]
-
-
-def region_mask(label: torch.Tensor, class_idx: torch.Tensor | None, region_value: int | str | None) -> torch.Tensor:
-    """Binary ground-truth region per case from a label batch (:func:`~monai_xai.utils.label_mask`).
-
-    Args:
-        label: (B, 1, *spatial) mask or label map, or (B, C, *spatial) one-hot labels.
-        class_idx: (B,) explained class per case (used when ``region_value == "class"``); (B, K) for K classes
-            explained together, whose regions are joined.
-        region_value: None: any foreground; an int: voxels equal to it (one-hot: that channel); ``"class"``: the
-            explained class(es) of each case.
-
-    Returns:
-        (B, 1, *spatial) float mask in {0, 1}.
-    """
-    if region_value == "class":
-        return label_mask(label, class_idx).amax(dim=1, keepdim=True)
-    if region_value is None or (isinstance(region_value, int) and not isinstance(region_value, bool)):
-        return label_mask(label, region_value)
-    raise ValueError(f'region_value must be None, an int or "class", got {region_value!r}.')
+__all__ = ["SaliencyMetricHandler", "XAIMetricHandler"]
 
 
 def _explained_classes(engine: Engine) -> torch.Tensor:
@@ -89,6 +57,8 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         region_key: output or batch key of the region (default ``"label"``).
         region_value: which region of ``region_key``: None (foreground), an int, or ``"class"`` (the explained class).
         save_details: keep per-case values in ``engine.state.metric_details[name]``.
+        key: the metric and method the values belong to; registered in ``engine.state.xai_metric_keys`` under
+            ``name`` when the run starts, so that readers of ``engine.state.metrics`` need not parse ``name``.
     """
 
     def __init__(
@@ -100,9 +70,11 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         region_key: str = CommonKeys.LABEL,
         region_value: int | str | None = None,
         save_details: bool = True,
+        key: MetricKey | None = None,
     ) -> None:
         super().__init__(metric_fn=metric_fn, save_details=save_details)
         self.name = name
+        self.key = key
         self.pred_key = pred_key
         self.compares_with = as_choice(MetricInput, compares_with, "compares_with")
         self.region_key = region_key
@@ -112,6 +84,8 @@ class SaliencyMetricHandler(IgniteMetricHandler):
     def attach(self, engine: Engine, name: str | None = None) -> None:  # type: ignore[override]
         """Attach under ``name`` (default: the name given at construction), so a bundle's ``handlers`` list works."""
         super().attach(engine, self.name if name is None else name)
+        if self.key is not None:
+            engine.add_event_handler(Events.STARTED, partial(register_metric_key, key=self.key))
 
     def iteration_completed(self, engine: Engine) -> None:
         """Feed the current iteration's cases to the metric (ignite's ``output_transform`` sees only the output, and
@@ -160,57 +134,16 @@ class SaliencyMetricHandler(IgniteMetricHandler):
             engine.state.metric_curves[name] = self.curves
 
 
-@dataclass(frozen=True)
-class XAIMetricSpec:
-    """How to build and feed one XAI metric.
-
-    Attributes:
-        build: ``build(**metric_args) -> CumulativeIterationMetric``; metrics that compare with the ``IMAGE`` re-run
-            the network and are built as ``build(network, **metric_args)``.
-        compares_with: what the maps are compared with (see :class:`SaliencyMetricHandler`).
-    """
-
-    build: Callable[..., CumulativeIterationMetric]
-    compares_with: MetricInput
-
-    @property
-    def reruns_network(self) -> bool:
-        return self.compares_with == MetricInput.IMAGE
-
-
-def _iou(threshold: Threshold = None, top_fraction: float | None = None, **kwargs: Any) -> SaliencyIoUMetric:
-    """IoU of the binarised map with the region; without a threshold, each map's Otsu threshold binarises it."""
-    if threshold is None and top_fraction is None:
-        threshold = "otsu"
-    return SaliencyIoUMetric(threshold=threshold, top_fraction=top_fraction, **kwargs)
-
-
-XAI_METRICS: dict[str, XAIMetricSpec] = {
-    "ehr_auc": XAIMetricSpec(EHRAUCMetric, MetricInput.REGION),
-    "heat_diff": XAIMetricSpec(HeatDiffMetric, MetricInput.REGION),
-    "pointing_game": XAIMetricSpec(PointingGameMetric, MetricInput.REGION),
-    "relevance_mass": XAIMetricSpec(RelevanceMassAccuracyMetric, MetricInput.REGION),
-    "iou": XAIMetricSpec(_iou, MetricInput.REGION),
-    "auprc": XAIMetricSpec(SaliencyAUPRCMetric, MetricInput.REGION),
-    "confidence_increase": XAIMetricSpec(ConfidenceChangeMetric, MetricInput.IMAGE),
-    "deletion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="deletion"), MetricInput.IMAGE),
-    "insertion": XAIMetricSpec(partial(DeletionInsertionMetric, mode="insertion"), MetricInput.IMAGE),
-    "road_morf": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.MORF), MetricInput.IMAGE),
-    "road_lerf": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.LERF), MetricInput.IMAGE),
-    "road_combined": XAIMetricSpec(partial(ROADMetric, order=RoadOrder.COMBINED), MetricInput.IMAGE),
-}
-
-
 class XAIMetricHandler:
     """Attach one :class:`SaliencyMetricHandler` per metric of :data:`XAI_METRICS` and per method.
 
     Args:
-        metrics: names in :data:`XAI_METRICS`: ``ehr_auc``, ``heat_diff``, ``pointing_game``, ``relevance_mass``,
-            ``iou`` (at each map's Otsu threshold unless ``threshold`` or ``top_fraction`` is given), ``auprc``
-            (need a ground-truth region), ``deletion``, ``insertion``, ``road_morf``, ``road_lerf``,
-            ``road_combined``, ``confidence_increase`` (the class score of the image times its map minus that of
-            the image) (re-run the engine's network on perturbed inputs and score the explained class: of a
-            classifier, or of a segmentation network summed over the explained pixel set).
+        metrics: names in the catalogue (:data:`~monai_xai.metrics.METRICS`): ``ehr_auc``, ``heat_diff``,
+            ``pointing_game``, ``relevance_mass``, ``iou`` (at each map's Otsu threshold unless ``threshold`` or
+            ``top_fraction`` is given), ``auprc`` (need a ground-truth region), ``deletion``, ``insertion``,
+            ``road_morf``, ``road_lerf``, ``road_combined``, ``confidence_increase`` (the class score of the image
+            times its map minus that of the image) (re-run the engine's network on perturbed inputs and score the
+            explained class: of a classifier, or of a segmentation network summed over the explained pixel set).
         methods: the CAM methods whose maps are scored (the ``XAIInferer``'s methods); metric names become
             ``"<metric>_<method>"``.
         network: the evaluated network, required by the metrics that re-run it (in a bundle: ``"@network"``; the
@@ -239,48 +172,44 @@ class XAIMetricHandler:
         save_details: bool = True,
     ) -> None:
         self.metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-        unknown = [metric for metric in self.metrics if metric not in XAI_METRICS]
+        unknown = [metric for metric in self.metrics if metric not in METRICS]
         if unknown or not self.metrics:
-            raise ValueError(f"unknown or no XAI metrics {unknown}; available: {sorted(XAI_METRICS)}.")
+            raise ValueError(f"unknown or no XAI metrics {unknown}; available: {sorted(METRICS)}.")
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not self.methods:
             raise ValueError("methods is empty; give the CAM methods whose maps are scored, e.g. ['gradcam'].")
         self.metric_args = {name: dict(args) for name, args in (metric_args or {}).items()}
-        stray = sorted(set(self.metric_args) - set(XAI_METRICS))
+        stray = sorted(set(self.metric_args) - set(METRICS))
         if stray:
-            raise ValueError(f"metric_args has keys {stray} that are not metrics; available: {sorted(XAI_METRICS)}.")
-        rerun = [metric for metric in self.metrics if XAI_METRICS[metric].reruns_network]
+            raise ValueError(f"metric_args has keys {stray} that are not metrics; available: {sorted(METRICS)}.")
+        rerun = [metric for metric in self.metrics if METRICS[metric].reruns_network]
         if rerun and not isinstance(network, nn.Module):
             raise ValueError(
                 f"metrics {rerun} re-run the model on perturbed images: pass network= the evaluated network "
                 '(in a bundle config: "network": "@network").'
             )
-        score = as_choice(Score, score, "score")
-        for metric in ("road_morf", "road_lerf", "road_combined"):
-            self.metric_args.setdefault(metric, {}).setdefault("score", score)
+        self.score = as_choice(Score, score, "score")
         self.network = network
         self.region_key = region_key
         self.region_value = region_value
         self.save_details = save_details
-        self.handlers: dict[str, SaliencyMetricHandler] = {}
-
-    def _build(self, metric: str) -> CumulativeIterationMetric:
-        spec, metric_args = XAI_METRICS[metric], self.metric_args.get(metric, {})
-        return spec.build(self.network, **metric_args) if spec.reruns_network else spec.build(**metric_args)
+        self.handlers: dict[MetricKey, SaliencyMetricHandler] = {}
 
     def attach(self, engine: Engine) -> None:
         """Build each metric for each method and attach it to ``engine``."""
         for metric in self.metrics:
+            spec = METRICS[metric]
             for method in self.methods:
-                name = f"{metric}_{method}"
+                key = MetricKey.of(metric, method)
                 handler = SaliencyMetricHandler(
-                    metric_fn=self._build(metric),
-                    name=name,
+                    metric_fn=spec.create(self.network, self.score, **self.metric_args.get(metric, {})),
+                    name=key.name,
                     pred_key=saliency_key(method),
-                    compares_with=XAI_METRICS[metric].compares_with,
+                    compares_with=spec.compares_with,
                     region_key=self.region_key,
                     region_value=self.region_value,
                     save_details=self.save_details,
+                    key=key,
                 )
                 handler.attach(engine)
-                self.handlers[name] = handler
+                self.handlers[key] = handler

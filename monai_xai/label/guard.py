@@ -3,24 +3,25 @@
 MONAI Label 0.8.5 reads any path a request names: an ``image`` query parameter, or ``"image"`` inside ``params``,
 that is a path to an existing file is explained as it is (and a missing one answers differently, which tells a client
 what exists on the server); ``params`` that are not a JSON object fail with a bare 500; uploads of a failed request
-stay in the temporary folder. The explain app closes this at two places:
+stay in the temporary folder; a ``session_id`` is a folder name under the sessions store, whose ``meta.info`` says
+which image the session holds. The explain app closes this at two places:
 
-- :func:`install_infer_params_check` checks the infer endpoint's ``params`` before MONAI Label reads them: a JSON
-  object that names no file (``image``, ``label``, ``session``, ``model_filename``);
-- :func:`checked_image` lets a request's image be an id of the datastore, an upload (a file of the app's private
-  upload folder, where the app sends MONAI Label's temporary files) or a file of the request's own session, and answers
-  every other name with the same 404, whether it exists or not; :func:`remove_uploads` deletes a failed request's
-  uploads.
+- :func:`parse_params` checks the infer endpoint's ``params``: a JSON object that names no file (``image``,
+  ``label``, ``session``, ``model_filename``); the server's guard (:mod:`monai_xai.label.server`) runs it before MONAI
+  Label reads the request;
+- :class:`GuardedInferMixin` lets a request's image be an id of the datastore, an upload (a file of the app's private
+  upload folder, where the app sends MONAI Label's temporary files) or the image of one of the server's own sessions
+  (:func:`checked_session`), answers every other name with the same 404, whether it exists or not, and deletes a
+  failed request's uploads (:func:`remove_uploads`).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ from fastapi import HTTPException
 __all__ = [
     "GuardedInferMixin",
     "FILE_KEYS",
+    "SESSION_ID",
     "parse_params",
-    "install_infer_params_check",
+    "checked_session",
     "checked_image",
     "remove_uploads",
     "without_paths",
@@ -38,6 +40,8 @@ __all__ = [
 
 # request keys that choose files on the server: only the endpoint itself may set them
 FILE_KEYS = ("image", "label", "session", "model_filename")
+# what a session id looks like (MONAI Label makes them uuid4 strings): no separator, so it names no other folder
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
 def parse_params(params: str | None) -> dict[str, Any]:
@@ -65,29 +69,36 @@ def parse_params(params: str | None) -> dict[str, Any]:
     return parsed
 
 
-def install_infer_params_check() -> None:
-    """Make MONAI Label's infer endpoint check ``params`` with :func:`parse_params` before anything else (before an
-    upload is written, so a refused request leaves no file). Idempotent; the explain app calls it when it starts.
-
-    The endpoint function looks ``run_inference`` up in its module at every request, so replacing that name is enough.
-    """
-    from monailabel.endpoints import infer as endpoint
-
-    original: Callable = endpoint.run_inference
-    if getattr(original, "checks_params", False):
-        return
-
-    @functools.wraps(original)
-    def run_checked(background_tasks, model, image="", session_id="", params="{}", file=None, label=None, output=None):
-        parse_params(params)
-        return original(background_tasks, model, image, session_id, params, file, label, output)
-
-    run_checked.checks_params = True  # type: ignore[attr-defined]
-    endpoint.run_inference = run_checked
-
-
 def _inside(path: Path, folder: str | Path | None) -> bool:
     return folder is not None and path.is_relative_to(Path(os.path.realpath(folder)))
+
+
+def checked_session(session: object, sessions: Any) -> Path | None:
+    """The folder of the request's session, as the server's own session store records it, or None without one.
+
+    MONAI Label puts the session it found for the request's ``session_id`` under ``request["session"]`` as JSON
+    (``{"name": <id>, "path": <folder>, "image": <file>, ...}``). Its folder and image are taken from the store
+    (``sessions.get_session(name)``) and must lie in the store's own folder; nothing the request carries is trusted.
+
+    Args:
+        session: ``request["session"]``, or None.
+        sessions: the app's ``Sessions`` store (``MONAILabelApp.sessions()``).
+
+    Raises:
+        HTTPException: 404 for a session that is not one of the server's own.
+    """
+    if session is None:
+        return None
+    name = session.get("name") if isinstance(session, dict) else None
+    unknown = HTTPException(status_code=404, detail="session not found on this server: start a new session.")
+    if not isinstance(name, str) or not SESSION_ID.match(name) or sessions is None:
+        raise unknown
+    store = Path(os.path.realpath(sessions.store_path))
+    recorded = sessions.get_session(name, update_ts=False)
+    folder = Path(os.path.realpath(store / name))
+    if recorded is None or folder.parent != store or Path(os.path.realpath(recorded.path)) != folder:
+        raise unknown
+    return folder
 
 
 def checked_image(
@@ -99,8 +110,7 @@ def checked_image(
         image: ``request["image"]``: an image id, or a path set by the endpoint for an upload or a session.
         datastore_images: the ids of the server's datastore.
         upload_dir: the app's private folder of uploads.
-        session_dir: the folder of the request's session (``request["session"]["path"]``, set by the endpoint from
-            ``session_id``), or None.
+        session_dir: the folder of the request's session (:func:`checked_session`), or None.
 
     Returns:
         the id as given, or the real path of an upload or session image.
@@ -143,9 +153,9 @@ class GuardedInferMixin:
     class as the one that names ``MONAILabelApp`` among its bases), infer requests read only what
     :func:`checked_image` allows.
 
-    On start it installs :func:`install_infer_params_check` and sends the process's temporary files (MONAI Label's
-    uploads and results) to a private folder, ``<app_dir>/tmp`` (mode 0700), so that an upload is recognised by where
-    it lies and no other program's file counts as one. An unknown model is a 404 that lists the models; a failed
+    On start it sends the process's temporary files (MONAI Label's uploads and results) to a private folder,
+    ``<app_dir>/tmp`` (mode 0700), so that an upload is recognised by where it lies and no other program's file counts
+    as one. An unknown model is a 404 that lists the models; a session is the server's own or a 404; a failed
     request's uploads are deleted.
 
     Args:
@@ -157,7 +167,6 @@ class GuardedInferMixin:
         self.upload_dir.mkdir(mode=0o700, exist_ok=True)
         self.upload_dir.chmod(0o700)
         tempfile.tempdir = str(self.upload_dir)
-        install_infer_params_check()
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, **kwargs)
 
     def infer(self, request: dict[str, Any], datastore: Any = None) -> dict[str, Any]:
@@ -169,8 +178,8 @@ class GuardedInferMixin:
             )
         datastore = datastore or self.datastore()
         try:
-            session = request.get("session") or {}
-            image = checked_image(request.get("image"), datastore.list_images(), self.upload_dir, session.get("path"))
+            session_dir = checked_session(request.get("session"), self.sessions())
+            image = checked_image(request.get("image"), datastore.list_images(), self.upload_dir, session_dir)
             return super().infer({**request, "image": image}, datastore)
         except BaseException:
             remove_uploads(request, self.upload_dir)

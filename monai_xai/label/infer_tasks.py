@@ -21,16 +21,17 @@ from typing import Any
 import torch
 from fastapi import HTTPException
 from monai.data import MetaTensor
-from monai.inferers import Inferer, SimpleInferer, SlidingWindowInferer
+from monai.inferers import SimpleInferer, SlidingWindowInferer
 from monai.transforms import SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from torch import nn
 
 from monai_xai.bundle import ExplainSettings
-from monai_xai.cams import CAMExplainer, method_names, resolve_pixel_set
-from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
+from monai_xai.cams import method_names
+from monai_xai.cams.targets import FOREGROUND
 from monai_xai.enums import PixelSet, Score
+from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
 from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
@@ -143,7 +144,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
     """Explain a MONAI bundle's predictions with class-activation maps, as a MONAI Label infer task.
 
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
-    ``method`` (CAM method), ``target_layer``, ``class`` (name, index, or ``"predicted"`` for classifiers),
+    ``method`` (CAM method; also any pytorch-grad-cam class as ``"grad-cam:<Class>"``), ``target_layer``, ``class``
+    (name, index, or ``"predicted"`` for classifiers; for segmenters also several classes explained together, each
+    over its own pixel set: ``"foreground"`` or names / indices joined by ``+``, e.g. ``"kidney+tumour"``),
     ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
     ``"image"``: every voxel, ``"empty"``, or ``"peak"``: the voxel of the class's highest score), ``score``
     (``"logit"`` or ``"probability"``; ``"image"`` with ``"probability"`` explains the class's expected volume),
@@ -204,9 +207,10 @@ class BundleExplainTask(CompatibleBundleInferTask):
 
         settings = ExplainSettings.from_bundle(path, overlays=())
         offered = tuple(methods) if methods is not None else DEFAULT_METHODS
-        unknown = [name for name in offered if name not in DEFAULT_METHODS]
-        if not offered or unknown:
-            raise ValueError(f"methods must be a non-empty subset of {list(DEFAULT_METHODS)}, got {methods}.")
+        try:
+            ExplainRequest(methods=offered)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"methods must be a non-empty list of method names, got {methods}: {error}") from None
         self.methods = _default_first(offered, next((m for m in settings.methods if m in offered), None))
         bundle_layer = [settings.target_layers] if isinstance(settings.target_layers, str) else []
         self.target_layers = tuple(
@@ -232,6 +236,8 @@ class BundleExplainTask(CompatibleBundleInferTask):
         )
         foreground = [name for name in self.class_names if name.lower() != "background"]
         class_choices = [*foreground, *[n for n in self.class_names if n not in foreground]]
+        if len(foreground) > 1:  # every foreground class explained together, each over its own pixel set
+            class_choices.append(FOREGROUND)
         self.pixel_sets = _default_first(tuple(PixelSet), settings.pixel_set)
         self.scores = _default_first(tuple(Score), settings.score)
         self._config.update(
@@ -292,9 +298,10 @@ class BundleExplainTask(CompatibleBundleInferTask):
         return result_file, result_json
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
-        """Predict once, then compute the CAM of the requested target on the preprocessed image.
+        """Predict once with the bundle's inferer, then explain the preprocessed image with the explanation step (the
+        bundle's sliding window, if it has one, explains window by window).
 
-        MONAI Label runs inferers under ``torch.no_grad()``; the CAM runs under ``torch.enable_grad()``.
+        MONAI Label runs inferers under ``torch.no_grad()``; the explanation enables gradients itself.
         ``data[output_label_key]`` receives the (1, *spatial) heatmap in [0, 1] on the preprocessed grid,
         ``data[output_json_key]`` the explanation summary and ``data[_DESCRIBE_KEY]`` the arguments of its description
         (the class probabilities of a classifier, the explained class, the calibration, the method).
@@ -305,27 +312,25 @@ class BundleExplainTask(CompatibleBundleInferTask):
         pixels = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image)[None]
         pixels = pixels.to(torch.device(device)).float()
         inferer = self.inferer(data)
+        if not isinstance(inferer, SimpleInferer | SlidingWindowInferer):
+            logger.warning(f"{type(inferer).__name__} is not a sliding-window inferer: explaining the whole image.")
         with torch.no_grad():
             outputs = inferer(pixels, network)
-        class_idx = options.class_idx if options.class_idx is not None else int(outputs[0].argmax())
-        summary = self._summary(options, class_idx, outputs[0])
-
-        explainer = CAMExplainer(
-            network, options.target_layer, methods=(options.method,), score=options.score, **_window_options(inferer)
-        )
-        pixel_set = options.pixel_set
-        if pixel_set in WHOLE_VOLUME_PIXEL_SETS:  # only the whole prediction defines them, not a sliding window's
-            pixel_set = resolve_pixel_set(outputs, torch.tensor([class_idx], device=outputs.device), pixel_set)
-        with torch.enable_grad():
-            heatmap = explainer(pixels, class_idx=class_idx, pixel_set=pixel_set)[options.method][0]
+        step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer)))
+        explanation = step(network, pixels, prediction=outputs)
+        classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
         affine = image.affine if isinstance(image, MetaTensor) else None
+        heatmap = explanation.maps[options.method][0]
         data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
-        data[self.output_json_key] = summary
-        classes = not self.segmentation and outputs.shape[1] > 1  # a distribution over classes to state
+        data[self.output_json_key] = self._summary(options, classes, explanation.prediction[0])
+        probabilities = explanation.probabilities()
         data[_DESCRIBE_KEY] = {
-            "probabilities": outputs[0].softmax(dim=0).cpu() if classes else None,
+            # a distribution over classes to state (a single output channel states none)
+            "probabilities": probabilities[0].cpu()
+            if probabilities is not None and len(self.class_names) > 1
+            else None,
             "class_names": self.class_names,
-            "explained": class_idx,
+            "explained": classes[0] if len(classes) == 1 else None,
             "calibrated": is_calibrated(network),
             "method": options.method,
         }
@@ -365,24 +370,27 @@ class BundleExplainTask(CompatibleBundleInferTask):
             data, extension=extension, dtype="uint8" if options.result_volume in BINNED_VOLUMES else "float32"
         )
 
-    def _summary(self, options: ExplainOptions, class_idx: int, outputs: torch.Tensor) -> dict[str, Any]:
-        """JSON-ready description of the explanation and of the prediction it explains."""
+    def _summary(self, options: ExplainOptions, classes: list[int], outputs: torch.Tensor) -> dict[str, Any]:
+        """JSON-ready description of the explanation and of the prediction it explains (``classes``: the explained
+        class, or the classes explained together; ``outputs``: the network's output for the image)."""
+        request = options.request
         summary: dict[str, Any] = {
             "method": options.method,
             "target_layer": options.target_layer,
-            "class": self.class_names[class_idx],
-            "class_index": class_idx,
-            "score": options.score,
+            "class": "+".join(self.class_names[k] for k in classes),
+            "class_index": classes[0] if len(classes) == 1 else classes,
+            "score": request.score,
             "result_volume": options.result_volume,
         }
         if self.segmentation:
-            predicted = outputs.argmax(dim=0) == class_idx if outputs.shape[0] > 1 else outputs[0] > 0
-            summary["pixel_set"] = options.pixel_set
+            labels = outputs.argmax(dim=0) if outputs.shape[0] > 1 else (outputs[0] > 0).long()
+            predicted = torch.isin(labels, torch.tensor(classes, device=labels.device))
+            summary["pixel_set"] = request.pixel_set
             summary["predicted_voxels"] = int(predicted.sum())
-            if not predicted.any() and options.pixel_set != "image":
+            if not predicted.any() and request.pixel_set != PixelSet.IMAGE:
                 summary["warning"] = (
-                    f"the network predicts no voxel of class '{self.class_names[class_idx]}': the pixel set is empty "
-                    "and the heatmap is all zeros."
+                    f"the network predicts no voxel of class '{summary['class']}': the pixel set is empty and the "
+                    "heatmap is all zeros."
                 )
         else:
             scores = outputs.softmax(dim=0) if outputs.shape[0] > 1 else outputs.sigmoid()
@@ -402,17 +410,3 @@ def _default_first(choices: tuple[str, ...], default: str | None) -> tuple[str, 
     if default is None or default not in choices:
         return choices
     return (default, *[choice for choice in choices if choice != default])
-
-
-def _window_options(inferer: Inferer) -> dict[str, Any]:
-    """CAMExplainer sliding-window arguments mirroring the bundle's inferer (none for a whole-image inferer)."""
-    if isinstance(inferer, SlidingWindowInferer):
-        return {
-            "roi_size": inferer.roi_size,
-            "sw_batch_size": inferer.sw_batch_size,
-            "overlap": inferer.overlap,
-            "sw_mode": str(inferer.mode.value),
-        }
-    if not isinstance(inferer, SimpleInferer):
-        logger.warning(f"{type(inferer).__name__} is not a sliding-window inferer: explaining the whole image at once.")
-    return {}

@@ -1,4 +1,5 @@
-"""XAI metrics: faithfulness (ROAD, deletion/insertion), localisation, saliency similarity, calibration, statistics."""
+"""XAI metrics: faithfulness (ROAD, deletion/insertion), localisation, saliency similarity, calibration, statistics;
+the catalogue of the metrics that score maps by name (:mod:`~monai_xai.metrics.catalogue`)."""
 
 from monai_xai.metrics.calibration import (
     ExpectedCalibrationErrorMetric,
@@ -6,6 +7,15 @@ from monai_xai.metrics.calibration import (
     expected_calibration_error,
     fit_temperature,
     reliability_diagram_data,
+)
+from monai_xai.metrics.catalogue import (
+    METRICS,
+    SECONDS,
+    MetricKey,
+    MetricSpec,
+    get_metric,
+    higher_is_better,
+    region_mask,
 )
 from monai_xai.metrics.imputation import NoisyLinearImputer, neighbour_weights, noisy_linear_impute
 from monai_xai.metrics.localization import (
@@ -63,6 +73,13 @@ from monai_xai.metrics.stats import (
 )
 
 __all__ = [
+    "METRICS",
+    "SECONDS",
+    "MetricKey",
+    "MetricSpec",
+    "get_metric",
+    "higher_is_better",
+    "region_mask",
     "ehr_auc",
     "effective_heat_ratios",
     "heat_diff",

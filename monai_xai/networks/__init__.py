@@ -7,7 +7,7 @@ from monai_xai.networks.backbones import (
     classification_backbone,
     imagenet_weights_file,
 )
-from monai_xai.networks.calibration import is_calibrated, scale_logits
+from monai_xai.networks.calibration import TEMPERATURE_FILE, is_calibrated, load_temperature, scale_logits
 from monai_xai.networks.gaze import DENSENET201_BLOCKS, GAZE_CAM_LAYER, GazeSaliencyNet, gaze_map
 from monai_xai.networks.gaze_losses import GazeKLLoss, TripletLoss, gaze_kl_loss, triplet_loss
 from monai_xai.networks.pooling import GlobalLPPool, with_global_lp_pool
@@ -18,7 +18,9 @@ __all__ = [
     "BACKBONE_CAM_LAYERS",
     "classification_backbone",
     "imagenet_weights_file",
+    "TEMPERATURE_FILE",
     "is_calibrated",
+    "load_temperature",
     "scale_logits",
     "GlobalLPPool",
     "with_global_lp_pool",

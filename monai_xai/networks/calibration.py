@@ -1,7 +1,8 @@
 """Temperature scaling of a trained classifier, applied where its logits leave the network.
 
 A bundle's ``evaluate.json`` fits the temperature ``T`` of ``softmax(logits / T)`` on the validation split
-(:func:`monai_xai.bundle.evaluate_classifier`). :func:`scale_logits` makes the network itself return ``logits / T``,
+(:func:`monai_xai.apps.evaluate_classifier`), saved next to the weights as ``temperature.json``
+(:func:`load_temperature` reads it back). :func:`scale_logits` makes the network itself return ``logits / T``,
 so that everything downstream (the inference probabilities, the explained score, ROAD's and deletion's class
 probabilities) uses the calibrated model, while the parameters, the state-dict keys and the layer names stay those of
 the trained network: checkpoints load unchanged and a CAM layer such as ``"layer4"`` keeps its name.
@@ -13,13 +14,27 @@ channel weights, a softmax of scores, and every score of probabilities change.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["is_calibrated", "scale_logits"]
+__all__ = ["TEMPERATURE_FILE", "is_calibrated", "load_temperature", "scale_logits"]
+
+# the file, next to a classifier's weights, that holds its fitted temperature
+TEMPERATURE_FILE = "temperature.json"
+
+
+def load_temperature(folder: str | Path) -> float:
+    """The temperature saved next to the weights in ``folder`` (``temperature.json``); 1.0 (uncalibrated) when there
+    is none."""
+    path = Path(folder) / TEMPERATURE_FILE
+    if not path.is_file():
+        return 1.0
+    return float(json.loads(path.read_text())["temperature"])
 
 
 class _DivideOutput:

@@ -12,8 +12,6 @@ result into a Markdown table and pictures; ``monai-xai sanity`` (``monai_xai.cli
 
 from __future__ import annotations
 
-import itertools
-import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,23 +22,17 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import ExplainSettings, load_trained_bundle
-from monai_xai.cams import LayerSpec, choose_target_layer, get_method, group_methods_by_layer
+from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer
 from monai_xai.cams.layouts import feature_grid
 from monai_xai.data import write_phantom_dataset
 from monai_xai.enums import MethodFamily
+from monai_xai.explanation import ExplainStep
 from monai_xai.metrics import ehr_auc
 from monai_xai.sanity.baselines import random_map_baseline
 from monai_xai.sanity.cases import case_batches, read_datalist
-from monai_xai.sanity.randomisation import (
-    CascadeResult,
-    RandomisationResult,
-    cascading_randomisation,
-    model_randomisation_check,
-)
+from monai_xai.sanity.randomisation import cascading_randomisation, model_randomisation_check
 from monai_xai.sanity.report import save_cascade_figure, save_randomisation_figure
 from monai_xai.sanity.results import MethodSanity
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["PHANTOM_CASES", "bundle_sanity_checks"]
 
@@ -59,22 +51,16 @@ def _where_region(
     return values
 
 
-def _method_subset(
-    groups: list[tuple[LayerSpec, tuple[str, ...]]], subset: Sequence[str] | None, argument: str
-) -> list[tuple[LayerSpec, tuple[str, ...]]]:
-    """``groups`` keeping only the methods of ``subset`` (None: all); an empty or unknown subset raises."""
-    if subset is None:
-        return groups
+def _method_subset(checked: Sequence[str], subset: Sequence[str] | str, argument: str) -> tuple[str, ...]:
+    """``subset`` of the ``checked`` methods; an empty or unknown subset raises."""
     subset = (subset,) if isinstance(subset, str) else tuple(subset)
-    checked = [method for _, grouped in groups for method in grouped]
     unknown = [method for method in subset if method not in checked]
     if unknown or not subset:
         raise ValueError(
-            f"{argument} must name some of the checked methods {checked}, got {list(subset)}"
+            f"{argument} must name some of the checked methods {list(checked)}, got {list(subset)}"
             + (f" ({unknown} not checked; add them to --methods)." if unknown else ".")
         )
-    kept = [(layers, tuple(method for method in grouped if method in subset)) for layers, grouped in groups]
-    return [(layers, grouped) for layers, grouped in kept if grouped]
+    return subset
 
 
 def bundle_sanity_checks(
@@ -162,6 +148,10 @@ def bundle_sanity_checks(
         methods=methods, target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set, score=score
     )
     _check_chosen(settings)
+    # the maps are compared, not timed: methods at one layer share a pass
+    step = ExplainStep(settings.request(window=bundle.window, time_each_method=False))
+    if cascade_methods is not None:
+        _method_subset(settings.methods, cascade_methods, "cascade_methods")
     with tempfile.TemporaryDirectory() as folder:
         required_region = region_key is not None and datalist is not None
         if datalist is None:
@@ -179,20 +169,12 @@ def bundle_sanity_checks(
                 "(the datalist's key of the ground-truth mask) or leave it out to check randomisation only."
             )
         batches = case_batches(cases, bundle.preprocessing, transform_key, batch_size)
-        if not settings.target_layers:  # neither the arguments nor the bundle name one: chosen on the first case
-            first = next(batches)
-            choice = choose_target_layer(bundle.network, first[0][:1])
-            logger.info("sanity checks: explaining layer %r (%s)", choice.name, choice.reason)
-            settings = settings.replace(target_layers=choice.name)
-            batches = itertools.chain([first], batches)
-        groups = group_methods_by_layer(settings.target_layers, settings.methods)
-        cascade_groups = _method_subset(groups, cascade_methods, "cascade_methods")
         with tqdm(total=len(cases), desc="sanity checks", unit="case", disable=not progress) as bar:
             per_case = _check_batches(
                 bundle.network,
                 batches,
-                (groups, cascade_groups),
-                settings,
+                step,
+                cascade_methods,
                 n_draws,
                 randomisation_seed,
                 (figure, cascade_figure),
@@ -237,51 +219,44 @@ def _check_chosen(settings: ExplainSettings) -> None:
         )
 
 
+def _layer_groups(layers: Mapping[str, LayerSpec], methods: Sequence[str]) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+    """``[(layer(s), methods explained there)]`` of an explanation's ``{method: layer(s)}``."""
+    return group_methods_by_layer({method: layers[method] for method in methods}, methods)
+
+
 def _check_batches(
     network: nn.Module,
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
-    method_groups: tuple[list[tuple[LayerSpec, tuple[str, ...]]], list[tuple[LayerSpec, tuple[str, ...]]]],
-    settings: ExplainSettings,
+    step: ExplainStep,
+    cascade_methods: Sequence[str] | None,
     n_draws: int,
     randomisation_seed: int,
     figures: tuple[str | Path | None, str | Path | None],
     bar: tqdm,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
-    the cascade pictures (``figures``, either None) of the first batch. ``method_groups``: the ``(layers, methods)``
-    groups to check and those the cascade shows."""
-    groups, cascade_groups = method_groups
+    the cascade pictures (``figures``, either None) of the first batch. ``cascade_methods``: the methods the cascade
+    shows (None: all)."""
+    methods = step.request.methods
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
     names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman")
-    collected: dict[str, dict[str, list[torch.Tensor]]] = {
-        name: {method: [] for _, grouped in groups for method in grouped} for name in names
-    }
-    # what is explained, and the re-initialisation seed: the same for the full and the cascading randomisation
-    target = {
-        "class_idx": settings.class_idx,
-        "pixel_set": settings.pixel_set,
-        "seed": randomisation_seed,
-        "score": settings.score,
-    }
+    collected: dict[str, dict[str, list[torch.Tensor]]] = {name: {method: [] for method in methods} for name in names}
     for index, (images, regions) in enumerate(batches):
         images, regions = images.to(device), regions.to(device)
-        result = RandomisationResult({}, {}, {})
-        for layers, grouped in groups:
-            group_result = model_randomisation_check(network, layers, images, grouped, **target)
-            result.correlation.update(group_result.correlation)
-            result.trained_maps.update(group_result.trained_maps)
-            result.randomised_maps.update(group_result.randomised_maps)
+        result = model_randomisation_check(network, images, step, randomisation_seed)
+        groups = _layer_groups(result.layers, methods)
         figure, cascade_figure = figures if index == 0 else (None, None)
         if figure is not None:
             save_randomisation_figure(result, images[0], regions[0], groups, figure)
         if cascade_figure is not None:
-            cascade = CascadeResult([], {})
-            for layers, grouped in cascade_groups:
-                step = cascading_randomisation(network, layers, images, grouped, progress=not bar.disable, **target)
-                cascade.layers = step.layers
-                cascade.correlation.update(step.correlation)
-            save_cascade_figure(cascade, cascade_groups, images.shape[0], cascade_figure)
+            shown = tuple(cascade_methods or methods)
+            layers = {method: result.layers[method] for method in shown}
+            cascade_step = ExplainStep(step.request.replace(methods=shown, target_layers=layers))
+            cascade = cascading_randomisation(
+                network, images, cascade_step, randomisation_seed, progress=not bar.disable
+            )
+            save_cascade_figure(cascade, _layer_groups(layers, shown), images.shape[0], cascade_figure)
         uniform = _where_region(
             lambda region: random_map_baseline(ehr_auc, region, n_draws, "uniform", generator=generator), regions
         )

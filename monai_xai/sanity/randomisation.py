@@ -10,15 +10,13 @@ import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from monai_xai.cams import CAMExplainer, resolve_layers
-from monai_xai.cams.targets import PixelSetSpec, SegmentationTarget, build_target
-from monai_xai.utils import preserved_model_state
+from monai_xai.cams import LayerSpec
+from monai_xai.explanation import ExplainRequest, ExplainStep
 
 __all__ = [
     "MAX_RANDOMISATION_SPEARMAN",
@@ -133,77 +131,54 @@ class RandomisationResult:
             where a map is constant).
         trained_maps: method -> (B, 1, *spatial) maps of the trained model.
         randomised_maps: method -> (B, 1, *spatial) maps of the re-initialised copy.
+        layers: method -> the layer(s) it explained (the request's, or the one chosen on the trained network).
     """
 
     correlation: dict[str, torch.Tensor]
     trained_maps: dict[str, torch.Tensor]
     randomised_maps: dict[str, torch.Tensor]
+    layers: dict[str, LayerSpec]
+
+
+def _step(request: ExplainRequest | ExplainStep) -> ExplainStep:
+    return request if isinstance(request, ExplainStep) else ExplainStep(request)
 
 
 def model_randomisation_check(
-    model: nn.Module,
-    target_layers: str | nn.Module | Sequence[str | nn.Module],
-    images: torch.Tensor,
-    methods: str | Sequence[str] = ("gradcam",),
-    class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    pixel_set: PixelSetSpec = None,
-    seed: int = 0,
-    **explainer_kwargs,
+    model: nn.Module, images: torch.Tensor, request: ExplainRequest | ExplainStep, seed: int = 0
 ) -> RandomisationResult:
     """Model parameter randomisation test (Adebayo et al., 2018) for CAM methods, 2D or 3D, batched.
 
     The target is fixed by the TRAINED model and then used for both explanations, so that only the weights change:
-    ``class_idx=None`` becomes the trained model's predicted class per sample, and a segmentation pixel set given as
-    ``"pred"`` / ``"largest_component"`` becomes the trained model's predicted region (as a tensor), not the
-    randomised model's.
+    a classifier's predicted class, a segmenter's predicted region (``"pred"``, ``"largest_component"``, ...) are
+    those of the trained model, as tensors (:attr:`~monai_xai.explanation.Explanation.target`), not the randomised
+    model's.
 
     A method passes when the correlation is at most :data:`MAX_RANDOMISATION_SPEARMAN` (0.5).
 
     Args:
         model: trained network (left unchanged; the randomised one is a deep copy).
-        target_layers: CAM layer name(s) or module(s) of ``model`` (names are looked up in the copy).
         images: (B, C, H, W) or (B, C, D, H, W) float tensor on the model's device.
-        methods: CAM method names, as :class:`monai_xai.cams.CAMExplainer`.
-        class_idx: class to explain, as :class:`~monai_xai.cams.CAMExplainer` (None: trained model's prediction).
-        pixel_set: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
+        request: what to explain (methods, layers, class, pixel set, score, window), or an
+            :class:`~monai_xai.explanation.ExplainStep` that already chose its layer.
         seed: seed of the re-initialisation (:func:`randomize_weights`).
-        explainer_kwargs: further :class:`~monai_xai.cams.CAMExplainer` arguments (``score``, ``batch_size``, ...).
 
     Returns:
         a :class:`RandomisationResult` (correlations and both sets of maps).
     """
-    layer_names = [name for name, _ in resolve_layers(model, target_layers)]
-    trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
-    fixed_target = _trained_target(trained, images, class_idx, pixel_set)
-    trained_maps = trained(images, **fixed_target)
-    randomised = CAMExplainer(randomize_weights(model, seed), layer_names, methods, **explainer_kwargs)
-    randomised_maps = randomised(images, **fixed_target)
+    step = _step(request)
+    trained = step(model, images)
+    randomised = step(randomize_weights(model, seed), images, target=trained.target)
     correlation = {
-        method: spearman_correlation(trained_maps[method], randomised_maps[method]) for method in trained_maps
+        method: spearman_correlation(trained.maps[method], randomised.maps[method]) for method in trained.maps
     }
-    return RandomisationResult(correlation, trained_maps, randomised_maps)
+    return RandomisationResult(correlation, trained.maps, randomised.maps, trained.layers)
 
 
-def _trained_target(
-    explainer: CAMExplainer,
-    images: torch.Tensor,
-    class_idx: int | Sequence[int] | torch.Tensor | None,
-    pixel_set: PixelSetSpec,
-) -> dict[str, Any]:
-    """``{"class_idx": ..., "pixel_set": ...}`` fixed by the trained model: its predicted class / region as tensors."""
-    model = explainer.model
-    with torch.no_grad(), preserved_model_state(model):
-        outputs = model(images)
-    target = build_target(outputs, class_idx, pixel_set, explainer.score, warn_empty=False)
-    return {
-        "class_idx": target.class_idx,
-        "pixel_set": target.pixel_set if isinstance(target, SegmentationTarget) else None,
-    }
-
-
-def _resettable_execution_order(model: nn.Module, images: torch.Tensor) -> list[str]:
+def _resettable_execution_order(model: nn.Module, images: torch.Tensor, step: ExplainStep) -> list[str]:
     """Names of the modules that hold parameters of their own and can reset them, in the order a forward pass of
-    ``images`` first calls them (modules the pass never calls are left out: they cannot change the output)."""
+    ``images`` (with the step's window) first calls them (modules the pass never calls are left out: they cannot
+    change the output)."""
     candidates = {
         module: name
         for name, module in model.named_modules()
@@ -215,8 +190,7 @@ def _resettable_execution_order(model: nn.Module, images: torch.Tensor) -> list[
         for module in candidates
     ]
     try:
-        with torch.no_grad(), preserved_model_state(model):
-            model(images)
+        step.predict(model, images)
     finally:
         for handle in handles:
             handle.remove()
@@ -240,15 +214,11 @@ class CascadeResult:
 
 def cascading_randomisation(
     model: nn.Module,
-    target_layers: str | nn.Module | Sequence[str | nn.Module],
     images: torch.Tensor,
-    methods: str | Sequence[str] = ("gradcam",),
-    class_idx: int | Sequence[int] | torch.Tensor | None = None,
-    pixel_set: PixelSetSpec = None,
+    request: ExplainRequest | ExplainStep,
     seed: int = 0,
     layers: Sequence[str] | None = None,
     progress: bool = False,
-    **explainer_kwargs,
 ) -> CascadeResult:
     """Cascading model parameter randomisation (Adebayo et al., 2018, Fig. 2): re-initialise the network one module
     at a time from the output down, and after each step compare the maps with the trained network's.
@@ -260,26 +230,21 @@ def cascading_randomisation(
 
     Args:
         model: trained network (left unchanged; the steps work on a deep copy).
-        target_layers: CAM layer name(s) or module(s) of ``model``.
         images: (B, C, H, W) or (B, C, D, H, W) float tensor on the model's device.
-        methods: CAM method names, as :class:`monai_xai.cams.CAMExplainer`.
-        class_idx: class to explain (None: the trained model's prediction).
-        pixel_set: segmentation pixel set, as :class:`~monai_xai.cams.CAMExplainer`.
+        request: what to explain, or an :class:`~monai_xai.explanation.ExplainStep` (see
+            :func:`model_randomisation_check`).
         seed: step ``k`` re-initialises its module(s) with seed ``seed + k``, whatever the other steps do.
         layers: module names to randomise, in this order; a name of a container re-initialises everything in it that
             has ``reset_parameters`` in one step (e.g. ``["fc", "layer4", "layer3"]``). None: every module with
             parameters of its own and ``reset_parameters``, in reverse order of a forward pass.
         progress: show a progress bar over the steps (each explains ``images`` once).
-        explainer_kwargs: further :class:`~monai_xai.cams.CAMExplainer` arguments.
 
     Returns:
         a :class:`CascadeResult`.
     """
-    layer_names = [name for name, _ in resolve_layers(model, target_layers)]
-    trained = CAMExplainer(model, layer_names, methods, **explainer_kwargs)
-    fixed_target = _trained_target(trained, images, class_idx, pixel_set)
-    trained_maps = trained(images, **fixed_target)
-    layers = list(reversed(_resettable_execution_order(model, images))) if layers is None else list(layers)
+    step = _step(request)
+    trained = step(model, images)
+    layers = list(reversed(_resettable_execution_order(model, images, step))) if layers is None else list(layers)
     randomised = copy.deepcopy(model)
     modules = dict(randomised.named_modules())
     unknown = [name for name in layers if name not in modules]
@@ -289,11 +254,10 @@ def cascading_randomisation(
             if unknown
             else "the model has no module with parameters and reset_parameters: there is nothing to randomise."
         )
-    explainer = CAMExplainer(randomised, layer_names, methods, **explainer_kwargs)
-    steps: dict[str, list[torch.Tensor]] = {method: [] for method in trained_maps}
-    for step, name in enumerate(tqdm(layers, desc="cascading randomisation", unit="step", disable=not progress)):
-        _reset_seeded([module for module in modules[name].modules() if _resettable(module)], seed + step)
-        maps = explainer(images, **fixed_target)
+    steps: dict[str, list[torch.Tensor]] = {method: [] for method in trained.maps}
+    for index, name in enumerate(tqdm(layers, desc="cascading randomisation", unit="step", disable=not progress)):
+        _reset_seeded([module for module in modules[name].modules() if _resettable(module)], seed + index)
+        maps = step(randomised, images, target=trained.target).maps
         for method in steps:
-            steps[method].append(spearman_correlation(trained_maps[method], maps[method]))
+            steps[method].append(spearman_correlation(trained.maps[method], maps[method]))
     return CascadeResult(layers, {method: torch.stack(values) for method, values in steps.items()})

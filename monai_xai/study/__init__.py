@@ -10,19 +10,17 @@ A study file (:mod:`monai_xai.study.spec`) names bundles, layers, CAM methods, m
 """
 
 from monai_xai.study.cases import StudyCase, study_cases
-from monai_xai.study.report import LOWER_IS_BETTER, study_tables, write_report
-from monai_xai.study.runner import SECONDS, run_study, study_store
-from monai_xai.study.spec import IOU_MODES, StudyBundle, StudyData, StudySpec, load_study, study_from_dict
-from monai_xai.study.store import StudyStore
+from monai_xai.study.report import StudyReport, study_tables, write_report
+from monai_xai.study.runner import run_study
+from monai_xai.study.spec import StudyBundle, StudyData, StudySpec, load_study, study_from_dict
+from monai_xai.study.store import StudyStore, study_store
 from monai_xai.study.tracking import track_study, tracking_uri
 
 __all__ = [
-    "IOU_MODES",
-    "LOWER_IS_BETTER",
-    "SECONDS",
     "StudyBundle",
     "StudyCase",
     "StudyData",
+    "StudyReport",
     "StudySpec",
     "StudyStore",
     "load_study",

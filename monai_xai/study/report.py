@@ -23,25 +23,23 @@ import json
 import math
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from monai_xai.enums import IOU, IoUThresholdMode
+from monai_xai.metrics.catalogue import SECONDS, higher_is_better
+from monai_xai.metrics.stats import anova_tukey, bootstrap_ci, paired_comparisons, rank_methods
+from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
+from monai_xai.study.cases import study_cases
+from monai_xai.study.spec import StudySpec
+from monai_xai.study.store import study_store
 
-from monai_xai.metrics.stats import anova_tukey, bootstrap_ci, paired_comparisons, rank_methods  # noqa: E402
-from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN  # noqa: E402
-from monai_xai.study.cases import study_cases  # noqa: E402
-from monai_xai.study.runner import SECONDS, study_store  # noqa: E402
-from monai_xai.study.spec import StudySpec  # noqa: E402
+__all__ = ["StudyReport", "study_tables", "write_report"]
 
-__all__ = ["LOWER_IS_BETTER", "study_tables", "write_report"]
-
-# metrics for which a lower value is the better explanation (or the cheaper method)
-LOWER_IS_BETTER = frozenset({"deletion", "road_morf", SECONDS})
 # mark of a method that fails the model-randomisation check, in every Markdown table
 FAILED_MARK = " ✗"
 
@@ -129,8 +127,8 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
     classes = {}
     for bundle, group in cases.groupby("bundle"):
         indexed = group.set_index("case_id").reindex(order)
-        label = indexed["label"].where(indexed["label"].notna(), indexed["explained_class"])
-        classes[bundle] = {int(c): (label == c).to_numpy() for c in sorted(label.dropna().unique())}
+        label = indexed["label"].where(indexed["label"].notna(), indexed["explained_class"]).map(_class_key, "ignore")
+        classes[bundle] = {c: (label == c).to_numpy() for c in sorted(label.dropna().unique(), key=str)}
 
     summary = pd.DataFrame(_summary_rows(spec, vectors))
     summary["sanity_passed"] = [passed.get((r.bundle, r.layer, r.method)) for r in summary.itertuples()]
@@ -152,7 +150,7 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
                     comparisons = paired_comparisons(per_method)
                 context = {"bundle": bundle.name, "layer": layer, "metric": metric}
                 paired += [{**context, **vars(c)} for c in comparisons]
-                ranked = rank_methods(per_method, comparisons, metric not in LOWER_IS_BETTER, spec.alpha)
+                ranked = rank_methods(per_method, comparisons, higher_is_better(metric), spec.alpha)
                 ranking += [{**context, **vars(r)} for r in ranked]
 
     across_bundles, across_layers = [], []
@@ -195,6 +193,13 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
     return tables, vectors
 
 
+def _class_key(value: object) -> int | str:
+    """A case's class as the per-class tables group it: an int, or classes explained together (``"1+2"``)."""
+    if isinstance(value, int | float | np.number):
+        return int(value)
+    return int(value) if str(value).isdigit() else str(value)
+
+
 def _number(value: float, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -219,9 +224,8 @@ def _plots(spec: StudySpec, vectors: dict, folder: Path, metrics: list[str]) -> 
     panels = [(bundle.name, layer) for bundle in spec.bundles for layer in bundle.layers]
     written = []
     for metric in [*metrics, SECONDS]:
-        figure, axes = plt.subplots(
-            1, len(panels), figsize=(max(4.5, 0.9 * len(spec.methods)) * len(panels), 4), squeeze=False
-        )
+        figure = Figure(figsize=(max(4.5, 0.9 * len(spec.methods)) * len(panels), 4))
+        axes = figure.subplots(1, len(panels), squeeze=False)
         for axis, (bundle, layer) in zip(axes[0], panels):
             data = [vectors.get((bundle, layer, metric, method), np.array([])) for method in spec.methods]
             data = [values[~np.isnan(values)] for values in data]
@@ -237,12 +241,11 @@ def _plots(spec: StudySpec, vectors: dict, folder: Path, metrics: list[str]) -> 
             if metric == SECONDS:
                 axis.set_yscale("log")
             axis.grid(axis="y", alpha=0.3)
-        better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        better = "higher is better" if higher_is_better(metric) else "lower is better"
         figure.suptitle(f"{spec.name}: {metric} per case ({better})")
         figure.tight_layout()
         path = folder / f"{metric}.png"
         figure.savefig(path, dpi=110)
-        plt.close(figure)
         written.append(path)
     return written
 
@@ -252,9 +255,11 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
     passed = {(r.bundle, r.layer, r.method): bool(r.passed) for r in sanity.itertuples()}
     n_cases = int(summary["n"].add(summary["n_undefined"]).max()) if len(summary) else 0
     iou = {
-        "otsu": "each map's own Otsu threshold",
-        "fixed": f"the fixed threshold {spec.iou_value}",
-        "tuned": f"the threshold with the best mean IoU on the {spec.data.validation_key!r} cases (iou_thresholds.csv)",
+        IoUThresholdMode.OTSU: "each map's own Otsu threshold",
+        IoUThresholdMode.FIXED: f"the fixed threshold {spec.iou_value}",
+        IoUThresholdMode.TUNED: (
+            f"the threshold with the best mean IoU on the {spec.data.validation_key!r} cases (iou_thresholds.csv)"
+        ),
     }
     lines = [
         f"# Study: {spec.name}",
@@ -267,7 +272,7 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
         f"maps of the trained and of a weight-randomised network above {MAX_RANDOMISATION_SPEARMAN}): its maps do not "
         "depend enough on what the network learnt, whatever its scores.",
     ]
-    if "iou" in metrics:
+    if IOU in metrics:
         lines += ["", f"IoU binarises each map at {iou[spec.iou_mode]}."]
     for bundle in spec.bundles:
         for layer in bundle.layers:
@@ -301,7 +306,7 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
                         + "]"
                         for _, g in ranked.groupby("group", sort=True)
                     ]
-                    better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+                    better = "higher is better" if higher_is_better(metric) else "lower is better"
                     lines.append(f"- {metric} ({better}): " + " > ".join(groups))
     paired = tables["paired_tests"]
     if len(paired):
@@ -393,8 +398,21 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
     return "\n".join(lines)
 
 
-def write_report(spec: StudySpec) -> Path:
-    """Write the report of the stored rows (see the module docstring); returns the report folder."""
+@dataclass(frozen=True)
+class StudyReport:
+    """A written study report.
+
+    Attributes:
+        folder: the report folder (``<output_dir>/report``).
+        tables: the report's tables by name (``"summary"``, ``"sanity"``, ...), as written to ``<name>.csv``.
+    """
+
+    folder: Path
+    tables: dict[str, pd.DataFrame]
+
+
+def write_report(spec: StudySpec) -> StudyReport:
+    """Write the report of the stored rows (see the module docstring)."""
     folder = Path(spec.output_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
     tables, vectors = _tables(spec)
@@ -404,4 +422,4 @@ def write_report(spec: StudySpec) -> Path:
     plots = _plots(spec, vectors, folder / "plots", metrics)
     (folder / "report.md").write_text(_markdown(spec, tables, metrics, plots))
     (folder / "study.json").write_text(json.dumps(spec.to_dict(), indent=2))
-    return folder
+    return StudyReport(folder, tables)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -29,20 +28,18 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import TrainedBundle, load_trained_bundle
-from monai_xai.cams import CAMExplainer
-from monai_xai.enums import MetricInput
-from monai_xai.handlers.xai_metrics import XAI_METRICS, region_mask
-from monai_xai.metrics import saliency_iou
+from monai_xai.cams import ClassSet
+from monai_xai.enums import IOU, OTSU, IoUThresholdMode, MetricInput
+from monai_xai.explanation import ExplainStep, Explanation, class_probabilities, predicted_class
+from monai_xai.metrics import SECONDS, get_metric, region_mask, saliency_iou
 from monai_xai.sanity.randomisation import model_randomisation_check
 from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, study_cases
+from monai_xai.study.report import write_report
 from monai_xai.study.spec import StudyBundle, StudySpec, load_study
-from monai_xai.study.store import StudyStore
+from monai_xai.study.store import ROWS_FILE, StudyStore, study_store
+from monai_xai.study.tracking import track_study
 
-__all__ = ["SECONDS", "run_study", "study_store"]
-
-# the metric name under which each map's computation time (seconds per case) is stored
-SECONDS = "seconds"
-ROWS_FILE = "rows.sqlite"
+__all__ = ["run_study"]
 
 
 def _distributed() -> tuple[int, int]:
@@ -95,20 +92,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def study_store(spec: StudySpec) -> StudyStore:
-    """The row store of ``spec`` in its output folder."""
-    return StudyStore(Path(spec.output_dir) / ROWS_FILE, spec.fingerprint())
-
-
 class _BundleRun:
-    """Explain and score one bundle's cases (this rank's batches)."""
+    """Explain and score one bundle's cases (this rank's batches), each method at each layer through its own
+    explanation step (one timed pass per method)."""
 
     def __init__(self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore) -> None:
         self.spec, self.bundle, self.trained, self.store = spec, bundle, trained, store
         self.network: nn.Module = trained.network
         self.device = next(self.network.parameters()).device
-        self.explainers = {
-            (layer, method): CAMExplainer(self.network, layer, [method], score=bundle.score)
+        self.steps = {
+            (layer, method): ExplainStep(bundle.request(layer, (method,)))
             for layer in bundle.layers
             for method in spec.methods
         }
@@ -122,16 +115,15 @@ class _BundleRun:
     def batch_missing(self, batch_cases: list[StudyCase]) -> bool:
         ids = [case.case_id for case in batch_cases]
         return any(
-            self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
-            for layer, method in self.explainers
+            self.store.missing(self.bundle.name, layer, method, ids, self._wanted()) for layer, method in self.steps
         )
 
     # --- metrics
 
     def _iou_threshold(self, layer: str, method: str) -> float | str:
-        if self.spec.iou_mode == "otsu":
-            return "otsu"
-        if self.spec.iou_mode == "fixed":
+        if self.spec.iou_mode == IoUThresholdMode.OTSU:
+            return OTSU
+        if self.spec.iou_mode == IoUThresholdMode.FIXED:
             return self.spec.iou_value
         value = self.store.threshold(self.bundle.name, layer, method)
         if value is None:
@@ -139,79 +131,65 @@ class _BundleRun:
         return value
 
     def _metric(self, metric: str, layer: str, method: str) -> CumulativeIterationMetric:
-        key = (metric, layer, method) if metric == "iou" else (metric, "", "")
+        key = (metric, layer, method) if metric == IOU else (metric, "", "")
         if key not in self._metrics:
-            spec = XAI_METRICS[metric]
             args = dict(self.spec.metric_args.get(metric, {}))
-            if metric.startswith("road_"):
-                args.setdefault("score", self.bundle.score)
-            if metric == "iou":
+            if metric == IOU:
                 args = {"threshold": self._iou_threshold(layer, method)}
-            self._metrics[key] = spec.build(self.network, **args) if spec.reruns_network else spec.build(**args)
+            self._metrics[key] = get_metric(metric).create(self.network, self.bundle.score, **args)
         return self._metrics[key]
 
-    def _score(
-        self, metric: str, layer: str, method: str, maps: torch.Tensor, batch: CaseBatch, explained: torch.Tensor
-    ) -> torch.Tensor:
-        """(B,) values of one metric (the headline column of curve metrics)."""
+    def _score(self, metric: str, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> torch.Tensor:
+        """(B,) values of one metric of one method's maps (the headline column of curve metrics), with the inputs the
+        engine's metric handlers give it."""
         metric_fn = self._metric(metric, layer, method)
-        if XAI_METRICS[metric].compares_with == MetricInput.REGION:
-            region = region_mask(batch.labels, explained, self.bundle.region_value)
+        maps = explanation.maps[method]
+        if get_metric(metric).compares_with == MetricInput.REGION:
+            region = region_mask(batch.labels, explanation.class_idx, self.bundle.region_value)
             values = metric_fn(y_pred=maps, y=region)
         else:
-            values = metric_fn(y_pred=maps, y=batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)
+            values = metric_fn(
+                y_pred=maps, y=batch.images, class_idx=explanation.class_idx, pixel_set=explanation.pixel_set
+            )
         metric_fn.reset()
         return torch.as_tensor(values).reshape(maps.shape[0], -1)[:, -1].double().cpu()
 
     # --- one batch
 
-    def _explained(self, batch: CaseBatch) -> torch.Tensor:
-        """(B,) explained class; stores each case's prediction and its confidence."""
-        with torch.no_grad():
-            outputs = self.network(batch.images)
-        if not isinstance(outputs, torch.Tensor):
-            raise TypeError(f"bundle {self.bundle.name!r}: the network must return a tensor, got {type(outputs)}.")
-        classifier = outputs.ndim == 2
-        if not classifier and self.bundle.class_idx is None:
-            raise ValueError(
-                f"bundle {self.bundle.name!r} is a segmentation network: set its 'class' in the study file (the "
-                "class whose pixel set is explained)."
-            )
-        if classifier:
-            probabilities = outputs.softmax(dim=1) if outputs.shape[1] > 1 else outputs.sigmoid()
-            predicted = outputs.argmax(dim=1) if outputs.shape[1] > 1 else (outputs[:, 0] > 0).long()
-            confidence = probabilities.gather(1, predicted[:, None].clamp_max(probabilities.shape[1] - 1))[:, 0]
+    def _predict(self, batch: CaseBatch) -> torch.Tensor:
+        """The network's output on the batch (window by window with the bundle's window); stores each case's
+        explained class, prediction and confidence."""
+        step = next(iter(self.steps.values()))
+        prediction = step.predict(self.network, batch.images)
+        explained = step.classes(prediction)
+        if prediction.ndim == 2:
+            predicted = predicted_class(prediction).tolist()
+            probabilities = class_probabilities(prediction)
+            confidence = probabilities.gather(1, explained[:, None].clamp_max(probabilities.shape[1] - 1))[:, 0]
+            confidence = confidence.tolist()
         else:
-            predicted = torch.full((outputs.shape[0],), -1, device=outputs.device)
-            confidence = torch.full((outputs.shape[0],), float("nan"), device=outputs.device)
-        if self.bundle.class_idx is None:
-            explained = predicted
-        else:
-            explained = torch.full_like(predicted, self.bundle.class_idx)
+            predicted = [None] * len(batch.cases)
+            confidence = [float("nan")] * len(batch.cases)
         self.store.add_cases(
-            (self.bundle.name, case.case_id, case.label, int(e), int(p) if classifier else None, float(c))
-            for case, e, p, c in zip(batch.cases, explained.tolist(), predicted.tolist(), confidence.tolist())
+            (self.bundle.name, case.case_id, case.label, _class_column(classes), p, c)
+            for case, classes, p, c in zip(batch.cases, explained.tolist(), predicted, confidence)
         )
-        return explained
+        return prediction
 
     def run_batch(self, batch: CaseBatch) -> None:
         ids = [case.case_id for case in batch.cases]
-        explained = self._explained(batch)
-        for (layer, method), explainer in self.explainers.items():
+        prediction = self._predict(batch)
+        for (layer, method), step in self.steps.items():
             missing = self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
             if not missing:
                 continue
             with _seeded(_batch_seed(self.spec, self.bundle.name, layer, method, batch.index), self.device):
-                _synchronize(self.device)
-                start = time.perf_counter()
-                maps = explainer(batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)[method]
-                _synchronize(self.device)
-                per_case = (time.perf_counter() - start) / len(ids)
-                values = {SECONDS: torch.full((len(ids),), per_case, dtype=torch.float64)}
+                explanation = step(self.network, batch.images, prediction=prediction)
+                values = {SECONDS: explanation.seconds[method]}
                 with _quiet_undefined():
                     for metric in self.spec.metrics:
                         if metric in missing:
-                            values[metric] = self._score(metric, layer, method, maps, batch, explained)
+                            values[metric] = self._score(metric, layer, method, explanation, batch)
             self.store.add_scores(
                 (self.bundle.name, layer, method, case_id, metric, float(column[k]))
                 for metric, column in values.items()
@@ -224,7 +202,7 @@ class _BundleRun:
 
     def tune_thresholds(self, cases: list[StudyCase], progress: bool) -> None:
         """Per layer and method, the grid threshold with the highest mean IoU on ``cases`` (rank 0 only)."""
-        todo = [key for key in self.explainers if self.store.threshold(self.bundle.name, *key) is None]
+        todo = [key for key in self.steps if self.store.threshold(self.bundle.name, *key) is None]
         if not todo:
             return
         grid = torch.tensor(self.spec.iou_grid, dtype=torch.float64)
@@ -233,12 +211,13 @@ class _BundleRun:
         batches = batch_indices(len(cases), self.spec.batch_size)
         loaded = case_batches(cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device)
         for batch in tqdm(loaded, total=len(batches), desc=f"{self.bundle.name}: tuning IoU", disable=not progress):
-            explained = self._explained_quietly(batch)
-            region = region_mask(batch.labels, explained, self.bundle.region_value)
             for key in todo:
-                maps = self.explainers[key](batch.images, class_idx=explained, pixel_set=self.bundle.pixel_set)[key[1]]
+                explanation = self.steps[key](self.network, batch.images)
+                region = region_mask(batch.labels, explanation.class_idx, self.bundle.region_value)
                 with _quiet_undefined():
-                    iou = torch.stack([saliency_iou(maps, region, threshold=float(t)) for t in grid], dim=1).double()
+                    iou = torch.stack(
+                        [saliency_iou(explanation.maps[key[1]], region, threshold=float(t)) for t in grid], dim=1
+                    ).double()
                 defined = ~torch.isnan(iou)
                 sums[key] += torch.where(defined, iou, 0).sum(dim=0).cpu()
                 counts[key] += defined.sum(dim=0).cpu()
@@ -252,13 +231,6 @@ class _BundleRun:
             mean = sums[key] / counts[key].clamp_min(1)
             self.store.set_threshold(self.bundle.name, *key, float(grid[int(mean.argmax())]))
 
-    def _explained_quietly(self, batch: CaseBatch) -> torch.Tensor:
-        with torch.no_grad():
-            outputs = self.network(batch.images)
-        if self.bundle.class_idx is not None:
-            return torch.full((batch.images.shape[0],), self.bundle.class_idx, device=batch.images.device)
-        return outputs.argmax(dim=1)
-
     # --- model randomisation sanity check
 
     def sanity(self, cases: list[StudyCase], layer: str, method: str) -> None:
@@ -269,23 +241,20 @@ class _BundleRun:
         chosen = [case for case in cases if case.case_id in todo]
         batches = batch_indices(len(chosen), self.spec.batch_size)
         for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device):
-            explained = self._explained_quietly(batch)
             with _quiet_undefined(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*keep their trained values.*")
                 result = model_randomisation_check(
-                    self.network,
-                    layer,
-                    batch.images,
-                    methods=[method],
-                    class_idx=explained,
-                    pixel_set=self.bundle.pixel_set,
-                    seed=self.spec.sanity_seed,
-                    score=self.bundle.score,
+                    self.network, batch.images, self.steps[(layer, method)], self.spec.sanity_seed
                 )
             correlation = result.correlation[method].tolist()
             self.store.add_sanity(
                 (self.bundle.name, layer, method, case.case_id, value) for case, value in zip(batch.cases, correlation)
             )
+
+
+def _class_column(classes: int | list[int]) -> int | str:
+    """The cases table's explained class: the int, or classes explained together as a config names them."""
+    return classes if isinstance(classes, int) else str(ClassSet(tuple(classes)))
 
 
 def _prepare_output(spec: StudySpec, overwrite: bool, rank: int) -> None:
@@ -355,9 +324,6 @@ def run_study(
         store.close()
     if rank != 0 or not report:
         return None
-    from monai_xai.study.report import write_report
-    from monai_xai.study.tracking import track_study
-
-    folder = write_report(spec)
-    track_study(spec, folder)
-    return folder
+    written = write_report(spec)
+    track_study(spec, written)
+    return written.folder

@@ -25,7 +25,11 @@ the working directory)::
 :func:`~monai_xai.data.ensure_phantom_dataset`, written under the output folder). A bundle entry may set ``class``,
 ``pixel_set``, ``score``, ``region_key``, ``region_value`` and ``layers``; what it leaves out comes from the bundle's
 own ``configs/explain.json`` (``xai_class``, ``xai_pixel_set``, ``xai_score``, ``xai_region_key``,
-``xai_region_value``, ``xai_target_layer``). Several ``layers`` make a layer comparison: each layer is explained on its
+``xai_region_value``, ``xai_target_layer``). ``class`` takes what ``xai_class`` takes: an int, several classes of a
+segmenter explained together (``"1+2+3"``, ``"foreground"``), or null (a classifier's predicted class, a segmenter's
+every foreground class). Each case is predicted and explained as the bundle's own inferer runs the network: window by
+window when it is a ``SlidingWindowInferer``, so a volume larger than the network's window fits in memory.
+Several ``layers`` make a layer comparison: each layer is explained on its
 own. ``overrides`` replaces config ids of the bundle (``{"backbone": "vgg16"}``) and ``weights`` names the weights file
 (relative to the bundle; default ``models/model.pt``), so one bundle trained with several backbones gives several
 entries: an architecture comparison.
@@ -45,16 +49,14 @@ from typing import Any
 from torch import nn
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.cams import as_pixel_set_choice, method_names, resolve_layers
+from monai_xai.cams import ClassSet, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
-from monai_xai.enums import PixelSet, Score, as_choice
-from monai_xai.handlers.xai_metrics import XAI_METRICS
+from monai_xai.enums import IOU, IoUThresholdMode, PixelSet, Score, as_choice
+from monai_xai.explanation import ExplainRequest, SlidingWindow
+from monai_xai.metrics.catalogue import METRICS
 
-__all__ = ["IOU_MODES", "StudyBundle", "StudyData", "StudySpec", "load_study", "study_from_dict"]
+__all__ = ["StudyBundle", "StudyData", "StudySpec", "load_study", "study_from_dict"]
 
-# how the IoU metric binarises maps: one fixed value, each map's Otsu threshold, or the value that maximises the mean
-# IoU on the validation split (per bundle, layer and method)
-IOU_MODES = ("fixed", "otsu", "tuned")
 # thresholds tried when tuning the IoU threshold on the validation split
 DEFAULT_TUNING_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 _KNOWN_KEYS = {
@@ -87,7 +89,9 @@ class StudyBundle:
         overrides: config ids replaced before parsing ``configs/inference.json`` (e.g. ``{"backbone": "vgg16"}``:
             several entries of one bundle with other backbones and weights make an architecture comparison).
         layers: CAM layers; each is explained on its own (a layer comparison when there are several).
-        class_idx: explained class; None: each case's predicted class (classifiers).
+        class_idx: explained class, as ``xai_class`` takes it: an int, several classes of a segmenter explained
+            together (:class:`~monai_xai.cams.ClassSet`; ``"1+2+3"`` or ``"foreground"`` in the file), or None (a
+            classifier's predicted class; a segmenter's every foreground class together).
         pixel_set: segmentation pixel set (a name or one voxel); None: the predicted region of the class
             (segmentation), nothing (classification).
         score: explained score (``"logit"`` or ``"probability"``).
@@ -95,6 +99,8 @@ class StudyBundle:
             ``xai_region_key``, e.g. ``"mask"`` or ``"label"``), whatever the datalist calls it.
         region_value: which region of the ground-truth label: ``"class"`` (the explained class), None (any
             foreground) or an int.
+        window: the sliding window of the bundle's inferer (None: whole images), with which its cases are predicted
+            and explained.
     """
 
     name: str
@@ -102,11 +108,23 @@ class StudyBundle:
     layers: tuple[str, ...]
     weights: Path | None = None
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    class_idx: int | None = None
+    class_idx: int | ClassSet | None = None
     pixel_set: PixelSet | tuple[int, ...] | None = None
     score: Score = Score.LOGIT
     region_key: str = "label"
     region_value: int | str | None = "class"
+    window: SlidingWindow | None = None
+
+    def request(self, layer: str, methods: Sequence[str]) -> ExplainRequest:
+        """What the study explains of this bundle at ``layer`` with ``methods`` (one timed pass per method)."""
+        return ExplainRequest(
+            methods=tuple(methods),
+            target_layers=layer,
+            class_idx=self.class_idx,
+            pixel_set=self.pixel_set,
+            score=self.score,
+            window=self.window,
+        )
 
 
 @dataclass(frozen=True)
@@ -146,7 +164,7 @@ class StudySpec:
         methods: CAM methods.
         metrics: XAI metric names (:data:`~monai_xai.handlers.XAI_METRICS`); seconds per case are always recorded.
         metric_args: keyword arguments per metric.
-        iou_mode, iou_value, iou_grid: the IoU threshold (see :data:`IOU_MODES`).
+        iou_mode, iou_value, iou_grid: the IoU threshold (see :class:`~monai_xai.enums.IoUThresholdMode`).
         alpha, confidence_level, bootstrap_resamples, statistics_seed: the statistics.
         sanity_cases, sanity_seed: cases of the model-randomisation check per method (0: no check).
         mlflow: ``{"tracking_uri": ..., "experiment": ...}``, or None for no tracking.
@@ -163,7 +181,7 @@ class StudySpec:
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
     metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    iou_mode: str = "otsu"
+    iou_mode: IoUThresholdMode = IoUThresholdMode.OTSU
     iou_value: float = 0.5
     iou_grid: tuple[float, ...] = DEFAULT_TUNING_GRID
     alpha: float = 0.05
@@ -229,10 +247,10 @@ def _check_methods(source: str, methods: tuple[str, ...]) -> None:
 
 
 def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[str, Any]) -> None:
-    unknown = [metric for metric in metrics if metric not in XAI_METRICS]
+    unknown = [metric for metric in metrics if metric not in METRICS]
     if unknown:
-        raise _fail(source, f"unknown metric(s) {unknown}; available: {sorted(XAI_METRICS)}.")
-    if "iou" in metric_args:
+        raise _fail(source, f"unknown metric(s) {unknown}; available: {sorted(METRICS)}.")
+    if IOU in metric_args:
         raise _fail(
             source,
             "the IoU threshold is set by 'iou_threshold' ({'mode': 'fixed' | 'otsu' | 'tuned'}), not by metric_args.",
@@ -241,9 +259,8 @@ def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[s
     if stray or not all(isinstance(args, Mapping) for args in metric_args.values()):
         raise _fail(source, f"'metric_args' must map the study's metrics to keyword arguments; stray keys {stray}.")
     for metric, args in metric_args.items():
-        spec = XAI_METRICS[metric]
         try:  # built once here so that a wrong argument fails before any case is explained
-            spec.build(nn.Identity(), **args) if spec.reruns_network else spec.build(**args)
+            METRICS[metric].create(nn.Identity(), **args)
         except (TypeError, ValueError) as error:
             raise _fail(source, f"metric_args of {metric!r} are not accepted: {error}") from None
 
@@ -298,23 +315,32 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
             resolve_layers(trained.network, layer)
         except ValueError as error:
             raise _fail(source, f"bundle {name!r}: layer {layer!r} is not in its network ({error}).") from None
-    class_idx = entry.get("class", settings.class_idx)
-    if class_idx is not None and (not isinstance(class_idx, int) or isinstance(class_idx, bool)):
-        raise _fail(source, f"bundle {name!r}: 'class' must be an int or null, got {class_idx!r}.")
-    pixel_set = entry.get("pixel_set", settings.pixel_set)
-    bundle = StudyBundle(
+    try:
+        class_idx = ExplainRequest.check_field("class_idx", entry.get("class", settings.class_idx))
+        pixel_set = entry.get("pixel_set", settings.pixel_set)
+        pixel_set = None if pixel_set is None else ExplainRequest.check_field("pixel_set", pixel_set)
+        score = ExplainRequest.check_field("score", entry.get("score", settings.score))
+    except (TypeError, ValueError) as error:
+        raise _fail(source, f"bundle {name!r}: {error}") from None
+    if isinstance(class_idx, tuple):
+        raise _fail(
+            source,
+            f"bundle {name!r}: 'class' must be one class for every case (an int), several of a segmenter explained "
+            f"together ('1+2+3', 'foreground') or null, got {class_idx!r}.",
+        )
+    return StudyBundle(
         name=name,
         path=path,
         weights=trained.weights,
         overrides=dict(overrides),
         layers=layers,
         class_idx=class_idx,
-        pixel_set=None if pixel_set is None else as_pixel_set_choice(pixel_set, f"bundle {name!r} pixel_set"),
-        score=as_choice(Score, entry.get("score", settings.score), f"bundle {name!r} score"),
+        pixel_set=pixel_set,
+        score=score,
         region_key=str(entry.get("region_key") or settings.region_key or "label"),
         region_value=entry.get("region_value", settings.region_value),
+        window=trained.window,
     )
-    return bundle
 
 
 def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict>") -> StudySpec:
@@ -338,9 +364,10 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     metric_args = content.get("metric_args") or {}
     _check_metrics(source, metrics, metric_args)
     iou = _section(source, content, "iou_threshold", {"mode", "value", "grid"})
-    iou_mode = iou.get("mode", "otsu")
-    if iou_mode not in IOU_MODES:
-        raise _fail(source, f"'iou_threshold.mode' must be one of {IOU_MODES}, got {iou_mode!r}.")
+    try:
+        iou_mode = as_choice(IoUThresholdMode, iou.get("mode", IoUThresholdMode.OTSU), "'iou_threshold.mode'")
+    except ValueError as error:
+        raise _fail(source, str(error)) from None
     statistics = _section(source, content, "statistics", {"alpha", "confidence_level", "bootstrap_resamples", "seed"})
     sanity = content.get("sanity", {})
     sanity = {"cases": 0} if sanity is False else _section(source, {"sanity": sanity}, "sanity", {"cases", "seed"})

@@ -20,9 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["StudyStore", "SCORE_COLUMNS"]
+from monai_xai.study.spec import StudySpec
+
+__all__ = ["ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "study_store"]
 
 SCORE_COLUMNS = ("bundle", "layer", "method", "case_id", "metric", "value")
+# the store's file in a study's output folder
+ROWS_FILE = "rows.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -159,3 +163,8 @@ class _Transaction:
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         self.connection.execute("ROLLBACK" if kind else "COMMIT")
+
+
+def study_store(spec: StudySpec) -> StudyStore:
+    """The row store of ``spec`` in its output folder."""
+    return StudyStore(Path(spec.output_dir) / ROWS_FILE, spec.fingerprint())

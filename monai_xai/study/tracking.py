@@ -15,15 +15,16 @@ import re
 import warnings
 from pathlib import Path
 
-import pandas as pd
-
-from monai_xai.handlers.mlflow_artifacts import bounded_requests, tracking_server_error
+from monai_xai.handlers.mlflow_artifacts import bounded_call, tracking_server_error
+from monai_xai.study.report import StudyReport
 from monai_xai.study.spec import StudySpec
 
 __all__ = ["DEFAULT_EXPERIMENT", "tracking_uri", "track_study"]
 
 DEFAULT_EXPERIMENT = "monai_xai_studies"
 SERVER_TIMEOUT = 5.0
+# the most seconds logging a whole study may take (a report folder of plots and tables)
+TRACKING_TIMEOUT = 120.0
 
 
 def tracking_uri(spec: StudySpec) -> str:
@@ -50,13 +51,15 @@ def _experiment_id(client_module, name: str, uri: str) -> str:
     return client_module.create_experiment(name, artifact_location=location)
 
 
-def track_study(spec: StudySpec, report_dir: Path) -> str | None:
+def track_study(spec: StudySpec, report: StudyReport) -> str | None:
     """Log the study (see the module docstring); returns the parent run id, or None when not tracked.
 
     Args:
         spec: the study.
-        report_dir: its report folder (:func:`~monai_xai.study.report.write_report`).
+        report: its written report (:func:`~monai_xai.study.report.write_report`): the folder logged as artifacts,
+            the tables the metrics come from.
     """
+    report_dir = report.folder
     if spec.mlflow is None:
         return None
     uri = tracking_uri(spec)
@@ -70,8 +73,7 @@ def track_study(spec: StudySpec, report_dir: Path) -> str | None:
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with bounded_requests(SERVER_TIMEOUT):
-            return _log(spec, report_dir, uri)
+        return bounded_call(lambda: _log(spec, report, uri), TRACKING_TIMEOUT)
     except Exception as error:  # noqa: BLE001 - tracking must never lose the computed study
         warnings.warn(
             f"MLflow tracking at {uri} failed for this study ({type(error).__name__}: {error}); the report is "
@@ -81,13 +83,12 @@ def track_study(spec: StudySpec, report_dir: Path) -> str | None:
         return None
 
 
-def _log(spec: StudySpec, report_dir: Path, uri: str) -> str:
+def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     experiment_id = _experiment_id(mlflow, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, uri)
-    summary = pd.read_csv(report_dir / "summary.csv")
-    sanity = pd.read_csv(report_dir / "sanity.csv")
+    summary, sanity = report.tables["summary"], report.tables["sanity"]
     with mlflow.start_run(experiment_id=experiment_id, run_name=spec.name) as parent:
         mlflow.log_params(
             {
@@ -101,7 +102,7 @@ def _log(spec: StudySpec, report_dir: Path, uri: str) -> str:
                 "fingerprint": spec.fingerprint(),
             }
         )
-        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+        mlflow.log_artifacts(str(report.folder), artifact_path="report")
         for bundle in spec.bundles:
             with mlflow.start_run(experiment_id=experiment_id, run_name=bundle.name, nested=True):
                 mlflow.log_params(
@@ -110,8 +111,8 @@ def _log(spec: StudySpec, report_dir: Path, uri: str) -> str:
                         "weights": str(bundle.weights),
                         "overrides": json.dumps(dict(bundle.overrides)),
                         "layers": ",".join(bundle.layers),
-                        "class": bundle.class_idx,
-                        "pixel_set": bundle.pixel_set,
+                        "class": str(bundle.class_idx),
+                        "pixel_set": str(bundle.pixel_set),
                         "score": bundle.score,
                     }
                 )

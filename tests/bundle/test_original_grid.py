@@ -77,9 +77,9 @@ def test_the_preprocessed_grid_stays_an_option_and_resamples_to_the_same_map(exp
 
 def test_original_grid_needs_an_invertible_preprocessing(tmp_path):
     with pytest.raises(ValueError, match="xai_preprocessing.*--xai_maps_grid preprocessed"):
-        SaliencyWriter(tmp_path, ["gradcam"], grid="original", preprocessing=None)
+        SaliencyWriter(["gradcam"], grid="original", preprocessing=None)
     with pytest.raises(ValueError, match="must be one of"):
-        SaliencyWriter(tmp_path, ["gradcam"], grid="ct")
+        SaliencyWriter(["gradcam"], grid="ct")
 
 
 def test_a_map_of_a_resampled_image_is_inverted_onto_its_file(tmp_path):
@@ -98,7 +98,7 @@ def test_a_map_of_a_resampled_image_is_inverted_onto_its_file(tmp_path):
         ]
     )
     image = preprocessing({"image": str(tmp_path / "ct.nii.gz")})["image"]
-    writer = SaliencyWriter(tmp_path / "xai", ["gradcam"], grid="original", preprocessing=preprocessing)
+    writer = SaliencyWriter(["gradcam"], grid="original", preprocessing=preprocessing)
     back = writer._on_grid({"gradcam": image.clone(), "hirescam": 1 - image}, image)
     np.testing.assert_allclose(back["hirescam"].numpy(), 1 - back["gradcam"].numpy(), atol=1e-5)  # one inversion
     back = back["gradcam"]
@@ -111,7 +111,8 @@ def test_each_foreground_class_is_explained_in_turn_without_a_class(tmp_path):
     """`monai-xai explain` (explain_bundle) on a segmenter with two foreground classes named in its metadata and no
     xai_class: one results folder per class, each map explaining its own class, on the CT's grid."""
     bundle = make_spleen_style_bundle(tmp_path / "bundle", classes=("background", "spleen", "left kidney"))
-    folders = explain_bundle(bundle, overlays=("explain",), xai_methods=["hirescam"], xai_report=False)
+    runs = explain_bundle(bundle, overlays=("explain",), xai_methods=["hirescam"], xai_report=False)
+    folders = [run.folder for run in runs]
     assert folders == [bundle / "eval" / "xai" / "spleen", bundle / "eval" / "xai" / "left_kidney"]
     ct = nib.load(str(bundle / "data" / "ct0.nii.gz"))
     maps = []

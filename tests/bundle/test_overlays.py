@@ -80,7 +80,7 @@ def test_segmentation_bundle_writes_maps_in_the_input_space(segmentation_run):
             assert (out / case / f"{case}_{method}.png").exists()
     means = summary_means(out / "summary.csv")
     for method in ("gradcam", "hirescam"):
-        for metric in ("ehr_auc", "heat_diff", "pointing_game", "xai_seconds"):
+        for metric in ("ehr_auc", "heat_diff", "pointing_game", "seconds"):
             assert np.isfinite(means[(metric, method)]), (metric, method)
     with open(out / "cases.csv") as stream:
         rows = list(csv.DictReader(stream))
@@ -166,7 +166,7 @@ def test_every_missing_bundle_id_is_named_in_one_error(tmp_path):
 def test_bundle_without_a_layer_explains_the_chosen_one(tmp_path, caplog):
     """No xai_target_layer: the inferer chooses MONAI DenseNet's `features` (the last layer before global pooling)."""
     bundle = make_classification_bundle(tmp_path / "bundle", n_cases=2)
-    with caplog.at_level(logging.INFO, logger="monai_xai.inferers"):
+    with caplog.at_level(logging.INFO, logger="monai_xai.explanation.step"):
         explain_bundle(bundle, overlays=("explain",), xai_methods=["gradcam"])
     assert any(message.startswith("xai: explaining layer 'features' (classifier:") for message in caplog.messages)
     for case in ("img0", "img1"):

@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine
 from monai.metrics import compute_dice
 
-from monai_xai.bundle import class_dice_metrics
+from monai_xai.apps import class_dice_metrics
 
 
 def _one_hot(labels: torch.Tensor, classes: int = 4) -> torch.Tensor:

@@ -49,12 +49,12 @@ def test_from_config_parses_expressions_and_references():
 def test_values_are_checked_once_with_the_id_to_fix():
     with pytest.raises(
         ValueError,
-        match=r"xai_pixel_set must be one of \['pred', 'largest_component', 'image', 'empty', 'peak'\].*one voxel",
+        match=r"xai_pixel_set\) must be one of \['pred', 'largest_component', 'image', 'empty', 'peak'\].*one voxel",
     ):
         ExplainSettings(pixel_set="box")
-    with pytest.raises(ValueError, match="xai_score must be one of"):
+    with pytest.raises(ValueError, match=r"xai_score\) must be one of"):
         ExplainSettings(score="softmax")
-    with pytest.raises(ValueError, match="xai_class must be an int"):
+    with pytest.raises(ValueError, match=r"xai_class\) must be an int"):
         ExplainSettings(class_idx=1.7)
     with pytest.raises(ValueError, match='xai_region_value must be "class", null or an int'):
         ExplainSettings(region_value="lesion")
@@ -71,11 +71,11 @@ def test_check_names_the_setting_to_fix():
     ExplainSettings(methods=("gradcam",)).check(network)
     with pytest.raises(ValueError, match="unknown CAM method 'gradcamm'.*--xai_methods"):
         ExplainSettings(methods=("gradcamm",)).check(network)
-    with pytest.raises(ValueError, match="methods is empty"):
+    with pytest.raises(ValueError, match=r"methods \(xai_methods\) is empty"):
         check_explain_config(network, None, [])
     with pytest.raises(ValueError, match="no layer named 'layer9'.*--xai_target_layer"):
         ExplainSettings(methods=("gradcam",), target_layers="layer9").check(network)
-    with pytest.raises(ValueError, match="methods is empty"):
+    with pytest.raises(ValueError, match=r"methods \(xai_methods\) is empty"):
         check_explain_config(network, "layer4", [])
     with pytest.raises(ValueError, match="must be a torch.nn.Module"):
         check_explain_config("network", "layer4", ["gradcam"])

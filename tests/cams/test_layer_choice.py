@@ -125,7 +125,7 @@ def test_inferer_without_a_layer_explains_the_chosen_one(caplog):
     network = torchvision.models.resnet18(num_classes=3).eval()
     images = torch.randn(2, 3, 64, 64)
     inferer = XAIInferer(SimpleInferer(), None, ["gradcam"])
-    with caplog.at_level(logging.INFO, logger="monai_xai.inferers"):
+    with caplog.at_level(logging.INFO, logger="monai_xai.explanation.step"):
         outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer]))
     assert inferer.chosen_layer is not None and inferer.chosen_layer.name == "layer4"
     assert (

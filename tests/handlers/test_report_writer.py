@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from monai.inferers import SimpleInferer
 
-from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, XAIReportWriter
+from monai_xai.handlers import XAIMetricHandler, XAIMLflowHandler, XAIReportWriter, explanation_writers
 from monai_xai.handlers.report_writer import PARTS_FOLDER, predicted_region
 from monai_xai.inferers import XAIInferer
 from monai_xai.visualize import read_case_report
@@ -39,9 +39,9 @@ def test_pages_hold_the_engines_maps_outlines_metrics_and_texts(tmp_path):
     inferer = XAIInferer(SimpleInferer(), "model.1.submodule", list(METHODS), class_idx=1, pixel_set="image")
     handlers = [
         inferer,
-        SaliencyWriter(tmp_path, METHODS, region_key="label"),
+        *explanation_writers(tmp_path, METHODS, region_key="label"),
         XAIMetricHandler(["ehr_auc", "heat_diff"], METHODS, region_key="label"),
-        XAIReportWriter(tmp_path, METHODS, region_key="label"),
+        XAIReportWriter(METHODS, region_key="label"),
     ]
     outputs = collect_outputs(make_evaluator(network, case_dataset(images, label=labels), inferer, handlers))
     rows, texts = _rows(tmp_path / "cases.csv"), _rows(tmp_path / "descriptions.csv")
@@ -73,7 +73,7 @@ def test_a_classifier_page_has_its_confidence_and_no_predicted_outline(tmp_path)
     masks = torch.zeros(3, 1, 16, 16)
     masks[:, :, 4:10, 3:9] = 1
     inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
-    handlers = [inferer, SaliencyWriter(tmp_path, "gradcam"), XAIReportWriter(tmp_path, "gradcam", region_key="mask")]
+    handlers = [inferer, *explanation_writers(tmp_path, "gradcam"), XAIReportWriter("gradcam", region_key="mask")]
     make_evaluator(network, case_dataset(torch.randn(3, 1, 16, 16), mask=masks), inferer, handlers).run()
     descriptions = {row["case"]: row for row in _rows(tmp_path / "descriptions.csv")}
     for case in ("c0", "c1", "c2"):
@@ -85,13 +85,13 @@ def test_a_classifier_page_has_its_confidence_and_no_predicted_outline(tmp_path)
     assert "(uncalibrated)</td>" in (tmp_path / "index.html").read_text()
 
 
-def test_without_the_saliency_writers_tables_the_error_says_what_to_attach(tmp_path):
+def test_without_the_recorder_the_error_says_what_to_attach(tmp_path):
     network = TinyResNet(spatial_dims=2, num_classes=3).eval()
     inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
     evaluator = make_evaluator(
-        network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, XAIReportWriter(tmp_path, "gradcam")]
+        network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, XAIReportWriter("gradcam")]
     )
-    with pytest.raises(RuntimeError, match="attach it after a SaliencyWriter with the same output_dir"):
+    with pytest.raises(RuntimeError, match="attach a monai_xai.handlers.XAIRecorder before it"):
         evaluator.run()
 
 
@@ -151,8 +151,8 @@ def test_the_mlflow_ui_renders_a_logged_report(mlflow_server, tmp_path):
     tracker = XAIMLflowHandler(out, tracking_uri=mlflow_server, experiment_name="xai_report", server_timeout=60.0)
     handlers = [
         inferer,
-        SaliencyWriter(out, METHODS),
-        XAIReportWriter(out, METHODS, region_key="mask", region_value=None),  # the mask's foreground
+        *explanation_writers(out, METHODS),
+        XAIReportWriter(METHODS, region_key="mask", region_value=None),  # the mask's foreground
         tracker,
     ]
     make_evaluator(network, case_dataset(images, mask=masks), inferer, handlers).run()

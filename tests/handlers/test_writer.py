@@ -1,5 +1,5 @@
-"""SaliencyWriter on a real evaluator: NIfTI maps with the input's affine, overlays, descriptions in words, per-case
-and summary tables."""
+"""The recorder and writers on a real evaluator: NIfTI maps with the input's affine, overlays, descriptions in
+words, per-case and summary tables, and the records they come from."""
 
 from __future__ import annotations
 
@@ -12,14 +12,10 @@ import torch
 from monai.inferers import SimpleInferer
 from torch import nn
 
-from monai_xai.handlers import SaliencyWriter
-from monai_xai.handlers.saliency_writer import (
-    EXPLAINED_REGION,
-    GROUND_TRUTH_REGION,
-    class_probabilities,
-    split_metric_name,
-)
+from monai_xai.handlers import explanation_writers
+from monai_xai.handlers.recorder import EXPLAINED_REGION, GROUND_TRUTH_REGION, class_probabilities
 from monai_xai.inferers import XAIInferer
+from monai_xai.metrics import SECONDS, MetricKey
 from monai_xai.networks import scale_logits
 from tests.helpers.engines import affine_for, case_dataset, make_evaluator
 from tests.helpers.nets import TinyResNet, tiny_unet3d
@@ -97,8 +93,8 @@ class _ConstantLogits(nn.Module):
 def test_flat_map_of_a_calibrated_network_is_described_without_error(tmp_path):
     network = scale_logits(_ConstantLogits().eval(), 2.0)
     inferer = XAIInferer(SimpleInferer(), "features", ["gradcam"])
-    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["a", "b", "c"])
-    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+    writers = explanation_writers(tmp_path, "gradcam", class_names=["a", "b", "c"])
+    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, *writers]).run()
     (row,) = _descriptions(tmp_path)
     assert row["text"].startswith("Prediction: ") and "% confidence, calibrated)." in row["text"]
     assert row["text"].endswith("No focus: the map is flat.") and row["flat"] == "True"
@@ -110,8 +106,8 @@ def test_known_sanity_results_become_trust_notes(tmp_path):
     """xai_sanity: a method known to fail the randomisation check says so in its text; one not listed gets no note."""
     network = TinyResNet(spatial_dims=2, num_classes=3).eval()
     inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam", "eigencam"])
-    writer = SaliencyWriter(tmp_path, ["gradcam", "eigencam"], sanity={"eigencam": False})
-    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+    writers = explanation_writers(tmp_path, ["gradcam", "eigencam"], sanity={"eigencam": False})
+    make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, *writers]).run()
     rows = {row["method"]: row for row in _descriptions(tmp_path)}
     assert "Caution: the eigencam map failed the randomisation check" in rows["eigencam"]["text"]
     assert rows["eigencam"]["sanity_passed"] == "False"
@@ -123,9 +119,9 @@ def test_a_description_failure_keeps_the_maps(tmp_path):
     the maps, the overlay and an empty text."""
     network = _ConstantLogits().eval()
     inferer = XAIInferer(SimpleInferer(), "features", ["gradcam"])
-    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["a", "b"])
+    writers = explanation_writers(tmp_path, "gradcam", class_names=["a", "b"])
     with pytest.warns(UserWarning, match="case c0: the gradcam map could not be described.*2 class names"):
-        make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, writer]).run()
+        make_evaluator(network, case_dataset(torch.randn(1, 1, 16, 16)), inferer, [inferer, *writers]).run()
     assert (tmp_path / "c0" / "c0_gradcam.nii.gz").is_file() and (tmp_path / "c0" / "c0_gradcam.png").is_file()
     assert [(row["case"], row["method"], row["text"]) for row in _descriptions(tmp_path)] == [("c0", "gradcam", "")]
     assert "No description" in (tmp_path / "c0" / "c0_description.md").read_text()
@@ -144,8 +140,8 @@ def test_writer_3d_segmentation_overlay(tmp_path, pixel_set):
     network = tiny_unet3d().eval()
     images = torch.randn(1, 1, 16, 16, 16)
     inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set=pixel_set)
-    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["background", "lesion"])
-    evaluator = make_evaluator(network, case_dataset(images), inferer, [inferer, writer])
+    writers = explanation_writers(tmp_path, "gradcam", class_names=["background", "lesion"])
+    evaluator = make_evaluator(network, case_dataset(images), inferer, [inferer, *writers])
     evaluator.run()
     nifti = nib.load(str(tmp_path / "c0" / "c0_gradcam.nii.gz"))
     assert nifti.shape == (16, 16, 16)
@@ -170,8 +166,10 @@ def test_descriptions_say_how_much_of_the_ground_truth_the_hot_area_covers(tmp_p
     labels[0, :, 4:12, 4:12, 4:12] = 1
     labels[0, :, 0:4, 0:4, 0:4] = 2  # another class: not the region of class 1
     inferer = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set="image")
-    writer = SaliencyWriter(tmp_path, "gradcam", class_names=["background", "lesion", "other"], region_key="label")
-    make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, writer]).run()
+    writers = explanation_writers(
+        tmp_path, "gradcam", class_names=["background", "lesion", "other"], region_key="label"
+    )
+    make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, *writers]).run()
     rows = {row["case"]: row for row in _descriptions(tmp_path)}
     heat = np.asarray(nib.load(str(tmp_path / "c0" / "c0_gradcam.nii.gz")).dataobj)
     hot = heat >= heat.min() + 0.5 * (heat.max() - heat.min())
@@ -185,15 +183,27 @@ def test_descriptions_say_how_much_of_the_ground_truth_the_hot_area_covers(tmp_p
 
     classifier = TinyResNet(spatial_dims=2, num_classes=3).eval()
     inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
-    writer = SaliencyWriter(tmp_path / "cls", "gradcam", region_key="label")
+    writers = explanation_writers(tmp_path / "cls", "gradcam", region_key="label")
     data = case_dataset(torch.randn(1, 1, 16, 16), label=torch.tensor([2]))
-    make_evaluator(classifier, data, inferer, [inferer, writer]).run()
+    make_evaluator(classifier, data, inferer, [inferer, *writers]).run()
     (row,) = _descriptions(tmp_path / "cls")
     assert f"covers_{GROUND_TRUTH_REGION}" not in row and row["text"].startswith("Prediction: ")
 
 
-def test_split_metric_name_prefers_the_longest_method():
-    assert split_metric_name("ehr_auc_gradcam", ["gradcam"]) == ("ehr_auc", "gradcam")
-    assert split_metric_name("deletion_eigengradcam", ["gradcam", "eigengradcam"]) == ("deletion", "eigengradcam")
-    assert split_metric_name("gradcam", ["gradcam"]) is None
-    assert split_metric_name("loss", ["gradcam"]) is None
+def test_records_name_every_value_by_its_metric_and_method(classification_run):
+    """The run's records (what every table, page and caller reads) hold each case's values under the metric and
+    method the handlers registered, not a name parsed back by its suffix."""
+    state = classification_run["evaluator"].state
+    keys = state.xai_metric_keys
+    assert keys["heat_diff_gradcam"] == MetricKey("heat_diff", "gradcam", "heat_diff_gradcam")
+    assert keys["xai_seconds_gradcam"] == MetricKey(SECONDS, "gradcam", "xai_seconds_gradcam")
+    records = state.xai_results
+    assert records.complete and [case.name for case in records.cases] == ["c0", "c1", "c2"]
+    for method in METHODS:
+        column = state.metric_details[f"heat_diff_{method}"].reshape(-1).tolist()
+        assert [case.methods[method].metrics["heat_diff"] for case in records.cases] == pytest.approx(column)
+        assert records.means()[method]["ehr_auc"] == pytest.approx(state.metrics[f"ehr_auc_{method}"], abs=1e-6)
+        times = [case.methods[method].seconds for case in records.cases]
+        assert all(time > 0 for time in times)
+        assert records.means()[method][SECONDS] == pytest.approx(sum(times) / 3)
+    assert records.cases[0].methods[METHODS[0]].files["nifti"].name == f"c0_{METHODS[0]}.nii.gz"

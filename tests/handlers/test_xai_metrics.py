@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_xai.handlers import XAIMetricHandler, region_mask
+from monai_xai.handlers import XAIMetricHandler
 from monai_xai.metrics import (
     NoisyLinearImputer,
     confidence_change,
@@ -13,6 +13,7 @@ from monai_xai.metrics import (
     ehr_auc,
     heat_diff,
     otsu_threshold,
+    region_mask,
     saliency_auprc,
     saliency_iou,
 )

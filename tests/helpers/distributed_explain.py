@@ -18,7 +18,7 @@ from monai.data import DataLoader, Dataset, DistributedSampler
 from monai.engines import SupervisedEvaluator
 from monai.inferers import SimpleInferer
 
-from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAITimingHandler
+from monai_xai.handlers import XAIMetricHandler, XAITimingHandler, explanation_writers
 from monai_xai.inferers import XAIInferer
 from tests.helpers.engines import case_dataset
 from tests.helpers.nets import TinyResNet
@@ -43,7 +43,7 @@ def explain(out_dir: Path) -> dict:
     handlers = [
         inferer,
         XAITimingHandler(METHODS),
-        SaliencyWriter(out_dir, METHODS, png=False),
+        *explanation_writers(out_dir, METHODS, png=False),
         XAIMetricHandler(
             ["heat_diff", "ehr_auc", "deletion"], METHODS, network=network, metric_args={"deletion": {"steps": 4}},
             region_key="mask",

@@ -90,6 +90,7 @@ def server(label_app_dir: Path, bundles_dir: Path, studies_dir: Path) -> Iterato
         "start_server",
         *("--app", str(app), "--studies", str(studies_dir)),
         *("--host", "127.0.0.1", "--port", str(port)),
+        *("--uvicorn_app", "monai_xai.label.server:app"),
         *("--conf", "bundles", str(bundles_dir)),
         *("--conf", "explain_methods", "gradcam,hirescam,eigencam"),
         *("--conf", "zoo_source", "github", "--conf", "sam2", "false"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from monai.inferers import SimpleInferer
 
-from monai_xai.handlers import SaliencyWriter, XAIMetricHandler, XAIMLflowHandler, XAITimingHandler
+from monai_xai.handlers import XAIMetricHandler, XAIMLflowHandler, XAITimingHandler, explanation_writers
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import NoisyLinearImputer
 from tests.helpers.engines import case_dataset, collect_outputs, make_evaluator, stack_outputs
@@ -36,9 +36,9 @@ def explain_classification_cases(out: Path) -> dict:
         },
         region_key="mask",
     )
-    writer = SaliencyWriter(out, METHODS)
+    writers = explanation_writers(out, METHODS)
     evaluator = make_evaluator(
-        network, case_dataset(images, mask=masks), inferer, [inferer, XAITimingHandler(METHODS), writer, metrics]
+        network, case_dataset(images, mask=masks), inferer, [inferer, XAITimingHandler(METHODS), *writers, metrics]
     )
     keys = ("xai_class", *(f"saliency_{m}" for m in METHODS), *(f"xai_seconds_{m}" for m in METHODS))
     outputs = stack_outputs(collect_outputs(evaluator), keys)
@@ -66,7 +66,7 @@ def explain_with_tracking(
     )
     handlers = [
         inferer,
-        SaliencyWriter(output_dir, TRACKED_METHODS),
+        *explanation_writers(output_dir, TRACKED_METHODS),
         XAIMetricHandler(
             list(metrics),
             TRACKED_METHODS,

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from monai_xai.study import SECONDS, StudySpec, load_study, study_store
+from monai_xai.metrics import SECONDS
+from monai_xai.study import StudySpec, load_study, study_store
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_STUDY = REPO / "configs" / "studies" / "demo_phantoms.json"

@@ -15,7 +15,7 @@ import torch
 from monai.handlers import StatsHandler
 from monai.inferers import SimpleInferer
 
-from monai_xai.handlers import SaliencyWriter, XAIMLflowHandler
+from monai_xai.handlers import XAIMLflowHandler, explanation_writers
 from monai_xai.inferers import XAIInferer
 from tests.helpers.engines import case_dataset, make_evaluator
 from tests.helpers.nets import TinyResNet
@@ -39,7 +39,7 @@ def main(tracking_uri: str, out_dir: str, kind: str, stats_first: bool) -> None:
     inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
     tracker = XAIMLflowHandler(Path(out_dir), tracking_uri=tracking_uri, run_name=f"{kind}_{int(stats_first)}")
     handlers = [StatsHandler(iteration_log=False)] if stats_first else []
-    handlers += [inferer, SaliencyWriter(Path(out_dir), ["gradcam"]), tracker]
+    handlers += [inferer, *explanation_writers(Path(out_dir), ["gradcam"]), tracker]
     make_evaluator(network, case_dataset(torch.randn(4, 1, 16, 16)), inferer, handlers).run()
 
 

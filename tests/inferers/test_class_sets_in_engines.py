@@ -13,7 +13,7 @@ from monai.inferers import SimpleInferer
 from monai.networks.nets import UNet
 
 from monai_xai.cams import CAMExplainer, ClassSet
-from monai_xai.handlers import SaliencyWriter, XAIMetricHandler
+from monai_xai.handlers import XAIMetricHandler, explanation_writers
 from monai_xai.inferers import XAIInferer
 from monai_xai.metrics import NoisyLinearImputer, heat_diff
 from monai_xai.metrics.road import road
@@ -29,7 +29,7 @@ def test_no_class_for_a_segmenter_explains_its_foreground(caplog):
     network = tiny_unet3d().eval()
     images = torch.randn(2, 1, 16, 16, 16)
     inferer = XAIInferer(SimpleInferer(), LAYER, ["gradcam"])
-    with caplog.at_level(logging.INFO, logger="monai_xai.inferers"):
+    with caplog.at_level(logging.INFO, logger="monai_xai.explanation.step"):
         outputs = collect_outputs(make_evaluator(network, case_dataset(images), inferer, [inferer]))
     assert "every foreground class" in caplog.text
     expected = CAMExplainer(network, LAYER, ["gradcam"])(images, class_idx=1, pixel_set="pred")["gradcam"]
@@ -52,8 +52,8 @@ def test_two_classes_over_their_labels_are_explained_and_scored_together(tmp_pat
     metrics = XAIMetricHandler(
         ["road_morf", "heat_diff"], ["hirescam"], network=network, metric_args=metric_args, region_value="class"
     )
-    writer = SaliencyWriter(tmp_path / "xai", ["hirescam"], png=False, region_key="label")
-    evaluator = make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, metrics, writer])
+    writers = explanation_writers(tmp_path / "xai", ["hirescam"], png=False, region_key="label")
+    evaluator = make_evaluator(network, case_dataset(images, label=labels), inferer, [inferer, metrics, *writers])
     outputs = collect_outputs(evaluator)
     run = stack_outputs(outputs, ("saliency_hirescam", "xai_class", "xai_pixel_set"))
     sets = torch.cat([labels == 1, labels == 2], dim=1).float()

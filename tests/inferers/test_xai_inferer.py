@@ -236,7 +236,7 @@ def test_errors_say_what_to_set():
     network = TinyResNet(spatial_dims=2)
     # no layer: chosen at the first call (see test_no_layer_chooses_one_and_says_which)
     assert XAIInferer(SimpleInferer(), "", ["gradcam"]).chosen_layer is None
-    with pytest.raises(ValueError, match="pixel_set must be one of"):
+    with pytest.raises(ValueError, match=r"pixel_set \(xai_pixel_set\) must be one of"):
         XAIInferer(SimpleInferer(), "layer4", ["gradcam"], pixel_set="box")
     segmenter = tiny_unet3d().eval()
     unattached = XAIInferer(SimpleInferer(), "model.1.submodule", ["gradcam"], class_idx=1, pixel_set_key="label")

@@ -62,7 +62,7 @@ def test_bad_request_is_an_http_422(unet_bundle, studies_dir):
 
 
 def test_construction_errors(unet_bundle, tmp_path):
-    with pytest.raises(ValueError, match="methods must be a non-empty subset"):
+    with pytest.raises(ValueError, match="methods must be a non-empty list of method names"):
         BundleExplainTask(str(unet_bundle), {}, methods=["gradcamm"])
     with pytest.raises(ValueError, match=r"result_volume must be one of \['bins', 'segments', 'heatmap'\]"):
         BundleExplainTask(str(unet_bundle), {}, result_volume="mesh")

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from monai_xai.bundle.gaze import TargetBatch, load_stage_start, stage_view
+from monai_xai.apps.gaze import TargetBatch, load_stage_start, stage_view
 from monai_xai.networks import (
     GAZE_CAM_LAYER,
     GazeKLLoss,

@@ -226,7 +226,8 @@ def test_label_request_params(params):
     except InvalidExplainRequest as error:
         assert str(error)
         return
-    assert options.method in ("gradcam", "hirescam") and options.class_idx in (None, 0, 1)
+    offered = options.method in ("gradcam", "hirescam") or options.method.startswith("grad-cam:")
+    assert offered and options.request.class_idx in (None, 0, 1)
     assert 1 <= options.n_bins <= 255 and 0 <= options.min_heat <= 1
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from monai_xai.study import SECONDS, load_study, run_study
+from monai_xai.metrics import SECONDS
+from monai_xai.study import load_study, run_study
 from tests.helpers.studies import REPO, assert_same_values, stored, write_small_study_file
 
 

@@ -18,9 +18,9 @@ from statsmodels.stats.multitest import multipletests
 from monai_xai.bundle import load_trained_bundle
 from monai_xai.cams import CAMExplainer
 from monai_xai.cli import study
-from monai_xai.metrics import heat_diff, pointing_game, saliency_iou
+from monai_xai.metrics import SECONDS, heat_diff, pointing_game, saliency_iou
 from monai_xai.sanity.cases import load_case
-from monai_xai.study import SECONDS, StudySpec, load_study, run_study, study_cases, tracking_uri
+from monai_xai.study import StudySpec, load_study, run_study, study_cases, tracking_uri
 from tests.helpers.studies import DEMO_STUDY, stored
 
 # the demo classifier's layers the demo study explains: halfway through its dense block, and its end

@@ -3,6 +3,7 @@
 Start it (see docs/monai_label.md)::
 
     monailabel start_server --app <copy of this folder> --studies <folder of NIfTI/NRRD volumes> \
+        --uvicorn_app monai_xai.label.server:app \
         --conf bundles <folder holding bundle folders> --conf zoo_source github --conf sam2 false
 
 For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` the app serves two models:

@@ -2,7 +2,7 @@
 
 A bundle lists them among its evaluator's ``additional_metrics``::
 
-    "additional_metrics": "$monai_xai.bundle.class_dice_metrics(@class_names, @dice_regions)"
+    "additional_metrics": "$monai_xai.apps.class_dice_metrics(@class_names, @dice_regions)"
 
 so that ``MetricsSaver`` writes ``val_dice_kidney``, ``val_dice_tumour``, ... to ``metrics.csv`` and the per-case values
 to ``val_dice_<name>_raw.csv``. The engine output must hold one-hot ``pred`` and ``label`` per case, (C, *spatial)

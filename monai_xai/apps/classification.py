@@ -1,9 +1,9 @@
 """Evaluate a trained 2D/3D classifier bundle: calibration by temperature scaling and the report clinicians read.
 
 :func:`evaluate_classifier` is what the study bundles' ``configs/evaluate.json`` runs. It fits the temperature ``T``
-of ``softmax(logits / T)`` on the validation split (Guo et al., :func:`~monai_xai.metrics.fit_temperature`), saves it
-next to the weights (``temperature.json``, read back by :func:`load_temperature` in ``inference.json``), and writes for
-the test split, under ``output_dir``:
+of ``softmax(logits / T)`` on the validation split (Guo et al., :func:`~monai_xai.metrics.fit_temperature`), saves
+it next to the weights (``temperature.json``, read back by :func:`~monai_xai.networks.load_temperature` in
+``inference.json``), and writes for the test split, under ``output_dir``:
 
 - ``metrics.json``: accuracy, balanced accuracy, macro AUC (one-vs-rest), ECE before and after calibration, the
   temperature, and per class precision, recall, F1, AUC and support (``null`` where undefined: precision of a class
@@ -22,33 +22,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from monai.metrics import compute_roc_auc
+from torch import nn
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from monai.metrics import compute_roc_auc  # noqa: E402
-from torch import nn  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from monai_xai.metrics.calibration import expected_calibration_error, fit_temperature, reliability_diagram_data
+from monai_xai.networks.calibration import TEMPERATURE_FILE
+from monai_xai.utils import json_ready
 
-from monai_xai.metrics.calibration import (  # noqa: E402
-    expected_calibration_error,
-    fit_temperature,
-    reliability_diagram_data,
-)
-from monai_xai.utils import json_ready  # noqa: E402
-
-__all__ = ["TEMPERATURE_FILE", "classification_metrics", "evaluate_classifier", "load_temperature"]
-
-TEMPERATURE_FILE = "temperature.json"
-
-
-def load_temperature(folder: str | Path) -> float:
-    """The temperature saved by :func:`evaluate_classifier` in ``folder``; 1.0 (uncalibrated) when there is none."""
-    path = Path(folder) / TEMPERATURE_FILE
-    if not path.is_file():
-        return 1.0
-    return float(json.loads(path.read_text())["temperature"])
+__all__ = ["classification_metrics", "evaluate_classifier"]
 
 
 @torch.no_grad()
@@ -105,7 +89,8 @@ def classification_metrics(probabilities: torch.Tensor, labels: torch.Tensor, cl
 def _reliability_figure(
     logits: torch.Tensor, labels: torch.Tensor, temperature: float, path: Path, n_bins: int
 ) -> None:
-    figure, axis = plt.subplots(figsize=(4.5, 4.5))
+    figure = Figure(figsize=(4.5, 4.5))
+    axis = figure.subplots()
     axis.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
     for scale, label, colour in ((1.0, "uncalibrated", "tab:red"), (temperature, f"T = {temperature:.2f}", "tab:blue")):
         bins = reliability_diagram_data(logits / scale, labels, n_bins=n_bins, from_logits=True)
@@ -118,7 +103,6 @@ def _reliability_figure(
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def evaluate_classifier(

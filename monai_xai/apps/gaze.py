@@ -28,16 +28,15 @@ import torch
 from ignite.engine import Events
 from monai.data import MetaTensor
 from monai.engines import PrepareBatch
-from monai.engines.utils import IterationEvents
-from monai.inferers import Inferer
 from torch import nn
 
-from monai_xai.bundle.classification import classification_metrics
+from monai_xai.apps.classification import classification_metrics
 from monai_xai.enums import saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
+from monai_xai.inferers import EngineOutputInferer
 from monai_xai.metrics.similarity import kl_divergence, nss, pearson_cc, similarity_sim
 from monai_xai.networks.gaze import GazeSaliencyNet, gaze_map
-from monai_xai.utils import json_ready
+from monai_xai.utils import json_ready, with_meta_of
 
 __all__ = [
     "GAZE_METRICS",
@@ -176,41 +175,21 @@ class TargetBatch(PrepareBatch):
         return image.to(device, non_blocking=non_blocking), target.to(device, non_blocking=non_blocking)
 
 
-def _with_meta_of(maps: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    if not isinstance(inputs, MetaTensor):
-        return maps
-    wrapped = MetaTensor(maps.as_tensor() if isinstance(maps, MetaTensor) else maps)
-    wrapped.copy_meta_from(inputs)
-    return wrapped
-
-
-class GazeInferer(Inferer):
+class GazeInferer(EngineOutputInferer):
     """Inferer returning the diagnosis logits (B, K) of a :class:`~monai_xai.networks.gaze.GazeSaliencyNet` and
     keeping its predicted gaze map (B, 1, H, W) in [0, 1] (:func:`~monai_xai.networks.gaze.gaze_map`, with the
-    input's meta). Attached to the evaluator (listed in its handlers), it copies the map into
-    ``engine.state.output["gaze_pred"]`` before MONAI decollates the batch, as
-    :class:`~monai_xai.inferers.XAIInferer` does with CAMs (which may wrap it)."""
+    input's meta) for the engine output: attached to the evaluator (listed in its handlers), it puts the map under
+    ``engine.state.output["gaze_pred"]`` before MONAI decollates the batch, as the
+    :class:`~monai_xai.inferers.XAIInferer` (which may wrap it) does with its maps."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.predicted: torch.Tensor | None = None
-
-    def attach(self, engine: Any) -> None:
-        if not engine.has_event_handler(self._add_to_output, IterationEvents.FORWARD_COMPLETED):
-            engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self._add_to_output)
-
-    def _add_to_output(self, engine: Any) -> None:
-        if self.predicted is None:
-            raise RuntimeError("the GazeInferer is attached but was not the evaluator's inferer (nor wrapped by it).")
-        engine.state.output[PREDICTED_GAZE_KEY] = self.predicted
-        self.predicted = None
+    not_called_hint = "make it the evaluator's inferer, or the inferer its XAIInferer wraps."
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
         model = getattr(network, "module", network)  # DistributedDataParallel
         if not hasattr(model, "diagnose_and_gaze"):
             raise TypeError(f"GazeInferer needs a GazeSaliencyNet (diagnose_and_gaze), got {type(model).__name__}.")
         logits, gaze_logits = model.diagnose_and_gaze(inputs)
-        self.predicted = _with_meta_of(gaze_map(gaze_logits.detach()), inputs)
+        self.engine_outputs = {PREDICTED_GAZE_KEY: with_meta_of(gaze_map(gaze_logits.detach()), inputs)}
         return logits
 
 

@@ -1,0 +1,26 @@
+"""The explanation core: one request (:class:`ExplainRequest`), one step (:class:`ExplainStep`), one record
+(:class:`Explanation`), behind every front door (bundle overlays, ``monai-xai explain``, ``study``, ``sanity``, MONAI
+Label, the Python API :func:`explain`)."""
+
+from monai_xai.explanation.request import BLEND_MODES, ClassChoice, ExplainRequest, SlidingWindow
+from monai_xai.explanation.step import (
+    ExplainStep,
+    ExplainTarget,
+    Explanation,
+    class_probabilities,
+    explain,
+    predicted_class,
+)
+
+__all__ = [
+    "BLEND_MODES",
+    "ClassChoice",
+    "ExplainRequest",
+    "ExplainStep",
+    "ExplainTarget",
+    "Explanation",
+    "SlidingWindow",
+    "class_probabilities",
+    "explain",
+    "predicted_class",
+]

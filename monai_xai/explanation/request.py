@@ -1,0 +1,269 @@
+"""What to explain, as one typed record checked once: :class:`ExplainRequest` (and its :class:`SlidingWindow`).
+
+Every front door builds one: the bundle overlays and ``monai-xai explain`` from the ``xai_*`` config ids
+(:class:`~monai_xai.bundle.ExplainSettings`), ``monai-xai study`` from a study file's bundle entry, ``monai-xai
+sanity`` from its arguments, MONAI Label from a request's params, the Python API from keyword arguments. A value that
+cannot work is refused here, with the same message whichever door it came through; what needs the network (a layer
+name, a class index in range) is checked when the request meets it (:class:`~monai_xai.explanation.ExplainStep`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from monai.inferers import Inferer, SlidingWindowInferer
+from monai.utils import BlendMode
+from torch import nn
+
+from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
+from monai_xai.cams.layouts import Reshape
+from monai_xai.cams.registry import get_methods
+from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
+from monai_xai.enums import Layout, PixelSet, Score, as_choice
+
+__all__ = ["ClassChoice", "ExplainRequest", "SlidingWindow", "BLEND_MODES"]
+
+# the class setting of a request: None (a classifier's predicted class; every foreground class of a segmenter), one
+# class for every sample, one per sample, or several classes of a segmenter explained together
+ClassChoice = int | tuple[int, ...] | ClassSet | None
+# how overlapping windows are blended (MONAI's BlendMode values)
+BLEND_MODES = (BlendMode.GAUSSIAN.value, BlendMode.CONSTANT.value)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    return value
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """The sliding window of a network that sees a volume window by window (MONAI's ``SlidingWindowInferer``
+    settings): the maps are explained with the same windows and blended the same way as the prediction.
+
+    Attributes:
+        roi_size: window size, one int per spatial dim or one int for all (a non-positive entry takes the image's
+            size there).
+        sw_batch_size: windows per forward pass.
+        overlap: overlap of neighbouring windows in [0, 1).
+        mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
+    """
+
+    roi_size: int | tuple[int, ...]
+    sw_batch_size: int = 1
+    overlap: float = 0.25
+    mode: str = BlendMode.GAUSSIAN.value
+
+    def __post_init__(self) -> None:
+        roi = self.roi_size
+        if isinstance(roi, Sequence) and not isinstance(roi, str):
+            roi = tuple(roi)
+        entries = roi if isinstance(roi, tuple) else (roi,)
+        if not entries or not all(isinstance(size, int) and not isinstance(size, bool) for size in entries):
+            raise ValueError(f"the window's roi_size must be an int or one int per spatial dim, got {self.roi_size!r}.")
+        object.__setattr__(self, "roi_size", roi)
+        _positive_int(self.sw_batch_size, "the window's sw_batch_size")
+        overlap = self.overlap
+        if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap < 1:
+            raise ValueError(f"the window's overlap must be a number in [0, 1), got {overlap!r}.")
+        object.__setattr__(self, "overlap", float(overlap))
+        mode = str(self.mode.value if isinstance(self.mode, BlendMode) else self.mode)
+        if mode not in BLEND_MODES:
+            raise ValueError(f"the window's mode must be one of {list(BLEND_MODES)}, got {self.mode!r}.")
+        object.__setattr__(self, "mode", mode)
+
+    @classmethod
+    def of(cls, inferer: Inferer | None) -> SlidingWindow | None:
+        """The window of a bundle's inferer: a ``SlidingWindowInferer``'s settings; None for any other inferer, which
+        runs the network on the whole image (``SimpleInferer``, or an inferer that also yields another output).
+
+        Raises:
+            ValueError: a ``SlidingWindowInferer`` with a different overlap per dim (the explanation windows take
+                one overlap for all dims).
+        """
+        if not isinstance(inferer, SlidingWindowInferer):
+            return None
+        overlap = inferer.overlap
+        if isinstance(overlap, Sequence):
+            if len(set(overlap)) != 1:
+                raise ValueError(
+                    f"the bundle's SlidingWindowInferer has a different overlap per dim {list(overlap)}; the "
+                    "explanation windows take one overlap for all dims."
+                )
+            overlap = overlap[0]
+        return cls(inferer.roi_size, int(inferer.sw_batch_size), float(overlap), str(inferer.mode))
+
+    def explainer_args(self) -> dict[str, Any]:
+        """The :class:`~monai_xai.cams.CAMExplainer` arguments of this window."""
+        return {
+            "roi_size": self.roi_size,
+            "sw_batch_size": self.sw_batch_size,
+            "overlap": self.overlap,
+            "sw_mode": self.mode,
+        }
+
+
+def _method_names(value: Any) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else value
+    if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
+        raise TypeError(f"methods (xai_methods) must be a method name or a list of names, got {value!r}.")
+    if not names:
+        raise ValueError("methods (xai_methods) is empty; give at least one method, e.g. ['gradcam'].")
+    get_methods(names)  # unknown names: one error listing the available methods
+    return tuple(names)
+
+
+def _layers(value: Any, methods: tuple[str, ...]) -> LayerSpec | Mapping[str, LayerSpec] | None:
+    if value is None or (isinstance(value, str | Sequence) and not isinstance(value, bool) and len(value) == 0):
+        return None
+    if isinstance(value, Mapping):
+        if methods:
+            group_methods_by_layer(value, methods)  # one entry per method, no other
+        return dict(value)
+    entries = [value] if isinstance(value, str | int | nn.Module) else value
+    if isinstance(value, bool) or not isinstance(entries, Sequence):
+        raise TypeError(
+            f"target_layers (xai_target_layer) must be a layer name, a list of names, or {{method: layer}}, got "
+            f"{value!r}."
+        )
+    for entry in entries:
+        if isinstance(entry, bool) or not isinstance(entry, str | int | nn.Module):
+            raise TypeError(
+                f"target_layers (xai_target_layer) entries must be dotted layer names, got {entry!r}; on the command "
+                "line quote a name that looks like a number, e.g. --xai_target_layer '\"1.10\"'."
+            )
+    return value if isinstance(value, str | int | nn.Module) else tuple(value)
+
+
+def _class_choice(value: Any) -> ClassChoice:
+    choice = as_class_choice(value, "class_idx (xai_class)")
+    if choice is None or isinstance(choice, ClassSet):
+        return choice
+    entries = [choice] if not isinstance(choice, Sequence) or isinstance(choice, str) else list(choice)
+    if not entries or not all(isinstance(entry, int) and not isinstance(entry, bool) for entry in entries):
+        raise ValueError(
+            "class_idx (xai_class) must be an int, one int per sample, classes joined by '+' (a segmenter's classes "
+            f"explained together), 'foreground', or null (the predicted class; every foreground class), got {value!r}."
+        )
+    if any(entry < 0 for entry in entries):
+        raise ValueError(f"class_idx (xai_class) must be a non-negative class index, got {value!r}.")
+    return entries[0] if isinstance(choice, int) else tuple(entries)
+
+
+def _pixel_set_key(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"pixel_set_key (xai_pixel_set_key) must be a batch key (a string) or null, got {value!r}.")
+    return value
+
+
+def _window(value: Any) -> SlidingWindow | None:
+    if isinstance(value, Mapping):
+        return SlidingWindow(**value)
+    if value is not None and not isinstance(value, SlidingWindow):
+        raise TypeError(f"window must be a SlidingWindow or None, got {type(value).__name__}.")
+    return value
+
+
+def _time_each_method(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"time_each_method (xai_time_each_method) must be true or false, got {value!r}.")
+    return value
+
+
+# each field's check: (value as given, the request's methods) -> normalised value
+_FIELD_CHECKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
+    "methods": lambda value, _: _method_names(value),
+    "target_layers": _layers,
+    "class_idx": lambda value, _: _class_choice(value),
+    "pixel_set": lambda value, _: as_pixel_set_choice(
+        PixelSet.PRED if value is None else value, "pixel_set (xai_pixel_set)"
+    ),
+    "pixel_set_key": lambda value, _: _pixel_set_key(value),
+    "score": lambda value, _: as_choice(Score, value, "score (xai_score)"),
+    "window": lambda value, _: _window(value),
+    "batch_size": lambda value, _: _positive_int(value, "batch_size (perturbed copies per forward pass)"),
+    "time_each_method": lambda value, _: _time_each_method(value),
+    "reshape": lambda value, _: (
+        value if value is None or callable(value) else as_choice(Layout, value, "reshape (xai_reshape)")
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """What to explain, checked once (see the module docstring).
+
+    Attributes:
+        methods: method names (``monai_xai.cams.method_names()``, or ``"grad-cam:<Class>"``); config id
+            ``xai_methods``.
+        target_layers: the layer(s) whose activations a CAM weights, by dotted name, or one per method
+            ``{method: layer}`` (an entry for every method); None: chosen on the first batch by
+            :func:`~monai_xai.cams.choose_target_layer` (``xai_target_layer``).
+        class_idx: the explained class: None (a classifier's predicted class per sample; a segmenter's every
+            foreground class together), an int, one int per sample, or several classes of a segmenter explained
+            together, each over its own pixel set (:class:`~monai_xai.cams.ClassSet`; configs write ``"1+2+3"`` or
+            ``"foreground"``) (``xai_class``).
+        pixel_set: a segmenter's pixel set: a :class:`~monai_xai.enums.PixelSet` name or one voxel ``(i, j, k)`` on
+            the network's input grid (``xai_pixel_set``); ignored for classifiers.
+        pixel_set_key: batch key of a label whose region of the explained class is the pixel set instead
+            (``xai_pixel_set_key``); the step then needs that label.
+        score: the explained score, ``"logit"`` or ``"probability"`` (``xai_score``).
+        window: the network's sliding window (:meth:`SlidingWindow.of` the bundle's inferer); None: the whole image.
+        batch_size: perturbed copies per forward pass of ScoreCAM/AblationCAM.
+        time_each_method: True: one timed pass per method (each method's time is its own); False: the methods sharing
+            a layer share one pass (faster; each method gets the whole pass's time) (``xai_time_each_method``).
+        reshape: where the layers keep their channels (None: found; ``"channel_first"``, ``"channel_last"``,
+            ``"tokens"`` or a function, see :mod:`monai_xai.cams.layouts`) (``xai_reshape``).
+    """
+
+    methods: tuple[str, ...]
+    target_layers: LayerSpec | Mapping[str, LayerSpec] | None = None
+    class_idx: ClassChoice = None
+    pixel_set: PixelSet | tuple[int, ...] = PixelSet.PRED
+    pixel_set_key: str | None = None
+    score: Score = Score.LOGIT
+    window: SlidingWindow | None = None
+    batch_size: int = 32
+    time_each_method: bool = True
+    reshape: Reshape = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", _method_names(self.methods))
+        for item in fields(self):
+            if item.name != "methods":  # frozen: each value is normalised once, here
+                object.__setattr__(self, item.name, self.check_field(item.name, getattr(self, item.name), self.methods))
+
+    @staticmethod
+    def check_field(name: str, value: Any, methods: Sequence[str] = ()) -> Any:
+        """One field's value normalised and checked as a request checks it, for records that hold some fields of a
+        request before others are known (a bundle's settings before the front door chooses its methods).
+
+        Args:
+            name: a field name, e.g. ``"class_idx"``.
+            value: its value as a config or caller gives it (``"1+2"``, ``[40, 52, 18]``, ``"probability"``, ...).
+            methods: the methods (a per-method layer mapping is checked against them when given).
+
+        Raises:
+            ValueError, TypeError: the message names the field, its config id, and what it may be.
+        """
+        if name not in _FIELD_CHECKS:
+            raise ValueError(f"ExplainRequest has no field {name!r}; fields: {sorted(_FIELD_CHECKS)}.")
+        return _FIELD_CHECKS[name](value, tuple(methods))
+
+    def replace(self, **changes: Any) -> ExplainRequest:
+        """A checked copy with the given fields changed."""
+        return replace(self, **changes)
+
+    def method_groups(
+        self, target_layers: LayerSpec | Mapping[str, LayerSpec]
+    ) -> list[tuple[LayerSpec, tuple[str, ...]]]:
+        """The passes of an explanation at ``target_layers`` (the request's, or the chosen layer): ``[(layer(s),
+        methods explained there)]``; one pass per method, in the order of :attr:`methods`, when each method is timed
+        alone."""
+        groups = group_methods_by_layer(target_layers, self.methods)
+        if not self.time_each_method:
+            return groups
+        layer_of = {method: layers for layers, grouped in groups for method in grouped}
+        return [(layer_of[method], (method,)) for method in self.methods]
