@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export]'
 	touch $@
 
 demo: $(STAMP)
