@@ -16,7 +16,16 @@ from pydicom.sr.coding import Code
 import monai_xai
 from monai_xai.dicom.series import DicomSeries, series_from_datasets
 
-__all__ = ["Source", "as_series", "heat_frames", "series_affine", "CODING_SCHEME", "MANUFACTURER", "explanation_code"]
+__all__ = [
+    "Source",
+    "as_series",
+    "heat_frames",
+    "series_affine",
+    "CODING_SCHEME",
+    "MANUFACTURER",
+    "explanation_code",
+    "private_code",
+]
 
 # what the writers accept as the explained series: the series, or its slices' headers in any order
 Source = DicomSeries | Sequence[Dataset]
@@ -27,9 +36,15 @@ SOFTWARE_VERSION = monai_xai.__version__
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
+def private_code(name: str, meaning: str) -> Code:
+    """A code of the private scheme: value ``name`` cut to 16 characters (a CodeValue's limit; longer values would
+    need LongCodeValue, which some readers, highdicom's own SR search among them, do not read), meaning in full."""
+    return Code(name[:16], CODING_SCHEME, meaning)
+
+
 def explanation_code(method: str) -> Code:
     """The coded concept of ``method``'s class-activation map, e.g. ``hirescam``."""
-    return Code(method, CODING_SCHEME, f"Class-activation map ({method})")
+    return private_code(method, f"Class-activation map ({method})")
 
 
 def as_series(source: Source) -> DicomSeries:

@@ -8,11 +8,40 @@ from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 from monai_xai.dicom.grid import MANUFACTURER, SOFTWARE_VERSION, Source, as_series, explanation_code, heat_frames
 
-__all__ = ["write_parametric_map"]
+__all__ = ["write_parametric_map", "WHOLE_BODY"]
+
+WHOLE_BODY = Code("38266002", "SCT", "Entire body")
+# CID 7222: why a Parametric Map refers to its source images
+_SOURCE_IMAGE = Code("121322", "DCM", "Source image for image processing operation")
+
+
+def _code_item(code: Code) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code.value, code.scheme_designator, code.meaning
+    return item
+
+
+def _add_frame_references(parametric_map: Dataset, sources: list[Dataset], method: str, region: Code) -> None:
+    """Per frame, the source slice it was derived from (DerivationImageSequence), and the Frame Anatomy functional
+    group (mandatory in the Parametric Map IOD; readers such as dcmqi need it)."""
+    for frame, source in zip(parametric_map.PerFrameFunctionalGroupsSequence, sources):
+        reference = Dataset()
+        reference.ReferencedSOPClassUID, reference.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
+        reference.PurposeOfReferenceCodeSequence = DicomSequence([_code_item(_SOURCE_IMAGE)])
+        derivation = Dataset()
+        derivation.DerivationCodeSequence = DicomSequence([_code_item(explanation_code(method))])
+        derivation.SourceImageSequence = DicomSequence([reference])
+        frame.DerivationImageSequence = DicomSequence([derivation])
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = DicomSequence([_code_item(region)])
+    anatomy.FrameLaterality = "U"
+    parametric_map.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = DicomSequence([anatomy])
 
 
 def write_parametric_map(
@@ -24,6 +53,7 @@ def write_parametric_map(
     series_number: int = 9001,
     series_description: str | None = None,
     model_name: str = "monai-xai",
+    anatomic_region: Code = WHOLE_BODY,
 ) -> Dataset:
     """Write ``heat`` as a DICOM Parametric Map of the source series.
 
@@ -43,6 +73,8 @@ def write_parametric_map(
         series_number: SeriesNumber of the new series.
         series_description: SeriesDescription; default ``"<method> heatmap"``.
         model_name: the explained model (ManufacturerModelName), e.g. the bundle's name.
+        anatomic_region: the Frame Anatomy's region (a code of CID 4031, e.g. SCT 12738006 "Brain"); default SCT
+            "Entire body".
 
     Returns:
         the written dataset.
@@ -79,6 +111,7 @@ def write_parametric_map(
         content_label=method.upper().replace("-", "_")[:16],
         content_description=f"{method} class-activation map"[:64],
     )
+    _add_frame_references(parametric_map, list(series.datasets), method, anatomic_region)
     parametric_map.SeriesDescription = series_description or f"{method} heatmap"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

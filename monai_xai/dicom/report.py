@@ -12,18 +12,18 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from monai_xai.dicom.grid import CODING_SCHEME, MANUFACTURER, Source, as_series, explanation_code
+from monai_xai.dicom.grid import MANUFACTURER, Source, as_series, explanation_code, private_code
 
 __all__ = ["write_explanation_sr", "REPORT_TITLE", "DESCRIPTION", "metric_code"]
 
-REPORT_TITLE = Code("explanation-report", CODING_SCHEME, "Explanation report")
-DESCRIPTION = Code("description", CODING_SCHEME, "Explanation in words")
-EXPLANATION_OBJECT = Code("explanation-object", CODING_SCHEME, "Explanation object")
+REPORT_TITLE = private_code("xai-report", "Explanation report")
+DESCRIPTION = private_code("description", "Explanation in words")
+EXPLANATION_OBJECT = private_code("xai-object", "Explanation object")
 
 
 def metric_code(metric: str) -> Code:
     """The coded concept of a metric, e.g. ``ehr_auc`` (names as ``monai_xai.handlers.XAI_METRICS`` has them)."""
-    return Code(metric, CODING_SCHEME, metric)
+    return private_code(metric, metric)
 
 
 def write_explanation_sr(
@@ -45,8 +45,8 @@ def write_explanation_sr(
             NUM "<metric>" = value, unit "1" (no units)      one per metric; NaN values (undefined) are left out
             COMPOSITE "Explanation object" -> PM / SEG       one per referenced dataset
 
-    The report is a new series of the source's study; its evidence lists the source instances and the referenced
-    objects.
+    The report is a new series of the source's study; its evidence lists the referenced objects
+    (CurrentRequestedProcedureEvidenceSequence) and the source instances (PertinentOtherEvidenceSequence).
 
     Args:
         path: the file to write (e.g. ``<case>_sr.dcm``).

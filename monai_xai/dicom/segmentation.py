@@ -11,23 +11,22 @@ import highdicom as hd
 import numpy as np
 import torch
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 
 from monai_xai.dicom.grid import (
-    CODING_SCHEME,
     MANUFACTURER,
     SOFTWARE_VERSION,
     Source,
     as_series,
     explanation_code,
     heat_frames,
+    private_code,
 )
 from monai_xai.label.heatmap_io import heat_bins, quantize_heatmap
 
 __all__ = ["write_heat_seg", "dicom_lab"]
 
-HEAT_CATEGORY = Code("heat", CODING_SCHEME, "Explanation heat")
-HEAT_BIN = Code("heat-bin", CODING_SCHEME, "Heat bin")
+HEAT_CATEGORY = private_code("heat", "Explanation heat")
+HEAT_BIN = private_code("heat-bin", "Heat bin")
 # sRGB (D65) to CIE XYZ, and the D65 white point
 _SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
 _WHITE = np.array([0.95047, 1.0, 1.08883])
