@@ -47,8 +47,9 @@ class DicomSeries:
         number: SeriesNumber (None when absent).
         description: SeriesDescription ("" when absent).
         modality: Modality, e.g. ``"CT"``, ``"MR"``.
-        files: the slices' files, in slice order (k = 0, 1, ...).
-        datasets: the slices' headers (read without pixel data), same order; what the DICOM writers reference.
+        files: the slices' files, in slice order (k = 0, 1, ...); empty paths for a series built from datasets alone.
+        datasets: the slices' datasets, same order: headers read without pixel data from files, or the datasets a
+            series was built from; what the DICOM writers reference.
         affine_lps: (4, 4) float64, voxel ``(i, j, k)`` (column, row, slice) to patient LPS millimetres.
         shape: ``(columns, rows, slices)``, the volume's shape in the voxel convention above.
     """
@@ -236,17 +237,28 @@ def read_volume(series: DicomSeries) -> np.ndarray:
     """The series' voxels, ``[i, j, k]`` (column, row, slice) float32, with the modality rescale applied
     (RescaleSlope * stored value + RescaleIntercept, per slice; e.g. Hounsfield units for CT).
 
+    Pixels come from the datasets when they hold them (a series built from in-memory datasets, e.g. a DICOM datastore's
+    or MONAI Deploy's), else from the files.
+
     Raises:
-        ValueError: a slice whose pixels are not one grey-scale frame of the series' size.
+        ValueError: a slice whose pixels are not one grey-scale frame of the series' size, or neither in its dataset
+            nor in a file.
     """
     volume = np.empty(series.shape, dtype=np.float32)
-    for index, path in enumerate(series.files):
-        dataset = pydicom.dcmread(path)
+    for index, (dataset, path) in enumerate(zip(series.datasets, series.files)):
+        if "PixelData" not in dataset:
+            if not path.is_file():
+                raise ValueError(
+                    f"slice {dataset.get('SOPInstanceUID', index)} has no pixels in its dataset and no file; build the "
+                    "series from full datasets or from files."
+                )
+            dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array
         if pixels.shape != (series.shape[1], series.shape[0]):
             raise ValueError(
-                f"{path}: pixels of shape {pixels.shape}, expected one grey-scale frame (rows, columns) = "
-                f"{(series.shape[1], series.shape[0])}; multi-frame and colour images are not read as a series."
+                f"slice {dataset.get('SOPInstanceUID', index)}: pixels of shape {pixels.shape}, expected one "
+                f"grey-scale frame (rows, columns) = {(series.shape[1], series.shape[0])}; multi-frame and colour "
+                "images are not read as a series."
             )
         slope = float(dataset.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(dataset.get("RescaleIntercept", 0.0) or 0.0)
