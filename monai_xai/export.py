@@ -53,11 +53,17 @@ def _convolution_input_gradient(
     if output_mask[1] or output_mask[2]:
         return NotImplemented
     spatial = range(len(stride))
+    zeros = [0 for _ in spatial]
+    kernel = weight.shape[2:]
+    padding_in = [dilation[d] * (kernel[d] - 1) - padding[d] for d in spatial]
     if transposed:
-        zeros = [0 for _ in spatial]
         grad_input = _aten.convolution(grad_output, weight, None, stride, padding, dilation, False, zeros, groups)
+    elif all(step == 1 for step in stride) and groups == 1 and min(padding_in) >= 0:
+        # a stride-1 transposed convolution is a plain one with flipped, in/out-swapped weights: the fast kernels of
+        # most runtimes are for plain convolutions (CPU transposed 3D convolutions are several times slower)
+        flipped = weight.flip(list(range(2, weight.ndim))).transpose(0, 1)
+        grad_input = _aten.convolution(grad_output, flipped, None, stride, padding_in, dilation, False, zeros, groups)
     else:
-        kernel = weight.shape[2:]
         padding_out = [
             input.shape[2 + d]
             - ((grad_output.shape[2 + d] - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel[d] - 1) + 1)
@@ -152,7 +158,8 @@ def explained_graph(
 
     # any valid class: the traced graph holds no value of the example
     example_classes = torch.full((example_images.shape[0],), 0 if segmenter else PREDICTED, dtype=torch.long)
-    return make_fx(explain, decomposition_table=_decompositions())(example_images.detach(), example_classes)
+    graph = make_fx(explain, decomposition_table=_decompositions())(example_images.detach(), example_classes)
+    return graph.eval()
 
 
 class _FixedShape(nn.Module):
