@@ -73,10 +73,35 @@ def _convolution_input_gradient(
     return grad_input, None, None
 
 
+def _softmax(values, dim, half_to_float):
+    """Softmax as element-wise operations and reductions: runtimes' softmax kernels are slow over a 5D tensor's
+    channels (ONNX Runtime transposes it), where this is a handful of element-wise passes."""
+    exponentials = (values - values.amax(dim, keepdim=True)).exp()
+    return exponentials / exponentials.sum(dim, keepdim=True)
+
+
+def _scatter_add(values, dim, index, source):
+    """``scatter_add`` along ``dim`` as one-hot masks, one per scattered entry: how autograd spreads a class score's
+    gradient back over the classes (a gather's gradient). Scatters are slow in runtimes, and a class score scatters
+    one or a few entries per voxel. Other shapes keep the scatter."""
+    same_elsewhere = all(index.shape[d] == values.shape[d] == source.shape[d] for d in range(values.ndim) if d != dim)
+    if index.ndim != values.ndim or not same_elsewhere or index.shape[dim] > 8:
+        return NotImplemented
+    classes = torch.arange(values.shape[dim], device=values.device)
+    classes = classes.reshape(*([1] * dim), -1, *([1] * (values.ndim - dim - 1)))
+    result = values
+    for entry in range(index.shape[dim]):
+        result = result + (classes == index.narrow(dim, entry, 1)).to(source.dtype) * source.narrow(dim, entry, 1)
+    return result
+
+
 def _decompositions() -> dict:
-    """PyTorch's decompositions of backward operations into forward ones, plus the convolution's input gradient."""
+    """PyTorch's decompositions of backward operations into forward ones, plus the convolution's input gradient,
+    the class score's gradient (a scatter) and the softmax in the forms runtimes run fastest."""
     table = {op: fn for op, fn in default_decompositions().items() if "backward" in op.name()}
     table[_aten.convolution_backward.default] = _convolution_input_gradient
+    table[_aten.scatter_add.default] = _scatter_add
+    table[_aten._softmax.default] = _softmax
     return table
 
 
