@@ -25,6 +25,9 @@ $(STAMP): pyproject.toml constraints.txt
 # (1.6.1, pure Python, no dependencies): a package folder cannot be split over two site-packages.
 $(DEPLOY_STAMP): $(STAMP) constraints.txt constraints-deploy.txt
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	test "$$($(BIN)/python -c 'import sys; print(sys.version_info[:2])')" = \
+		"$$($(DEPLOY_VENV)/bin/python -c 'import sys; print(sys.version_info[:2])')" \
+		|| { echo "$(DEPLOY_VENV) and $(VENV) must use one Python version (it uses $(VENV)'s packages)"; exit 1; }
 	base=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	layer=$$($(DEPLOY_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
 	echo "import site; site.addsitedir('$$base')" > "$$layer/zz_monai_xai_base_venv.pth"
