@@ -21,7 +21,7 @@ from monai_xai.dicom.grid import (
     heat_frames,
     private_code,
 )
-from monai_xai.label.heatmap_io import heat_bins, quantize_heatmap
+from monai_xai.heat_bins import heat_bins, quantize_heatmap
 
 __all__ = ["write_heat_seg", "dicom_lab"]
 
@@ -63,7 +63,7 @@ def write_heat_seg(
 
     Bin ``k`` (1..n_bins) holds the voxels with heat in ``[(k - 1)/n, k/n)`` (the last includes 1) and heat >=
     ``min_heat``; it is segment ``k``, labelled as the ``.seg.nrrd`` / MONAI Label bins (``"heat 0.9-1.0"``, from
-    :func:`monai_xai.label.heat_bins`), with the bin's colour (RecommendedDisplayCIELabValue), segmented property
+    :func:`monai_xai.heat_bins.heat_bins`), with the bin's colour (RecommendedDisplayCIELabValue), segmented property
     category "Explanation heat" and type "Heat bin" (private codes, scheme ``99MONAIXAI``), and the algorithm
     ``<method>`` (automatic). Every bin is described, also one that holds no voxel (it then has no frame). Frames lie
     on the source slices (their ImagePositionPatient, orientation, spacing and frame of reference) and refer to them.

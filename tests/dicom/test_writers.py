@@ -16,7 +16,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_xai.dicom import find_series, write_explanation_sr, write_heat_seg, write_parametric_map
-from monai_xai.label import heat_bins
+from monai_xai.heat_bins import heat_bins
 from tests.helpers.dicom_series import write_ct_series
 
 SHAPE = (20, 16, 12)
