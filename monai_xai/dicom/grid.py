@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.transforms import SpatialResample
 from monai.utils import MetaKeys, SpaceKeys
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
@@ -25,6 +26,7 @@ __all__ = [
     "MANUFACTURER",
     "explanation_code",
     "private_code",
+    "to_series_grid",
 ]
 
 # what the writers accept as the explained series: the series, or its slices' headers in any order
@@ -100,3 +102,27 @@ def heat_frames(
             "normalise the map (the engine's maps are in [0, 1])."
         )
     return np.ascontiguousarray(array.transpose(2, 1, 0), dtype=np.float32)
+
+
+def to_series_grid(heat: MetaTensor, series: DicomSeries, mode: str = "bilinear") -> MetaTensor:
+    """``heat`` resampled by world coordinates onto the series' grid, in the layout the writers take.
+
+    For a map on another grid of the same anatomy, e.g. a NIfTI that a DICOM datastore converted the series to (MONAI
+    Label's DICOMweb datastore), whose axes may be ordered or flipped differently. Voxels outside ``heat``'s field of
+    view get 0.
+
+    Args:
+        heat: (1, *spatial) MetaTensor with its RAS affine (MONAI's convention), values in [0, 1].
+        series: the target series.
+        mode: interpolation, ``"bilinear"`` (trilinear in 3D) or ``"nearest"``.
+
+    Returns:
+        (1, columns, rows, slices) MetaTensor with the series' RAS affine, values clipped to [0, 1].
+    """
+    if str(heat.meta.get(MetaKeys.SPACE, SpaceKeys.RAS)) != str(SpaceKeys.RAS):
+        raise ValueError("to_series_grid takes a heat with a RAS affine (MONAI's default); convert an LPS one first.")
+    target = torch.as_tensor(series_affine(series), dtype=torch.float64)
+    resampled = SpatialResample(mode=mode, padding_mode="zeros", dtype=torch.float64)(
+        heat.double(), dst_affine=target, spatial_size=series.shape
+    )
+    return resampled.clamp(0, 1).float()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_xai.dicom import find_series, write_explanation_sr, write_heat_seg, write_parametric_map
+from monai_xai.dicom import find_series, to_series_grid, write_explanation_sr, write_heat_seg, write_parametric_map
 from monai_xai.heat_bins import heat_bins
 from tests.helpers.dicom_series import write_ct_series
 
@@ -211,3 +211,17 @@ def test_dcmqi_reads_the_seg_segments_with_their_names_colours_and_voxels(writte
     assert {segment["SegmentLabel"] for segment in attributes} >= {
         bins[name].name for name in bins if name != "heat 0.00-0.25"
     }
+
+
+def test_a_map_on_a_reordered_grid_is_resampled_onto_the_series(written):
+    """A converter's grid (slices in reverse, rows flipped: another affine over the same voxels) comes back exactly."""
+    _, source, series, _, _ = written
+    ras = LPS_TO_RAS @ source.affine_lps
+    flip = np.eye(4)
+    flip[1, 1], flip[1, 3], flip[2, 2], flip[2, 3] = -1, SHAPE[1] - 1, -1, SHAPE[2] - 1  # j -> J-1-j, k -> K-1-k
+    reordered = MetaTensor(torch.from_numpy(_blob()[:, :, ::-1, ::-1].copy()), affine=torch.as_tensor(ras @ flip))
+    with pytest.raises(ValueError, match="not the series'"):
+        write_parametric_map(Path("unused.dcm"), reordered, series, "gradcam")
+    back = to_series_grid(reordered, series)
+    np.testing.assert_allclose(back.numpy(), _blob(), atol=1e-5)
+    np.testing.assert_allclose(back.affine.numpy(), ras, atol=1e-6)
