@@ -33,12 +33,14 @@ __all__ = [
 
 # a series is chosen by its SeriesInstanceUID, its SeriesNumber, or a predicate on the series
 SeriesSelector = str | int | Callable[["DicomSeries"], bool] | None
-# relative tolerance of the geometry checks (orientation cosines, spacing, slice step)
+# tolerance of the geometry checks: orientation cosines, relative spacing
 _TOLERANCE = 1e-3
+# tolerance of the slice step, relative to it
+_STEP_TOLERANCE = 0.05
 _GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds arrays and datasets
 class DicomSeries:
     """One image series, its slices in order along the slice normal.
 
@@ -117,9 +119,8 @@ def _slice_geometry(datasets: Sequence[Dataset], uid: str) -> tuple[list[int], n
     if len(positions) > 1:
         steps = np.diff(positions, axis=0)
         step = steps.mean(axis=0)
-        if np.linalg.norm(step) < _TOLERANCE or np.abs(steps - step).max() > _TOLERANCE * max(
-            1.0, np.linalg.norm(step)
-        ):
+        # a missing slice doubles one step; scanners round positions by far less than 5 % of a step
+        if np.linalg.norm(step) < _TOLERANCE or np.abs(steps - step).max() > _STEP_TOLERANCE * np.linalg.norm(step):
             raise ValueError(
                 f"series {uid}: the slice positions are not evenly spaced (steps {np.linalg.norm(steps, axis=1)} mm "
                 "along the normal): a slice is missing or duplicated; complete the series or select another."
