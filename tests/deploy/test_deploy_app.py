@@ -4,6 +4,7 @@ phantom CT series and a 2-slice scout; its objects are read back here with this 
 with the same explanation computed in this process (:func:`monai_xai.deploy.explain_series`)."""
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "lesion_classification_3d"
 # the deploy environment: `make deploy-env` builds it next to .venv; MONAI_XAI_DEPLOY_PYTHON names another one
 DEPLOY_PYTHON = Path(os.environ.get("MONAI_XAI_DEPLOY_PYTHON", ROOT / ".venv-deploy" / "bin" / "python"))
+
+
+def _holoscan_stack() -> None:
+    """Holoscan asks for a 32 MiB stack (it warns of crashes below); raise the soft limit where the hard one allows."""
+    _, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    wanted = 32 * 2**20
+    if hard == resource.RLIM_INFINITY or hard >= wanted:
+        resource.setrlimit(resource.RLIMIT_STACK, (wanted, hard))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +58,7 @@ def deployed(study):
     run = subprocess.run(
         [str(DEPLOY_PYTHON), str(ROOT / "examples" / "deploy_explain" / "app.py"), "-i", str(root / "input"),
          "-o", str(root / "output"), "-m", str(BUNDLE)],
-        env=environment, capture_output=True, text=True, timeout=600,
+        env=environment, capture_output=True, text=True, timeout=600, preexec_fn=_holoscan_stack,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return root, phantom, source
