@@ -166,11 +166,11 @@ def explained_graph(
             outputs = network(images)
             (activations,) = recorder.activations()
             layout = resolve_layout(layer_name, layer_module, activations, images, network)
-            scores_of = outputs.detach()
+            values = outputs.detach()  # the target reads values, never the graph
             if segmenter:
-                target = SegmentationTarget(class_idx, resolve_pixel_set(scores_of, class_idx, pixel_set), score)
+                target = SegmentationTarget(class_idx, resolve_pixel_set(values, class_idx, pixel_set), score)
             else:
-                target = ClassTarget(torch.where(class_idx < 0, scores_of.argmax(dim=1), class_idx), score)
+                target = ClassTarget(torch.where(class_idx < 0, values.argmax(dim=1), class_idx), score)
             (grads,) = torch.autograd.grad(target(outputs).sum(), [activations])
             raw = record.function(layout.to_grid(activations.detach()).float(), layout.to_grid(grads).float())
         # the engine's post-processing of one layer's map (CAMExplainer): ReLU, upsample to the input, normalise
