@@ -13,8 +13,6 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, LoadImage, LoadImaged
 from torch import nn
 
-from monai_xai.cams import CAMExplainer
-from monai_xai.cams.targets import PixelSetSpec
 from monai_xai.describe import describe
 from monai_xai.dicom import (
     DicomSeries,
@@ -23,7 +21,7 @@ from monai_xai.dicom import (
     write_heat_seg,
     write_parametric_map,
 )
-from monai_xai.enums import Score
+from monai_xai.explanation import ExplainRequest, ExplainStep
 
 __all__ = ["SeriesExplanation", "explain_series", "write_series_explanation", "without_loader"]
 
@@ -36,14 +34,15 @@ class SeriesExplanation:
         series: the explained series (its datasets are what the written objects reference).
         maps: method -> (1, columns, rows, slices) MetaTensor in [0, 1] on the series' grid (RAS affine), in
             :class:`~monai_xai.dicom.DicomSeriesReader`'s layout: what the DICOM writers take.
-        class_idx: the explained class (the predicted one when none was asked for a classifier).
+        class_idx: the explained class (the predicted one when none was asked for a classifier), or the classes of a
+            segmenter explained together.
         probabilities: (C,) softmax of a classifier's outputs; None for a segmenter.
         descriptions: method -> the map in words (:func:`monai_xai.describe.describe`).
     """
 
     series: DicomSeries
     maps: dict[str, MetaTensor]
-    class_idx: int
+    class_idx: tuple[int, ...]
     probabilities: torch.Tensor | None = None
     descriptions: dict[str, str] = field(default_factory=dict)
 
@@ -59,25 +58,20 @@ def explain_series(
     network: nn.Module,
     preprocessing: Callable,
     series: DicomSeries,
-    target_layer: str,
-    methods: Sequence[str] = ("hirescam",),
-    class_idx: int | None = None,
-    pixel_set: PixelSetSpec = None,
-    score: Score | str = Score.LOGIT,
+    request: ExplainRequest | ExplainStep,
     class_names: Sequence[str] | None = None,
 ) -> SeriesExplanation:
-    """Explain ``series`` with a trained network through the bundle's own preprocessing, maps put back on the
-    series' grid through the inverse of that preprocessing.
+    """Explain ``series`` with a trained network through the bundle's own preprocessing and the explanation step
+    (:class:`~monai_xai.explanation.ExplainStep`, as every other front door), maps put back on the series' grid
+    through the inverse of that preprocessing.
 
     Args:
         network: the trained network (eval mode).
         preprocessing: the bundle's ``preprocessing`` (a ``LoadImaged`` in it is left out: the series is read here).
         series: the series to explain (files or in-memory datasets with pixels).
-        target_layer: the layer to explain, e.g. ``"class_layers.relu"``.
-        methods: CAM methods (:mod:`monai_xai.cams`).
-        class_idx: the explained class; None explains a classifier's predicted class (a segmenter needs one).
-        pixel_set: a segmenter's pixel set (:class:`~monai_xai.cams.CAMExplainer`).
-        score: ``"logit"`` or ``"probability"``.
+        request: what to explain (methods, layer, class, pixel set, score, the bundle's window), e.g.
+            ``bundle.settings.request(methods=["hirescam"], window=bundle.window)``; or the step of earlier series
+            (its chosen layer is kept).
         class_names: the classes' names, for the descriptions.
 
     Returns:
@@ -87,24 +81,23 @@ def explain_series(
     meta["filename_or_obj"] = str(series.files[0].parent) if series.files[0].name else series.uid
     transform = without_loader(preprocessing)
     image = transform({"image": MetaTensor(torch.from_numpy(array), meta=meta)})["image"]
-    device = next(network.parameters()).device
-    batch = image[None].to(device)
-    with torch.no_grad():
-        outputs = network(batch)[0]
-    probabilities = torch.softmax(outputs, dim=0).cpu() if outputs.ndim == 1 else None
-    explained = int(outputs.argmax()) if class_idx is None and probabilities is not None else class_idx
-    explainer = CAMExplainer(network, target_layer, tuple(methods), score=score)
-    maps = explainer(batch, class_idx=explained, pixel_set=pixel_set)
+    batch = image[None].to(next(network.parameters()).device)
+    step = request if isinstance(request, ExplainStep) else ExplainStep(request)
+    explanation = step(network, batch)
+    classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
+    explained = classes[0] if len(classes) == 1 else None
+    probabilities = explanation.probabilities()
+    probabilities = None if probabilities is None or probabilities.shape[1] < 2 else probabilities[0].cpu()
     inverse = Invertd("map", transform, orig_keys="image", nearest_interp=False, to_tensor=True)
     on_series, descriptions = {}, {}
-    for method, heat in maps.items():
+    for method, heat in explanation.maps.items():
         restored = inverse({"map": MetaTensor(heat[0].cpu(), meta=image.meta), "image": image})["map"].clamp(0, 1)
         on_series[method] = restored
         descriptions[method] = describe(
             restored, restored.affine, probabilities=probabilities, class_names=class_names, explained=explained,
             method=method,
         ).text  # fmt: skip
-    return SeriesExplanation(series, on_series, explained, probabilities, descriptions)
+    return SeriesExplanation(series, on_series, tuple(classes), probabilities, descriptions)
 
 
 def write_series_explanation(

@@ -15,9 +15,9 @@ from pathlib import Path
 from monai.deploy.core import Fragment, Operator, OperatorSpec
 
 from monai_xai.bundle.loading import load_trained_bundle
-from monai_xai.cams.targets import PixelSetSpec
 from monai_xai.deploy.explain import SeriesExplanation, explain_series, write_series_explanation
 from monai_xai.dicom import series_from_datasets
+from monai_xai.explanation import ExplainStep
 
 __all__ = ["BundleExplainOperator", "DICOMExplanationWriterOperator"]
 
@@ -35,9 +35,11 @@ class BundleExplainOperator(Operator):
     Args:
         fragment: the application.
         bundle_path: the bundle folder (``configs/inference.json``, ``models/model.pt``).
-        target_layer: the layer to explain; default the bundle's own ``xai_target_layer`` (its explain.json).
+        target_layer: the layer to explain; default the bundle's own ``xai_target_layer`` (its explain.json), else
+            the one chosen on the first series (:func:`~monai_xai.cams.choose_target_layer`).
         methods: CAM methods; default ``("hirescam",)``.
-        class_idx: the explained class; default the bundle's ``xai_class``, else a classifier's predicted class.
+        class_idx: the explained class; default the bundle's ``xai_class``, else a classifier's predicted class, a
+            segmenter's every foreground class.
         pixel_set: a segmenter's pixel set; default the bundle's ``xai_pixel_set``.
         class_names: the classes' names for the descriptions.
         series_per_study: explain only the first so many selected series of each study (None: all); with the
@@ -52,22 +54,14 @@ class BundleExplainOperator(Operator):
         target_layer: str | None = None,
         methods: Sequence[str] = ("hirescam",),
         class_idx: int | None = None,
-        pixel_set: PixelSetSpec = None,
+        pixel_set: str | None = None,
         class_names: Sequence[str] | None = None,
         series_per_study: int | None = None,
         **kwargs,
     ) -> None:
         self.bundle = load_trained_bundle(bundle_path)
-        settings = self.bundle.settings
-        self.target_layer = target_layer or settings.target_layers
-        if not isinstance(self.target_layer, str):
-            raise ValueError(
-                f"{bundle_path}: give one target_layer (the bundle's explain.json names {self.target_layer!r})."
-            )
-        self.methods = tuple(methods)
-        self.class_idx = class_idx if class_idx is not None else settings.class_idx
-        self.pixel_set = pixel_set if pixel_set is not None else settings.pixel_set
-        self.score = settings.score
+        settings = self.bundle.settings.replace(target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set)
+        self.step = ExplainStep(settings.request(methods=tuple(methods), window=self.bundle.window))
         self.class_names = class_names
         self.series_per_study = series_per_study
         self._logger = logging.getLogger(f"{__name__}.{type(self).__name__}")
@@ -85,17 +79,7 @@ class BundleExplainOperator(Operator):
                 series = series_from_datasets(datasets)
                 self._logger.info(f"explaining {series.summary()} ({selected.selection_name})")
                 explanations.append(
-                    explain_series(
-                        self.bundle.network,
-                        self.bundle.preprocessing,
-                        series,
-                        self.target_layer,
-                        self.methods,
-                        self.class_idx,
-                        self.pixel_set,
-                        self.score,
-                        self.class_names,
-                    )  # fmt: skip
+                    explain_series(self.bundle.network, self.bundle.preprocessing, series, self.step, self.class_names)
                 )
         if not explanations:
             raise ValueError("no DICOM series was selected: check the selector's rules against the input studies.")

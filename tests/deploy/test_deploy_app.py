@@ -19,6 +19,7 @@ from monai_xai.bundle.loading import load_trained_bundle
 from monai_xai.data.phantom import generate_phantom
 from monai_xai.deploy import explain_series
 from monai_xai.dicom import find_series, select_series, series_from_datasets
+from monai_xai.explanation import ExplainRequest
 from tests.helpers.dicom_series import write_ct_series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,8 +85,8 @@ def test_the_apps_map_is_this_processes_map_on_the_source_slices(deployed):
     frames = pm.pixel_array
     bundle = load_trained_bundle(BUNDLE)
     series = select_series(find_series(root / "input"), 3)
-    expected = explain_series(bundle.network, bundle.preprocessing, series, "class_layers.relu", ["hirescam"],
-                              class_idx=1).maps["hirescam"][0].numpy()  # fmt: skip
+    request = ExplainRequest(["hirescam"], "class_layers.relu", class_idx=1)
+    expected = explain_series(bundle.network, bundle.preprocessing, series, request).maps["hirescam"][0].numpy()
     assert np.abs(frames - expected.transpose(2, 1, 0)).max() <= 1e-5
     peak = np.unravel_index(np.argmax(frames), frames.shape)  # (slice, row, column)
     assert ndimage.binary_dilation(phantom.mask > 0, iterations=3)[peak[2], peak[1], peak[0]]
@@ -98,9 +99,9 @@ def test_explain_series_reads_in_memory_datasets_as_the_files(study):
     in_memory = series_from_datasets([pydicom.dcmread(path) for path in reversed(series.files)])
     bundle = load_trained_bundle(BUNDLE)
     from_files, from_memory = (
-        explain_series(bundle.network, bundle.preprocessing, case, "class_layers.relu", ["gradcam"])
+        explain_series(bundle.network, bundle.preprocessing, case, ExplainRequest(["gradcam"], "class_layers.relu"))
         for case in (series, in_memory)
     )
-    assert from_files.class_idx == from_memory.class_idx == 1
+    assert from_files.class_idx == from_memory.class_idx == (1,)
     assert np.array_equal(from_files.maps["gradcam"].numpy(), from_memory.maps["gradcam"].numpy())
     assert sys.modules.get("holoscan") is None  # the plain functions need no deployment SDK
