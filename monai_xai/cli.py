@@ -52,7 +52,7 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
         mask: former name of ``--pixel_set``.
         options: the arguments of :func:`monai_xai.sanity.bundle_sanity_checks` as flags, e.g. ``--n_cases 16``,
             ``--datalist d.json --data_list_key validation``, ``--methods "['gradcam']" --target_layer layer4``,
-            ``--figure randomisation.png``.
+            ``--figure randomisation.png``, ``--maps_dir sanity_maps`` (every case's maps of both networks as NIfTI).
     """
     if mask is not None:
         options.setdefault("pixel_set", mask)
@@ -70,6 +70,8 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
     shown = f"\nMaps of the first case, trained and randomised: {given['figure']}" if given["figure"] else ""
     if given["cascade_figure"]:
         shown += f"\nCascading randomisation of the first batch: {given['cascade_figure']}"
+    if given["maps_dir"]:
+        shown += f"\nEvery case's maps, trained and randomised: {given['maps_dir']}"
     return (
         f"{sanity_markdown(summary)}\n\n{cases}, {given['n_draws']} random maps per case and baseline, "
         f"re-initialisation seed {given['randomisation_seed']}; {elapsed:.0f} s.{shown}"

@@ -20,6 +20,8 @@ __all__ = [
     "CaseName",
     "IoUThresholdMode",
     "MapGrid",
+    "RandomMap",
+    "ResultVolume",
     "PixelSet",
     "Score",
     "RoadOrder",
@@ -127,6 +129,24 @@ class CaseName(StrEnum):
 
     FILE = "file"
     FOLDER = "folder"
+
+
+class ResultVolume(StrEnum):
+    """What a MONAI Label explain request returns: ``BINS``, a uint8 label map of heat bins (what 3D Slicer shows as
+    segments); ``SEGMENTS``, the same bins as a Slicer segmentation file (``.seg.nrrd``) whose segments carry each bin's
+    name and colour; ``HEATMAP``, the float32 map in [0, 1]."""
+
+    BINS = "bins"
+    SEGMENTS = "segments"
+    HEATMAP = "heatmap"
+
+
+class RandomMap(StrEnum):
+    """The random maps of the sanity checks' baseline: i.i.d. ``UNIFORM`` values per voxel, or ``SMOOTH`` ones drawn on
+    a coarse grid (e.g. the CAM layer's) and upsampled as a CAM is."""
+
+    UNIFORM = "uniform"
+    SMOOTH = "smooth"
 
 
 # a threshold that binarises each map at its own Otsu cut (the IoU metric's and describe()'s ``threshold="otsu"``)

@@ -543,8 +543,9 @@ def test_case_batches_split_where_the_image_size_changes():
         return {"image": torch.zeros(1, int(case["image"]), 5)}
 
     batches = list(case_batches(cases, preprocessing, "label", batch_size=2))
-    assert [tuple(images.shape) for images, _ in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
-    assert all(not regions.any() and regions.shape[1] == 1 for _, regions in batches)
+    assert [tuple(batch.images.shape) for batch in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
+    assert all(not batch.regions.any() and batch.regions.shape[1] == 1 for batch in batches)
+    assert [batch.sources for batch in batches] == [["4", "4"], ["4"], ["6", "6"], ["4"]]
 
 
 def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):

@@ -19,7 +19,7 @@ from torch import nn
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 from monai_xai.cams import ClassSet, LayerSpec, resolve_layers
 from monai_xai.cams.layouts import Reshape
-from monai_xai.enums import PixelSet, Score
+from monai_xai.enums import EXPLAINED_CLASS, PixelSet, Score
 from monai_xai.explanation import ExplainRequest
 
 __all__ = ["ExplainSettings", "check_explain_config"]
@@ -105,7 +105,7 @@ class ExplainSettings:
         if self.region_key is not None and not isinstance(self.region_key, str):
             raise TypeError(f"xai_region_key must be a batch key (a string) or null, got {self.region_key!r}.")
         value = self.region_value
-        if value is not None and value != "class" and (not isinstance(value, int) or isinstance(value, bool)):
+        if value is not None and value != EXPLAINED_CLASS and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')
 
     @classmethod

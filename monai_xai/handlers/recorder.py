@@ -35,6 +35,7 @@ from monai_xai.handlers.records import CaseRecord, MethodRecord, RunRecords
 from monai_xai.handlers.results_dir import prepare_results_dir
 from monai_xai.metrics.catalogue import region_mask
 from monai_xai.metrics.stats import summary_table
+from monai_xai.naming import CaseNames, strip_image_suffix
 from monai_xai.networks import is_calibrated
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "ground_truth_mask",
 ]
 
-_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg")
 # name of the explained pixel set among a segmentation description's masks ("It covers 80% of the explained region")
 EXPLAINED_REGION = "explained region"
 # name of the ground-truth region among the masks ("It covers 70% of the ground-truth region")
@@ -65,20 +65,17 @@ def gather_rows(rows: list) -> list:
     return [row for rank_rows in gathered for row in rank_rows]
 
 
-def _case_stem(image: Any, case_name: CaseName) -> str | None:
-    """The case's name from its image file: the file name without its extension (``CaseName.FILE``) or the name of
-    the folder holding it (``CaseName.FOLDER``); None for an image without a file."""
+def _case_source(image: Any, case_name: CaseName) -> str | None:
+    """What names the case: its image file's name without its extension (``CaseName.FILE``) or the name of the folder
+    holding it (``CaseName.FOLDER``); None for an image without a file. Not yet safe as a file name
+    (:class:`~monai_xai.naming.CaseNames` makes it so)."""
     meta = image.meta if isinstance(image, MetaTensor) else {}
     source = meta.get("filename_or_obj")
     if not source or not isinstance(source, str):
         return None
     if case_name == CaseName.FOLDER:
         return Path(source).parent.name or None
-    name = Path(source).name
-    for suffix in _FILE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return strip_image_suffix(Path(source).name)
 
 
 def class_probabilities(pred: torch.Tensor) -> torch.Tensor | None:
@@ -143,7 +140,8 @@ class XAIRecorder:
             ``monai-xai sanity``): the descriptions then say whether the map can be trusted to depend on the model.
         case_name: ``"file"``: cases are named after their image file (without extension); ``"folder"``: after the
             folder holding it, for data sets whose images all share one name (KiTS23's ``case_XXXXX/imaging.nii.gz``).
-            Repeated names get ``_1``, ``_2``, ...
+            Names are made safe as file names and unique (:class:`~monai_xai.naming.CaseNames`: ``../x`` becomes
+            ``x``, a name the run uses itself such as ``index.html`` gets ``_case``, repeated names ``_1``, ``_2``).
         region_key: output or batch key of the ground-truth region (as the XAI metrics read it, ``xai_region_key``);
             the descriptions then say how much of it the hot area covers. A value that is not a map on the image's
             grid (a classifier's class label) is not a region and is ignored.
@@ -175,7 +173,7 @@ class XAIRecorder:
         self.region_key = region_key
         self.region_value = region_value
         self.records = self._new_records()
-        self._names: set[str] = set()
+        self._names = CaseNames()
 
     def _new_records(self) -> RunRecords:
         names = None if self.class_names is None else tuple(self.class_names)
@@ -192,20 +190,16 @@ class XAIRecorder:
             prepare_results_dir(self.output_dir, self.overwrite)
         idist.barrier()
         self.records = self._new_records()
-        self._names = set()
+        self._names = CaseNames()
         setattr(engine.state, XAIKeys.UNREADABLE, [])
         setattr(engine.state, XAIKeys.RESULTS, self.records)
 
     def _unique_name(self, image: Any) -> str:
-        stem = _case_stem(image, self.case_name)
-        if stem is None:  # no file: a numbered name, per rank so that ranks never collide
-            stem = f"case_{len(self._names):04d}"
-            stem = f"rank{idist.get_rank()}_{stem}" if idist.get_rank() > 0 else stem
-        name, repeat = stem, 1
-        while name in self._names:
-            name, repeat = f"{stem}_{repeat}", repeat + 1
-        self._names.add(name)
-        return name
+        source = _case_source(image, self.case_name)
+        if source is None:  # no file: a numbered name, per rank so that ranks never collide
+            source = f"case_{len(self._names):04d}"
+            source = f"rank{idist.get_rank()}_{source}" if idist.get_rank() > 0 else source
+        return self._names.stem(source)
 
     def _description_inputs(self, engine: Any, index: int, case: Mapping[str, Any], image: Any) -> dict[str, Any]:
         """The :func:`~monai_xai.describe.describe` arguments that one case's methods share: ``class_names``,

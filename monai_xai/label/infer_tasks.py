@@ -30,7 +30,7 @@ from torch import nn
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import method_names
 from monai_xai.cams.targets import FOREGROUND
-from monai_xai.enums import PixelSet, Score
+from monai_xai.enums import PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
 from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
@@ -358,7 +358,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8); ``"segments"``
         is written as a ``.seg.nrrd`` on the loaded image's grid, whatever extension the client asks for."""
         options: ExplainOptions = data[_OPTIONS_KEY]
-        if options.result_volume == "segments":
+        if options.result_volume == ResultVolume.SEGMENTS:
             labels = data[self.output_label_key]
             affine = labels.affine if isinstance(labels, MetaTensor) else data[self.input_key].affine
             result = data.get(self.output_json_key, {})

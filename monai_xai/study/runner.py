@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from monai.data import MetaTensor
 from monai.metrics import CumulativeIterationMetric
 from torch import nn
 from tqdm import tqdm
@@ -31,15 +32,20 @@ from monai_xai.bundle import TrainedBundle, load_trained_bundle
 from monai_xai.cams import ClassSet
 from monai_xai.enums import IOU, OTSU, IoUThresholdMode, MetricInput
 from monai_xai.explanation import ExplainStep, Explanation, class_probabilities, predicted_class
+from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import SECONDS, get_metric, region_mask, saliency_iou
+from monai_xai.naming import safe_stem
 from monai_xai.sanity.randomisation import model_randomisation_check
-from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, study_cases
+from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, case_stems, study_cases
 from monai_xai.study.report import write_report
 from monai_xai.study.spec import StudyBundle, StudySpec, load_study
 from monai_xai.study.store import ROWS_FILE, StudyStore, study_store
 from monai_xai.study.tracking import track_study
 
-__all__ = ["run_study"]
+__all__ = ["MAPS_FOLDER", "run_study"]
+
+# where a study writes its maps when asked (StudySpec.maps)
+MAPS_FOLDER = "maps"
 
 
 def _distributed() -> tuple[int, int]:
@@ -96,8 +102,11 @@ class _BundleRun:
     """Explain and score one bundle's cases (this rank's batches), each method at each layer through its own
     explanation step (one timed pass per method)."""
 
-    def __init__(self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore) -> None:
+    def __init__(
+        self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore, stems: dict[str, str]
+    ) -> None:
         self.spec, self.bundle, self.trained, self.store = spec, bundle, trained, store
+        self.stems = stems
         self.network: nn.Module = trained.network
         self.device = next(self.network.parameters()).device
         self.steps = {
@@ -190,6 +199,8 @@ class _BundleRun:
                     for metric in self.spec.metrics:
                         if metric in missing:
                             values[metric] = self._score(metric, layer, method, explanation, batch)
+            if self.spec.maps:
+                self._write_maps(layer, method, explanation, batch)
             self.store.add_scores(
                 (self.bundle.name, layer, method, case_id, metric, float(column[k]))
                 for metric, column in values.items()
@@ -197,6 +208,14 @@ class _BundleRun:
                 for k, case_id in enumerate(ids)
                 if case_id in missing[metric]
             )
+
+    def _write_maps(self, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> None:
+        """The batch's maps of ``method`` at ``layer`` as NIfTI, one file per case (see ``StudySpec.maps``)."""
+        folder = Path(self.spec.output_dir) / MAPS_FOLDER / safe_stem(self.bundle.name) / safe_stem(layer)
+        folder = folder / safe_stem(method)
+        folder.mkdir(parents=True, exist_ok=True)
+        for case, maps, affine in zip(batch.cases, explanation.maps[method], batch.affines):
+            write_map(MetaTensor(maps.detach().cpu(), affine=affine), folder / f"{self.stems[case.case_id]}.nii.gz")
 
     # --- IoU threshold tuned on the validation split
 
@@ -302,7 +321,7 @@ def run_study(
     try:
         for bundle in spec.bundles:
             trained = load_trained_bundle(bundle.path, device, bundle.overrides, bundle.weights)
-            run = _BundleRun(spec, bundle, trained, store)
+            run = _BundleRun(spec, bundle, trained, store, case_stems(cases))
             if "iou" in spec.metrics and spec.iou_mode == "tuned":
                 if rank == 0:
                     validation = study_cases(spec.data, Path(spec.output_dir), key=spec.data.validation_key)

@@ -18,7 +18,8 @@ the working directory)::
         "sanity": {"cases": 8, "seed": 0},
         "mlflow": {"tracking_uri": null, "experiment": "monai-xai-studies"},
         "batch_size": 4,
-        "seed": 0
+        "seed": 0,
+        "maps": false
     }
 
 ``data`` is a MONAI datalist, or ``{"phantom": {"n_cases": 24, "seed": 4242, ...}}`` (arguments of
@@ -74,6 +75,7 @@ _KNOWN_KEYS = {
     "batch_size",
     "seed",
     "device",
+    "maps",
 }
 
 
@@ -171,6 +173,8 @@ class StudySpec:
         batch_size: cases per batch; batches are fixed by case order, so results do not depend on ranks.
         seed: seed of every random stream (ROAD's imputation noise), derived per batch.
         device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).
+        maps: also write every explained map as NIfTI, ``<output_dir>/maps/<bundle>/<layer>/<method>/<case>.nii.gz``
+            on the network's grid with the preprocessed image's affine.
     """
 
     name: str
@@ -194,6 +198,7 @@ class StudySpec:
     batch_size: int = 4
     seed: int = 0
     device: str | None = None
+    maps: bool = False
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a stored row (not methods or metrics: rows are keyed by them), so that a
@@ -387,6 +392,9 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise _fail(source, f"'batch_size' must be a positive int, got {batch_size!r}.")
     output_dir = Path(content.get("output_dir") or Path("outputs") / "studies" / name)
+    maps = content.get("maps", False)
+    if not isinstance(maps, bool):
+        raise _fail(source, f"'maps' must be true or false (write every map as NIfTI), got {maps!r}.")
     return StudySpec(
         name=name,
         source=None,
@@ -409,6 +417,7 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
         batch_size=batch_size,
         seed=int(content.get("seed", 0)),
         device=content.get("device"),
+        maps=maps,
     )
 
 
