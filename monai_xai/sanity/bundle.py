@@ -258,7 +258,7 @@ def _check_batches(
     """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
     the cascade pictures (``figures``, either None) of the first batch. ``cascade_methods``: the methods the cascade
     shows (None: all). ``maps_dir``: where every case's maps of both networks are written (None: nowhere)."""
-    names = CaseNames()
+    case_names = CaseNames()
     methods = step.request.methods
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
@@ -268,7 +268,7 @@ def _check_batches(
         images, regions = images.to(device), regions.to(device)
         result = model_randomisation_check(network, images, step, randomisation_seed)
         if maps_dir is not None:
-            _write_maps(result, sources, affines, Path(maps_dir), names)
+            _write_maps(result, sources, affines, Path(maps_dir), case_names)
         groups = _layer_groups(result.layers, methods)
         figure, cascade_figure = figures if index == 0 else (None, None)
         if figure is not None:
