@@ -72,10 +72,12 @@ def _python_api(bundle: Path, data: Path) -> dict[str, Any]:
     )
     maps = {case: {m: explanation.maps[m][k, 0].numpy() for m in METHODS} for k, case in enumerate(CASES)}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
+    # the metrics that re-run the network run it as the bundle does: window by window with its window
+    network = trained.network if trained.window is None else trained.window.network(trained.network)
     for name in METRICS:
         spec = get_metric(name)
         for method in METHODS:
-            metric = spec.create(trained.network, settings["xai_score"], **METRIC_ARGS.get(name, {}))
+            metric = spec.create(network, settings["xai_score"], **METRIC_ARGS.get(name, {}))
             if spec.compares_with == MetricInput.REGION:
                 values = metric(y_pred=explanation.maps[method], y=regions)
             else:

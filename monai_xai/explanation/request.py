@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from monai.inferers import Inferer, SlidingWindowInferer
+import torch
+from monai.inferers import Inferer, SlidingWindowInferer, sliding_window_inference
 from monai.utils import BlendMode
 from torch import nn
 
@@ -23,7 +24,14 @@ from monai_xai.cams.registry import get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
 from monai_xai.enums import Layout, PixelSet, Score, as_choice
 
-__all__ = ["ClassChoice", "ExplainRequest", "SlidingWindow", "BLEND_MODES"]
+__all__ = [
+    "BLEND_MODES",
+    "ClassChoice",
+    "ExplainRequest",
+    "SlidingWindow",
+    "SlidingWindowNetwork",
+    "network_as_inferred",
+]
 
 # the class setting of a request: None (a classifier's predicted class; every foreground class of a segmenter), one
 # class for every sample, one per sample, or several classes of a segmenter explained together
@@ -95,6 +103,10 @@ class SlidingWindow:
             overlap = overlap[0]
         return cls(inferer.roi_size, int(inferer.sw_batch_size), float(overlap), str(inferer.mode))
 
+    def network(self, network: nn.Module) -> SlidingWindowNetwork:
+        """``network`` run window by window with this window (see :class:`SlidingWindowNetwork`)."""
+        return SlidingWindowNetwork(network, self)
+
     def explainer_args(self) -> dict[str, Any]:
         """The :class:`~monai_xai.cams.CAMExplainer` arguments of this window."""
         return {
@@ -103,6 +115,37 @@ class SlidingWindow:
             "overlap": self.overlap,
             "sw_mode": self.mode,
         }
+
+
+class SlidingWindowNetwork(nn.Module):
+    """A network run window by window, as a bundle's ``SlidingWindowInferer`` runs it: what the metrics that re-run
+    the network on perturbed images (ROAD, deletion/insertion) call, so that they score the prediction the bundle makes
+    (and a volume larger than the window fits in memory).
+
+    Args:
+        network: the segmentation network (its modules stay reachable as ``.network``).
+        window: the window.
+    """
+
+    def __init__(self, network: nn.Module, window: SlidingWindow) -> None:
+        super().__init__()
+        self.network = network
+        self.window = window
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) -> the blended (B, C', *spatial) output of the windows."""
+        window = self.window
+        return sliding_window_inference(
+            images, window.roi_size, window.sw_batch_size, self.network, overlap=window.overlap, mode=window.mode
+        )
+
+
+def network_as_inferred(network: nn.Module, inferer: Inferer | None) -> nn.Module:
+    """``network`` as ``inferer`` runs it: window by window for a ``SlidingWindowInferer``
+    (:class:`SlidingWindowNetwork`), as it is otherwise. The metric overlay gives the metrics that re-run the network
+    this (``"network": "$network_as_inferred(@network, @inferer)"``, imported by its ``"+imports"``)."""
+    window = SlidingWindow.of(inferer)
+    return network if window is None else window.network(network)
 
 
 def _method_names(value: Any) -> tuple[str, ...]:

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
 from monai.utils import fall_back_tuple
 from torch import nn
 
@@ -164,11 +163,7 @@ class ExplainStep:
         request's sliding window (blended as MONAI's ``SlidingWindowInferer`` does)."""
         window = self.request.window
         with torch.no_grad(), preserved_model_state(network):
-            if window is None:
-                return network(images)
-            return sliding_window_inference(
-                images, window.roi_size, window.sw_batch_size, network, overlap=window.overlap, mode=window.mode
-            )
+            return network(images) if window is None else window.network(network)(images)
 
     def __call__(
         self,

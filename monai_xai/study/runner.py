@@ -145,7 +145,9 @@ class _BundleRun:
             args = dict(self.spec.metric_args.get(metric, {}))
             if metric == IOU:
                 args = {"threshold": self._iou_threshold(layer, method)}
-            self._metrics[key] = get_metric(metric).create(self.network, self.bundle.score, **args)
+            # the metrics that re-run the network run it as the bundle does (window by window with its window)
+            network = self.network if self.bundle.window is None else self.bundle.window.network(self.network)
+            self._metrics[key] = get_metric(metric).create(network, self.bundle.score, **args)
         return self._metrics[key]
 
     def _score(self, metric: str, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> torch.Tensor:

@@ -10,6 +10,7 @@ from monai.inferers import SimpleInferer, SlidingWindowInferer
 
 from monai_xai.bundle import check_explain_config
 from monai_xai.cams import CAMExplainer
+from monai_xai.explanation import SlidingWindowNetwork, network_as_inferred
 from monai_xai.inferers import XAIInferer
 from monai_xai.utils import label_mask
 from tests.helpers.engines import affine_for, case_dataset, collect_outputs, make_evaluator
@@ -265,3 +266,15 @@ def test_attached_but_not_the_evaluators_inferer_is_reported():
     evaluator = make_evaluator(network, case_dataset(images), SimpleInferer(), [inferer])
     with pytest.raises(RuntimeError, match="make it the evaluator's inferer"):
         evaluator.run()
+
+
+def test_a_network_as_its_sliding_window_inferer_runs_it():
+    """What the metrics that re-run the network call: the bundle's own windowed prediction, whatever the image size."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(2, 1, 24, 20, 16)
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=2, overlap=0.5, mode="gaussian")
+    windowed = network_as_inferred(network, inferer)
+    assert isinstance(windowed, SlidingWindowNetwork) and network_as_inferred(network, SimpleInferer()) is network
+    with torch.no_grad():
+        torch.testing.assert_close(windowed(images), inferer(images, network))
+        assert not torch.allclose(windowed(images), network(images), atol=1e-3)  # the window matters here
