@@ -34,6 +34,7 @@ from ignite.engine import Events
 from monai.data import MetaTensor
 from monai.utils import CommonKeys
 
+from monai_xai.atomic import atomic_write_text
 from monai_xai.enums import EXPLAINED_CLASS, XAIKeys, saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.recorder import explained_classes, gather_rows, ground_truth_mask
@@ -137,7 +138,7 @@ class XAIReportWriter:
             masks = self._masks(engine, index, case, tuple(image.shape[1:]))
             volumes = encode_case_volumes(image, maps, masks=masks)
             part = parts_dir / f"rank{idist.get_rank()}_{len(self.parts):06d}.json"
-            part.write_text(json.dumps(volumes))
+            atomic_write_text(part, json.dumps(volumes))
             self.parts.append((record.name, str(part)))
 
     def write_reports(self, engine: Any) -> None:

@@ -21,7 +21,6 @@ failed write is an error.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from monai.data import ITKWriter, MetaTensor, NibabelWriter
 from monai.transforms import Compose, Invertd, InvertibleTransform
 from monai.utils import CommonKeys
 
+from monai_xai.atomic import atomic_path, atomic_write_text
 from monai_xai.enums import MapGrid, as_choice, saliency_key
 from monai_xai.handlers.engine_data import case_value
 from monai_xai.handlers.records import CaseRecord, run_records
@@ -61,19 +61,13 @@ def write_map(maps: torch.Tensor, path: Path) -> Path:
     Raises:
         OSError, RuntimeError: the write failed (the temporary file is removed); nothing is written at ``path``.
     """
-    name = path.name
-    extension = next((suffix for suffix in _MAP_SUFFIXES if name.lower().endswith(suffix)), path.suffix)
-    partial = path.with_name(f".{name[: len(name) - len(extension)]}.partial-{os.getpid()}{extension}")
+    extension = next((suffix for suffix in _MAP_SUFFIXES if path.name.lower().endswith(suffix)), path.suffix)
     writer = (NibabelWriter if extension in (".nii.gz", ".nii") else ITKWriter)(output_dtype=torch.float32)
     data = _writable(maps)
-    try:
+    with atomic_path(path) as partial:
         writer.set_data_array(data, channel_dim=0)
         writer.set_metadata(data.meta, resample=False)
         writer.write(str(partial), verbose=False)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -174,4 +168,4 @@ class SaliencyWriter:
                     path = case_dir / f"{case.name}_{method}.png"
                     title = f"{case.name}: {method}"
                     record.files["png"] = save_overlay_png(image, maps, path, title=title, caption=record.text)
-            (case_dir / f"{case.name}_description.md").write_text(_description_markdown(case))
+            atomic_write_text(case_dir / f"{case.name}_description.md", _description_markdown(case))

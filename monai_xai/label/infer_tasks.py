@@ -32,7 +32,7 @@ from monai_xai.cams import method_names
 from monai_xai.cams.targets import FOREGROUND
 from monai_xai.enums import PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
-from monai_xai.label.guard import without_paths
+from monai_xai.label.guard import DEFAULT_MAX_VOXELS, image_voxels, without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
     BINNED_VOLUMES,
@@ -72,8 +72,10 @@ class CompatibleBundleInferTask(BundleInferTask):
       ``models/model.pt``, loaded with ``weights_only=True`` and strict key matching (a checkpoint of another network
       is an error, not a half-random network), and reloaded when the file changes (its path, size, modification and
       inode-change times: replacing the file always changes the last);
-    - an image that cannot be read or preprocessed is a 422 that names the image, and a ``result_extension`` other
-      than :data:`RESULT_EXTENSIONS` a 422; other failures are a 500 whose message shows no server paths.
+    - an image that cannot be read or preprocessed is a 422 that names the image, one whose header declares more
+      voxels than ``--conf max_voxels`` (default :data:`~monai_xai.label.guard.DEFAULT_MAX_VOXELS`) a 413 before it
+      is decompressed, and a ``result_extension`` other than :data:`RESULT_EXTENSIONS` a 422; other failures are a
+      500 whose message shows no server paths.
 
     Args:
         path, conf, kwargs: as ``BundleInferTask`` (``load_strict`` is True unless given).
@@ -83,8 +85,10 @@ class CompatibleBundleInferTask(BundleInferTask):
         kwargs.setdefault("extend_load_image", False)
         kwargs.setdefault("load_strict", True)
         super().__init__(path, conf, **kwargs)
-        self._config.pop("model_filename", None)
         self._loaded: tuple[tuple, nn.Module] | None = None
+        self.max_voxels = int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
+        if self.valid:  # MONAI Label's BundleInferTask stops early, without a config, for a bundle without weights
+            self._config.pop("model_filename", None)
 
     def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
         model = request.get("model", os.path.basename(self.bundle_path))
@@ -121,6 +125,14 @@ class CompatibleBundleInferTask(BundleInferTask):
         return self._loaded[1]
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        image = data.get(self.input_key)
+        voxels = image_voxels(image) if isinstance(image, str) else None
+        if voxels is not None and voxels > self.max_voxels:
+            raise HTTPException(
+                status_code=413,
+                detail=f"the image declares {voxels} voxels, more than this server reads ({self.max_voxels}, --conf "
+                "max_voxels); send a smaller or cropped volume.",
+            )
         hidden = {
             key: data.pop(key)
             for key in list(data)

@@ -45,6 +45,7 @@ import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
+from monai_xai.atomic import atomic_write_text
 from monai_xai.utils import affine_4x4
 
 __all__ = [
@@ -259,10 +260,7 @@ def render_case_report(
     }
     page = _MARKERS.sub(lambda match: parts[match.group(1)], _asset("report_case.html"))
     page = page.replace("@TITLE@", html.escape(f"{title}: explanation report"), 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    return atomic_write_text(path, page)
 
 
 def write_case_report(
@@ -386,7 +384,4 @@ def write_index(
         " in MLflow open each case's <code>_report.html</code> artifact.</p>",
         "</body></html>",
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return atomic_write_text(path, "\n".join(lines))
