@@ -14,22 +14,101 @@ Examples::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import math
 import time
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import fire
+from monai.bundle import ConfigParser
 
-from monai_xai.bundle import OVERLAYS, explain_bundle
+from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 
-__all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study"]
+__all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study", "strict_value", "typed_command"]
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def strict_value(value: Any, kind: type, name: str) -> Any:
+    """A command-line value as ``kind`` (``bool``, ``int`` or ``float``), refused unless it is one.
+
+    python-fire parses ``--flag False`` as a bool but ``--flag false`` as the string ``"false"``, which Python takes as
+    true: a value is therefore read here, strictly (``true/false``, ``yes/no``, ``on/off``, ``1/0`` for a bool; a
+    whole number for an int; a finite number for a float).
+
+    Raises:
+        ValueError: naming ``--name``, what it takes and what it got.
+    """
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else None
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"--{name} takes true or false, got {value!r}.")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"--{name} takes a whole number, got {value!r}.")
+    if kind is float:
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(f"--{name} takes a finite number, got {value!r}.")
+        return number
+    return value
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """``bool``, ``int`` or ``float`` for an annotation of that type (or that type or None), else None."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    kinds = [option for option in options if option is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None
+
+
+def typed_command(function: Callable) -> Callable:
+    """``function`` with its bool, int and float arguments read strictly (:func:`strict_value`), as a fire command."""
+    signature = inspect.signature(function)
+    hints = typing.get_type_hints(function.func if isinstance(function, partial) else function)
+
+    @functools.wraps(function)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            kind = _scalar_kind(hints.get(name))
+            if kind is not None and value is not None:
+                bound.arguments[name] = strict_value(value, kind, name)
+        return function(*bound.args, **bound.kwargs)
+
+    return command
+
+
+def _typed_overrides(bundle_dir: str, overlays: Sequence[str], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` with each value of a config id whose default (in the bundle with the overlays) is a bool, an
+    int or a float read strictly as that (``--xai_overwrite false`` is False, ``--xai_overwrite maybe`` an error)."""
+    parser = ConfigParser()
+    parser.read_config(explain_config_files(bundle_dir, overlays))
+    typed = dict(override)
+    for name, value in override.items():
+        default = parser.get(name) if name in parser else None
+        kind = next((kind for kind in (bool, int, float) if type(default) is kind), None)
+        if kind is not None and value is not None:
+            typed[name] = strict_value(value, kind, name)
+    return typed
 
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
@@ -41,7 +120,8 @@ def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any
         bundle_dir: bundle in model-zoo layout.
         overlays: overlay names (default: explain, xai_metrics, mlflow).
     """
-    explain_bundle(bundle_dir, overlays=tuple(overlays), **override)
+    overlays = tuple(overlays)
+    explain_bundle(bundle_dir, overlays=overlays, **_typed_overrides(bundle_dir, overlays, override))
 
 
 def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
@@ -57,6 +137,11 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
     if mask is not None:
         options.setdefault("pixel_set", mask)
     run = inspect.signature(bundle_sanity_checks).bind(bundle_dir, **options)
+    hints = typing.get_type_hints(bundle_sanity_checks)
+    for name, value in run.arguments.items():
+        kind = _scalar_kind(hints.get(name))
+        if kind is not None and value is not None:
+            run.arguments[name] = strict_value(value, kind, name)
     run.apply_defaults()
     given = run.arguments
     start = time.perf_counter()
@@ -165,7 +250,7 @@ def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
     }
     if dataset not in writers:
         raise ValueError(f"unknown data set {dataset!r}; available: {sorted(writers)}.")
-    return writers[dataset](root, out_file, **kwargs)
+    return typed_command(writers[dataset])(root, out_file, **kwargs)
 
 
 def describe(
@@ -199,13 +284,13 @@ def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
     fire.Fire(
         {
-            "demo": run_demo,
+            "demo": typed_command(run_demo),
             "explain": explain,
             "sanity": sanity,
-            "phantom": phantom,
-            "study": study,
+            "phantom": typed_command(phantom),
+            "study": typed_command(study),
             "datalist": datalist,
-            "describe": describe,
+            "describe": typed_command(describe),
         }
     )
 
