@@ -285,8 +285,8 @@ def _prepare_output(spec: StudySpec, overwrite: bool, rank: int) -> None:
             (output_dir / ROWS_FILE).unlink(missing_ok=True)
             shutil.rmtree(output_dir / "report", ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
+        study_cases(spec.data, output_dir)  # writes phantom cases once, before their content is fingerprinted
         study_store(spec).close()  # creates the store (or refuses one of other settings) before the others open it
-        study_cases(spec.data, output_dir)  # writes phantom cases once
     _barrier()
 
 
