@@ -235,7 +235,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             )
         self.n_bins, self.min_heat = n_bins, min_heat
         if result_volume is not None and result_volume not in RESULT_VOLUMES:
-            raise ValueError(f"result_volume must be one of {list(RESULT_VOLUMES)}, got {result_volume!r}.")
+            raise ValueError(f"result_volume must be one of {[str(v) for v in RESULT_VOLUMES]}, got {result_volume!r}.")
         self.result_volumes = _default_first(RESULT_VOLUMES, result_volume)
         # Validates the defaults now rather than on the first request.
         parse_explain_options({}, self.methods, self.target_layers, self.class_names, self.segmentation)
