@@ -56,6 +56,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers.servers import free_port
+
 __all__ = [
     "COMMAND_WORDS",
     "DOCUMENTS",
@@ -636,7 +638,7 @@ class Fixtures:
         if placeholder not in self._paths:
             writer = PLACEHOLDERS.get(self.document, {}).get(placeholder)
             if writer is None:
-                raise KeyError(unrunnable_reason_for(self.document, placeholder))
+                raise KeyError(_no_fixture(self.document, placeholder))
             path = writer(self).resolve()
             if not re.fullmatch(r"[\w./-]+", str(path)):
                 raise ValueError(f"fixture path {path} would need shell quoting inside the command")
@@ -644,7 +646,7 @@ class Fixtures:
         return self._paths[placeholder]
 
 
-def unrunnable_reason_for(document: str, placeholder: str) -> str:
+def _no_fixture(document: str, placeholder: str) -> str:
     return (
         f"{placeholder} has no fixture in PLACEHOLDERS[{document!r}] (tests/helpers/documented_commands.py): "
         "add one, or mark the command not-in-ci / covered-by"
@@ -657,7 +659,7 @@ def unrunnable_reason(command: Command) -> str | None:
     mapped = PLACEHOLDERS.get(command.document, {})
     for placeholder in PLACEHOLDER.findall(used):
         if placeholder not in mapped:
-            return unrunnable_reason_for(command.document, placeholder)
+            return _no_fixture(command.document, placeholder)
     return None
 
 
@@ -709,12 +711,6 @@ def _port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answer(url: str) -> str | None:
@@ -777,7 +773,7 @@ class DocumentRun:
         for command in self.commands:
             port = re.search(r":(\d+)", command.server or "")
             if port and _port_in_use(int(port.group(1))):
-                self._port_changes[port.group(1)] = str(_free_port())
+                self._port_changes[port.group(1)] = str(free_port())
 
     def run(self) -> dict[str, RunResult]:
         """Every command's result by id; a server stays up until the document's last command has run."""
