@@ -20,6 +20,7 @@ only when no case could be read (or, with ``strict``, when any could not).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,25 @@ from torch.utils.data import Dataset
 
 from monai_xai.enums import XAIKeys
 
-__all__ = ["ReadableCases", "ReadableCasesCollate", "SkipUnreadableCases", "describe_case"]
+__all__ = ["ReadableCases", "ReadableCasesCollate", "SkipUnreadableCases", "describe_case", "error_reason"]
 
 logger = logging.getLogger(__name__)
+
+
+_TRANSFORM_WRAPPER = re.compile(r"^applying transform <?([\w.]+)")
+
+
+def error_reason(error: BaseException) -> str:
+    """What went wrong with a case, in one line a person can act on: the error under MONAI's ``"applying transform
+    <...LoadImaged object at 0x...>"`` wrappers, after the transform that raised it, e.g. ``"LoadImaged:
+    ImageFileError: Cannot work out file type of "/data/ct.nii.gz""``."""
+    transform = None
+    while error.__cause__ is not None and (wrapper := _TRANSFORM_WRAPPER.match(str(error))):
+        transform = wrapper.group(1).rsplit(".", 1)[-1]
+        error = error.__cause__
+    message = " ".join(str(error).split()) or "(no message)"
+    reason = f"{type(error).__name__}: {message}"
+    return f"{transform}: {reason}" if transform else reason
 
 
 def describe_case(case: object, index: int) -> tuple[str, list[str]]:
@@ -64,7 +81,7 @@ class ReadableCases(Dataset):
             data = getattr(self.dataset, "data", None)
             case = data[index] if isinstance(data, Sequence) and 0 <= index < len(data) else None
             name, files = describe_case(case, index)
-            reason = f"{type(error).__name__}: {error}".strip()
+            reason = error_reason(error)
             logger.warning(f"skipping case {name} ({', '.join(files) or 'no file names'}): {reason}")
             return {XAIKeys.UNREADABLE: {"case": name, "files": files, "reason": reason}}
 

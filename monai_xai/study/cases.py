@@ -16,6 +16,7 @@ import torch
 from monai.data import MetaTensor
 
 from monai_xai.data import ensure_phantom_dataset
+from monai_xai.data.unreadable import error_reason
 from monai_xai.naming import CaseNames, strip_image_suffix
 from monai_xai.sanity.cases import load_case
 from monai_xai.study.spec import StudyData
@@ -125,18 +126,29 @@ def case_batches(
     preprocessing: Callable,
     region_key: str | None,
     device: torch.device,
+    on_failure: Callable[[StudyCase, list[str], str], None] | None = None,
 ) -> Iterator[CaseBatch]:
     """Load the given batches (their cases' images and labels through the bundle's ``preprocessing``), one at a time.
 
     Within a batch, cases whose preprocessed shapes differ from the first case's go to a batch of their own (same
     index), so that any preprocessing works.
+
+    Args:
+        on_failure: called with ``(case, its files, reason)`` for a case that cannot be loaded (a truncated or
+            missing file, a preprocessing error), which is then left out; None: such a case raises, naming its files.
     """
     for index, batch in batches:
         loaded = []
         for position in batch:
             case = cases[position]
             item = {"image": case.image} | ({"region": case.region} if case.region and region_key else {})
-            loaded.append((case, *load_case(item, preprocessing, region_key or "label")))
+            try:
+                loaded.append((case, *load_case(item, preprocessing, region_key or "label")))
+            except Exception as error:  # one unreadable case must cost only itself
+                files, reason = list(item.values()), error_reason(error)
+                if on_failure is None:
+                    raise ValueError(f"case {case.case_id} ({', '.join(files)}) cannot be loaded: {reason}") from error
+                on_failure(case, files, reason)
         while loaded:
             shape = (loaded[0][1].shape, loaded[0][2].shape[1:])
             same = [item for item in loaded if (item[1].shape, item[2].shape[1:]) == shape]

@@ -12,7 +12,8 @@ Written to ``<output_dir>/report/``:
 - ``anova_bundles.csv`` / ``anova_layers.csv``: one-way ANOVA and Tukey HSD across bundles (each at its first
   layer) and across the layers of each bundle, per method x metric.
 - ``timing.csv``: seconds per case per method; ``sanity.csv``: the randomisation check; ``cases.csv``: predictions;
-  ``iou_thresholds.csv``: the IoU thresholds tuned on the validation split (tuned mode).
+  ``iou_thresholds.csv``: the IoU thresholds tuned on the validation split (tuned mode); ``failed_cases.csv``: the
+  cases that could not be loaded (bundle, case, files, the underlying error), left out of every other table.
 - ``plots/<metric>.png`` (per-case values per method, one panel per bundle and layer), ``plots/timing.png``.
 - ``report.md``: all of it for reading; a method that fails the randomisation check carries a mark in every table.
 """
@@ -109,10 +110,17 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
     store = study_store(spec)
     try:
         scores, cases, sanity = store.table("scores"), store.table("cases"), store.table("sanity")
-        thresholds = store.table("thresholds")
+        thresholds, failed = store.table("thresholds"), store.table("failed")
     finally:
         store.close()
-    order = [case.case_id for case in study_cases(spec.data, Path(spec.output_dir))]
+    # a case that could not be loaded for some bundle is left out of every table (the methods stay paired)
+    left_out = set(failed["case_id"])
+    order = [case.case_id for case in study_cases(spec.data, Path(spec.output_dir)) if case.case_id not in left_out]
+    if not order:
+        raise RuntimeError(
+            f"no case of study {spec.name!r} could be loaded ({len(failed)} failed, see the warnings; e.g. "
+            f"{failed['case_id'].iloc[0] if len(failed) else '-'}: {failed['reason'].iloc[0] if len(failed) else '-'})."
+        )
     scores = scores[scores["method"].isin(spec.methods) & scores["metric"].isin([*spec.metrics, SECONDS])]
     vectors = _ordered_scores(scores, order)
     metrics = [metric for metric in spec.metrics if any(key[2] == metric for key in vectors)]
@@ -190,6 +198,7 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
         "sanity": sanity_table,
         "cases": cases,
         "iou_thresholds": thresholds.rename(columns={"value": "threshold"}),
+        "failed_cases": failed,
     }
     return tables, vectors
 
@@ -274,6 +283,17 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
         f"maps of the trained and of a weight-randomised network above {MAX_RANDOMISATION_SPEARMAN}): its maps do not "
         "depend enough on what the network learnt, whatever its scores.",
     ]
+    failed = tables["failed_cases"]
+    if len(failed):
+        lines += [
+            "",
+            f"**{failed['case_id'].nunique()} case(s) could not be loaded and are left out of every table** "
+            "(failed_cases.csv; a resume tries them again):",
+            "",
+        ]
+        lines += [f"- {row.bundle}: {row.case_id} ({row.files}): {row.reason}" for row in failed.head(20).itertuples()]
+        if len(failed) > 20:
+            lines.append(f"- ... and {len(failed) - 20} more")
     if IOU in metrics:
         lines += ["", f"IoU binarises each map at {iou[spec.iou_mode]}."]
     for bundle in spec.bundles:

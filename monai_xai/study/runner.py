@@ -8,10 +8,13 @@ stored row, so it finishes with the tables one uninterrupted run would have made
 Per bundle the loop is: load a batch with the bundle's preprocessing, run the network once (the prediction and its
 confidence for the case table), then per layer and method one timed explanation and the missing metrics of its maps.
 Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
+A case that cannot be loaded (a truncated or missing file, a preprocessing error) costs only itself: it is stored
+with its files and the underlying error, left out of the report (which lists it), and tried again on a resume.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import warnings
@@ -46,6 +49,8 @@ __all__ = ["MAPS_FOLDER", "run_study"]
 
 # where a study writes its maps when asked (StudySpec.maps)
 MAPS_FOLDER = "maps"
+
+logger = logging.getLogger(__name__)
 
 
 def _distributed() -> tuple[int, int]:
@@ -115,6 +120,11 @@ class _BundleRun:
             for method in spec.methods
         }
         self._metrics: dict[tuple[str, str, str], CumulativeIterationMetric] = {}
+
+    def record_failure(self, case: StudyCase, files: list[str], reason: str) -> None:
+        """Store (and warn about) a case that cannot be loaded; it is left out."""
+        logger.warning(f"{self.bundle.name}: skipping case {case.case_id} ({', '.join(files)}): {reason}")
+        self.store.add_failed(self.bundle.name, case.case_id, "; ".join(files), reason)
 
     # --- what is left to do
 
@@ -230,7 +240,9 @@ class _BundleRun:
         sums = {key: torch.zeros(len(grid), dtype=torch.float64) for key in todo}
         counts = {key: torch.zeros(len(grid), dtype=torch.float64) for key in todo}
         batches = batch_indices(len(cases), self.spec.batch_size)
-        loaded = case_batches(cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device)
+        loaded = case_batches(
+            cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device, self.record_failure
+        )
         for batch in tqdm(loaded, total=len(batches), desc=f"{self.bundle.name}: tuning IoU", disable=not progress):
             for key in todo:
                 explanation = self.steps[key](self.network, batch.images)
@@ -261,7 +273,7 @@ class _BundleRun:
             return
         chosen = [case for case in cases if case.case_id in todo]
         batches = batch_indices(len(chosen), self.spec.batch_size)
-        for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device):
+        for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device, self.record_failure):
             with _quiet_undefined(), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*keep their trained values.*")
                 result = model_randomisation_check(
@@ -334,7 +346,9 @@ def run_study(
                 for index, positions in batch_indices(len(cases), spec.batch_size, rank, world_size)
                 if run.batch_missing([cases[p] for p in positions])
             ]
-            loaded = case_batches(cases, batches, run.trained.preprocessing, bundle.region_key, device)
+            loaded = case_batches(
+                cases, batches, run.trained.preprocessing, bundle.region_key, device, run.record_failure
+            )
             for batch in tqdm(loaded, total=len(batches), desc=f"{bundle.name}", disable=not progress):
                 run.run_batch(batch)
             for item_bundle, layer, method in sanity_items:

@@ -6,6 +6,7 @@ Tables (all keyed, so a row is written once and a resumed study skips it)::
     cases(bundle, case_id, label, explained_class, predicted_class, confidence)
     thresholds(bundle, layer, method, value)                   tuned IoU thresholds
     sanity(bundle, layer, method, case_id, spearman)           model-randomisation correlation per case
+    failed(bundle, case_id, files, reason)                     cases that could not be loaded (left out)
     meta(key, value)                                           the study's fingerprint
 
 NaN values (a metric undefined for the case) are stored as NULL and read back as NaN.
@@ -41,7 +42,10 @@ CREATE TABLE IF NOT EXISTS thresholds (
     bundle TEXT, layer TEXT, method TEXT, value REAL, PRIMARY KEY (bundle, layer, method));
 CREATE TABLE IF NOT EXISTS sanity (
     bundle TEXT, layer TEXT, method TEXT, case_id TEXT, spearman REAL, PRIMARY KEY (bundle, layer, method, case_id));
+CREATE TABLE IF NOT EXISTS failed (
+    bundle TEXT, case_id TEXT, files TEXT, reason TEXT, PRIMARY KEY (bundle, case_id));
 """
+_TABLES = ("scores", "cases", "thresholds", "sanity", "failed")
 
 
 def _stored(value: float | None) -> float | None:
@@ -142,10 +146,17 @@ class StudyStore:
                 "INSERT OR IGNORE INTO sanity VALUES (?, ?, ?, ?, ?)", [(*row[:4], _stored(row[4])) for row in rows]
             )
 
+    def add_failed(self, bundle: str, case_id: str, files: str, reason: str) -> None:
+        """Record a case that could not be loaded (the latest reason replaces an earlier one)."""
+        with self._transaction():
+            self._connection.execute(
+                "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?)", (bundle, case_id, files, reason)
+            )
+
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (NULL values as NaN)."""
-        if name not in ("scores", "cases", "thresholds", "sanity"):
-            raise ValueError(f"no table {name!r}; the tables are scores, cases, thresholds, sanity.")
+        if name not in _TABLES:
+            raise ValueError(f"no table {name!r}; the tables are {', '.join(_TABLES)}.")
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self._connection)
         for column in ("value", "spearman", "confidence"):
             if column in frame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,55 @@ def test_iou_threshold_modes(finished, tmp_path: Path, mode: str, threshold: flo
         maps = explainer(image[None], class_idx=1)["gradcam"]
         expected = saliency_iou(maps, (label[:1] > 0.5)[None].float(), threshold=threshold)
         np.testing.assert_allclose(scores[case.case_id], expected.item(), rtol=1e-4, atol=1e-6)
+
+
+def test_an_unreadable_case_costs_only_itself_and_a_resume_keeps_going(finished, tmp_path: Path) -> None:
+    """A truncated image and a missing one: the study finishes, the report lists both with their files and the real
+    error (not MONAI's "applying transform" wrapper), the other cases' values are the uninterrupted run's, and a
+    resume runs again without error (and without recomputing)."""
+    reference, _ = finished
+    data = tmp_path / "phantoms"
+    shutil.copytree(reference.output_dir / "phantoms", data)
+    datalist = json.loads((data / "datalist.json").read_text())
+    truncated, missing = (data / datalist["test"][k]["image"] for k in (0, 3))
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    missing.unlink()
+    content = json.loads(DEMO_STUDY.read_text())
+    content.update(
+        bundles=[{**content["bundles"][0], "path": str(reference.bundles[0].path), "layers": [MID]}],
+        methods=["gradcam"],
+        metrics=["heat_diff"],
+        metric_args={},
+        sanity={"cases": 2, "seed": 0},  # the first case, truncated, is a sanity case too
+        mlflow=False,
+        output_dir=str(tmp_path / "out"),
+        data={**content["data"], "datalist": str(data / "datalist.json"), "phantom": None},
+    )
+    study_file = tmp_path / "study.json"
+    study_file.write_text(json.dumps(content))
+    spec = load_study(study_file)
+    report = run_study(spec, progress=False)
+
+    failed = pd.read_csv(report / "failed_cases.csv")
+    assert sorted(failed["case_id"]) == sorted(datalist["test"][k]["image"] for k in (0, 3))
+    reasons = dict(zip(failed["case_id"], failed["reason"]))
+    assert reasons[datalist["test"][0]["image"]].startswith("LoadImaged: ")
+    assert all("applying transform" not in reason for reason in reasons.values())
+    assert str(truncated) in failed["files"].str.cat() and str(missing) in failed["files"].str.cat()
+    text = (report / "report.md").read_text()
+    assert "**2 case(s) could not be loaded and are left out of every table**" in text and str(missing) in text
+    mine = stored(spec, "scores").query("metric == 'heat_diff'").set_index("case_id")["value"]
+    summary = pd.read_csv(report / "summary.csv")
+    assert summary.query("metric == 'heat_diff'")["n"].tolist() == [mine.notna().sum()]  # NaN: a case without lesion
+    theirs = stored(reference, "scores").query(
+        f"metric == 'heat_diff' and layer == '{MID}' and method == 'gradcam' and bundle == 'densenet-classifier'"
+    )
+    theirs = theirs.set_index("case_id")["value"]
+    assert len(mine) == len(datalist["test"]) - 2
+    pd.testing.assert_series_equal(mine.sort_index(), theirs.reindex(mine.index).sort_index(), check_names=False)
+
+    before = stored(spec, "scores")
+    again = run_study(load_study(study_file), progress=False)  # a resume: same files, same fingerprint
+    assert again == report
+    pd.testing.assert_frame_equal(stored(spec, "scores"), before)
+    assert len(pd.read_csv(report / "failed_cases.csv")) == 2
