@@ -28,6 +28,7 @@ from monai_xai.bundle import OVERLAYS, explain_bundle
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
+from monai_xai.threads import apply_thread_policy
 
 __all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study"]
 
@@ -194,6 +195,7 @@ def describe(
 
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
+    apply_thread_policy()
     fire.Fire(
         {
             "demo": run_demo,
