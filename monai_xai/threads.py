@@ -16,6 +16,10 @@ slowest thread. When other processes keep the cores busy, a spinning thread hold
 needs, so each operation waits for a scheduler slice: on 2 cores with two busy processes next to it, a 3D UNet's CAMs
 took 3x and ROAD's imputation 6x longer with 2 threads than with 1. With one thread per free core nothing waits.
 
+Work split into independent pieces that never wait for one another (the imputation's groups of samples, each solved
+on one torch thread) runs on :func:`worker_threads` threads instead: the usable CPUs, busy ones included, since such a
+worker still gets its share of a busy CPU and waits for no one.
+
 The decision is taken once (``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT``, which would make waiting threads sleep, are
 only read when torch is loaded, so an entry point cannot change them; set ``OMP_WAIT_POLICY=PASSIVE`` before starting
 Python to trade some speed on an idle machine for robustness when load comes and goes during a long run).
@@ -41,6 +45,7 @@ __all__ = [
     "cgroup_cpu_limit",
     "decide_num_threads",
     "usable_cpus",
+    "worker_threads",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,9 @@ _LOAD_SAMPLE_SECONDS = 0.25
 # already waits for slices.
 _FREE_SHARE = 0.75
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+_FREE_CPUS = "free CPUs"
+# the decision of the last apply_thread_policy (an entry point's), which worker_threads follows
+_applied: ThreadDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -216,10 +224,10 @@ def decide_num_threads(num_threads: int | None = None, environ: Mapping[str, str
     else:
         busy = busy_cpus()
         if busy is None:
-            return ThreadDecision(usable, usable, "free CPUs")
+            return ThreadDecision(usable, usable, _FREE_CPUS)
         # a partly idle CPU counts when at least _FREE_SHARE of it is idle
         free = math.floor(usable - busy + 1 - _FREE_SHARE)
-        return ThreadDecision(max(1, min(usable, free)), usable, "free CPUs", busy)
+        return ThreadDecision(max(1, min(usable, free)), usable, _FREE_CPUS, busy)
     return ThreadDecision(min(count, usable), usable, source)
 
 
@@ -233,7 +241,23 @@ def apply_thread_policy(num_threads: int | None = None) -> ThreadDecision:
     Returns:
         the decision, for a log line.
     """
+    global _applied
     decision = decide_num_threads(num_threads)
     torch.set_num_threads(decision.num_threads)
+    _applied = decision
     logger.info("monai-xai: %s", decision)
     return decision
+
+
+def worker_threads() -> int:
+    """Threads for independent pieces of work that never wait for one another, each running torch on one thread (the
+    imputation's groups of samples).
+
+    Busy CPUs are left out of torch's count because every multi-threaded operation waits at a barrier for its slowest
+    thread. Independent workers have no barrier, and one on a busy CPU still gets its share of that CPU. So after
+    :func:`apply_thread_policy` chose the free CPUs this is every usable CPU; after an explicit count (argument or
+    environment) it is that count; in a program that never applied the policy it is torch's thread count.
+    """
+    if _applied is None:
+        return torch.get_num_threads()
+    return _applied.usable_cpus if _applied.source == _FREE_CPUS else _applied.num_threads

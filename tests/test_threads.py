@@ -53,6 +53,12 @@ def test_importing_every_module_changes_no_thread_setting():
     assert report["after"] == report["before"]
 
 
+@pytest.fixture(autouse=True)
+def _no_applied_policy(monkeypatch) -> None:
+    """Each test starts as a program that never applied the policy, and leaves none behind for other tests."""
+    monkeypatch.setattr(threads, "_applied", None)
+
+
 @pytest.fixture
 def set_threads(monkeypatch) -> list[int]:
     """torch.set_num_threads recorded instead of applied (the test process keeps its own count)."""
@@ -157,6 +163,20 @@ def test_apply_sets_torch_to_the_decision(set_threads, monkeypatch):
     assert threads.apply_thread_policy().num_threads == 3
     assert threads.apply_thread_policy(2).num_threads == 2
     assert set_threads == [3, 2]
+
+
+def test_workers_use_busy_cpus_too_but_follow_an_explicit_count(set_threads, monkeypatch):
+    """Intra-op threads leave busy CPUs out (their operations wait at barriers); independent workers do not."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert threads.worker_threads() == 3  # no policy applied: torch's count
+    monkeypatch.delenv(threads.NUM_THREADS_ENV)
+    _no_load(monkeypatch, usable=2, busy=2.0)
+    assert threads.apply_thread_policy().num_threads == 1
+    assert threads.worker_threads() == 2
+    monkeypatch.setenv(threads.NUM_THREADS_ENV, "1")
+    threads.apply_thread_policy()
+    assert threads.worker_threads() == 1
+    assert set_threads == [1, 1]
 
 
 def _write(path: Path, text: str) -> None:

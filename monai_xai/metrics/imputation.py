@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from monai_xai.threads import worker_threads
+
 __all__ = ["NoisyLinearImputer", "neighbour_weights", "noisy_linear_impute", "solve_masked_laplace"]
 
 _NEIGHBOURHOODS = {2: (8, 4), 3: (26, 6)}
@@ -186,7 +188,7 @@ def _solve_groups(
     values: torch.Tensor, unknown: torch.Tensor, weights: torch.Tensor, tol: float, max_iter: int
 ) -> torch.Tensor:
     """``solve_masked_laplace`` of the whole batch: at once on a GPU; on a CPU as independent systems of groups of
-    samples, solved side by side by as many threads as torch may use, each group on one thread.
+    samples, solved side by side by :func:`~monai_xai.threads.worker_threads` threads, each group on one torch thread.
 
     A multigrid cycle is hundreds of operations of a fraction of a millisecond each. Split over torch's threads,
     every one of them ends at a barrier that waits for the slowest thread, and as soon as another process competes for
@@ -201,7 +203,7 @@ def _solve_groups(
     Returns:
         (N, C, *spatial) float64 solution, zero off ``unknown``.
     """
-    workers = torch.get_num_threads() if values.device.type == "cpu" else 1
+    workers = worker_threads() if values.device.type == "cpu" else 1
     group = _samples_per_solve(values, workers)
     parts = list(zip(values.split(group), unknown.split(group)))
 
@@ -210,12 +212,13 @@ def _solve_groups(
 
     if workers < 2 or len(parts) < 2:
         return torch.cat([solve(part) for part in parts])
+    threads = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(min(workers, len(parts)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
             return torch.cat(list(pool.map(solve, parts)))
     finally:
         # a worker's set_num_threads(1) also became the count that threads started from now on begin with
-        torch.set_num_threads(workers)
+        torch.set_num_threads(threads)
 
 
 def _samples_per_solve(values: torch.Tensor, workers: int) -> int:

@@ -236,15 +236,16 @@ def two_torch_threads():
 
 
 def test_groups_solved_side_by_side_match_one_system_and_scipy(monkeypatch, two_torch_threads):
-    """With 2 torch threads the groups are solved by 2 worker threads of one torch thread each: the result equals the
+    """With 2 worker threads the groups are solved side by side, each on one torch thread: the result equals the
     whole batch solved as one system and sample by sample, the noise is the same, and the caller's count is back."""
     generator = torch.Generator().manual_seed(9)
     images = torch.rand(5, 2, 24, 22, generator=generator)
     removed = blob_mask(5, (24, 22), 0.7, generator)
     monkeypatch.setattr(imputation, "_CPU_VALUES_PER_SOLVE", 10**9)
     with monkeypatch.context() as sequential:
-        sequential.setattr(torch, "get_num_threads", lambda: 1)
+        sequential.setattr(imputation, "worker_threads", lambda: 1)
         one_system = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(imputation, "worker_threads", lambda: 2)
     solves = []
     original = imputation.solve_masked_laplace
 
