@@ -7,8 +7,10 @@ slowdown is 2x). Goal (issue #30): every measured path takes at most 2.5x its id
 Each measurement runs in a fresh child process that sets its threads as the ``monai-xai`` entry points do
 (:func:`monai_xai.threads.apply_thread_policy`, which counts the CPUs other processes keep busy when it starts), unless
 ``--threads`` fixes the count for every run (e.g. ``--threads 2`` shows what the policy avoids). The idle and loaded
-runs of a case follow each other, so a drift of the machine's background load reaches both; the table gives the busy
-CPUs each child saw at its start (other processes than the competing load, in the idle column).
+runs of a case follow each other, ``--rounds`` times (the table gives medians over the rounds), so a drift of the
+machine's background load reaches both; the table gives the CPUs that other processes kept busy when each child
+started (in the idle column: load that was not ours; the policy takes its thread count from the same sample).
+``--wait-idle S`` holds each idle run until other processes use less than a quarter of a CPU, for at most S seconds.
 
 Cases (``--cases``; times are medians of ``--repeats`` runs after ``--warmup`` untimed runs):
 
@@ -56,12 +58,15 @@ sys.path[:0] = [str(REPO), str(BENCHMARKS)]
 import cams as cam_bench  # noqa: E402
 import road as road_bench  # noqa: E402
 
-from monai_xai.threads import NUM_THREADS_ENV, apply_thread_policy, usable_cpus  # noqa: E402
+from monai_xai.threads import NUM_THREADS_ENV, apply_thread_policy, busy_cpus, decide_num_threads, usable_cpus  # noqa: E402
 
 CASE_NAMES = ("impute", "unet3d", "vit_b16", "road2d", "road3d")
 GOAL = 2.5
 # How long the competing processes run before a measurement starts (the scheduler spreads them over the CPUs).
 _LOAD_SETTLE_SECONDS = 1.0
+# --wait-idle: an idle run starts once other processes keep less than this many CPUs busy, polled this often
+_IDLE_BELOW = 0.25
+_IDLE_POLL_SECONDS = 10.0
 
 
 def median_seconds(run: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -154,9 +159,21 @@ MEASUREMENTS: dict[str, Callable[[bool, int, int], dict[str, float]]] = {
 def child(case: str, threads: int | None, quick: bool, repeats: int, warmup: int) -> None:
     """Runs in a fresh process: the thread policy, then one case; prints one JSON line."""
     decision = apply_thread_policy(threads)
+    busy = decision.busy_cpus if decision.busy_cpus is not None else busy_cpus()
     torch.manual_seed(0)
     seconds = MEASUREMENTS[case](quick, repeats, warmup)
-    print(json.dumps({"threads": decision.num_threads, "busy_cpus": decision.busy_cpus, "seconds": seconds}))
+    print(json.dumps({"threads": decision.num_threads, "busy_cpus": busy, "seconds": seconds}))
+
+
+def wait_for_idle(max_seconds: float) -> float | None:
+    """Wait until other processes keep less than a quarter of a CPU busy (sampled over a second), at most
+    ``max_seconds``; returns the last sample (None without ``/proc/stat``)."""
+    deadline = time.monotonic() + max_seconds
+    busy = busy_cpus(1.0)
+    while busy is not None and busy >= _IDLE_BELOW and time.monotonic() < deadline:
+        time.sleep(_IDLE_POLL_SECONDS)
+        busy = busy_cpus(1.0)
+    return busy
 
 
 @contextmanager
@@ -188,6 +205,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         env[NUM_THREADS_ENV] = str(args.threads)
     extra = ["--cases", "2", "--methods", "['gradcam']"] if args.quick else []
+    decision = decide_num_threads(environ=env)  # what the command will decide a few seconds later, at its start
     with tempfile.TemporaryDirectory(prefix="monai-xai-demo-") as folder:
         start = time.perf_counter()
         finished = subprocess.run(
@@ -200,7 +218,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"demo failed:\n{finished.stderr[-3000:]}")
-    return {"threads": None, "busy_cpus": None, "seconds": {"monai-xai": seconds}}
+    busy = decision.busy_cpus if decision.busy_cpus is not None else busy_cpus()
+    return {"threads": decision.num_threads, "busy_cpus": busy, "seconds": {"monai-xai": seconds}}
 
 
 def _child_env() -> dict[str, str]:
@@ -210,42 +229,43 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _threads(result: dict) -> str:
-    if result["threads"] is None:
-        return "policy"
-    busy = f", {result['busy_cpus']:.1f} busy" if result["busy_cpus"] is not None else ""
-    return f"{result['threads']}{busy}"
+def _threads(rounds: list[dict]) -> str:
+    """Torch threads the runs chose, with the median of the CPUs other processes kept busy at their start."""
+    counts = "/".join(str(count) for count in sorted({run["threads"] for run in rounds}))
+    busy = [run["busy_cpus"] for run in rounds if run["busy_cpus"] is not None]
+    return f"{counts} ({statistics.median(busy):.1f} busy)" if busy else counts
 
 
-def table(results: dict[str, dict[str, dict]]) -> list[str]:
-    """Markdown rows: every measured side idle and loaded, then monai-xai's speed-up over pytorch-grad-cam in both."""
+def _seconds(rounds: list[dict], side: str) -> float:
+    return statistics.median(run["seconds"][side] for run in rounds)
+
+
+def table(results: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """Markdown rows: every measured side idle and loaded (medians over the rounds), then monai-xai's speed-up over
+    pytorch-grad-cam in both."""
     lines = [
         "| case | measured | threads idle | threads loaded | idle (s) | loaded (s) | loaded / idle | goal |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for case, modes in results.items():
         idle, loaded = modes["idle"], modes["loaded"]
-        for side, seconds in idle["seconds"].items():
-            ratio = loaded["seconds"][side] / seconds
+        for side in idle[0]["seconds"]:
+            ratio = _seconds(loaded, side) / _seconds(idle, side)
             goal = f"<= {GOAL}x ({'met' if ratio <= GOAL else 'missed'})" if side == "monai-xai" else "-"
             lines.append(
-                f"| {case} | {side} | {_threads(idle)} | {_threads(loaded)} | {seconds:.2f} | "
-                f"{loaded['seconds'][side]:.2f} | {ratio:.2f}x | {goal} |"
+                f"| {case} | {side} | {_threads(idle)} | {_threads(loaded)} | {_seconds(idle, side):.2f} | "
+                f"{_seconds(loaded, side):.2f} | {ratio:.2f}x | {goal} |"
             )
-    speedups = [
-        (case, modes)
-        for case, modes in results.items()
-        if "pytorch-grad-cam" in modes["idle"]["seconds"] and "pytorch-grad-cam" in modes["loaded"]["seconds"]
-    ]
-    if speedups:
+    compared = [case for case, modes in results.items() if "pytorch-grad-cam" in modes["idle"][0]["seconds"]]
+    if compared:
         lines += ["", "| case | pytorch-grad-cam / monai-xai, idle | pytorch-grad-cam / monai-xai, loaded |"]
         lines.append("|---|---|---|")
-        for case, modes in speedups:
-            idle, loaded = (modes[mode]["seconds"] for mode in ("idle", "loaded"))
-            lines.append(
-                f"| {case} | {idle['pytorch-grad-cam'] / idle['monai-xai']:.1f}x faster | "
-                f"{loaded['pytorch-grad-cam'] / loaded['monai-xai']:.1f}x faster |"
-            )
+        for case in compared:
+            speedups = [
+                _seconds(results[case][mode], "pytorch-grad-cam") / _seconds(results[case][mode], "monai-xai")
+                for mode in ("idle", "loaded")
+            ]
+            lines.append(f"| {case} | {speedups[0]:.1f}x faster | {speedups[1]:.1f}x faster |")
     return lines
 
 
@@ -255,7 +275,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--demo", action="store_true", help="also time `monai-xai demo` (minutes per mode)")
     parser.add_argument("--threads", type=int, default=None, help="fix torch threads (default: the thread policy)")
     parser.add_argument("--load", type=int, default=None, help="competing busy processes (default: usable CPUs)")
+    parser.add_argument("--rounds", type=int, default=1, help="idle-then-loaded pairs per case (medians over them)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--wait-idle", type=float, default=0, help="before each idle run wait up to this many seconds for an idle CPU"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
     parser.add_argument("--child", choices=CASE_NAMES, help=argparse.SUPPRESS)
@@ -271,16 +295,22 @@ def main(argv: list[str] | None = None) -> None:
         runs.append(("demo", lambda: run_demo(args)))
     print(
         f"torch {torch.__version__}, {usable_cpus()} usable CPUs, competing load: {load} busy processes, "
-        f"threads: {args.threads or 'policy'}, median of {args.repeats} after {args.warmup} warm-up"
-        f"{' (quick sizes)' if args.quick else ''}",
+        f"threads: {args.threads or 'policy'}, median of {args.repeats} after {args.warmup} warm-up, "
+        f"{args.rounds} round(s){' (quick sizes)' if args.quick else ''}",
         flush=True,
     )
-    results: dict[str, dict[str, dict]] = {}
+    results: dict[str, dict[str, list[dict]]] = {}
     for case, run in runs:
-        results[case] = {"idle": run()}
-        with competing_load(load):
-            results[case]["loaded"] = run()
-        print(f"{case}: {json.dumps(results[case])}", flush=True)
+        results[case] = {"idle": [], "loaded": []}
+        for _ in range(args.rounds):
+            if args.wait_idle:
+                busy = wait_for_idle(args.wait_idle)
+                print(f"{case}: idle run starts with {busy} CPUs busy", flush=True)
+            results[case]["idle"].append(run())
+            with competing_load(load):
+                results[case]["loaded"].append(run())
+            print(f"{case}: idle {json.dumps(results[case]['idle'][-1])}", flush=True)
+            print(f"{case}: loaded {json.dumps(results[case]['loaded'][-1])}", flush=True)
     print("\n" + "\n".join(table(results)))
 
 
