@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -289,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(args.child, args.threads, args.quick, args.repeats, args.warmup)
         return
+    # a terminated run stops its competing load and its running child too (the with-blocks' clean-up)
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(f"terminated (signal {signum})"))
     load = args.load or usable_cpus()
     runs = [(case, lambda case=case: run_child(case, args)) for case in args.cases]
     if args.demo:
