@@ -23,6 +23,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from captum.attr import (
     DeepLift,
@@ -63,7 +64,12 @@ def noise_std(image: torch.Tensor, fraction: float) -> float:
 
 
 def occlusion_windows(settings: AttributionSettings, spatial: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Occlusion's window and stride per spatial dim: the settings' sizes, the window clipped to the image."""
+    """Occlusion's window and stride per spatial dim: the settings' sizes, the window clipped to the image, the stride
+    the window's unless set.
+
+    Raises:
+        ValueError: sizes that are not one per spatial dim, or a stride larger than its window.
+    """
 
     def per_dim(value: int | tuple[int, ...]) -> tuple[int, ...]:
         values = (value,) * len(spatial) if isinstance(value, int) else tuple(value)
@@ -74,7 +80,15 @@ def occlusion_windows(settings: AttributionSettings, spatial: Sequence[int]) -> 
         return values
 
     window = tuple(min(w, size) for w, size in zip(per_dim(settings.occlusion_window), spatial))
-    return window, per_dim(settings.occlusion_stride)
+    if settings.occlusion_stride is None:
+        return window, window
+    stride = per_dim(settings.occlusion_stride)
+    if any(s > w for s, w, size in zip(stride, window, spatial) if w < size):
+        raise ValueError(
+            f"xai_attribution occlusion_stride {stride} must not exceed the window {window} (voxels would never be "
+            "occluded); lower the stride or leave it out (the window)."
+        )
+    return window, stride
 
 
 def _gradient_passes(settings: AttributionSettings, channels: int, spatial: Sequence[int], features: int) -> Passes:
@@ -194,11 +208,17 @@ def gradient_shap(score: TargetScore, images: torch.Tensor, context: Attribution
     """GradientSHAP (Lundberg and Lee 2017), Captum's ``GradientShap`` with the one baseline ``baseline`` and noise
     sigma = ``noise`` x the image's range: the expected gradient x (input - baseline) over random points between
     them. Captum draws all ``samples`` at once; here they run in chunks of ``batch_size`` whose means are averaged.
+    Captum draws the points on the path from numpy's global generator, which is seeded from torch's for the call
+    (numpy's own state is restored afterwards).
 
     a(x) = E_{t ~ U(0, 1), e ~ N(0, sigma^2)} [(x - x') * dy/dx (x' + t (x + e - x'))]
     """
     explainer = GradientShap(score)
     samples = context.settings.samples
+    numpy_state = np.random.get_state()  # noqa: NPY002 (the legacy generator Captum draws from)
+    # Captum draws GradientSHAP's points on the path from numpy's global generator: seed it from torch's, so that one
+    # torch seed makes every method repeatable, and give numpy its state back
+    np.random.seed(int(torch.randint(2**31 - 1, (1,))))  # noqa: NPY002 (the legacy generator Captum draws from)
 
     def attribute(image: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         baselines = torch.full_like(image, context.settings.baseline)
@@ -215,7 +235,10 @@ def gradient_shap(score: TargetScore, images: torch.Tensor, context: Attribution
             total = total + mean * (chunk / samples)
         return total
 
-    return _image_by_image(attribute, images, context)
+    try:
+        return _image_by_image(attribute, images, context)
+    finally:
+        np.random.set_state(numpy_state)  # noqa: NPY002
 
 
 @register_attribution("deeplift", lambda settings, channels, spatial, features: Passes(2, 2))

@@ -16,7 +16,7 @@ __all__ = ["AttributionSettings", "FeatureGroups", "DEFAULT_MAX_VOXEL_PASSES"]
 
 # the budget's default: (forward + backward passes of one image) x its voxels, summed over methods (see cost.py);
 # 1e10 is e.g. Integrated Gradients with 64 steps of 80 windows of 96^3, or Occlusion of a 96^3 volume with 8^3 windows
-# at stride 4 (a few thousand passes), and refuses Occlusion of a 256 x 256 x 160 volume at that stride
+# side by side (1728 passes), and refuses that Occlusion of a 256 x 256 x 160 volume (20480 passes of 1e7 voxels)
 DEFAULT_MAX_VOXEL_PASSES = 1e10
 
 
@@ -74,7 +74,8 @@ class AttributionSettings:
         blur_sigma: the Gaussian blur (voxels) of Blur IG's path start, the most blurred image.
         occlusion_window: Occlusion's window, voxels per spatial dim (an int for all dims); each input channel is
             occluded on its own, so the attribution says which channel carried the evidence.
-        occlusion_stride: Occlusion's stride between windows (voxels).
+        occlusion_stride: Occlusion's stride between windows (voxels), at most the window; None: the window (windows
+            side by side).
         features: the feature groups of FeatureAblation and KernelSHAP (:class:`FeatureGroups`).
         feature_grid: blocks per spatial dim of ``features="grid"``.
         shap_samples: KernelSHAP's coalitions per image.
@@ -88,7 +89,7 @@ class AttributionSettings:
     baseline: float = 0.0
     blur_sigma: float = 8.0
     occlusion_window: int | tuple[int, ...] = 8
-    occlusion_stride: int | tuple[int, ...] = 8
+    occlusion_stride: int | tuple[int, ...] | None = None
     features: FeatureGroups = FeatureGroups.GRID
     feature_grid: int | tuple[int, ...] = 4
     shap_samples: int = 128
@@ -102,13 +103,14 @@ class AttributionSettings:
             "baseline": _number,
             "blur_sigma": _non_negative,
             "occlusion_window": _sizes,
-            "occlusion_stride": _sizes,
             "feature_grid": _sizes,
             "shap_samples": _positive_int,
             "max_voxel_passes": _non_negative,
         }
         for name, check in checks.items():
             object.__setattr__(self, name, check(getattr(self, name), name))
+        if self.occlusion_stride is not None:
+            object.__setattr__(self, "occlusion_stride", _sizes(self.occlusion_stride, "occlusion_stride"))
         try:
             object.__setattr__(self, "features", FeatureGroups(self.features))
         except ValueError:
