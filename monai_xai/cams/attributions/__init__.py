@@ -10,7 +10,7 @@ and ``blur_ig`` (the formulas), ``features`` (supervoxels, predicted structures)
 """
 
 from monai_xai.cams.attributions import blur_ig, methods  # noqa: F401  (registers the methods)
-from monai_xai.cams.attributions.cost import AttributionCost, check_budget, estimate_cost
+from monai_xai.cams.attributions.cost import AttributionBudgetExceeded, AttributionCost, check_budget, estimate_cost
 from monai_xai.cams.attributions.explainer import AttributionExplainer, windows_per_image
 from monai_xai.cams.attributions.features import feature_groups
 from monai_xai.cams.attributions.reduction import attribution_map, channel_shares
@@ -20,6 +20,7 @@ from monai_xai.cams.attributions.settings import DEFAULT_MAX_VOXEL_PASSES, Attri
 
 __all__ = [
     "DEFAULT_MAX_VOXEL_PASSES",
+    "AttributionBudgetExceeded",
     "AttributionContext",
     "AttributionCost",
     "AttributionExplainer",

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from monai_xai.cams.attributions.registry import Passes, attribution_method
 from monai_xai.cams.attributions.settings import AttributionSettings
 
-__all__ = ["AttributionCost", "check_budget", "estimate_cost"]
+__all__ = ["AttributionBudgetExceeded", "AttributionCost", "check_budget", "estimate_cost"]
+
+
+class AttributionBudgetExceeded(ValueError):
+    """A request refused by the budget, before it started; the message holds the estimate (a server answers it as a
+    bad request, not as a failure)."""
 
 
 @dataclass(frozen=True)
@@ -87,11 +92,11 @@ def check_budget(
     """Refuse a request whose cost exceeds ``settings.max_voxel_passes``.
 
     Raises:
-        ValueError: with the estimate and what to change.
+        AttributionBudgetExceeded: a ``ValueError`` with the estimate and what to change.
     """
     if cost.voxel_passes() <= settings.max_voxel_passes:
         return
-    raise ValueError(
+    raise AttributionBudgetExceeded(
         f"the attribution request would take {cost.voxel_passes():.3g} voxel-passes, above the budget "
         f"max_voxel_passes={settings.max_voxel_passes:.3g} (xai_attribution):\n"
         f"{cost.describe(seconds_per_forward)}\n"
