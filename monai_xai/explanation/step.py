@@ -218,8 +218,10 @@ class ExplainStep:
         with torch.enable_grad():
             for layers, methods in self.request.method_groups(self._target_layers()):
                 explainer = self._explainer(network, layers, methods)
+                # an attribution of the whole image builds its target on the prediction instead of a forward pass
+                given = {"outputs": outputs} if layers is None and self.request.window is None else {}
                 start = time.perf_counter()
-                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set)
+                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set, **given)
                 if pixels.device.type == "cuda":
                     torch.cuda.synchronize(pixels.device)
                 per_case = (time.perf_counter() - start) / pixels.shape[0]

@@ -1,10 +1,11 @@
 """``AttributionExplainer``: input attributions of any network, 2D or 3D, batched, with the CAMs' targets.
 
 The sibling of :class:`~monai_xai.cams.CAMExplainer` for the ``ATTRIBUTION`` family: one forward pass (timed, for the
-budget's estimate) gives the target (a class, a class set or a class over any pixel set, per image, exactly as for the
-CAMs: :func:`~monai_xai.cams.build_target`) and, for FeatureAblation/KernelSHAP, the feature groups; then each method
-runs through Captum on :class:`~monai_xai.cams.attributions.score.TargetScore`. The network's weights are frozen for
-the call (only input gradients are computed) and every mode and flag is restored afterwards, also when a call raises.
+budget's estimate; or the caller's outputs, as the explanation step gives them) gives the target (a class, a class set
+or a class over any pixel set, per image, exactly as for the CAMs: :func:`~monai_xai.cams.build_target`) and, for
+FeatureAblation/KernelSHAP, the feature groups; then each method runs through Captum on
+:class:`~monai_xai.cams.attributions.score.TargetScore`. The network's weights are frozen for the call (only input
+gradients are computed) and every mode and flag is restored afterwards, also when a call raises.
 
 With a sliding window (``roi_size``) each window is explained for its own score (its class summed over its crop of the
 pixel set), and the signed attributions of the windows are blended with MONAI's ``sliding_window_inference`` exactly
@@ -113,7 +114,11 @@ class AttributionExplainer:
         self._unchecked_windows: int | None = None
 
     def __call__(
-        self, images: torch.Tensor, class_idx: ClassIndex = None, pixel_set: PixelSetSpec = None
+        self,
+        images: torch.Tensor,
+        class_idx: ClassIndex = None,
+        pixel_set: PixelSetSpec = None,
+        outputs: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Attribute a batch's explained scores to its input voxels.
 
@@ -124,6 +129,9 @@ class AttributionExplainer:
                 class or class set for the whole batch with a sliding window).
             pixel_set: a segmenter's pixel set, as for the CAMs (``"pred"``, ``"image"``, ``"empty"``, a mask, a voxel,
                 a box, ...); an image whose set is empty gets all-zero attributions.
+            outputs: the network's (B, C) or (B, C, *spatial) output on ``images`` when the caller has it (the
+                explanation step does): the target is built on it instead of a forward pass of its own (the budget's
+                estimate then has no time). Not with a sliding window, where each window has its own.
 
         Returns:
             dict method -> (B, C, *spatial) signed attributions in the images' dtype, on their device (a MetaTensor
@@ -140,9 +148,11 @@ class AttributionExplainer:
             with torch.inference_mode(False):
                 pixels = pixels.clone()
         if self.roi_size is not None:
+            if outputs is not None:
+                raise ValueError("outputs are not taken with a sliding window: each window is explained on its own.")
             attributions = self._sliding_window(pixels, class_idx, pixel_set)
         else:
-            attributions, target = self._attribute(pixels, class_idx, pixel_set, warn_empty=True, budget_images=True)
+            attributions, target = self._attribute(pixels, class_idx, pixel_set, True, True, outputs)
             _zero_empty(attributions, target)
         if isinstance(images, MetaTensor):
             attributions = {method: with_meta_of(value, images) for method, value in attributions.items()}
@@ -155,16 +165,20 @@ class AttributionExplainer:
         pixel_set: PixelSetSpec,
         warn_empty: bool,
         budget_images: bool,
+        outputs: torch.Tensor | None = None,
     ) -> tuple[dict[str, torch.Tensor], ClassTarget | SegmentationTarget]:
         """Every method's attributions of ``images`` (a batch, or a batch of windows), after one timed forward pass
-        that gives the target, the feature groups and, when ``budget_images``, the budget check."""
+        (unless ``outputs`` are given) that gives the target, the feature groups and, when ``budget_images``, the
+        budget check."""
         with preserved_model_state(self.model):
             for parameter in self.model.parameters():
                 parameter.requires_grad_(False)
-            start = time.perf_counter()
-            with torch.no_grad():
-                outputs = _forward(self.model, images)
-            seconds_per_forward = (time.perf_counter() - start) / images.shape[0]
+            seconds_per_forward = None
+            if outputs is None:
+                start = time.perf_counter()
+                with torch.no_grad():
+                    outputs = _forward(self.model, images)
+                seconds_per_forward = (time.perf_counter() - start) / images.shape[0]
             CAMExplainer._check_outputs(outputs, images)
             target = build_target(outputs, class_idx, pixel_set, self.score, warn_empty=warn_empty)
             if budget_images:
@@ -177,7 +191,7 @@ class AttributionExplainer:
                 attributions = {record.name: self._run(record, score, images, context) for record in self._records}
         return attributions, target
 
-    def _check_budget(self, images: torch.Tensor, outputs: torch.Tensor, seconds_per_forward: float) -> None:
+    def _check_budget(self, images: torch.Tensor, outputs: torch.Tensor, seconds_per_forward: float | None) -> None:
         """The budget check of the whole call: this batch, or every window of every image (counted by
         :meth:`_sliding_window`)."""
         spatial = tuple(images.shape[2:])
