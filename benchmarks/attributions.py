@@ -81,7 +81,7 @@ def build_case(name: str, quick: bool, device: torch.device) -> Case:
         # the spleen_ct_segmentation bundle's network at full size
         model = UNet(3, 1, 2, channels, (2,) * (len(channels) - 1), num_res_units=2, norm="batch")
     elif name == "swinunetr_3d":
-        size = 32 if quick else 96
+        size = 64 if quick else 96  # its five halvings need at least 64
         model = SwinUNETR(in_channels=1, out_channels=2, feature_size=12 if quick else 48, spatial_dims=3)
     else:
         raise ValueError(f"unknown case {name!r}; choose from {CASE_NAMES}.")
@@ -120,7 +120,7 @@ def captum_call(method: str, case: Case, images: torch.Tensor, mask: torch.Tenso
             self.model = case.model
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return (self.model(x)[:, 1] * mask).flatten(1).sum(dim=1)
+            return (self.model(x)[:, 1] * mask[:, 0]).flatten(1).sum(dim=1)
 
     forward = Summing()
     settings = AttributionSettings(**case.settings)
