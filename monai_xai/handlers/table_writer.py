@@ -122,7 +122,7 @@ class XAITableWriter:
             for channel, share in enumerate(shares)
         ]
         if rows:
-            _write_csv(
+            atomic_write_csv(
                 records.output_dir / "channel_shares.csv", ["case", "method", "region", "channel", "share"], rows
             )
 
