@@ -33,6 +33,7 @@ from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
+from monai_xai.threads import apply_thread_policy
 
 __all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study", "strict_value", "typed_command"]
 
@@ -282,6 +283,7 @@ def describe(
 
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
+    apply_thread_policy()
     fire.Fire(
         {
             "demo": typed_command(run_demo),

@@ -24,6 +24,8 @@ handlers and writers read:
   which differs from the blended one only where windows overlap.
 - ``"xai_seconds_<method>"``: (B,) float, wall time of the method on the batch divided by the batch size (with
   ``time_each_method=False``: of all methods together, the same value under every method).
+- ``"xai_attribution_<method>"``: input attributions only, (B, C, *spatial) float32, the signed attribution per input
+  channel (``"saliency_<method>"`` holds its reduction to [0, 1]).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from monai_xai.cams import ClassSet, LayerChoice, LayerSpec
+from monai_xai.cams import AttributionSettings, ClassSet, LayerChoice, LayerSpec
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import PixelSet, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
@@ -108,6 +110,8 @@ class XAIInferer(EngineOutputInferer):
             the time is per call).
         reshape: where the target layers keep their channels (see ``CAMExplainer``; None finds it: channel-first,
             channel-last Swin blocks, transformer tokens).
+        attribution: the input-attribution methods' settings (``xai_attribution``: steps, samples, windows, feature
+            groups, budget; :class:`~monai_xai.cams.AttributionSettings` or a dict of its fields).
 
     Example::
 
@@ -132,6 +136,7 @@ class XAIInferer(EngineOutputInferer):
         batch_size: int = 32,
         time_each_method: bool = True,
         reshape: Reshape = None,
+        attribution: AttributionSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if inferer is not None and not callable(inferer):
@@ -149,6 +154,7 @@ class XAIInferer(EngineOutputInferer):
                 batch_size=batch_size,
                 time_each_method=time_each_method,
                 reshape=reshape,
+                attribution=attribution,
             )
         )
 

@@ -17,7 +17,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
-from monai_xai.cams import ClassSet, LayerSpec, resolve_layers
+from monai_xai.cams import AttributionSettings, ClassSet, LayerSpec, resolve_layers
 from monai_xai.cams.layouts import Reshape
 from monai_xai.enums import EXPLAINED_CLASS, PixelSet, Score
 from monai_xai.explanation import ExplainRequest
@@ -48,6 +48,8 @@ class ExplainSettings:
         time_each_method: ``xai_time_each_method``, one timed pass per method (True) or one shared pass.
         reshape: ``xai_reshape``, where the layers keep their channels (None: found; ``"channel_first"``,
             ``"channel_last"``, ``"tokens"``, or a function, see :mod:`monai_xai.cams.layouts`).
+        attribution: ``xai_attribution``, the input-attribution methods' settings
+            (:class:`~monai_xai.cams.AttributionSettings`, a dict in the config).
         metrics: ``xai_metrics``, XAI metric names.
         metric_args: ``xai_metric_args``, keyword arguments per metric.
         region_key: ``xai_region_key``, batch key of the ground-truth region.
@@ -63,6 +65,7 @@ class ExplainSettings:
     score: Score = Score.LOGIT
     time_each_method: bool = True
     reshape: Reshape = None
+    attribution: AttributionSettings = AttributionSettings()
     metrics: tuple[str, ...] = ()
     metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     region_key: str | None = None
@@ -78,6 +81,7 @@ class ExplainSettings:
         "score": "xai_score",
         "time_each_method": "xai_time_each_method",
         "reshape": "xai_reshape",
+        "attribution": "xai_attribution",
         "metrics": "xai_metrics",
         "metric_args": "xai_metric_args",
         "region_key": "xai_region_key",
@@ -91,7 +95,8 @@ class ExplainSettings:
         set_field(self, "methods", _names(self.methods, "xai_methods"))
         set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
         # the explanation fields get the request's own checks (a bundle may leave the methods to the front door)
-        for name in ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape"):
+        checked = ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape")
+        for name in (*checked, "attribution"):
             set_field(self, name, ExplainRequest.check_field(name, getattr(self, name), self.methods))
         if self.pixel_set is not None:  # None: not chosen (a segmenter then explains its predicted region)
             set_field(self, "pixel_set", ExplainRequest.check_field("pixel_set", self.pixel_set))
@@ -163,7 +168,7 @@ class ExplainSettings:
 
 # the settings fields that are fields of the request too
 _REQUEST_FIELDS = ("methods", "target_layers", "class_idx", "pixel_set", "pixel_set_key", "score", "time_each_method")
-_REQUEST_FIELDS += ("reshape",)
+_REQUEST_FIELDS += ("reshape", "attribution")
 
 
 def _names(value: str | Sequence[str] | None, config_id: str = "names") -> tuple[str, ...]:
@@ -202,7 +207,8 @@ def check_explain_config(
         request = ExplainRequest(methods=_names(methods, "xai_methods"), target_layers=target_layers)
         if request.target_layers is not None:  # None: the step chooses the layer on the first batch
             for layers, _ in request.method_groups(request.target_layers):
-                resolve_layers(network, layers)
+                if layers is not None:  # None: the input attributions, which explain no layer
+                    resolve_layers(network, layers)
     except (ValueError, TypeError) as error:
         raise ValueError(
             f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"

@@ -18,9 +18,10 @@ from monai.inferers import Inferer, SlidingWindowInferer, sliding_window_inferen
 from monai.utils import BlendMode
 from torch import nn
 
+from monai_xai.cams.attributions import AttributionSettings
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
-from monai_xai.cams.registry import get_methods
+from monai_xai.cams.registry import get_method, get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
 from monai_xai.enums import Layout, PixelSet, Score, as_choice
 
@@ -30,6 +31,7 @@ __all__ = [
     "ExplainRequest",
     "SlidingWindow",
     "SlidingWindowNetwork",
+    "layered_methods",
     "network_as_inferred",
 ]
 
@@ -158,12 +160,17 @@ def _method_names(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def layered_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The methods that explain a target layer (CAMs), leaving out the input attributions, which need none."""
+    return tuple(name for name in methods if get_method(name).needs_layer)
+
+
 def _layers(value: Any, methods: tuple[str, ...]) -> LayerSpec | Mapping[str, LayerSpec] | None:
     if value is None or (isinstance(value, str | Sequence) and not isinstance(value, bool) and len(value) == 0):
         return None
     if isinstance(value, Mapping):
-        if methods:
-            group_methods_by_layer(value, methods)  # one entry per method, no other
+        if layered_methods(methods):
+            group_methods_by_layer(value, layered_methods(methods))  # one entry per CAM method, no other
         return dict(value)
     entries = [value] if isinstance(value, str | int | nn.Module) else value
     if isinstance(value, bool) or not isinstance(entries, Sequence):
@@ -231,6 +238,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
     "reshape": lambda value, _: (
         value if value is None or callable(value) else as_choice(Layout, value, "reshape (xai_reshape)")
     ),
+    "attribution": lambda value, _: AttributionSettings.of(value),
 }
 
 
@@ -259,6 +267,8 @@ class ExplainRequest:
             a layer share one pass (faster; each method gets the whole pass's time) (``xai_time_each_method``).
         reshape: where the layers keep their channels (None: found; ``"channel_first"``, ``"channel_last"``,
             ``"tokens"`` or a function, see :mod:`monai_xai.cams.layouts`) (``xai_reshape``).
+        attribution: the input-attribution methods' steps, samples, windows, feature groups and budget
+            (:class:`~monai_xai.cams.attributions.AttributionSettings`; a dict of its fields) (``xai_attribution``).
     """
 
     methods: tuple[str, ...]
@@ -271,6 +281,7 @@ class ExplainRequest:
     batch_size: int = 32
     time_each_method: bool = True
     reshape: Reshape = None
+    attribution: AttributionSettings = AttributionSettings()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", _method_names(self.methods))
@@ -299,13 +310,24 @@ class ExplainRequest:
         """A checked copy with the given fields changed."""
         return replace(self, **changes)
 
+    @property
+    def needs_layer(self) -> bool:
+        """Whether any method explains a target layer (input attributions alone need none)."""
+        return bool(layered_methods(self.methods))
+
     def method_groups(
-        self, target_layers: LayerSpec | Mapping[str, LayerSpec]
-    ) -> list[tuple[LayerSpec, tuple[str, ...]]]:
-        """The passes of an explanation at ``target_layers`` (the request's, or the chosen layer): ``[(layer(s),
-        methods explained there)]``; one pass per method, in the order of :attr:`methods`, when each method is timed
-        alone."""
-        groups = group_methods_by_layer(target_layers, self.methods)
+        self, target_layers: LayerSpec | Mapping[str, LayerSpec] | None
+    ) -> list[tuple[LayerSpec | None, tuple[str, ...]]]:
+        """The passes of an explanation at ``target_layers`` (the request's, or the chosen layer; None when no method
+        needs one): ``[(layer(s), methods explained there)]``, the input attributions as one group with layer None;
+        one pass per method, in the order of :attr:`methods`, when each method is timed alone."""
+        layered = layered_methods(self.methods)
+        groups: list[tuple[LayerSpec | None, tuple[str, ...]]] = (
+            list(group_methods_by_layer(target_layers, layered)) if layered else []
+        )
+        free = tuple(name for name in self.methods if name not in layered)
+        if free:
+            groups.append((None, free))
         if not self.time_each_method:
             return groups
         layer_of = {method: layers for layers, grouped in groups for method in grouped}

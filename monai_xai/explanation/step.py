@@ -4,7 +4,9 @@
 sliding window), the class (a classifier's predicted class; a segmenter's every foreground class), the layer (chosen
 once, on the first batch), the pixel set (the named set on the prediction, a label's region of the class, or a set
 only the whole prediction defines, resolved before the window), then explains with
-:class:`~monai_xai.cams.CAMExplainer`, one timed pass per method or one shared pass. It returns an
+:class:`~monai_xai.cams.CAMExplainer` (CAMs; the layer is chosen only when a CAM is requested) and
+:class:`~monai_xai.cams.AttributionExplainer` (input attributions, reduced to the same [0, 1] maps, the signed maps
+kept), one timed pass per method or one shared pass. It returns an
 :class:`Explanation`, the record every consumer reads: the engine handlers (through
 :class:`~monai_xai.inferers.XAIInferer`), the study, the sanity checks, MONAI Label and the Python API
 (:func:`explain`).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,12 +25,13 @@ from monai.data import MetaTensor
 from monai.utils import fall_back_tuple
 from torch import nn
 
+from monai_xai.cams.attributions import AttributionExplainer, attribution_map
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
-from monai_xai.enums import XAIKeys, saliency_key, seconds_key
+from monai_xai.enums import XAIKeys, attribution_key, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
@@ -82,7 +85,10 @@ class Explanation:
         seconds: method -> (B,) float64, the method's wall time on the batch divided by the batch size (with
             ``time_each_method=False``: the time of the pass it shared).
         prediction: the network's output on the images, (B, num_classes) or (B, C, *spatial), detached.
-        layers: method -> the layer(s) it explained.
+        layers: method -> the layer(s) it explained (None for an input attribution).
+        attributions: input-attribution method -> its signed (B, C, *spatial) float32 attribution, one channel per
+            input channel (:attr:`maps` holds its reduction,
+            :func:`~monai_xai.cams.attributions.attribution_map`); CAM methods have none.
     """
 
     maps: dict[str, torch.Tensor]
@@ -90,7 +96,8 @@ class Explanation:
     pixel_set: torch.Tensor | None
     seconds: dict[str, torch.Tensor]
     prediction: torch.Tensor
-    layers: dict[str, LayerSpec]
+    layers: dict[str, LayerSpec | None]
+    attributions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def segmentation(self) -> bool:
@@ -112,14 +119,16 @@ class Explanation:
 
     def engine_output(self) -> dict[str, torch.Tensor]:
         """The batch's values under the engine-output keys (:class:`~monai_xai.enums.XAIKeys`) that the handlers and
-        writers read: ``saliency_<method>``, ``xai_seconds_<method>``, ``xai_class`` and, for a segmenter,
-        ``xai_pixel_set``."""
+        writers read: ``saliency_<method>``, ``xai_seconds_<method>``, ``xai_class``, for a segmenter
+        ``xai_pixel_set``, and for an input attribution ``xai_attribution_<method>``."""
         output: dict[str, torch.Tensor] = {XAIKeys.CLASS: self.class_idx.detach().clone()}
         if self.pixel_set is not None:
             output[XAIKeys.PIXEL_SET] = self.pixel_set
         for method, maps in self.maps.items():
             output[saliency_key(method)] = maps
             output[seconds_key(method)] = self.seconds[method]
+        for method, attributions in self.attributions.items():
+            output[attribution_key(method)] = attributions
         return output
 
 
@@ -195,28 +204,26 @@ class ExplainStep:
         outputs = _plain(prediction).detach() if one_tensor else prediction
         classes, window_class = self._classes(network, images, outputs, target)
         pixel_set, explained_set = self._pixel_sets(outputs, classes, labels, target)
-        layer_of: dict[str, LayerSpec] = {}
+        layer_of: dict[str, LayerSpec | None] = {}
         maps: dict[str, torch.Tensor] = {}
+        attributions: dict[str, torch.Tensor] = {}
         seconds: dict[str, torch.Tensor] = {}
         pixels = _plain(images)
         explained_class = window_class if self.request.window is not None else classes
         with torch.enable_grad():
             for layers, methods in self.request.method_groups(self._target_layers()):
-                explainer = CAMExplainer(
-                    network,
-                    layers,
-                    methods,
-                    score=self.request.score,
-                    batch_size=self.request.batch_size,
-                    reshape=self.request.reshape,
-                    **(self.request.window.explainer_args() if self.request.window is not None else {}),
-                )
+                explainer = self._explainer(network, layers, methods)
+                # an attribution of the whole image builds its target on the prediction instead of a forward pass
+                given = {"outputs": outputs} if layers is None and self.request.window is None else {}
                 start = time.perf_counter()
-                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set)
+                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set, **given)
                 if pixels.device.type == "cuda":
                     torch.cuda.synchronize(pixels.device)
                 per_case = (time.perf_counter() - start) / pixels.shape[0]
                 for method in methods:
+                    if layers is None:  # an input attribution: the signed map, and its [0, 1] reduction
+                        attributions[method] = with_meta_of(group_maps[method].float(), images)
+                        group_maps[method] = attribution_map(group_maps[method]).float()
                     maps[method] = with_meta_of(group_maps[method], images)
                     seconds[method] = torch.full((pixels.shape[0],), per_case, dtype=torch.float64)
                     layer_of[method] = layers
@@ -227,10 +234,31 @@ class ExplainStep:
             seconds={method: seconds[method] for method in self.request.methods},
             prediction=outputs,
             layers=layer_of,
+            attributions={method: attributions[method] for method in self.request.methods if method in attributions},
         )
 
-    def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec]:
-        if self.request.target_layers is not None:
+    def _explainer(
+        self, network: nn.Module, layers: LayerSpec | None, methods: tuple[str, ...]
+    ) -> CAMExplainer | AttributionExplainer:
+        """The explainer of one pass: the CAMs of a layer, or the input attributions (layer None)."""
+        request = self.request
+        window = request.window.explainer_args() if request.window is not None else {}
+        if layers is None:
+            return AttributionExplainer(
+                network, methods, request.score, request.batch_size, request.attribution, **window
+            )
+        return CAMExplainer(
+            network,
+            layers,
+            methods,
+            score=request.score,
+            batch_size=request.batch_size,
+            reshape=request.reshape,
+            **window,
+        )
+
+    def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec] | None:
+        if self.request.target_layers is not None or not self.request.needs_layer:
             return self.request.target_layers
         return self.chosen_layer.name
 
@@ -253,7 +281,7 @@ class ExplainStep:
                 classes = self.classes(outputs, target)
             except ValueError as error:
                 problems.append(f"xai_class: {error}")
-        if self.request.target_layers is None and self.chosen_layer is None:
+        if self.request.target_layers is None and self.chosen_layer is None and self.request.needs_layer:
             try:
                 self._choose_layer(network, images)
             except ValueError as error:

@@ -27,9 +27,10 @@ from monai.data import MetaTensor
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.describe import CaseDescription, describe
+from monai_xai.cams.attributions import channel_shares
+from monai_xai.describe import WHOLE_IMAGE, CaseDescription, describe
 from monai_xai.describe.description import is_distribution
-from monai_xai.enums import EXPLAINED_CLASS, CaseName, XAIKeys, as_choice, saliency_key, seconds_key
+from monai_xai.enums import EXPLAINED_CLASS, CaseName, XAIKeys, as_choice, attribution_key, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases, metric_keys
 from monai_xai.handlers.records import CaseRecord, MethodRecord, RunRecords
 from monai_xai.handlers.results_dir import prepare_results_dir
@@ -147,6 +148,8 @@ class XAIRecorder:
             grid (a classifier's class label) is not a region and is ignored.
         region_value: which region of ``region_key``: None (any foreground), an int, or ``"class"`` (the explained
             class), as ``xai_region_value``.
+        channel_names: the input channels' names for the per-channel shares of input attributions (e.g. ``["T1",
+            "FLAIR"]``, ``xai_channel_names``); default ``"channel 0"``, ``"channel 1"``, ...
     """
 
     def __init__(
@@ -160,6 +163,7 @@ class XAIRecorder:
         case_name: CaseName | str = CaseName.FILE,
         region_key: str | None = None,
         region_value: int | str | None = EXPLAINED_CLASS,
+        channel_names: Sequence[str] | None = None,
     ) -> None:
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
@@ -172,6 +176,7 @@ class XAIRecorder:
         self.case_name = as_choice(CaseName, case_name, "case_name (xai_case_name)")
         self.region_key = region_key
         self.region_value = region_value
+        self.channel_names = list(channel_names) if channel_names is not None else None
         self.records = self._new_records()
         self._names = CaseNames()
 
@@ -239,15 +244,37 @@ class XAIRecorder:
             return None
         return ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
 
+    @staticmethod
+    def _channel_shares(attributions: Any, inputs: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+        """An input attribution's share per input channel over the whole image and each of the description's masks
+        (the explained and the ground-truth region); {} for a CAM (``attributions`` None)."""
+        if attributions is None:
+            return {}
+        signed = torch.as_tensor(attributions)[None]
+        regions = {WHOLE_IMAGE: None, **inputs.get("masks", {})}
+        return {
+            region: tuple(channel_shares(signed, None if mask is None else torch.as_tensor(mask)[None])[0].tolist())
+            for region, mask in regions.items()
+        }
+
     def _describe(
-        self, maps: torch.Tensor, image: Any, inputs: Mapping[str, Any], case: str, method: str
+        self,
+        maps: torch.Tensor,
+        image: Any,
+        inputs: Mapping[str, Any],
+        case: str,
+        method: str,
+        shares: Mapping[str, tuple[float, ...]],
     ) -> CaseDescription | None:
-        """:func:`~monai_xai.describe.describe` of one case's (1, *spatial) map; a map that cannot be described gives
-        a warning naming ``case`` and ``method``, and None."""
+        """:func:`~monai_xai.describe.describe` of one case's (1, *spatial) map (with its channel shares); a map that
+        cannot be described gives a warning naming ``case`` and ``method``, and None."""
         affine = image.affine if isinstance(image, MetaTensor) else None
         sanity = {"sanity_passed": self.sanity[method]} if method in self.sanity else {}
+        channels = {"channel_shares": shares, "channel_names": self.channel_names} if shares else {}
         try:
-            return describe(maps, affine=affine, method=method, units=_size_units(image), **inputs, **sanity)
+            return describe(
+                maps, affine=affine, method=method, units=_size_units(image), **inputs, **sanity, **channels
+            )
         except ValueError as error:
             warnings.warn(
                 f"case {case}: the {method} map could not be described, its text is left empty: {error}", stacklevel=2
@@ -264,11 +291,13 @@ class XAIRecorder:
             methods = {}
             for method in self.methods:
                 seconds = case.get(seconds_key(method))
+                shares = self._channel_shares(case.get(attribution_key(method)), inputs)
                 methods[method] = MethodRecord(
                     seconds=math.nan if seconds is None else float(seconds),
                     description=self._describe(
-                        case_value(engine, index, saliency_key(method)), image, inputs, name, method
+                        case_value(engine, index, saliency_key(method)), image, inputs, name, method, shares
                     ),
+                    channel_shares=shares,
                 )
             record = CaseRecord(name, explained_classes(case.get(XAIKeys.CLASS)), methods)
             self.records.iteration.append(record)

@@ -10,6 +10,9 @@ Files under the run's results folder:
 - ``summary.csv`` / ``summary.md``: per metric and method, mean, std, min, max, n and skipped cases;
   ``metrics.png``: one bar chart per metric; ``<metric>_<curve>_curve.png``: the mean curves of curve-valued metrics
   (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line per method).
+- ``channel_shares.csv`` (input attributions only): one row per case, method, region (``image``: the whole image;
+  the explained region; the ground-truth region) and input channel: the channel's share of the absolute attribution
+  there (:func:`~monai_xai.cams.channel_shares`), e.g. which MRI sequence carried the evidence.
 - ``failed_cases.csv``: the cases that could not be read (:mod:`monai_xai.data.unreadable`), also listed at the top
   of ``summary.md``.
 
@@ -57,6 +60,7 @@ class XAITableWriter:
             records.output_dir.mkdir(parents=True, exist_ok=True)
             self._write_cases(records)
             self._write_descriptions(records)
+            self._write_channel_shares(records)
             if records.unreadable:
                 rows = [{**record, "files": " ".join(record["files"])} for record in records.unreadable]
                 atomic_write_csv(records.output_dir / "failed_cases.csv", ["case", "files", "reason"], rows)
@@ -106,6 +110,21 @@ class XAITableWriter:
         ]
         columns = list(dict.fromkeys(["case", "method", *(key for row in rows for key in row)]))
         atomic_write_csv(records.output_dir / "descriptions.csv", columns, rows)
+
+    @staticmethod
+    def _write_channel_shares(records: RunRecords) -> None:
+        """``channel_shares.csv``: case, method, region, channel, share; not written when no method has shares."""
+        rows = [
+            {"case": case.name, "method": method, "region": region, "channel": channel, "share": share}
+            for case in records.cases
+            for method, record in case.methods.items()
+            for region, shares in record.channel_shares.items()
+            for channel, share in enumerate(shares)
+        ]
+        if rows:
+            atomic_write_csv(
+                records.output_dir / "channel_shares.csv", ["case", "method", "region", "channel", "share"], rows
+            )
 
     @staticmethod
     def _write_summary(records: RunRecords) -> None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import method_names
+from monai_xai.cams.attributions import AttributionBudgetExceeded
 from monai_xai.cams.targets import FOREGROUND
 from monai_xai.enums import PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
@@ -49,7 +50,8 @@ __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", 
 
 logger = logging.getLogger(__name__)
 
-# Every registered method: gradient methods first (one forward and one backward pass), perturbation methods last.
+# Every registered method: gradient CAMs first (one forward and one backward pass), then perturbation CAMs, then the
+# input attributions (their cost bounded by the bundle's xai_attribution budget).
 DEFAULT_METHODS = tuple(method_names())
 _OPTIONS_KEY = "explain_options"
 # the describe() arguments of the request's prediction, from run_inferer to the post transforms
@@ -156,7 +158,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
     """Explain a MONAI bundle's predictions with class-activation maps, as a MONAI Label infer task.
 
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
-    ``method`` (CAM method; also any pytorch-grad-cam class as ``"grad-cam:<Class>"``), ``target_layer``, ``class``
+    ``method`` (CAM method, or an input attribution such as ``"integrated_gradients"``, which takes no layer and the
+    bundle's ``xai_attribution`` settings, refused with a 422 and its estimate above their budget; also any
+    pytorch-grad-cam class as ``"grad-cam:<Class>"``), ``target_layer``, ``class``
     (name, index, or ``"predicted"`` for classifiers; for segmenters also several classes explained together, each
     over its own pixel set: ``"foreground"`` or names / indices joined by ``+``, e.g. ``"kidney+tumour"``),
     ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
@@ -224,6 +228,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         except (TypeError, ValueError) as error:
             raise ValueError(f"methods must be a non-empty list of method names, got {methods}: {error}") from None
         self.methods = _default_first(offered, next((m for m in settings.methods if m in offered), None))
+        self.attribution = settings.attribution
         bundle_layer = [settings.target_layers] if isinstance(settings.target_layers, str) else []
         self.target_layers = tuple(
             target_layers or dict.fromkeys([*bundle_layer, *metadata.get("cam_target_layers", {})])
@@ -328,8 +333,11 @@ class BundleExplainTask(CompatibleBundleInferTask):
             logger.warning(f"{type(inferer).__name__} is not a sliding-window inferer: explaining the whole image.")
         with torch.no_grad():
             outputs = inferer(pixels, network)
-        step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer)))
-        explanation = step(network, pixels, prediction=outputs)
+        step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer), attribution=self.attribution))
+        try:
+            explanation = step(network, pixels, prediction=outputs)
+        except AttributionBudgetExceeded as error:  # refused before it started: the request asks too much
+            raise HTTPException(status_code=422, detail=str(error)) from error
         classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
         affine = image.affine if isinstance(image, MetaTensor) else None
         heatmap = explanation.maps[options.method][0]

@@ -227,9 +227,17 @@ def _check_chosen(settings: ExplainSettings) -> None:
         )
 
 
-def _layer_groups(layers: Mapping[str, LayerSpec], methods: Sequence[str]) -> list[tuple[LayerSpec, tuple[str, ...]]]:
-    """``[(layer(s), methods explained there)]`` of an explanation's ``{method: layer(s)}``."""
-    return group_methods_by_layer({method: layers[method] for method in methods}, methods)
+def _layer_groups(
+    layers: Mapping[str, LayerSpec | None], methods: Sequence[str]
+) -> list[tuple[LayerSpec | None, tuple[str, ...]]]:
+    """``[(layer(s), methods explained there)]`` of an explanation's ``{method: layer(s)}``; the input attributions
+    (layer None) as one group of layer None."""
+    layered = [method for method in methods if layers[method] is not None]
+    groups: list[tuple[LayerSpec | None, tuple[str, ...]]] = (
+        list(group_methods_by_layer({method: layers[method] for method in layered}, layered)) if layered else []
+    )
+    free = tuple(method for method in methods if layers[method] is None)
+    return groups + ([(None, free)] if free else [])
 
 
 def _write_maps(result: RandomisationResult, sources: list[str], affines: list, folder: Path, names: CaseNames) -> None:
@@ -276,7 +284,8 @@ def _check_batches(
         if cascade_figure is not None:
             shown = tuple(cascade_methods or methods)
             layers = {method: result.layers[method] for method in shown}
-            cascade_step = ExplainStep(step.request.replace(methods=shown, target_layers=layers))
+            cam_layers = {method: layer for method, layer in layers.items() if layer is not None} or None
+            cascade_step = ExplainStep(step.request.replace(methods=shown, target_layers=cam_layers))
             cascade = cascading_randomisation(
                 network, images, cascade_step, randomisation_seed, progress=not bar.disable
             )
@@ -286,7 +295,8 @@ def _check_batches(
             regions,
         )
         for layers, grouped in groups:
-            grid = feature_grid(network, layers, images[:1])
+            # an input attribution's map has a value per voxel: its smooth baseline is drawn at the input's grid
+            grid = tuple(images.shape[2:]) if layers is None else feature_grid(network, layers, images[:1])
             smooth = _where_region(
                 lambda region, grid=grid: random_map_baseline(
                     ehr_auc, region, n_draws, RandomMap.SMOOTH, grid, generator=generator

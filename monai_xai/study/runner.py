@@ -7,6 +7,8 @@ stored row, so it finishes with the tables one uninterrupted run would have made
 
 Per bundle the loop is: load a batch with the bundle's preprocessing, run the network once (the prediction and its
 confidence for the case table), then per layer and method one timed explanation and the missing metrics of its maps.
+An input attribution (Integrated Gradients, Occlusion, ...) explains no layer: it is computed and scored once per
+batch and its rows are stored under every layer, so each layer's table compares the CAMs with it.
 Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
 A case that cannot be loaded (a truncated or missing file, a preprocessing error) costs only itself: it is stored
 with its files and the underlying error, left out of the report (which lists it), and tried again on a resume.
@@ -32,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import TrainedBundle, load_trained_bundle
-from monai_xai.cams import ClassSet
+from monai_xai.cams import ClassSet, get_method
 from monai_xai.enums import IOU, OTSU, IoUThresholdMode, MetricInput
 from monai_xai.explanation import ExplainStep, Explanation, class_probabilities, predicted_class
 from monai_xai.handlers.saliency_writer import write_map
@@ -120,6 +122,8 @@ class _BundleRun:
             for method in spec.methods
         }
         self._metrics: dict[tuple[str, str, str], CumulativeIterationMetric] = {}
+        # an input attribution's sanity correlations, per case: the same under every layer
+        self._layer_free_sanity: dict[str, dict[str, float]] = {}
 
     def record_failure(self, case: StudyCase, files: list[str], reason: str) -> None:
         """Store (and warn about) a case that cannot be loaded; it is left out."""
@@ -200,19 +204,30 @@ class _BundleRun:
     def run_batch(self, batch: CaseBatch) -> None:
         ids = [case.case_id for case in batch.cases]
         prediction = self._predict(batch)
+        # an input attribution explains no layer: its explanation and its scores (but IoU, whose threshold is tuned
+        # per layer) serve every layer
+        shared: dict[str, tuple[Explanation, dict[str, torch.Tensor]]] = {}
         for (layer, method), step in self.steps.items():
             missing = self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
             if not missing:
                 continue
-            with _seeded(_batch_seed(self.spec, self.bundle.name, layer, method, batch.index), self.device):
-                explanation = step(self.network, batch.images, prediction=prediction)
-                values = {SECONDS: explanation.seconds[method]}
+            layer_free = not get_method(method).needs_layer
+            seed = _batch_seed(self.spec, self.bundle.name, "" if layer_free else layer, method, batch.index)
+            with _seeded(seed, self.device):
+                if method in shared:
+                    explanation, known = shared[method]
+                else:
+                    explanation = step(self.network, batch.images, prediction=prediction)
+                    known = {SECONDS: explanation.seconds[method]}
+                values = dict(known)
                 with _quiet_undefined():
                     for metric in self.spec.metrics:
-                        if metric in missing:
+                        if metric in missing and metric not in values:
                             values[metric] = self._score(metric, layer, method, explanation, batch)
             if self.spec.maps:
                 self._write_maps(layer, method, explanation, batch)
+            if layer_free:
+                shared[method] = (explanation, {metric: v for metric, v in values.items() if metric != IOU})
             self.store.add_scores(
                 (self.bundle.name, layer, method, case_id, metric, float(column[k]))
                 for metric, column in values.items()
@@ -244,8 +259,11 @@ class _BundleRun:
             cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device, self.record_failure
         )
         for batch in tqdm(loaded, total=len(batches), desc=f"{self.bundle.name}: tuning IoU", disable=not progress):
+            layer_free: dict[str, Explanation] = {}  # an input attribution's maps serve every layer
             for key in todo:
-                explanation = self.steps[key](self.network, batch.images)
+                explanation = layer_free.get(key[1]) or self.steps[key](self.network, batch.images)
+                if not get_method(key[1]).needs_layer:
+                    layer_free[key[1]] = explanation
                 region = region_mask(batch.labels, explanation.class_idx, self.bundle.region_value)
                 with _quiet_undefined():
                     iou = torch.stack(
@@ -271,6 +289,10 @@ class _BundleRun:
         todo = self.store.sanity_missing(self.bundle.name, layer, method, [case.case_id for case in cases])
         if not todo:
             return
+        known = self._layer_free_sanity.get(method, {})
+        if all(case_id in known for case_id in todo):  # an input attribution checked at another layer
+            self.store.add_sanity((self.bundle.name, layer, method, case_id, known[case_id]) for case_id in todo)
+            return
         chosen = [case for case in cases if case.case_id in todo]
         batches = batch_indices(len(chosen), self.spec.batch_size)
         for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device, self.record_failure):
@@ -280,6 +302,9 @@ class _BundleRun:
                     self.network, batch.images, self.steps[(layer, method)], self.spec.sanity_seed
                 )
             correlation = result.correlation[method].tolist()
+            if not get_method(method).needs_layer:
+                known = self._layer_free_sanity.setdefault(method, {})
+                known.update((case.case_id, value) for case, value in zip(batch.cases, correlation))
             self.store.add_sanity(
                 (self.bundle.name, layer, method, case.case_id, value) for case, value in zip(batch.cases, correlation)
             )

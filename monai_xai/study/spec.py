@@ -50,7 +50,7 @@ from typing import Any
 from torch import nn
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.cams import ClassSet, method_names, resolve_layers
+from monai_xai.cams import AttributionSettings, ClassSet, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
 from monai_xai.enums import IOU, IoUThresholdMode, PixelSet, Score, as_choice
 from monai_xai.explanation import ExplainRequest, SlidingWindow
@@ -103,6 +103,8 @@ class StudyBundle:
             foreground) or an int.
         window: the sliding window of the bundle's inferer (None: whole images), with which its cases are predicted
             and explained.
+        attribution: the input-attribution methods' settings (the entry's ``attribution``, else the bundle's
+            ``xai_attribution``; :class:`~monai_xai.cams.AttributionSettings`).
     """
 
     name: str
@@ -116,6 +118,7 @@ class StudyBundle:
     region_key: str = "label"
     region_value: int | str | None = "class"
     window: SlidingWindow | None = None
+    attribution: AttributionSettings = AttributionSettings()
 
     def request(self, layer: str, methods: Sequence[str]) -> ExplainRequest:
         """What the study explains of this bundle at ``layer`` with ``methods`` (one timed pass per method)."""
@@ -126,6 +129,7 @@ class StudyBundle:
             pixel_set=self.pixel_set,
             score=self.score,
             window=self.window,
+            attribution=self.attribution,
         )
 
 
@@ -290,7 +294,7 @@ def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
 def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     """One checked bundle entry."""
     known = {"name", "path", "weights", "overrides", "layers", "class", "pixel_set", "score", "region_key"}
-    known |= {"region_value"}
+    known |= {"region_value", "attribution"}
     if not isinstance(entry, Mapping) or "path" not in entry:
         raise _fail(
             source, f"bundle {index} must be an object with at least 'path' (and 'name', 'layers'), got {entry!r}."
@@ -325,6 +329,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         pixel_set = entry.get("pixel_set", settings.pixel_set)
         pixel_set = None if pixel_set is None else ExplainRequest.check_field("pixel_set", pixel_set)
         score = ExplainRequest.check_field("score", entry.get("score", settings.score))
+        attribution = ExplainRequest.check_field("attribution", entry.get("attribution", settings.attribution))
     except (TypeError, ValueError) as error:
         raise _fail(source, f"bundle {name!r}: {error}") from None
     if isinstance(class_idx, tuple):
@@ -345,6 +350,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         region_key=str(entry.get("region_key") or settings.region_key or "label"),
         region_value=entry.get("region_value", settings.region_value),
         window=trained.window,
+        attribution=attribution,
     )
 
 

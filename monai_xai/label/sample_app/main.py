@@ -34,6 +34,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, GuardedInferMixin, heat_bins
+from monai_xai.threads import apply_thread_policy
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        apply_thread_policy()  # the server's start: the first code of ours that runs
         self.bundles_dir = os.path.realpath(conf.get("bundles", os.path.join(app_dir, "model")))
         names = conf.get("models")
         self.bundle_names = names.split(",") if names else sorted(os.listdir(self.bundles_dir))
