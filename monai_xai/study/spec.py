@@ -60,6 +60,10 @@ __all__ = ["StudyBundle", "StudyData", "StudySpec", "load_study", "study_from_di
 
 # thresholds tried when tuning the IoU threshold on the validation split
 DEFAULT_TUNING_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
+# upper bounds of the statistics' and sanity checks' counts: beyond them a run would take days, not give better numbers
+MAX_BOOTSTRAP_RESAMPLES = 1_000_000
+MAX_SANITY_CASES = 10_000
+
 _KNOWN_KEYS = {
     "name",
     "output_dir",
@@ -237,6 +241,34 @@ def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _number(
+    source: str,
+    where: str,
+    value: Any,
+    kind: type,
+    low: float,
+    high: float,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> Any:
+    """``value`` as ``kind`` (int or float) within ``low`` .. ``high`` (open at an end when asked), else a ValueError
+    naming ``where``, the range and the value (a bool, a string or NaN is no number here)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    number = value if is_int or (kind is float and isinstance(value, float)) else None
+    in_range = (
+        number is not None
+        and number == number
+        and (low < number if open_low else low <= number)
+        and (number < high if open_high else number <= high)
+    )
+    if not in_range:
+        what = "a whole number" if kind is int else "a number"
+        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise _fail(source, f"{where} must be {what} in {bounds}, got {value!r}.")
+    return kind(number)
+
+
 def _section(source: str, content: Mapping[str, Any], key: str, known: set[str]) -> dict[str, Any]:
     value = content.get(key) or {}
     if not isinstance(value, Mapping):
@@ -382,6 +414,7 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     statistics = _section(source, content, "statistics", {"alpha", "confidence_level", "bootstrap_resamples", "seed"})
     sanity = content.get("sanity", {})
     sanity = {"cases": 0} if sanity is False else _section(source, {"sanity": sanity}, "sanity", {"cases", "seed"})
+    numbers = _numbers(source, content, iou, statistics, sanity)
     mlflow = content.get("mlflow", {})
     if mlflow is not False:
         mlflow = _section(source, {"mlflow": mlflow}, "mlflow", {"tracking_uri", "experiment"})
@@ -411,20 +444,58 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
         metrics=metrics,
         metric_args={metric: dict(args) for metric, args in metric_args.items()},
         iou_mode=iou_mode,
-        iou_value=float(iou.get("value", 0.5)),
-        iou_grid=tuple(float(value) for value in iou.get("grid", DEFAULT_TUNING_GRID)),
-        alpha=float(statistics.get("alpha", 0.05)),
-        confidence_level=float(statistics.get("confidence_level", 0.95)),
-        bootstrap_resamples=int(statistics.get("bootstrap_resamples", 2000)),
-        statistics_seed=int(statistics.get("seed", 0)),
-        sanity_cases=int(sanity.get("cases", 8)),
-        sanity_seed=int(sanity.get("seed", 0)),
+        **numbers,
         mlflow=None if mlflow is False else mlflow,
         batch_size=batch_size,
-        seed=int(content.get("seed", 0)),
         device=content.get("device"),
         maps=maps,
     )
+
+
+def _numbers(
+    source: str,
+    content: Mapping[str, Any],
+    iou: Mapping[str, Any],
+    statistics: Mapping[str, Any],
+    sanity: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The study's numbers (IoU threshold and grid, statistics, sanity counts, seeds) as StudySpec fields, each checked
+    for its type and range before any bundle is loaded."""
+    seed_range = (int, 0, 2**63 - 1)
+    probability = {"open_low": True, "open_high": True}
+    return {
+        "iou_value": _number(source, "'iou_threshold.value'", iou.get("value", 0.5), float, 0, 1),
+        "iou_grid": _iou_grid(source, iou.get("grid", DEFAULT_TUNING_GRID)),
+        "alpha": _number(source, "'statistics.alpha'", statistics.get("alpha", 0.05), float, 0, 1, **probability),
+        "confidence_level": _number(
+            source,
+            "'statistics.confidence_level'",
+            statistics.get("confidence_level", 0.95),
+            float,
+            0,
+            1,
+            **probability,
+        ),
+        "bootstrap_resamples": _number(
+            source,
+            "'statistics.bootstrap_resamples'",
+            statistics.get("bootstrap_resamples", 2000),
+            int,
+            1,
+            MAX_BOOTSTRAP_RESAMPLES,
+        ),
+        "statistics_seed": _number(source, "'statistics.seed'", statistics.get("seed", 0), *seed_range),
+        "sanity_cases": _number(source, "'sanity.cases'", sanity.get("cases", 8), int, 0, MAX_SANITY_CASES),
+        "sanity_seed": _number(source, "'sanity.seed'", sanity.get("seed", 0), *seed_range),
+        "seed": _number(source, "'seed'", content.get("seed", 0), *seed_range),
+    }
+
+
+def _iou_grid(source: str, grid: Any) -> tuple[float, ...]:
+    """The IoU thresholds tried when tuning: a non-empty list of numbers in [0, 1]."""
+    if isinstance(grid, str | bytes) or not isinstance(grid, Sequence) or not grid:
+        raise _fail(source, f"'iou_threshold.grid' must be a non-empty list of thresholds in [0, 1], got {grid!r}.")
+    return tuple(_number(source, "each of 'iou_threshold.grid'", value, float, 0, 1) for value in grid)
 
 
 def load_study(path: str | Path, **override: Any) -> StudySpec:

@@ -34,8 +34,10 @@ from monai_xai.metrics import (
 )
 from monai_xai.metrics.imputation import NoisyLinearImputer
 from monai_xai.sanity.cases import read_datalist
+from monai_xai.study import study_from_dict
 from monai_xai.utils import label_mask
 from tests.helpers.segmenters import intensity_segmenter
+from tests.helpers.studies import DEMO_STUDY
 
 # FUZZ_EXAMPLES=1000 for a longer search than the test suite's
 FUZZ = settings(
@@ -240,6 +242,40 @@ def test_explain_settings(values):
         assert str(error)
         return
     assert isinstance(settings_.methods, tuple) and isinstance(settings_.metrics, tuple)
+
+
+NUMBERS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=6), st.lists(st.floats())
+)
+STUDY_SECTIONS = {
+    "statistics": st.fixed_dictionaries(
+        {}, optional={key: NUMBERS for key in ("alpha", "confidence_level", "bootstrap_resamples", "seed")}
+    ),
+    "sanity": st.one_of(st.booleans(), st.fixed_dictionaries({}, optional={"cases": NUMBERS, "seed": NUMBERS})),
+    "iou_threshold": st.fixed_dictionaries(
+        {"mode": st.sampled_from(["otsu", "fixed", "tuned", "best"])}, optional={"value": NUMBERS, "grid": NUMBERS}
+    ),
+    "seed": NUMBERS,
+    "batch_size": NUMBERS,
+    "methods": st.one_of(NUMBERS, st.lists(st.sampled_from(["gradcam", "gradcam", "nope", ""]), max_size=3)),
+    "unexpected": JSON_VALUES,
+}
+
+
+@FUZZ
+@given(changes=st.fixed_dictionaries({}, optional=STUDY_SECTIONS))
+def test_study_spec(tmp_path_factory, changes):
+    """A study file with hostile values in its sections either loads or fails with a ValueError that names the
+    study file (never a raw TypeError/OverflowError from deep inside); the bundle path is missing on purpose, so a
+    study whose other entries are valid fails naming it."""
+    content = {**json.loads(DEMO_STUDY.read_text()), **changes}
+    content["bundles"] = [{"name": "b", "path": "no_such_bundle", "layers": ["layer1"]}]
+    root = tmp_path_factory.getbasetemp()
+    with pytest.raises(ValueError, match=r"^study fuzz.json: ") as error:
+        study_from_dict(content, root, source="fuzz.json")
+    message = str(error.value)
+    named = ("no_such_bundle", "statistics", "sanity", "iou_threshold", "'seed'", "method", "unknown keys")
+    assert any(word in message for word in named), message
 
 
 @pytest.mark.parametrize("name", sorted(MAP_METRICS))
