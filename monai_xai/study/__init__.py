@@ -13,7 +13,7 @@ from monai_xai.study.cases import StudyCase, study_cases
 from monai_xai.study.report import StudyReport, study_tables, write_report
 from monai_xai.study.runner import run_study
 from monai_xai.study.spec import StudyBundle, StudyData, StudySpec, load_study, study_from_dict
-from monai_xai.study.store import StudyStore, study_store
+from monai_xai.study.store import StudyStore, StudyStoreError, study_store
 from monai_xai.study.tracking import track_study, tracking_uri
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "StudyReport",
     "StudySpec",
     "StudyStore",
+    "StudyStoreError",
     "load_study",
     "run_study",
     "study_cases",

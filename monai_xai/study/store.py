@@ -14,9 +14,10 @@ NaN values (a metric undefined for the case) are stored as NULL and read back as
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +25,7 @@ import pandas as pd
 from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.spec import StudySpec
 
-__all__ = ["ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "study_store"]
+__all__ = ["ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "StudyStoreError", "study_store"]
 
 SCORE_COLUMNS = ("bundle", "layer", "method", "case_id", "metric", "value")
 # the store's file in a study's output folder
@@ -48,6 +49,29 @@ CREATE TABLE IF NOT EXISTS failed (
 _TABLES = ("scores", "cases", "thresholds", "sanity", "failed")
 
 
+class StudyStoreError(RuntimeError):
+    """The row store's SQLite file could not be read or written (damaged, not a database, locked, read-only, disk
+    full): the message names the file, SQLite's error and what to do."""
+
+
+def _naming_the_file(method: Callable) -> Callable:
+    """``method`` of a :class:`StudyStore` with SQLite's errors raised as :class:`StudyStoreError` naming the file."""
+
+    @functools.wraps(method)
+    def named(self: StudyStore, *args: object, **kwargs: object) -> object:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.Error, pd.errors.DatabaseError) as error:
+            raise StudyStoreError(
+                f"the study's row store {self.path} failed ({type(error).__name__}: {error}). The rows computed so "
+                "far are in that file: if it is damaged or not a database, move it away and run the study again (its "
+                "rows are recomputed); if it is locked, stop the other process using it; if the disk is full or the "
+                "folder read-only, make room or choose another output_dir."
+            ) from error
+
+    return named
+
+
 def _stored(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
@@ -64,6 +88,7 @@ class StudyStore:
         ValueError: the store belongs to a study with other settings.
     """
 
+    @_naming_the_file
     def __init__(self, path: str | Path, fingerprint: str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +114,7 @@ class StudyStore:
     def close(self) -> None:
         self._connection.close()
 
+    @_naming_the_file
     def missing(
         self, bundle: str, layer: str, method: str, case_ids: Sequence[str], metrics: Sequence[str]
     ) -> dict[str, set[str]]:
@@ -103,6 +129,7 @@ class StudyStore:
         needed = {metric: {case for case in case_ids if (case, metric) not in stored} for metric in metrics}
         return {metric: cases for metric, cases in needed.items() if cases}
 
+    @_naming_the_file
     def add_scores(self, rows: Iterable[tuple[str, str, str, str, str, float]]) -> None:
         """Store ``(bundle, layer, method, case_id, metric, value)`` rows in one transaction; existing rows stay."""
         with self._transaction():
@@ -111,6 +138,7 @@ class StudyStore:
                 [(*row[:5], _stored(row[5])) for row in rows],
             )
 
+    @_naming_the_file
     def add_cases(self, rows: Iterable[tuple]) -> None:
         """Store ``(bundle, case_id, label, explained_class, predicted_class, confidence)`` rows."""
         with self._transaction():
@@ -118,18 +146,21 @@ class StudyStore:
                 "INSERT OR IGNORE INTO cases VALUES (?, ?, ?, ?, ?, ?)", [(*row[:5], _stored(row[5])) for row in rows]
             )
 
+    @_naming_the_file
     def threshold(self, bundle: str, layer: str, method: str) -> float | None:
         row = self._connection.execute(
             "SELECT value FROM thresholds WHERE bundle = ? AND layer = ? AND method = ?", (bundle, layer, method)
         ).fetchone()
         return None if row is None else float(row[0])
 
+    @_naming_the_file
     def set_threshold(self, bundle: str, layer: str, method: str, value: float) -> None:
         with self._transaction():
             self._connection.execute(
                 "INSERT OR IGNORE INTO thresholds VALUES (?, ?, ?, ?)", (bundle, layer, method, float(value))
             )
 
+    @_naming_the_file
     def sanity_missing(self, bundle: str, layer: str, method: str, case_ids: Sequence[str]) -> list[str]:
         """The case ids without a stored randomisation correlation."""
         stored = {
@@ -140,12 +171,14 @@ class StudyStore:
         }
         return [case for case in case_ids if case not in stored]
 
+    @_naming_the_file
     def add_sanity(self, rows: Iterable[tuple[str, str, str, str, float]]) -> None:
         with self._transaction():
             self._connection.executemany(
                 "INSERT OR IGNORE INTO sanity VALUES (?, ?, ?, ?, ?)", [(*row[:4], _stored(row[4])) for row in rows]
             )
 
+    @_naming_the_file
     def add_failed(self, bundle: str, case_id: str, files: str, reason: str) -> None:
         """Record a case that could not be loaded (the latest reason replaces an earlier one)."""
         with self._transaction():
@@ -153,6 +186,7 @@ class StudyStore:
                 "INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?)", (bundle, case_id, files, reason)
             )
 
+    @_naming_the_file
     def table(self, name: str) -> pd.DataFrame:
         """A whole table as a DataFrame (NULL values as NaN)."""
         if name not in _TABLES:

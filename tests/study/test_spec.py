@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.study import StudyStore, load_study, run_study, study_from_dict
+from monai_xai.study import StudyStore, StudyStoreError, load_study, run_study, study_from_dict
 from monai_xai.study.fingerprint import study_fingerprint
 from tests.helpers.studies import DEMO_STUDY, REPO, small_study, write_small_study_file
 
@@ -119,6 +119,24 @@ def test_demo_study_file_is_valid() -> None:
     spec = load_study(DEMO_STUDY)
     assert [b.name for b in spec.bundles] == ["densenet-classifier", "unet-segmenter"]
     assert spec.bundles[1].class_idx == 1  # the segmenter explains the lesion class (from its explain.json)
+
+
+def test_a_damaged_row_store_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A rows.sqlite that is not a database, or a valid one whose pages were cut off, fails naming the file and the
+    way out (not a bare sqlite3.DatabaseError); the same store moved away lets the study start again."""
+    spec = small_study(tmp_path)
+    rows = tmp_path / "rows.sqlite"
+    rows.write_text("these are not the rows you are looking for" * 100)
+    with pytest.raises(StudyStoreError, match=rf"{rows}.*not a database.*move it away"):
+        StudyStore(rows, study_fingerprint(spec))
+    rows.unlink()
+    store = StudyStore(rows, study_fingerprint(spec))
+    store.add_scores([("b", "l", "gradcam", f"case_{k}", "iou", 0.5) for k in range(2000)])
+    store.close()
+    rows.write_bytes(rows.read_bytes()[: 3 * 4096])  # the header and the first pages survive, the rest is lost
+    with pytest.raises(StudyStoreError, match=rf"row store {rows} failed \(DatabaseError: .*malformed"):
+        store = StudyStore(rows, study_fingerprint(spec))
+        store.table("scores")
 
 
 def test_store_refuses_rows_of_other_settings(tmp_path: Path) -> None:
