@@ -58,7 +58,7 @@ from PIL import Image
 
 from ..naming import safe_stem
 from .siim_pneumothorax import InvertMonochrome1d
-from .splits import datalist_summary, stratified_split, write_datalist
+from .splits import datalist_summary, filled_stratified_split, write_datalist
 
 __all__ = [
     "EGD_CXR_CLASSES",
@@ -287,7 +287,7 @@ def egd_cxr_datalist(
             "and still leave training images; lower test_size / validation_size."
         )
     fractions = {"training": training, "validation": validation_size, "test": test_size}
-    return stratified_split(entries, fractions, seed=seed, group_key="patient_id")
+    return filled_stratified_split(entries, fractions, seed=seed, group_key="patient_id")
 
 
 def write_egd_cxr_datalist(root: str | Path, out_file: str | Path, **kwargs: Any) -> str:

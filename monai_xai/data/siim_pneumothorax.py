@@ -62,7 +62,7 @@ from monai.transforms import MapTransform
 from PIL import Image
 from pydicom.errors import InvalidDicomError
 
-from .splits import datalist_summary, stratified_split, write_datalist
+from .splits import datalist_summary, filled_stratified_split, write_datalist
 
 __all__ = [
     "PNEUMOTHORAX_CLASSES",
@@ -348,7 +348,7 @@ def siim_pneumothorax_datalist(
         entries.append(
             {"image": str(images[image_id]), "label": labels[image_id], "mask": str(mask_path), "image_id": image_id}
         )
-    return stratified_split(entries, _DEFAULT_FRACTIONS if fractions is None else fractions, seed=seed)
+    return filled_stratified_split(entries, _DEFAULT_FRACTIONS if fractions is None else fractions, seed=seed)
 
 
 def write_siim_pneumothorax_datalist(

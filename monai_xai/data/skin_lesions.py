@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .splits import datalist_summary, stratified_split, write_datalist
+from .splits import datalist_summary, filled_stratified_split, write_datalist
 
 __all__ = [
     "HAM10000_CLASSES",
@@ -123,7 +123,7 @@ def ham10000_datalist(
     """
     entries = read_ham10000(root)
     entries = attach_masks(entries, mask_dir, require_masks)
-    return _split(entries, fractions, seed, group_key="lesion_id")
+    return filled_stratified_split(entries, fractions, seed, group_key="lesion_id")
 
 
 def isic2019_datalist(
@@ -155,7 +155,7 @@ def isic2019_datalist(
     """
     entries = read_isic2019(root)
     entries = attach_masks(entries, mask_dir, require_masks)
-    return _split(entries, fractions, seed, group_key=None)
+    return filled_stratified_split(entries, fractions, seed)
 
 
 _READERS = {"ham10000": ham10000_datalist, "isic2019": isic2019_datalist}
@@ -341,20 +341,6 @@ def attach_masks(
             "task-1 ground-truth folder of these images, or leave mask_dir=None."
         )
     return [entry for entry in entries if "mask" in entry] if require_masks else entries
-
-
-def _split(
-    entries: list[dict[str, Any]], fractions: Mapping[str, float], seed: int, group_key: str | None
-) -> dict[str, list[dict[str, Any]]]:
-    """Stratified split; a list with a positive share that receives no image is an error, not an empty list."""
-    datalist = stratified_split(entries, fractions, seed=seed, group_key=group_key)
-    empty = [name for name, listed in datalist.items() if not listed and fractions[name] > 0]
-    if empty:
-        raise ValueError(
-            f"lists {empty} received no image out of {len(entries)} with fractions {dict(fractions)}; use more "
-            "images or larger shares for those lists."
-        )
-    return datalist
 
 
 def _reader(dataset: str) -> Callable[..., dict[str, list[dict[str, Any]]]]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from monai_xai.atomic import atomic_write_text
 
-__all__ = ["datalist_summary", "stratified_split", "write_datalist"]
+__all__ = ["datalist_summary", "filled_stratified_split", "stratified_split", "write_datalist"]
 
 
 def stratified_split(
@@ -66,6 +66,29 @@ def stratified_split(
                 chosen[name].update(groups[members[position]])
             start = stop
     return {name: [dict(items[index]) for index in sorted(chosen[name])] for name in names}
+
+
+def filled_stratified_split(
+    entries: Sequence[Mapping[str, Any]],
+    fractions: Mapping[str, float],
+    seed: int = 0,
+    group_key: str | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`stratified_split` of a data set's images, in which a list with a positive share that receives no image
+    is an error, not an empty list (training without a validation list would save no checkpoint; an empty test list
+    would score nothing).
+
+    Raises:
+        ValueError: as :func:`stratified_split`, or naming the empty lists, the number of images and the shares.
+    """
+    datalist = stratified_split(entries, fractions, seed=seed, group_key=group_key)
+    empty = [name for name, listed in datalist.items() if not listed and fractions[name] > 0]
+    if empty:
+        raise ValueError(
+            f"lists {empty} received no image out of {len(entries)} with fractions {dict(fractions)}; use more "
+            "images or larger shares for those lists."
+        )
+    return datalist
 
 
 def write_datalist(datalist: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path) -> Path:

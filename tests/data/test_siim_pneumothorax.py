@@ -134,10 +134,14 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _make_dataset(tmp_path_factory.mktemp("siim"))
 
 
+# the fixture's 12 images are too few for the default 80/10/10 split (it leaves validation empty, refused below)
+FRACTIONS = {"training": 0.6, "validation": 0.2, "test": 0.2}
+
+
 def _datalist(dataset: Path, mask_dir: Path, **kwargs) -> dict[str, list[dict]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return siim_pneumothorax_datalist(dataset, mask_dir, **kwargs)
+        return siim_pneumothorax_datalist(dataset, mask_dir, **{"fractions": FRACTIONS, **kwargs})
 
 
 def _entries(datalist: dict[str, list[dict]]) -> dict[str, dict]:
@@ -201,7 +205,7 @@ def test_malformed_rle_is_refused_naming_the_image(rle: str, match: str) -> None
 
 def test_labels_masks_and_orphans(dataset: Path, tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match=f"1 ImageId.*no DICOM file .e.g. {MISSING_DICOM}.*1 DICOM file.*{NO_ROW}"):
-        datalist = siim_pneumothorax_datalist(dataset, tmp_path / "masks")
+        datalist = siim_pneumothorax_datalist(dataset, tmp_path / "masks", fractions=FRACTIONS)
     assert list(datalist) == ["training", "validation", "test"]
     entries = _entries(datalist)
     assert sum(len(entries) for entries in datalist.values()) == len(entries) == 12  # each image once
@@ -262,13 +266,26 @@ def test_existing_mask_files_are_kept(dataset: Path, tmp_path: Path) -> None:
     assert not list(mask_dir.glob("*.partial"))
 
 
+def test_a_copy_too_small_for_the_split_is_refused_not_trained_without_validation(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """12 images at the default 80/10/10 leave validation empty: training would skip validation, save no checkpoint
+    and exit 0 (issue #29); the loader refuses, naming the empty list, the count and the shares."""
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match=r"lists \['validation'\] received no image out of 12"),
+    ):
+        warnings.simplefilter("ignore", UserWarning)
+        siim_pneumothorax_datalist(dataset, tmp_path / "masks")
+
+
 def test_write_datalist_defaults_masks_next_to_the_file(dataset: Path, tmp_path: Path) -> None:
     out_file = tmp_path / "lists" / "siim.json"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        summary = write_siim_pneumothorax_datalist(dataset, out_file, balanced=True)
+        summary = write_siim_pneumothorax_datalist(dataset, out_file, balanced=True, fractions=FRACTIONS)
     assert summary.startswith(f"wrote {out_file}") and "siim_pneumothorax_masks" in summary
-    assert "training 8 (no_pneumothorax 4, pneumothorax 4)" in summary and "\n" not in summary
+    assert "training 6 (no_pneumothorax 3, pneumothorax 3)" in summary and "\n" not in summary
     assert sum(len(v) for v in json.loads(out_file.read_text()).values()) == 10
     training = load_decathlon_datalist(out_file, data_list_key="training")
     assert all(Path(e["mask"]).parent == (tmp_path / "lists" / "siim_pneumothorax_masks").resolve() for e in training)
