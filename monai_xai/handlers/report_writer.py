@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from monai_xai.describe import WHOLE_IMAGE
 from monai_xai.enums import EXPLAINED_CLASS, XAIKeys, saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.recorder import explained_classes, gather_rows, ground_truth_mask
-from monai_xai.handlers.records import MethodRecord, run_records
+from monai_xai.handlers.records import CaseRecord, MethodRecord, RunRecords, run_records
 from monai_xai.metrics.catalogue import SECONDS
 from monai_xai.visualize.report import REPORT_SUFFIX, encode_case_volumes, render_case_report, write_index
 
@@ -149,41 +150,54 @@ class XAIReportWriter:
             atomic_write_text(part, json.dumps(volumes))
             self.parts.append((record.name, str(part)))
 
+    @staticmethod
+    def _write_page(records: RunRecords, case: CaseRecord, part: str | None) -> Path:
+        """Write one case's page from its payload file ``part`` and its records; returns the page."""
+        if part is None:
+            raise ValueError("its page payload was not encoded (the case failed before the writer saw it)")
+        page = records.output_dir / case.name / f"{case.name}{REPORT_SUFFIX}"
+        render_case_report(
+            page,
+            json.loads(Path(part).read_text()),
+            metrics={
+                method: {SECONDS: record.seconds, **record.metrics, **_share_columns(record)}
+                for method, record in case.methods.items()
+            },
+            descriptions={method: record.text for method, record in case.methods.items()},
+            confidence=case.prediction,
+            title=case.name,
+            index_href="../index.html",
+        )
+        return page
+
     def write_reports(self, engine: Any) -> None:
         """Write each case's page and ``index.html`` (rank 0), from the parts and the run's records."""
         records = run_records(engine, type(self).__name__)
         parts = dict(gather_rows(self.parts))
         if idist.get_rank() > 0:
             return
+        if records.cases and not parts:
+            raise RuntimeError(
+                "XAIReportWriter has no page payload of any case: attach it to the same evaluator as the XAIRecorder, "
+                "after it."
+            )
         index_rows = []
         for case in records.cases:
-            if case.name not in parts:
-                raise RuntimeError(
-                    f"XAIReportWriter has no page payload of case {case.name!r}: attach it to the same evaluator as "
-                    "the XAIRecorder, after it."
+            row = {"case": case.name, "href": None, "class": records.class_name(case), "prediction": case.prediction}
+            try:
+                page = self._write_page(records, case, parts.get(case.name))
+            except (OSError, ValueError, KeyError, TypeError) as error:  # this case's page only: the others go on
+                reason = f"{type(error).__name__}: {error}"
+                warnings.warn(
+                    f"XAIReportWriter: no report page for case {case.name!r} ({reason}); the other cases' pages are "
+                    "written and index.html lists it without a link.",
+                    stacklevel=2,
                 )
-            page = records.output_dir / case.name / f"{case.name}{REPORT_SUFFIX}"
-            render_case_report(
-                page,
-                json.loads(Path(parts[case.name]).read_text()),
-                metrics={
-                    method: {SECONDS: record.seconds, **record.metrics, **_share_columns(record)}
-                    for method, record in case.methods.items()
-                },
-                descriptions={method: record.text for method, record in case.methods.items()},
-                confidence=case.prediction,
-                title=case.name,
-                index_href="../index.html",
-            )
-            case.methods[next(iter(case.methods))].files["report"] = page
-            index_rows.append(
-                {
-                    "case": case.name,
-                    "href": f"{case.name}/{page.name}",
-                    "class": records.class_name(case),
-                    "prediction": case.prediction,
-                }
-            )
+                row["report"] = f"not written ({reason})"
+            else:
+                case.methods[next(iter(case.methods))].files["report"] = page
+                row["href"] = f"{case.name}/{page.name}"
+            index_rows.append(row)
         shutil.rmtree(records.output_dir / PARTS_FOLDER, ignore_errors=True)
         summary = {metric: {row.method: row.mean for row in table} for metric, table in records.summary.items()}
         title = f"Explanations: {records.output_dir.name}"

@@ -515,8 +515,9 @@ def write_index(
 
     Args:
         path: the ``.html`` file to write.
-        cases: one mapping per case: ``"case"`` (name), ``"href"`` (its report, relative to ``path``), then any
-            further columns shown as they are (e.g. ``"prediction"``).
+        cases: one mapping per case: ``"case"`` (name), ``"href"`` (its report, relative to ``path``; None: the case
+            has no page, shown without a link), then any further columns shown as they are (e.g. ``"prediction"``,
+            ``"report"``: why a page is missing).
         summary: ``{metric: {method: mean}}`` over the run, shown as a method x metric table.
         title: the page's heading.
 
@@ -536,7 +537,8 @@ def write_index(
         "</tr></thead><tbody>",
     ]
     for row in cases:
-        link = f'<a href="{_href(row["href"])}">{html.escape(str(row["case"]))}</a>'
+        name = html.escape(str(row["case"]))
+        link = f'<a href="{_href(row["href"])}">{name}</a>' if row.get("href") else name
         lines.append(f"<tr><td>{link}</td>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>")
     lines.append("</tbody></table>")
     if summary:

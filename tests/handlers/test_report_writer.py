@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from monai.inferers import SimpleInferer
 
 from monai_xai.handlers import XAIMetricHandler, XAIMLflowHandler, XAIReportWriter, explanation_writers
+from monai_xai.handlers.records import run_records
 from monai_xai.handlers.report_writer import PARTS_FOLDER, predicted_region
 from monai_xai.inferers import XAIInferer
 from monai_xai.visualize import read_case_report
@@ -83,6 +84,35 @@ def test_a_classifier_page_has_its_confidence_and_no_predicted_outline(tmp_path)
         assert report["spatial_dims"] == 2 and list(report["masks"]) == ["ground truth"]
         assert report["image"].shape == (16, 16, 1)
     assert "(uncalibrated)</td>" in (tmp_path / "index.html").read_text()
+
+
+class _BreakPart:
+    """At COMPLETED, before the report writer reads them, truncates the page payload of the second case."""
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self.truncate)
+
+    @staticmethod
+    def truncate(engine) -> None:
+        part = sorted((run_records(engine, "test").output_dir / PARTS_FOLDER).glob("*.json"))[1]
+        part.write_text(part.read_text()[:100])
+
+
+def test_a_broken_page_payload_costs_only_its_case(tmp_path):
+    """One case's payload cut short (a full disk, a killed rank): the other pages are written, the index lists the
+    case without a link and with the reason, and the run finishes with a warning naming it."""
+    network = TinyResNet(spatial_dims=2, num_classes=3).eval()
+    inferer = XAIInferer(SimpleInferer(), "layer4", ["gradcam"])
+    handlers = [inferer, *explanation_writers(tmp_path, "gradcam"), _BreakPart(), XAIReportWriter("gradcam")]
+    with pytest.warns(UserWarning, match=r"no report page for case 'c1' \(JSONDecodeError"):
+        make_evaluator(network, case_dataset(torch.randn(3, 1, 16, 16)), inferer, handlers).run()
+    assert (tmp_path / "c0" / "c0_report.html").is_file() and (tmp_path / "c2" / "c2_report.html").is_file()
+    assert not (tmp_path / "c1" / "c1_report.html").exists()
+    index = (tmp_path / "index.html").read_text()
+    assert '<a href="c2/c2_report.html">c2</a>' in index and "<tr><td>c1</td>" in index
+    assert "not written (JSONDecodeError" in index and not (tmp_path / PARTS_FOLDER).exists()
 
 
 def test_without_the_recorder_the_error_says_what_to_attach(tmp_path):
