@@ -292,7 +292,9 @@ class GazeAgreementHandler:
     of a :class:`GazeInferer`) and the batch (``"gaze"``, ``"fixations"``), on the network's grid. Writes
     ``gaze_agreement.csv`` / ``gaze_agreement.md`` (mean per map and metric, with the number of cases) and
     ``gaze_agreement_cases.csv`` (one row per case and map) in ``output_dir``, and puts the means into
-    ``engine.state.metrics["gaze_<metric>_<map>"]``.
+    ``engine.state.metrics["gaze_<metric>_<map>"]`` and the per-case values into ``engine.state.metric_details``
+    (which the explain overlays' MLflow handler and ``MetricsSaver`` read after it, see
+    :mod:`monai_xai.handlers.ordering`).
 
     Args:
         methods: the CAM methods explained.
@@ -359,9 +361,14 @@ class GazeAgreementHandler:
 
     def _write(self, engine: Any) -> None:
         table = self.table()
+        details = getattr(engine.state, "metric_details", None)
         for row in table:
             for metric in self.metrics:
-                engine.state.metrics[f"gaze_{metric}_{row['map']}"] = row[metric]
+                name = f"gaze_{metric}_{row['map']}"
+                engine.state.metrics[name] = row[metric]
+                if isinstance(details, dict):  # per case, for MetricsSaver's per_metric/<name>_raw.csv
+                    values = [case[metric] for case in self.rows if case["map"] == row["map"]]
+                    details[name] = torch.tensor(values, dtype=torch.float64)[:, None]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         columns = ["map", *self.metrics, "n"]
         atomic_write_csv(self.output_dir / "gaze_agreement.csv", columns, table)

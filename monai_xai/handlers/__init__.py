@@ -7,6 +7,7 @@ They read only the engine output (and batch) that an :class:`~monai_xai.inferers
 """
 
 from monai_xai.handlers.mlflow_artifacts import XAIMLflowHandler, tracking_server_error
+from monai_xai.handlers.ordering import AttachedLast
 from monai_xai.handlers.recorder import XAIRecorder
 from monai_xai.handlers.records import CaseRecord, MethodRecord, RunRecords, run_records
 from monai_xai.handlers.report_writer import XAIReportWriter
@@ -17,6 +18,7 @@ from monai_xai.handlers.timing import CaseValueMetric, XAITimingHandler
 from monai_xai.handlers.xai_metrics import SaliencyMetricHandler, XAIMetricHandler
 
 __all__ = [
+    "AttachedLast",
     "XAIMetricHandler",
     "SaliencyMetricHandler",
     "XAITimingHandler",

@@ -128,10 +128,21 @@ class XAIMLflowHandler(MLFlowHandler):
         self.active = idist.get_rank() == 0
 
     def attach(self, engine: Any) -> None:
-        """``MLFlowHandler``'s events, and ``EXCEPTION_RAISED`` to end the run ``FAILED`` / ``KILLED``."""
-        super().attach(engine)
+        """``MLFlowHandler``'s events, and ``EXCEPTION_RAISED`` to end the run ``FAILED`` / ``KILLED``.
+
+        The run starts at ``STARTED``; the metric and artifact logging (``EPOCH_COMPLETED``, ``COMPLETED``) is
+        attached when the engine starts, after every other handler (:mod:`monai_xai.handlers.ordering`), so that a
+        bundle's own metric handler listed after this one (the gaze bundle's) is logged too, and the results folder
+        is logged after every writer has finished."""
+        if not engine.has_event_handler(self.start, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self.start)
+        if not engine.has_event_handler(self._attach_logging, Events.STARTED):
+            engine.add_event_handler(Events.STARTED, self._attach_logging)
         if not engine.has_event_handler(self.exception_raised, Events.EXCEPTION_RAISED):
             engine.add_event_handler(Events.EXCEPTION_RAISED, self.exception_raised)
+
+    def _attach_logging(self, engine: Any) -> None:
+        super().attach(engine)  # MLFlowHandler checks each of its handlers before adding it
 
     def exception_raised(self, engine: Any, error: BaseException) -> None:
         """End the run ``KILLED`` (Ctrl-C) or ``FAILED``, then let the error go on."""

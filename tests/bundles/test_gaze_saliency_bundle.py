@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from mlflow.tracking import MlflowClient
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.transforms import LoadImage
 from PIL import Image
@@ -151,7 +152,7 @@ def test_train_stages_evaluate_infer_explain(tmp_path: Path) -> None:
         xai_methods=["gradcam", "layercam"],
         xai_metric_args={"road_combined": {"percentiles": [50], "score": "probability"}},
         xai_output_dir=str(tmp_path / "xai"),
-        mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}",
+        xai_tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}",
         **{key: value for key, value in common.items() if key != "bundle_root"},
     )
     table = list(csv.DictReader((tmp_path / "xai" / "gaze_agreement.csv").open()))
@@ -168,3 +169,14 @@ def test_train_stages_evaluate_infer_explain(tmp_path: Path) -> None:
     cases = list(csv.DictReader((tmp_path / "xai" / "gaze_agreement_cases.csv").open()))
     assert len(cases) == 3 * 3
     assert "road_combined" in (tmp_path / "xai" / "summary.csv").read_text()
+    # the bundle's own metrics reach MLflow and per_metric/, although its handler is listed after the overlays'
+    (run,) = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").get_experiment_by_name("monai_xai").experiment_id]
+    )
+    for row in table:
+        for metric in ("kl", "cc", "sim", "nss"):
+            name = f"gaze_{metric}_{row['map']}"
+            assert run.data.metrics[name] == pytest.approx(float(row[metric]), rel=1e-6), name
+            raw = list(csv.reader((tmp_path / "xai" / "per_metric" / f"{name}_raw.csv").open()))
+            assert len(raw) == 1 + 3, name  # header and one row per case
+    assert "gaze_kl_predicted_gaze" in (tmp_path / "xai" / "per_metric" / "metrics.csv").read_text()
