@@ -3,8 +3,8 @@
 What it does, on CPU in a few minutes:
 
 1. generates a held-out phantom test set (a seed the bundles were not trained on) with true lesion masks;
-2. runs each bundle's inference with the ``configs/`` overlays (every CAM method, the XAI metrics against the true
-   masks, MLflow tracking into one sqlite store) through ``monai.bundle.run``;
+2. runs each bundle's inference with the ``configs/`` overlays (every CAM method and three input attributions, the XAI
+   metrics against the true masks, MLflow tracking into one sqlite store) through ``monai.bundle.run``;
 3. runs the sanity checks (:func:`monai_xai.sanity.bundle_sanity_checks`) on the same cases: each method's maps
    against random maps, and against a weight-randomised copy of the network;
 4. prints, per bundle, a verdict (which methods localise the lesion, which pass the randomisation check) above its
@@ -49,6 +49,11 @@ ALL_METHODS = (
     "eigengradcam",
     "scorecam",
     "ablationcam",
+    # input attributions through Captum (#32), at AttributionSettings' defaults: IG with 32 steps, SmoothGrad with
+    # 16 samples, Occlusion with 8-voxel cubes
+    "integrated_gradients",
+    "smoothgrad",
+    "occlusion",
 )
 # the bundles train on seed 0; the demo's cases come from another seed, so they are unseen
 DEMO_SEED = 2026
@@ -172,7 +177,7 @@ def run_demo(
     Args:
         output_dir: where everything goes (test data, heatmaps, overlays, tables, the MLflow store).
         cases: number of held-out phantom cases (half with lesions).
-        methods: CAM methods to run (default: all ten).
+        methods: methods to run (default: the ten CAMs and three input attributions, :data:`ALL_METHODS`).
         bundles: bundle folder names under ``bundles/``.
 
     Returns:
