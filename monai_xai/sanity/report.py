@@ -49,12 +49,13 @@ def sanity_markdown(summary: Sequence[MethodSanity]) -> str:
 
 
 # how each check's statistic reads, and its pass rule
+_AT_MOST = f"(<= {MAX_RANDOMISATION_SPEARMAN:g})"
 _CHECK_HEADINGS = {
-    SanityCheck.TOP_DOWN: f"top-down: |Spearman|, all weights re-initialised (<= {MAX_RANDOMISATION_SPEARMAN:g})",
-    SanityCheck.BOTTOM_UP: f"bottom-up: |Spearman|, lower layers re-initialised (<= {MAX_RANDOMISATION_SPEARMAN:g})",
-    SanityCheck.SMPRT: f"sMPRT: |Spearman| of noise-smoothed maps (<= {MAX_RANDOMISATION_SPEARMAN:g})",
+    SanityCheck.TOP_DOWN: f"top-down: absolute Spearman, all weights re-initialised {_AT_MOST}",
+    SanityCheck.BOTTOM_UP: f"bottom-up: absolute Spearman, lower layers re-initialised {_AT_MOST}",
+    SanityCheck.SMPRT: f"sMPRT: absolute Spearman of noise-smoothed maps {_AT_MOST}",
     SanityCheck.EMPRT: f"eMPRT: relative entropy rise (> {MIN_EMPRT_RISE:g})",
-    SanityCheck.RANDOM_LOGIT: f"random logit: |Spearman| with another class's map (<= {MAX_RANDOMISATION_SPEARMAN:g})",
+    SanityCheck.RANDOM_LOGIT: f"random logit: absolute Spearman with another class's map {_AT_MOST}",
 }
 
 
