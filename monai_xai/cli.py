@@ -133,7 +133,8 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
         mask: former name of ``--pixel_set``.
         options: the arguments of :func:`monai_xai.sanity.bundle_sanity_checks` as flags, e.g. ``--n_cases 16``,
             ``--datalist d.json --data_list_key validation``, ``--methods "['gradcam']" --target_layer layer4``,
-            ``--figure randomisation.png``, ``--maps_dir sanity_maps`` (every case's maps of both networks as NIfTI).
+            ``--figure randomisation.png``, ``--maps_dir sanity_maps`` (every case's maps of both networks as NIfTI),
+            ``--checks all`` (bottom-up, sMPRT, eMPRT and random logit too, with the controls: a second table).
     """
     if mask is not None:
         options.setdefault("pixel_set", mask)

@@ -26,6 +26,7 @@ __all__ = [
     "Score",
     "RoadOrder",
     "MethodFamily",
+    "SanityCheck",
     "MetricInput",
     "Layout",
     "XAIKeys",
@@ -82,13 +83,33 @@ class MethodFamily(StrEnum):
     - ``PERTURBATION``: from how the score reacts to perturbed copies (ScoreCAM, AblationCAM);
     - ``GRAD_CAM``: a pytorch-grad-cam class run through the adapter (``"grad-cam:<Class>"``);
     - ``ATTRIBUTION``: an input attribution (Integrated Gradients, SmoothGrad, Occlusion, KernelSHAP, ..., through
-      Captum; :mod:`monai_xai.cams.attributions`): no target layer, a signed (B, C, *spatial) map at input resolution.
+      Captum; :mod:`monai_xai.cams.attributions`): no target layer, a signed (B, C, *spatial) map at input resolution;
+    - ``CONTROL``: a map that must fail the sanity checks (:mod:`monai_xai.cams.controls`): computed from the image
+      alone (or from nothing), never from the network; no target layer, (B, 1, *spatial) in [0, 1].
     """
 
     GRADIENT = "gradient"
     PERTURBATION = "perturbation"
     GRAD_CAM = "grad-cam"
     ATTRIBUTION = "attribution"
+    CONTROL = "control"
+
+
+class SanityCheck(StrEnum):
+    """The randomisation checks of :mod:`monai_xai.sanity.trust` (each a per-method verdict):
+
+    - ``TOP_DOWN``: model parameter randomisation, every weight re-initialised (Adebayo et al. 2018);
+    - ``BOTTOM_UP``: the lower half of the network re-initialised, from the input up (Binder et al. 2023);
+    - ``SMPRT``: maps averaged over noisy copies of the input before comparing (Hedstrom et al. 2023);
+    - ``EMPRT``: the maps' entropy must rise when the network is randomised (Hedstrom et al. 2023);
+    - ``RANDOM_LOGIT``: the map of a random other class must differ (Sixt et al. 2020).
+    """
+
+    TOP_DOWN = "top_down"
+    BOTTOM_UP = "bottom_up"
+    SMPRT = "smprt"
+    EMPRT = "emprt"
+    RANDOM_LOGIT = "random_logit"
 
 
 class MetricInput(StrEnum):

@@ -6,6 +6,7 @@ Every method is registered once with its family and needs (:mod:`monai_xai.cams.
 """
 
 from monai_xai.cams.attributions import AttributionExplainer, AttributionSettings, attribution_map, channel_shares
+from monai_xai.cams.controls import CONTROL_METHODS
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
@@ -26,6 +27,7 @@ from monai_xai.cams.targets import (
 from monai_xai.utils import preserved_model_state
 
 __all__ = [
+    "CONTROL_METHODS",
     "AttributionExplainer",
     "AttributionSettings",
     "attribution_map",

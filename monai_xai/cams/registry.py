@@ -49,8 +49,9 @@ class CAMMethod:
 
     @property
     def needs_layer(self) -> bool:
-        """Whether the method weights a target layer's activations (every family but input attributions)."""
-        return self.family != MethodFamily.ATTRIBUTION
+        """Whether the method weights a target layer's activations (every family but input attributions and the
+        controls)."""
+        return self.family not in (MethodFamily.ATTRIBUTION, MethodFamily.CONTROL)
 
 
 _REGISTRY: dict[str, CAMMethod] = {}

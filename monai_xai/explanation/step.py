@@ -29,9 +29,10 @@ from monai_xai.cams.attributions import AttributionExplainer, attribution_map
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec
+from monai_xai.cams.registry import get_method
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
-from monai_xai.enums import XAIKeys, attribution_key, saliency_key, seconds_key
+from monai_xai.enums import MethodFamily, XAIKeys, attribution_key, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
@@ -211,7 +212,17 @@ class ExplainStep:
         pixels = _plain(images)
         explained_class = window_class if self.request.window is not None else classes
         with torch.enable_grad():
-            for layers, methods in self.request.method_groups(self._target_layers()):
+            for layers, grouped in self.request.method_groups(self._target_layers()):
+                controls = tuple(method for method in grouped if get_method(method).family == MethodFamily.CONTROL)
+                for method in controls:  # the sanity checks' controls: from the image alone, never the network
+                    start = time.perf_counter()
+                    maps[method] = with_meta_of(get_method(method).function(pixels).float(), images)
+                    per_case = (time.perf_counter() - start) / pixels.shape[0]
+                    seconds[method] = torch.full((pixels.shape[0],), per_case, dtype=torch.float64)
+                    layer_of[method] = None
+                methods = tuple(method for method in grouped if method not in controls)
+                if not methods:
+                    continue
                 explainer = self._explainer(network, layers, methods)
                 # an attribution of the whole image builds its target on the prediction instead of a forward pass
                 given = {"outputs": outputs} if layers is None and self.request.window is None else {}

@@ -28,10 +28,10 @@ from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from torch import nn
 
 from monai_xai.bundle import ExplainSettings
-from monai_xai.cams import method_names
+from monai_xai.cams import get_method, method_names
 from monai_xai.cams.attributions import AttributionBudgetExceeded
 from monai_xai.cams.targets import FOREGROUND
-from monai_xai.enums import PixelSet, ResultVolume, Score
+from monai_xai.enums import MethodFamily, PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
 from monai_xai.label.guard import DEFAULT_MAX_VOXELS, image_voxels, without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
@@ -51,8 +51,8 @@ __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", 
 logger = logging.getLogger(__name__)
 
 # Every registered method: gradient CAMs first (one forward and one backward pass), then perturbation CAMs, then the
-# input attributions (their cost bounded by the bundle's xai_attribution budget).
-DEFAULT_METHODS = tuple(method_names())
+# input attributions (their cost bounded by the bundle's xai_attribution budget); not the sanity checks' controls.
+DEFAULT_METHODS = tuple(name for name in method_names() if get_method(name).family != MethodFamily.CONTROL)
 _OPTIONS_KEY = "explain_options"
 # the describe() arguments of the request's prediction, from run_inferer to the post transforms
 _DESCRIBE_KEY = "explain_describe_args"

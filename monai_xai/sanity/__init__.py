@@ -8,12 +8,17 @@
   weights are re-initialised; a map that barely changes (high Spearman rank correlation) does not depend on what the
   network learnt. :func:`cascading_randomisation` re-initialises one module at a time from the output down, to show
   which weights a map depends on.
+- :mod:`~monai_xai.sanity.trust`: the further randomisation checks, each a per-method verdict with a bootstrap CI:
+  bottom-up randomisation (Binder et al. 2023), sMPRT and eMPRT (Hedstrom et al. 2023), the random-logit test (Sixt
+  et al. 2020); the controls of :mod:`monai_xai.cams.controls` must fail them, and a check one passes is marked not
+  discriminating for the bundle.
 - :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks`, both checks for every CAM method of a MONAI bundle,
   on held-out phantoms (the demo bundles) or on the cases of your own datalist (:mod:`~monai_xai.sanity.cases`),
   giving one :class:`MethodSanity` per method (:mod:`~monai_xai.sanity.results`);
   :mod:`~monai_xai.sanity.report` writes them as a Markdown table and pictures. Command line (``monai_xai.cli``)::
 
       monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
+      monai-xai sanity bundles/lesion_classification_3d --n_cases 4 --methods "['gradcam','eigencam']" --checks all
       python -m monai_xai.sanity <bundle> --datalist datalist.json --data_list_key validation --target_layer layer4
 """
 
@@ -28,8 +33,19 @@ from monai_xai.sanity.randomisation import (
     randomize_weights,
     spearman_correlation,
 )
-from monai_xai.sanity.report import sanity_markdown, save_cascade_figure, save_randomisation_figure
+from monai_xai.sanity.report import sanity_markdown, save_cascade_figure, save_randomisation_figure, trust_markdown
 from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
+from monai_xai.sanity.trust import (
+    MIN_EMPRT_RISE,
+    CheckVerdict,
+    bootstrap_ci,
+    bottom_up_randomised,
+    complexity_rise,
+    discrete_entropy,
+    non_discriminating,
+    random_other_class,
+    smoothed_maps,
+)
 
 __all__ = [
     "RANDOM_MAP_KINDS",
@@ -47,6 +63,16 @@ __all__ = [
     "MethodSanity",
     "bundle_sanity_checks",
     "sanity_markdown",
+    "trust_markdown",
+    "MIN_EMPRT_RISE",
+    "CheckVerdict",
+    "bootstrap_ci",
+    "bottom_up_randomised",
+    "complexity_rise",
+    "discrete_entropy",
+    "non_discriminating",
+    "random_other_class",
+    "smoothed_maps",
     "save_randomisation_figure",
     "save_cascade_figure",
 ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from monai.data import MetaTensor
@@ -23,10 +23,10 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import ExplainSettings, load_trained_bundle
-from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer
+from monai_xai.cams import CONTROL_METHODS, LayerSpec, get_method, group_methods_by_layer
 from monai_xai.cams.layouts import feature_grid
 from monai_xai.data import write_phantom_dataset
-from monai_xai.enums import MethodFamily, RandomMap
+from monai_xai.enums import MethodFamily, RandomMap, SanityCheck, as_choice
 from monai_xai.explanation import ExplainStep
 from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import ehr_auc
@@ -36,6 +36,7 @@ from monai_xai.sanity.cases import CaseBatch, case_batches, read_datalist
 from monai_xai.sanity.randomisation import RandomisationResult, cascading_randomisation, model_randomisation_check
 from monai_xai.sanity.report import save_cascade_figure, save_randomisation_figure
 from monai_xai.sanity.results import MethodSanity
+from monai_xai.sanity.trust import batch_trust_statistics, check_verdict
 
 __all__ = ["PHANTOM_CASES", "bundle_sanity_checks"]
 
@@ -87,6 +88,11 @@ def bundle_sanity_checks(
     score: str | None = None,
     progress: bool = True,
     maps_dir: str | Path | None = None,
+    checks: Sequence[str] | str | None = None,
+    controls: bool = True,
+    n_noise: int = 8,
+    noise_magnitude: float = 0.1,
+    bottom_up_fraction: float = 0.5,
 ) -> list[MethodSanity]:
     """Localisation-vs-random and model-randomisation checks of every CAM method of a bundle.
 
@@ -140,6 +146,16 @@ def bundle_sanity_checks(
         maps_dir: a folder for every case's maps, of the trained and of the re-initialised network
             (``<case>_<method>_trained.nii.gz``, ``<case>_<method>_randomised.nii.gz``, on the network's grid with the
             preprocessed image's affine); None: none written.
+        checks: the further randomisation checks (:class:`~monai_xai.enums.SanityCheck` names, or ``"all"``):
+            ``top_down``, ``bottom_up``, ``smprt``, ``emprt``, ``random_logit`` (:mod:`monai_xai.sanity.trust`), each
+            a verdict with its bootstrap CI in :attr:`MethodSanity.checks`; None: the top-down Spearman alone, as
+            :attr:`MethodSanity.spearman`.
+        controls: with ``checks``, also check the controls (:data:`~monai_xai.cams.CONTROL_METHODS`), which must
+            fail: a check one of them passes is not discriminating for this bundle; their rows come last.
+        n_noise: sMPRT's maps averaged per case (``n_noise - 1`` noisy copies and the clean image); each costs two
+            explanations of every case.
+        noise_magnitude: sMPRT's noise standard deviation as a share of each case's intensity range.
+        bottom_up_fraction: share of the network's modules (from the input) the bottom-up check re-initialises.
 
     Returns:
         one :class:`MethodSanity` per method, in the order of the methods.
@@ -155,6 +171,10 @@ def bundle_sanity_checks(
         methods=methods, target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set, score=score
     )
     _check_chosen(settings)
+    trust_checks = _trust_checks(checks)
+    if trust_checks and controls:
+        missing = [control for control in CONTROL_METHODS if control not in settings.methods]
+        settings = settings.replace(methods=[*settings.methods, *missing])
     # the maps are compared, not timed: methods at one layer share a pass
     step = ExplainStep(settings.request(window=bundle.window, time_each_method=False))
     if cascade_methods is not None:
@@ -187,6 +207,7 @@ def bundle_sanity_checks(
                 (figure, cascade_figure),
                 bar,
                 maps_dir,
+                TrustSettings(trust_checks, n_noise, noise_magnitude, bottom_up_fraction),
             )
     return [
         MethodSanity(
@@ -198,9 +219,34 @@ def bundle_sanity_checks(
             spearman=per_case["spearman"][method].nanmean().item(),
             spearman_undefined=int(per_case["spearman"][method].isnan().sum()),
             uses_gradients=get_method(method).family == MethodFamily.GRADIENT and get_method(method).needs_gradients,
+            checks={
+                check: check_verdict(check, per_case[check][method], seed=randomisation_seed) for check in trust_checks
+            },
         )
         for method in settings.methods
     ]
+
+
+class TrustSettings(NamedTuple):
+    """The further checks of a sanity run and their settings (see :func:`bundle_sanity_checks`)."""
+
+    checks: tuple[SanityCheck, ...]
+    n_noise: int = 8
+    noise_magnitude: float = 0.1
+    bottom_up_fraction: float = 0.5
+
+
+NO_TRUST_CHECKS = TrustSettings(())
+
+
+def _trust_checks(checks: Sequence[str] | str | None) -> tuple[SanityCheck, ...]:
+    """The checks named by ``checks``: None: none; ``"all"``: every one; a name or a list of names."""
+    if checks is None:
+        return ()
+    if checks == "all":
+        return tuple(SanityCheck)
+    names = (checks,) if isinstance(checks, str) else tuple(checks)
+    return tuple(dict.fromkeys(as_choice(SanityCheck, name, "checks") for name in names))
 
 
 def _check_writable(path: str | Path, argument: str) -> None:
@@ -262,19 +308,39 @@ def _check_batches(
     figures: tuple[str | Path | None, str | Path | None],
     bar: tqdm,
     maps_dir: str | Path | None = None,
+    trust: TrustSettings = NO_TRUST_CHECKS,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
     the cascade pictures (``figures``, either None) of the first batch. ``cascade_methods``: the methods the cascade
-    shows (None: all). ``maps_dir``: where every case's maps of both networks are written (None: nowhere)."""
+    shows (None: all). ``maps_dir``: where every case's maps of both networks are written (None: nowhere). ``trust``:
+    the further checks, whose per-case statistics are keyed by the check."""
     case_names = CaseNames()
     methods = step.request.methods
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
-    names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman")
+    names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman", *trust.checks)
     collected: dict[str, dict[str, list[torch.Tensor]]] = {name: {method: [] for method in methods} for name in names}
     for index, (images, regions, sources, affines) in enumerate(batches):
         images, regions = images.to(device), regions.to(device)
         result = model_randomisation_check(network, images, step, randomisation_seed)
+        if trust.checks:
+            statistics = batch_trust_statistics(
+                network,
+                images,
+                step,
+                result.trained,
+                result.randomised_maps,
+                result.randomised_network,
+                trust.checks,
+                randomisation_seed,
+                trust.n_noise,
+                trust.noise_magnitude,
+                bottom_up_fraction=trust.bottom_up_fraction,
+                generator=generator,
+            )
+            for check, by_method in statistics.items():
+                for method, values in by_method.items():
+                    collected[check][method].append(values.to(device))
         if maps_dir is not None:
             _write_maps(result, sources, affines, Path(maps_dir), case_names)
         groups = _layer_groups(result.layers, methods)

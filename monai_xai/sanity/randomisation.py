@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from monai_xai.cams import LayerSpec
-from monai_xai.explanation import ExplainRequest, ExplainStep
+from monai_xai.explanation import ExplainRequest, ExplainStep, Explanation
 
 __all__ = [
     "MAX_RANDOMISATION_SPEARMAN",
@@ -132,12 +132,17 @@ class RandomisationResult:
         trained_maps: method -> (B, 1, *spatial) maps of the trained model.
         randomised_maps: method -> (B, 1, *spatial) maps of the re-initialised copy.
         layers: method -> the layer(s) it explained (the request's, or the one chosen on the trained network).
+        trained: the trained network's whole explanation (its target, its prediction), for the checks that explain
+            again (:mod:`monai_xai.sanity.trust`).
+        randomised_network: the re-initialised copy.
     """
 
     correlation: dict[str, torch.Tensor]
     trained_maps: dict[str, torch.Tensor]
     randomised_maps: dict[str, torch.Tensor]
     layers: dict[str, LayerSpec]
+    trained: Explanation | None = field(default=None, repr=False)
+    randomised_network: nn.Module | None = field(default=None, repr=False)
 
 
 def _step(request: ExplainRequest | ExplainStep) -> ExplainStep:
@@ -168,11 +173,12 @@ def model_randomisation_check(
     """
     step = _step(request)
     trained = step(model, images)
-    randomised = step(randomize_weights(model, seed), images, target=trained.target)
+    randomised_network = randomize_weights(model, seed)
+    randomised = step(randomised_network, images, target=trained.target)
     correlation = {
         method: spearman_correlation(trained.maps[method], randomised.maps[method]) for method in trained.maps
     }
-    return RandomisationResult(correlation, trained.maps, randomised.maps, trained.layers)
+    return RandomisationResult(correlation, trained.maps, randomised.maps, trained.layers, trained, randomised_network)
 
 
 def _resettable_execution_order(model: nn.Module, images: torch.Tensor, step: ExplainStep) -> list[str]:

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from monai_xai.cams import LayerSpec
+from monai_xai.enums import SanityCheck
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN, CascadeResult, RandomisationResult
 from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
+from monai_xai.sanity.trust import MIN_EMPRT_RISE, non_discriminating
 from monai_xai.visualize import plot_metric_curves, save_map_grid_png
 
-__all__ = ["sanity_markdown", "save_randomisation_figure", "save_cascade_figure"]
+__all__ = ["sanity_markdown", "trust_markdown", "save_randomisation_figure", "save_cascade_figure"]
 
 
 def _figure(value: float, digits: int = 4) -> str:
@@ -21,7 +23,8 @@ def _figure(value: float, digits: int = 4) -> str:
 
 
 def sanity_markdown(summary: Sequence[MethodSanity]) -> str:
-    """Markdown table of :func:`bundle_sanity_checks` results, one row per method (``n/a`` without ground truth)."""
+    """Markdown table of :func:`bundle_sanity_checks` results, one row per method (``n/a`` without ground truth);
+    with further checks, their table follows (:func:`trust_markdown`)."""
     header = (
         "| method | EHR-AUC | random EHR-AUC (uniform / smooth) | ratio | Spearman vs randomised | "
         f"localisation (>= {MIN_LOCALISATION_RATIO:g}x) | randomisation (<= {MAX_RANDOMISATION_SPEARMAN:g}) | "
@@ -41,7 +44,55 @@ def sanity_markdown(summary: Sequence[MethodSanity]) -> str:
             f"{_figure(row.localisation_ratio, 2)} | {row.spearman:.3f}{undefined} | {localisation} | "
             f"{'pass' if row.randomisation_passed else 'fail'} | {_figure(row.randomised_ehr_auc)} |"
         )
-    return "\n".join([header, *rows])
+    table = "\n".join([header, *rows])
+    return table if not any(row.checks for row in summary) else f"{table}\n\n{trust_markdown(summary)}"
+
+
+# how each check's statistic reads, and its pass rule
+_AT_MOST = f"(<= {MAX_RANDOMISATION_SPEARMAN:g})"
+_CHECK_HEADINGS = {
+    SanityCheck.TOP_DOWN: f"top-down: absolute Spearman, all weights re-initialised {_AT_MOST}",
+    SanityCheck.BOTTOM_UP: f"bottom-up: absolute Spearman, lower layers re-initialised {_AT_MOST}",
+    SanityCheck.SMPRT: f"sMPRT: absolute Spearman of noise-smoothed maps {_AT_MOST}",
+    SanityCheck.EMPRT: f"eMPRT: relative entropy rise (> {MIN_EMPRT_RISE:g})",
+    SanityCheck.RANDOM_LOGIT: f"random logit: absolute Spearman with another class's map {_AT_MOST}",
+}
+
+
+def trust_markdown(summary: Sequence[MethodSanity]) -> str:
+    """Markdown table of the further randomisation checks (:mod:`monai_xai.sanity.trust`): a row per method, the
+    controls last, a column per check with the statistic, its 95% bootstrap CI and the verdict. A check that a control
+    passes is marked "not discriminating for this bundle" in its heading and in every cell of its column."""
+    checks = list(dict.fromkeys(check for row in summary for check in row.checks))
+    ordered = [row for row in summary if not row.is_control] + [row for row in summary if row.is_control]
+    passed_by = non_discriminating({row.method: row.checks for row in ordered})
+    headings = []
+    for check in checks:
+        heading = _CHECK_HEADINGS[check]
+        if check in passed_by:
+            heading += f" **not discriminating for this bundle** (passed by {', '.join(passed_by[check])})"
+        headings.append(heading)
+    lines = [
+        "| method | " + " | ".join(headings) + " |",
+        "|---|" + "---|" * len(checks),
+    ]
+    for row in ordered:
+        cells = []
+        for check in checks:
+            verdict = row.checks.get(check)
+            if verdict is None or math.isnan(verdict.statistic):
+                cells.append("n/a")
+                continue
+            cell = (
+                f"{verdict.statistic:.3f} [{_figure(verdict.ci_low, 3)}, {_figure(verdict.ci_high, 3)}] "
+                f"{'pass' if verdict.passed else 'fail'}"
+            )
+            cell += f" ({verdict.undefined} undefined)" if verdict.undefined else ""
+            cell += " (not discriminating)" if check in passed_by else ""
+            cells.append(cell)
+        name = f"{row.method} (control: must fail)" if row.is_control else row.method
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _where(layers: LayerSpec | None) -> str:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from monai_xai.cams import get_method
+from monai_xai.enums import MethodFamily, SanityCheck
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
+from monai_xai.sanity.trust import CheckVerdict
 
 __all__ = ["MIN_LOCALISATION_RATIO", "MethodSanity"]
 
@@ -30,6 +33,8 @@ class MethodSanity:
         spearman: mean Spearman correlation between trained and randomised maps over the cases where it exists.
         spearman_undefined: number of cases with a constant map (no rank correlation).
         uses_gradients: whether the method is a gradient CAM (the localisation acceptance applies to these).
+        checks: the verdict of each further randomisation check that was run (:mod:`monai_xai.sanity.trust`; empty
+            when none was asked for).
     """
 
     method: str
@@ -40,6 +45,12 @@ class MethodSanity:
     spearman: float
     spearman_undefined: int
     uses_gradients: bool
+    checks: dict[SanityCheck, CheckVerdict] = field(default_factory=dict)
+
+    @property
+    def is_control(self) -> bool:
+        """Whether the row is a control that must fail every check (:mod:`monai_xai.cams.controls`)."""
+        return get_method(self.method).family == MethodFamily.CONTROL
 
     @property
     def localisation_ratio(self) -> float:

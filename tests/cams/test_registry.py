@@ -12,13 +12,15 @@ from tests.helpers.nets import TinyResNet
 
 def test_every_method_has_one_record_with_its_family_and_needs():
     attributions = method_names(MethodFamily.ATTRIBUTION)
-    assert method_names() == [*GRADIENT_METHODS, *PERTURBATION_METHODS, *attributions]  # CAMs first
+    controls = method_names(MethodFamily.CONTROL)
+    assert controls == ["control_centre_gaussian", "control_sobel", "control_random"]
+    assert method_names() == [*GRADIENT_METHODS, *PERTURBATION_METHODS, *attributions, *controls]  # CAMs first
     assert method_names(MethodFamily.GRADIENT)[:2] == ["gradcam", "gradcampp"]
     assert method_names("perturbation") == ["scorecam", "ablationcam"]
     assert {"integrated_gradients", "smoothgrad", "occlusion", "kernel_shap"} <= set(attributions)
     without_gradients = [name for name in method_names() if not get_method(name).needs_gradients]
-    assert without_gradients == ["eigencam", "scorecam", "ablationcam", *attributions]
-    assert [name for name in method_names() if not get_method(name).needs_layer] == attributions
+    assert without_gradients == ["eigencam", "scorecam", "ablationcam", *attributions, *controls]
+    assert [name for name in method_names() if not get_method(name).needs_layer] == [*attributions, *controls]
     for name, function in GRADIENT_METHODS.items():
         record = get_method(name)
         assert record.name == name and record.family == MethodFamily.GRADIENT and record.function is function

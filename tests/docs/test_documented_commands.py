@@ -106,6 +106,8 @@ def _check_sanity(result: RunResult) -> None:
     for method in re.findall(r"\w+", _option(words, "methods")):
         assert f"| {method} |" in result.output
     assert (result.sandbox / _option(words, "figure")).stat().st_size > 0
+    if "--checks" in words:  # the further checks' table, with the controls' rows
+        assert "| control_sobel (control: must fail) |" in result.output
 
 
 def _check_label_server(result: RunResult) -> None:
