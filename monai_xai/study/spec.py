@@ -229,6 +229,17 @@ def _fail(source: str, message: str) -> ValueError:
     return ValueError(f"study {source}: {message}")
 
 
+def _refused(source: str, error: TypeError | ValueError) -> ValueError:
+    """``error`` as a study error: a ``ValueError`` (a refused budget stays a
+    :class:`~monai_xai.budgets.BudgetExceeded`)."""
+    if isinstance(error, ValueError):
+        try:
+            return type(error)(f"study {source}: {error}")
+        except Exception:  # an error type that takes other arguments
+            pass
+    return _fail(source, str(error))
+
+
 def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -270,8 +281,8 @@ def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[s
     for metric, args in metric_args.items():
         try:  # built once here so that a wrong argument fails before any case is explained
             METRICS[metric].create(nn.Identity(), **args)
-        except (TypeError, ValueError) as error:
-            raise _fail(source, f"metric_args of {metric!r} are not accepted: {error}") from None
+        except (TypeError, ValueError) as error:  # the message names metric_args.<metric>.<argument>
+            raise _refused(source, error) from None
 
 
 def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:

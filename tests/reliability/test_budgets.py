@@ -10,8 +10,17 @@ from torch import nn
 
 from monai_xai import budgets
 from monai_xai.budgets import BudgetExceeded
-from monai_xai.cams.attributions import AttributionBudgetExceeded
+from monai_xai.cams.attributions import AttributionBudgetExceeded, AttributionSettings
+from monai_xai.metrics import (
+    NoisyLinearImputer,
+    ROADMetric,
+    deletion_insertion,
+    noisy_linear_impute,
+    road,
+)
+from monai_xai.metrics.catalogue import METRICS
 from tests.helpers.region_nets import RegionLinearClassifier
+from tests.helpers.segmenters import intensity_segmenter
 
 
 class CountingNetwork(nn.Module):
@@ -49,3 +58,110 @@ def test_a_cap_is_raised_by_its_environment_variable_and_a_bad_value_is_named(mo
 
 def test_the_attribution_budget_is_one_of_the_family():
     assert issubclass(AttributionBudgetExceeded, BudgetExceeded) and issubclass(BudgetExceeded, ValueError)
+
+
+# --- deletion / insertion steps
+
+
+def test_deletion_steps_above_the_voxels_of_an_image_are_refused_before_any_pass():
+    model = _classifier(4)  # 16 voxels
+    with pytest.raises(ValueError, match=r"steps=17 is more than the 16 voxels of an image.*use steps <= 16"):
+        deletion_insertion(model, torch.ones(2, 1, 4, 4), torch.rand(2, 1, 4, 4), class_idx=1, steps=17)
+    assert model.calls == 0
+    curve = deletion_insertion(model, torch.ones(2, 1, 4, 4), torch.rand(2, 1, 4, 4), class_idx=1, steps=16)
+    assert curve.scores.shape == (2, 17)
+
+
+def test_deletion_steps_above_the_cap_are_refused_where_the_metric_is_built(monkeypatch):
+    with pytest.raises(BudgetExceeded) as refused:
+        METRICS["deletion"].create(_classifier(), config_id="xai_metric_args", steps=10**6)
+    message = str(refused.value)
+    assert message.startswith("xai_metric_args.deletion.steps asks for 1000000 deletion/insertion steps")
+    assert "1000001 forward passes per image" in message and "above the cap of 1000" in message
+    assert "MONAI_XAI_MAX_CURVE_STEPS=1000000" in message
+    # a study names its own config key
+    with pytest.raises(BudgetExceeded, match=r"^metric_args\.insertion\.steps asks for"):
+        METRICS["insertion"].create(_classifier(), steps=5000)
+    monkeypatch.setenv("MONAI_XAI_MAX_CURVE_STEPS", "5000")
+    METRICS["insertion"].create(_classifier(), steps=5000)
+
+
+def test_a_deletion_call_above_the_voxel_pass_budget_is_refused_with_its_estimate(monkeypatch):
+    monkeypatch.setenv("MONAI_XAI_MAX_METRIC_VOXEL_PASSES", "800")
+    model = _classifier(4)
+    with pytest.raises(BudgetExceeded) as refused:
+        deletion_insertion(model, torch.ones(3, 1, 4, 4), torch.rand(3, 1, 4, 4), class_idx=1, steps=16)
+    # 3 images x 17 passes x 16 voxels
+    assert "asks for 816 voxel-passes" in str(refused.value)
+    assert "17 forward passes x 3 image(s) x 16 voxels" in str(refused.value)
+    assert "MONAI_XAI_MAX_METRIC_VOXEL_PASSES=816" in str(refused.value)
+    assert model.calls == 0
+
+
+# --- ROAD percentiles
+
+
+def test_road_with_a_thousand_percentiles_is_refused_where_the_metric_is_built():
+    percentiles = [k / 10 for k in range(1, 1001)]
+    with pytest.raises(BudgetExceeded, match=r"^percentiles asks for 1000 ROAD percentiles .* cap of 100"):
+        ROADMetric(nn.Identity(), percentiles=percentiles)
+    with pytest.raises(BudgetExceeded, match=r"^xai_metric_args\.road_morf\.percentiles asks for 1000 ROAD"):
+        METRICS["road_morf"].create(nn.Identity(), config_id="xai_metric_args", percentiles=percentiles)
+    model = CountingNetwork(intensity_segmenter(2))
+    with pytest.raises(BudgetExceeded, match="MONAI_XAI_MAX_PERCENTILES=1000"):
+        road(model, torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), 1, percentiles)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("percentiles", "message"),
+    [
+        ([10, 50, 50, 90], r"percentiles lists \[50\] more than once"),
+        ([0, 50], r"percentiles are shares of pixels kept, each in \(0, 100\]"),
+        ([50, 101], r"percentiles are shares of pixels kept, each in \(0, 100\]"),
+        ([float("nan")], r"percentiles are shares of pixels kept"),
+        ([], r"percentiles are shares of pixels kept"),
+    ],
+)
+def test_road_percentiles_are_unique_and_in_range_and_the_config_id_is_named(percentiles, message):
+    with pytest.raises(ValueError, match=message):
+        ROADMetric(nn.Identity(), percentiles=percentiles)
+    with pytest.raises(ValueError, match=rf"^xai_metric_args\.road_combined\.{message}"):
+        METRICS["road_combined"].create(nn.Identity(), config_id="xai_metric_args", percentiles=percentiles)
+
+
+def test_a_road_call_above_the_voxel_pass_budget_is_refused_before_any_pass(monkeypatch):
+    monkeypatch.setenv("MONAI_XAI_MAX_METRIC_VOXEL_PASSES", "500")
+    model = CountingNetwork(intensity_segmenter(2))
+    metric = ROADMetric(model, percentiles=[25, 50, 75], order="combined")
+    with pytest.raises(BudgetExceeded) as refused:
+        metric(y_pred=torch.rand(2, 1, 8, 8), y=torch.rand(2, 1, 8, 8), class_idx=1)
+    # 2 images x (1 + 2 orders x 3 percentiles) passes x 64 voxels
+    assert "asks for 896 voxel-passes" in str(refused.value)
+    assert "2 image(s) x (1 + 2 order(s) x 3 percentiles) forward passes x 64 voxels" in str(refused.value)
+    assert model.calls == 0
+
+
+# --- metric arguments: ROAD noise, blur sigma
+
+
+@pytest.mark.parametrize("noise", [float("nan"), float("inf"), -0.01])
+def test_road_imputer_noise_must_be_finite_and_non_negative(noise):
+    with pytest.raises(ValueError, match=rf"noise .* must be a finite number >= 0, got {noise}"):
+        NoisyLinearImputer(noise=noise)
+    images, remove = torch.rand(1, 1, 4, 4), torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    remove[..., 0, 0] = True
+    with pytest.raises(ValueError, match=r"finite number >= 0"):
+        noisy_linear_impute(images, remove, noise=noise)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_blur_sigma_must_be_finite_and_positive(sigma):
+    with pytest.raises(ValueError, match=r"^xai_metric_args\.insertion\.blur_sigma must be a finite number > 0"):
+        METRICS["insertion"].create(_classifier(), config_id="xai_metric_args", blur_sigma=sigma)
+    model = _classifier(4)
+    with pytest.raises(ValueError, match=rf"blur_sigma must be a finite number > 0 .*, got {sigma}"):
+        deletion_insertion(model, torch.ones(1, 1, 4, 4), torch.rand(1, 1, 4, 4), 1, "insertion", 4, blur_sigma=sigma)
+    assert model.calls == 0
+    with pytest.raises(ValueError, match=rf"xai_attribution 'blur_sigma' must be a finite number > 0, got {sigma}"):
+        AttributionSettings(blur_sigma=sigma)
