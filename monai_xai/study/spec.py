@@ -49,9 +49,11 @@ from typing import Any
 
 from torch import nn
 
+from monai_xai.budgets import BudgetExceeded, check_methods, check_phantom
 from monai_xai.bundle import load_trained_bundle
 from monai_xai.cams import AttributionSettings, ClassSet, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
+from monai_xai.data.phantom import DEFAULT_SHAPE
 from monai_xai.enums import IOU, IoUThresholdMode, PixelSet, Score, as_choice
 from monai_xai.explanation import ExplainRequest, SlidingWindow
 from monai_xai.metrics.catalogue import METRICS
@@ -296,10 +298,26 @@ def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
         data["datalist"] = datalist
     elif not isinstance(data["phantom"], Mapping) or "n_cases" not in data["phantom"]:
         raise _fail(source, "'phantom' must be an object with at least 'n_cases' (and 'seed', 'split', ...).")
+    else:
+        _check_phantom(source, data["phantom"])
     n_cases = data.get("n_cases")
     if n_cases is not None and (not isinstance(n_cases, int) or isinstance(n_cases, bool) or n_cases < 1):
         raise _fail(source, f"'n_cases' must be a positive int or null, got {n_cases!r}.")
     return StudyData(**data)
+
+
+def _check_phantom(source: str, phantom: Mapping[str, Any]) -> None:
+    """The phantom data set's size within its budgets, before the study writes a case."""
+    n_cases, shape = phantom["n_cases"], phantom.get("shape", DEFAULT_SHAPE)
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+        raise _fail(source, f"'data.phantom.n_cases' must be a positive int, got {n_cases!r}.")
+    sizes = shape if isinstance(shape, Sequence) and not isinstance(shape, str) else ()
+    if len(sizes) != 3 or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+        raise _fail(source, f"'data.phantom.shape' must be 3 positive ints (X, Y, Z), got {shape!r}.")
+    try:
+        check_phantom(n_cases, sizes, "data.phantom.n_cases")
+    except BudgetExceeded as error:
+        raise _refused(source, error) from None
 
 
 def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
@@ -381,6 +399,10 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     if not isinstance(name, str) or not name:
         raise _fail(source, "'name' (the study's name) is missing.")
     methods = _names(source, "methods", content.get("methods"))
+    try:
+        check_methods(methods, "'methods'")
+    except ValueError as error:  # a repeated method, or more than the budget
+        raise _refused(source, error) from None
     _check_methods(source, methods)
     metrics = _names(source, "metrics", content.get("metrics"))
     metric_args = content.get("metric_args") or {}

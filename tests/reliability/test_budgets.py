@@ -11,6 +11,7 @@ from torch import nn
 from monai_xai import budgets
 from monai_xai.budgets import BudgetExceeded
 from monai_xai.cams.attributions import AttributionBudgetExceeded, AttributionSettings
+from monai_xai.explanation import ExplainRequest, SlidingWindow
 from monai_xai.metrics import (
     NoisyLinearImputer,
     ROADMetric,
@@ -140,6 +141,96 @@ def test_a_road_call_above_the_voxel_pass_budget_is_refused_before_any_pass(monk
     assert "asks for 896 voxel-passes" in str(refused.value)
     assert "2 image(s) x (1 + 2 order(s) x 3 percentiles) forward passes x 64 voxels" in str(refused.value)
     assert model.calls == 0
+
+
+# --- methods
+
+
+def test_a_method_named_twice_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"methods \(xai_methods\) lists \['gradcam'\] more than once"):
+        ExplainRequest(methods=["gradcam", "eigencam", "gradcam"])
+    # ten thousand copies: named once, refused at once
+    with pytest.raises(ValueError, match=r"lists \['gradcam'\] more than once; give each method once\.$"):
+        ExplainRequest(methods=["gradcam"] * 10**4)
+
+
+def test_more_methods_than_the_cap_are_refused(monkeypatch):
+    methods = ["gradcam", "gradcampp", "layercam"]
+    monkeypatch.setenv("MONAI_XAI_MAX_METHODS", "2")
+    with pytest.raises(BudgetExceeded, match=r"^methods \(xai_methods\) asks for 3 methods .* cap of 2"):
+        ExplainRequest(methods=methods)
+    monkeypatch.setenv("MONAI_XAI_MAX_METHODS", "3")
+    assert ExplainRequest(methods=methods).methods == tuple(methods)
+
+
+# --- phantom data sets
+
+
+@pytest.fixture
+def no_phantom_work(monkeypatch):
+    """Generating a phantom fails the test: a refused data set must be refused before its first case."""
+
+    def generate(*args, **kwargs):
+        raise AssertionError("a phantom case was generated")
+
+    monkeypatch.setattr("monai_xai.data.phantom.generate_phantom", generate)
+
+
+def test_a_phantom_data_set_of_ten_million_cases_is_refused_before_any_case(tmp_path, no_phantom_work):
+    from monai_xai.data import ensure_phantom_dataset, write_phantom_dataset
+
+    with pytest.raises(BudgetExceeded, match=r"^n_cases asks for 10000000 phantom cases .* cap of 10000:"):
+        write_phantom_dataset(tmp_path / "out", n_cases=10**7)
+    with pytest.raises(BudgetExceeded, match="MONAI_XAI_MAX_PHANTOM_CASES=10000000"):
+        ensure_phantom_dataset(tmp_path / "out", n_cases=10**7)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_phantom_data_set_of_too_many_voxels_is_refused(tmp_path, no_phantom_work):
+    from monai_xai.data import write_phantom_dataset
+
+    with pytest.raises(BudgetExceeded, match=r"asks for 8e\+09 phantom voxels \(1 cases x 8000000000 voxels"):
+        write_phantom_dataset(tmp_path / "out", n_cases=1, shape=(2000, 2000, 2000))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_study_with_an_absurd_phantom_or_repeated_methods_is_refused_naming_the_key(tmp_path, no_phantom_work):
+    from monai_xai.study import study_from_dict
+
+    study = {
+        "name": "too-big",
+        "methods": ["gradcam"],
+        "metrics": ["heat_diff"],
+        "data": {"phantom": {"n_cases": 10**7}},
+        "bundles": [{"path": "missing"}],
+    }
+    with pytest.raises(BudgetExceeded, match=r"study <dict>: data\.phantom\.n_cases asks for 10000000 phantom cases"):
+        study_from_dict(study, tmp_path)
+    with pytest.raises(BudgetExceeded, match=r"data\.phantom\.n_cases asks for 1e\+10 phantom voxels"):
+        study_from_dict({**study, "data": {"phantom": {"n_cases": 1000, "shape": [200, 200, 250]}}}, tmp_path)
+    with pytest.raises(ValueError, match=r"'methods' lists \['gradcam'\] more than once"):
+        study_from_dict({**study, "methods": ["gradcam", "gradcam"]}, tmp_path)
+
+
+# --- sliding windows
+
+
+def test_a_huge_window_is_refused_where_it_is_set():
+    with pytest.raises(BudgetExceeded) as refused:
+        SlidingWindow(roi_size=(10**5, 10**5, 10**5))
+    message = str(refused.value)
+    assert message.startswith("the window's roi_size asks for 1e+15 voxels per sliding window")
+    assert "a window of 100000 x 100000 x 100000 voxels" in message and "MONAI_XAI_MAX_WINDOW_VOXELS" in message
+    SlidingWindow(roi_size=(96, 96, -1))  # -1 takes the image's size: not counted
+
+
+def test_a_window_of_one_size_per_dim_is_checked_again_on_a_volume(monkeypatch):
+    monkeypatch.setenv("MONAI_XAI_MAX_WINDOW_VOXELS", "1000")
+    window = SlidingWindow(roi_size=16)  # 16^2 = 256 voxels as a 2D window
+    network = CountingNetwork(intensity_segmenter(3))
+    with pytest.raises(BudgetExceeded, match=r"asks for 4096 voxels per sliding window \(a window of 16 x 16 x 16"):
+        window.network(network)(torch.rand(1, 1, 8, 8, 8))
+    assert network.calls == 0
 
 
 # --- metric arguments: ROAD noise, blur sigma
