@@ -4,6 +4,9 @@ no data can fit) are refused naming the argument, what it got and what to do."""
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -16,9 +19,11 @@ from monai_xai.metrics import (
     NoisyLinearImputer,
     ROADMetric,
     deletion_insertion,
+    fit_temperature,
     noisy_linear_impute,
     road,
 )
+from monai_xai.metrics.calibration import TemperatureNotIdentifiable
 from monai_xai.metrics.catalogue import METRICS
 from tests.helpers.region_nets import RegionLinearClassifier
 from tests.helpers.segmenters import intensity_segmenter
@@ -256,3 +261,65 @@ def test_a_blur_sigma_must_be_finite_and_positive(sigma):
     assert model.calls == 0
     with pytest.raises(ValueError, match=rf"xai_attribution 'blur_sigma' must be a finite number > 0, got {sigma}"):
         AttributionSettings(blur_sigma=sigma)
+
+
+# --- temperature scaling: data no temperature can fit
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels"),
+    [
+        (torch.zeros(10, 3), torch.arange(10) % 3),  # every class equally likely, whatever T
+        (torch.ones(10, 3) * torch.arange(10.0)[:, None], torch.arange(10) % 3),  # constant rows
+        (torch.zeros(10), torch.arange(10) % 2),  # binary logits of 0
+    ],
+)
+def test_logits_that_do_not_depend_on_the_temperature_are_refused(logits, labels):
+    with pytest.raises(TemperatureNotIdentifiable, match=r"the NLL is the same for every temperature"):
+        fit_temperature(logits, labels)
+
+
+def test_logits_that_rank_every_label_first_have_no_finite_temperature():
+    separable = torch.tensor([[5.0, -5.0], [-5.0, 5.0]] * 10)
+    first = r"the logits rank every label first \(all 20 validation cases are predicted right\): the NLL keeps falling"
+    with pytest.raises(TemperatureNotIdentifiable, match=first + " as T goes to 0"):
+        fit_temperature(separable, torch.tensor([0, 1] * 10))
+    with pytest.raises(TemperatureNotIdentifiable, match=r"rank every label first.*all 10 labels are class 0"):
+        fit_temperature(torch.tensor([[3.0, 0.0, 0.0]] * 10), torch.zeros(10, dtype=torch.long))
+    binary = torch.tensor([2.0, -1.0, 3.0, -4.0])
+    with pytest.raises(TemperatureNotIdentifiable, match="rank every label first"):
+        fit_temperature(binary, torch.tensor([1, 0, 1, 0]))
+
+
+def test_logits_that_score_the_labels_below_average_want_an_infinite_temperature():
+    with pytest.raises(TemperatureNotIdentifiable, match=r"below the mean of the classes' logits.*as T grows"):
+        fit_temperature(torch.tensor([[5.0, -5.0]] * 10), torch.ones(10, dtype=torch.long))
+
+
+def test_a_fit_that_never_leaves_its_initial_value_is_an_error():
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), torch.tensor([0, 1, 1])
+    with pytest.raises(RuntimeError, match=r"stayed at its initial value 1.5 .* raise max_iter"):
+        fit_temperature(logits, labels, max_iter=0)
+    # the same data have a finite optimum, which the default fit reaches: dNLL/dT = 0 there
+    fitted = fit_temperature(logits, labels)
+    temperature = torch.tensor(fitted, dtype=torch.float64, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(logits.double() / temperature, labels)
+    (gradient,) = torch.autograd.grad(loss, temperature)
+    assert math.isfinite(fitted) and fitted > 0 and abs(float(gradient)) < 1e-4
+
+
+def test_a_classifier_evaluation_whose_validation_cannot_calibrate_keeps_t_1_and_says_why(tmp_path):
+    from monai_xai.apps.classification import evaluate_classifier
+
+    # the network ranks every validation label first: no finite temperature
+    network = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    with torch.no_grad():
+        network[1].weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]]))
+        network[1].bias.zero_()
+    images = torch.tensor([[3.0, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]]).reshape(2, 1, 2, 2)
+    loader = [{"image": images, "label": torch.tensor([0, 1])}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate_classifier(network, loader, loader, ["a", "b"], tmp_path / "out", tmp_path)
+    assert report["temperature"] == 1.0 and "rank every label first" in report["temperature_note"]
+    assert any("left at 1 (uncalibrated)" in str(warning.message) for warning in caught)
