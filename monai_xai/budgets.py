@@ -48,6 +48,7 @@ __all__ = [
     "check_percentiles",
     "check_phantom",
     "check_window",
+    "shown",
 ]
 
 # the environment variable of a budget is this prefix + its name
