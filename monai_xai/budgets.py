@@ -9,7 +9,7 @@ Every cap is a :class:`Budget` below, its default a module constant. A cap is ra
 the environment variable ``MONAI_XAI_MAX_<NAME>`` (e.g. ``MONAI_XAI_MAX_CURVE_STEPS=5000 monai-xai explain ...``),
 read each time a request is checked: whoever starts a process (a server's operator) sets it, a request cannot.
 
-- ``MONAI_XAI_MAX_METHODS``, default 32: methods explained by one request (there are 23 built-in methods);
+- ``MONAI_XAI_MAX_METHODS``, default 32: methods explained by one request (every built-in method fits);
 - ``MONAI_XAI_MAX_CURVE_STEPS``, default 1000: deletion / insertion ``steps``;
 - ``MONAI_XAI_MAX_PERCENTILES``, default 100: ROAD ``percentiles`` (the integers 1 to 100);
 - ``MONAI_XAI_MAX_METRIC_VOXEL_PASSES``, default 1e10: forward passes x voxels of one call of a metric that re-runs
@@ -145,6 +145,7 @@ def _raised(requested: float) -> str:
     return f"{mantissa:g}e{exponent + 1}"
 
 
+# above the registry's methods (23, 26 with the sanity controls), so that a request of every one of them fits
 METHODS = Budget("METHODS", 32, "methods")
 CURVE_STEPS = Budget("CURVE_STEPS", 1000, "deletion/insertion steps")
 PERCENTILES = Budget("PERCENTILES", 100, "ROAD percentiles")
