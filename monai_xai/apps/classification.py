@@ -3,7 +3,9 @@
 :func:`evaluate_classifier` is what the study bundles' ``configs/evaluate.json`` runs. It fits the temperature ``T``
 of ``softmax(logits / T)`` on the validation split (Guo et al., :func:`~monai_xai.metrics.fit_temperature`), saves
 it next to the weights (``temperature.json``, read back by :func:`~monai_xai.networks.load_temperature` in
-``inference.json``), and writes for the test split, under ``output_dir``:
+``inference.json``), and writes for the test split, under ``output_dir``. A validation split that no temperature can
+calibrate (one the network gets all right, or of constant logits) leaves ``T = 1`` with a warning and says why in
+``metrics.json`` (``temperature_note``):
 
 - ``metrics.json``: accuracy, balanced accuracy, macro AUC (one-vs-rest), ECE before and after calibration, the
   temperature, and per class precision, recall, F1, AUC and support (``null`` where undefined: precision of a class
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,12 @@ from torch import nn
 from tqdm import tqdm
 
 from monai_xai.atomic import atomic_path, atomic_write_csv, atomic_write_text
-from monai_xai.metrics.calibration import expected_calibration_error, fit_temperature, reliability_diagram_data
+from monai_xai.metrics.calibration import (
+    TemperatureNotIdentifiable,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_diagram_data,
+)
 from monai_xai.networks.calibration import TEMPERATURE_FILE
 from monai_xai.utils import json_ready
 
@@ -134,7 +142,11 @@ def evaluate_classifier(
     output_dir, weights_dir = Path(output_dir), Path(weights_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     val_logits, val_labels, _ = _logits(network, validation_loader, device, "validation (calibration)")
-    temperature = fit_temperature(val_logits, val_labels)
+    try:
+        temperature, temperature_note = fit_temperature(val_logits, val_labels), None
+    except TemperatureNotIdentifiable as error:  # a run still gets its report, uncalibrated and saying why
+        temperature, temperature_note = 1.0, f"temperature left at 1 (uncalibrated): {error}"
+        warnings.warn(f"the validation split cannot calibrate the classifier; {temperature_note}", stacklevel=2)
     atomic_write_text(
         weights_dir / TEMPERATURE_FILE, json.dumps({"temperature": temperature, "n_validation": len(val_labels)})
     )
@@ -150,6 +162,8 @@ def evaluate_classifier(
         ),
         "n_test": len(labels),
     }
+    if temperature_note is not None:
+        report["temperature_note"] = temperature_note
     atomic_write_text(output_dir / "metrics.json", json.dumps(json_ready(report), indent=2))
     atomic_write_csv(output_dir / "classification_report.csv", list(report["per_class"][0]), report["per_class"])
     atomic_write_csv(

@@ -25,6 +25,7 @@ absolute paths. ``label`` is the class (1: at least one lesion); a segmentation 
 from __future__ import annotations
 
 import json
+import numbers
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from monai_xai.atomic import atomic_write_text
+from monai_xai.budgets import check_phantom
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -256,7 +258,8 @@ def write_phantom_dataset(
         out_dir: folder to write into (created if missing). A folder that already holds files is refused, so that an
             earlier data set's cases never mix with these, unless ``overwrite``: then its ``images/``, ``masks/`` and
             ``datalist.json`` are deleted first.
-        n_cases: number of cases, at least 1.
+        n_cases: number of cases, at least 1; at most ``MONAI_XAI_MAX_PHANTOM_CASES``, and ``n_cases`` x the voxels of
+            ``shape`` at most ``MONAI_XAI_MAX_PHANTOM_VOXELS`` (:mod:`monai_xai.budgets`).
         seed: dataset seed.
         shape: (X, Y, Z) voxel grid of the generated volumes (2D cases are slices of these).
         spacing: (3,) voxel size in mm.
@@ -270,9 +273,10 @@ def write_phantom_dataset(
 
     Raises:
         ValueError: bad arguments, or a non-empty ``out_dir`` without ``overwrite``.
+        BudgetExceeded: a data set above its budget, before ``out_dir`` is touched.
     """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be >= 1, got {n_cases}.")
+    if isinstance(n_cases, bool) or not isinstance(n_cases, numbers.Integral) or n_cases < 1:
+        raise ValueError(f"n_cases must be >= 1 (a number of cases, an int), got {n_cases!r}.")
     if not 0.0 <= positive_fraction <= 1.0:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}.")
     if len(split) != 3 or min(split) < 0 or not np.isclose(sum(split), 1.0):
@@ -280,6 +284,7 @@ def write_phantom_dataset(
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}.")
     shape, spacing = _check_geometry(shape, spacing)
+    check_phantom(n_cases, shape)  # before the folder is touched
 
     out_dir = Path(out_dir)
     _clear_for_writing(out_dir, overwrite)
@@ -352,12 +357,13 @@ def ensure_phantom_dataset(out_dir: str | Path, n_cases: int, seed: int = 0, **k
         ValueError: when ``out_dir`` holds a datalist written with other parameters (delete the folder or choose
             another ``dataset_dir``).
     """
+    shape, spacing = _check_geometry(kwargs.get("shape", DEFAULT_SHAPE), kwargs.get("spacing", DEFAULT_SPACING))
+    check_phantom(n_cases, shape)  # a data set that would be refused is not looked for either
     path = Path(out_dir) / DATALIST_NAME
     if not path.exists():
         # a write stopped before its datalist (written last) left only these folders: start again
         partial = Path(out_dir).is_dir() and {p.name for p in Path(out_dir).iterdir()} <= set(_WRITTEN[:2])
         return write_phantom_dataset(out_dir, n_cases, seed, overwrite=partial, **kwargs)
-    shape, spacing = _check_geometry(kwargs.get("shape", DEFAULT_SHAPE), kwargs.get("spacing", DEFAULT_SPACING))
     wanted = _dataset_params(
         n_cases,
         seed,

@@ -18,6 +18,7 @@ from monai.inferers import Inferer, SlidingWindowInferer, sliding_window_inferen
 from monai.utils import BlendMode
 from torch import nn
 
+from monai_xai.budgets import check_methods, check_window
 from monai_xai.cams.attributions import AttributionSettings
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
@@ -55,7 +56,7 @@ class SlidingWindow:
 
     Attributes:
         roi_size: window size, one int per spatial dim or one int for all (a non-positive entry takes the image's
-            size there).
+            size there); at most ``MONAI_XAI_MAX_WINDOW_VOXELS`` voxels (:mod:`monai_xai.budgets`).
         sw_batch_size: windows per forward pass.
         overlap: overlap of neighbouring windows in [0, 1).
         mode: blending of overlapping windows, ``"gaussian"`` or ``"constant"``.
@@ -74,6 +75,7 @@ class SlidingWindow:
         if not entries or not all(isinstance(size, int) and not isinstance(size, bool) for size in entries):
             raise ValueError(f"the window's roi_size must be an int or one int per spatial dim, got {self.roi_size!r}.")
         object.__setattr__(self, "roi_size", roi)
+        self.check_size()
         _positive_int(self.sw_batch_size, "the window's sw_batch_size")
         overlap = self.overlap
         if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap < 1:
@@ -83,6 +85,16 @@ class SlidingWindow:
         if mode not in BLEND_MODES:
             raise ValueError(f"the window's mode must be one of {list(BLEND_MODES)}, got {self.mode!r}.")
         object.__setattr__(self, "mode", mode)
+
+    def check_size(self, spatial_dims: int | None = None) -> None:
+        """Refuse a window above the ``MONAI_XAI_MAX_WINDOW_VOXELS`` budget (:func:`~monai_xai.budgets.check_window`):
+        MONAI pads an image to the window, so a huge ``roi_size`` costs its voxels whatever the image. One int for
+        every dim is counted for ``spatial_dims`` dims (None: 2, the fewest; checked again on the images).
+
+        Raises:
+            BudgetExceeded: the window's voxels above the cap.
+        """
+        check_window(self.roi_size, spatial_dims, "the window's roi_size")
 
     @classmethod
     def of(cls, inferer: Inferer | None) -> SlidingWindow | None:
@@ -137,6 +149,7 @@ class SlidingWindowNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, C, *spatial) -> the blended (B, C', *spatial) output of the windows."""
         window = self.window
+        window.check_size(images.ndim - 2)
         return sliding_window_inference(
             images, window.roi_size, window.sw_batch_size, self.network, overlap=window.overlap, mode=window.mode
         )
@@ -156,6 +169,7 @@ def _method_names(value: Any) -> tuple[str, ...]:
         raise TypeError(f"methods (xai_methods) must be a method name or a list of names, got {value!r}.")
     if not names:
         raise ValueError("methods (xai_methods) is empty; give at least one method, e.g. ['gradcam'].")
+    check_methods(names, "methods (xai_methods)")  # repeated names, and more than the budget, before any lookup
     get_methods(names)  # unknown names: one error listing the available methods
     return tuple(names)
 
@@ -247,8 +261,8 @@ class ExplainRequest:
     """What to explain, checked once (see the module docstring).
 
     Attributes:
-        methods: method names (``monai_xai.cams.method_names()``, or ``"grad-cam:<Class>"``); config id
-            ``xai_methods``.
+        methods: method names (``monai_xai.cams.method_names()``, or ``"grad-cam:<Class>"``), each once, at most
+            ``MONAI_XAI_MAX_METHODS`` (:mod:`monai_xai.budgets`); config id ``xai_methods``.
         target_layers: the layer(s) whose activations a CAM weights, by dotted name, or one per method
             ``{method: layer}`` (an entry for every method); None: chosen on the first batch by
             :func:`~monai_xai.cams.choose_target_layer` (``xai_target_layer``).

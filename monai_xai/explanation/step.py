@@ -198,7 +198,10 @@ class ExplainStep:
         Raises:
             ValueError: one error naming every choice that cannot be made (the layer, the class of a network whose
                 output is not one tensor), a class or label that does not fit, or a request the network cannot take.
+            BudgetExceeded: a window, or an input attribution, above its budget (:mod:`monai_xai.budgets`).
         """
+        if self.request.window is not None:  # one roi_size for every dim is counted for these images' dims
+            self.request.window.check_size(images.ndim - 2)
         if prediction is None:
             prediction = self.predict(network, _plain(images))
         one_tensor = isinstance(prediction, torch.Tensor) and prediction.ndim >= 2

@@ -202,7 +202,9 @@ class XAIMetricHandler:
             for method in self.methods:
                 key = MetricKey.of(metric, method)
                 handler = SaliencyMetricHandler(
-                    metric_fn=spec.create(self.network, self.score, **self.metric_args.get(metric, {})),
+                    metric_fn=spec.create(
+                        self.network, self.score, config_id="xai_metric_args", **self.metric_args.get(metric, {})
+                    ),
                     name=key.name,
                     pred_key=saliency_key(method),
                     compares_with=spec.compares_with,

@@ -27,9 +27,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from torch import nn
 
+from monai_xai.budgets import BudgetExceeded
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import get_method, method_names
-from monai_xai.cams.attributions import AttributionBudgetExceeded
 from monai_xai.cams.targets import FOREGROUND
 from monai_xai.enums import MethodFamily, PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
@@ -336,7 +336,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer), attribution=self.attribution))
         try:
             explanation = step(network, pixels, prediction=outputs)
-        except AttributionBudgetExceeded as error:  # refused before it started: the request asks too much
+        except BudgetExceeded as error:  # refused before it started: the request asks too much (any budget)
             raise HTTPException(status_code=422, detail=str(error)) from error
         classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
         affine = image.affine if isinstance(image, MetaTensor) else None

@@ -13,6 +13,7 @@ from monai.metrics import CumulativeIterationMetric
 
 __all__ = [
     "ReliabilityDiagram",
+    "TemperatureNotIdentifiable",
     "fit_temperature",
     "expected_calibration_error",
     "reliability_diagram_data",
@@ -36,6 +37,11 @@ class ReliabilityDiagram(NamedTuple):
     confidence: torch.Tensor
     accuracy: torch.Tensor
     count: torch.Tensor
+
+
+class TemperatureNotIdentifiable(ValueError):
+    """Validation logits and labels from which no finite, positive temperature follows (the NLL does not depend on
+    ``T``, or keeps falling as ``T`` goes to 0 or grows without bound); the message says which and why."""
 
 
 def _labels_as_indices(labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -198,7 +204,12 @@ def fit_temperature(
         the fitted temperature, a positive float.
 
     Raises:
-        RuntimeError: when the fit diverges (temperature or NLL not finite, or temperature <= 0).
+        TemperatureNotIdentifiable: a ``ValueError``, before fitting, for data without a finite positive optimum:
+            logits that do not depend on ``T`` (every row constant), logits that rank every label first (``T`` -> 0;
+            e.g. a validation split of one class that the model always predicts), or logits that score the labels at
+            or below their row's mean (``T`` -> infinity).
+        RuntimeError: when the fit diverges (temperature or NLL not finite, or temperature <= 0), or stays at
+            ``init_temperature`` where the NLL's slope is not 0 (the optimiser did not run).
     """
     logits = _check_scores(logits, "logits").detach()
     labels = _labels_as_indices(labels, logits)
@@ -212,6 +223,8 @@ def fit_temperature(
         if multiclass:
             return F.cross_entropy(logits / temperature, labels)
         return F.binary_cross_entropy_with_logits(logits / temperature, targets)
+
+    _check_identifiable(logits, labels, multiclass)
 
     temperature = torch.full(
         (1,), float(init_temperature), dtype=logits.dtype, device=logits.device, requires_grad=True
@@ -236,7 +249,66 @@ def fit_temperature(
             f"temperature scaling diverged (T = {fitted}, NLL = {final_nll}); check that `logits` are raw pre-softmax "
             "scores and `labels` match them, or lower `lr`."
         )
+    if fitted == float(init_temperature):
+        start = temperature.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (slope,) = torch.autograd.grad(nll(start), start)
+        if abs(float(slope)) > _FLAT_SLOPE:  # the optimum has slope 0; this is where the optimiser stopped
+            raise RuntimeError(
+                f"temperature scaling stayed at its initial value {fitted} although the NLL's slope there is "
+                f"{float(slope):.3g}: the optimiser did not move (max_iter={max_iter}, lr={lr}); raise max_iter or lr."
+            )
     return fitted
+
+
+# below this |dNLL/dT| a fit that stays at its initial value has found the optimum there
+_FLAT_SLOPE = 1e-6
+
+
+def _check_identifiable(logits: torch.Tensor, labels: torch.Tensor, multiclass: bool) -> None:
+    """Refuse data whose NLL has no minimum at a finite T > 0 (the fit would return where it happened to stop).
+
+    As a function of ``b = 1 / T`` the NLL is convex: it is flat when no logit row varies; it falls as b grows (T to 0)
+    when every label's logit is its row's largest; and it rises from b = 0 (T infinite) when the label's logit is on
+    average at most the mean of its row. Otherwise its slope is negative at b = 0 and positive for large b: a finite
+    positive T minimises it.
+
+    Raises:
+        TemperatureNotIdentifiable: naming which case and what to do.
+    """
+    if multiclass:
+        label_logit = logits.gather(1, labels[:, None])[:, 0]
+        flat = bool((logits.amax(dim=1) == logits.amin(dim=1)).all())
+        ranked_first = bool((label_logit >= logits.amax(dim=1)).all())
+        margin = float((label_logit - logits.mean(dim=1)).mean())
+    else:
+        signed = logits * (2 * labels.to(logits.dtype) - 1)  # > 0: the label is predicted
+        flat = bool((logits == 0).all())
+        ranked_first = bool((signed >= 0).all())
+        margin = float(signed.mean()) / 2
+    cases = labels.shape[0]
+    if flat:
+        same = "are all 0" if not multiclass else f"give every class the same logit in each of their {cases} rows"
+        raise TemperatureNotIdentifiable(
+            f"the logits {same}: the NLL is the same for every temperature, so none can be fitted; pass the "
+            "network's raw logits of the validation split (not constant outputs, e.g. of an untrained or collapsed "
+            "network)."
+        )
+    if ranked_first:
+        classes = labels.unique()
+        single = f"; all {cases} labels are class {int(classes[0])}" if classes.numel() == 1 else ""
+        raise TemperatureNotIdentifiable(
+            f"the logits rank every label first (all {cases} validation cases are predicted right{single}): the NLL "
+            "keeps falling as T goes to 0, so no finite temperature fits; calibrate on a validation split with cases "
+            "of several classes, some of which the model gets wrong (a temperature needs its mistakes)."
+        )
+    if margin <= 0:
+        raise TemperatureNotIdentifiable(
+            f"the logits score the labels at or below the mean of the classes' logits (by {-margin:.3g} on average "
+            f"over {cases} cases): the NLL keeps falling as T grows, so no finite temperature fits (the uniform "
+            "prediction is the best calibration of these logits); check that the labels follow the logits' class "
+            "order."
+        )
 
 
 class ExpectedCalibrationErrorMetric(CumulativeIterationMetric):

@@ -65,7 +65,12 @@ class MetricSpec:
         return self.compares_with == MetricInput.IMAGE
 
     def create(
-        self, network: nn.Module | None = None, explained_score: Score | str = Score.LOGIT, **metric_args: Any
+        self,
+        network: nn.Module | None = None,
+        explained_score: Score | str = Score.LOGIT,
+        *,
+        config_id: str = "metric_args",
+        **metric_args: Any,
     ) -> CumulativeIterationMetric:
         """The metric object.
 
@@ -73,22 +78,40 @@ class MetricSpec:
             network: the explained network (required by the metrics that re-run it).
             explained_score: the score the maps explain (used unless ``metric_args`` set ``score``, by the metrics
                 that score the explained score).
+            config_id: where ``metric_args`` come from, named in errors as ``<config_id>.<metric>.<argument>``:
+                ``"xai_metric_args"`` in a bundle, ``"metric_args"`` in a study.
             metric_args: the metric's own keyword arguments, e.g. ``percentiles=[20, 80]``.
 
         Raises:
-            ValueError: a metric that re-runs the network without one.
+            ValueError: a metric that re-runs the network without one; a wrong argument value
+                (:class:`~monai_xai.budgets.BudgetExceeded`: a size above its cap), naming it by its config id.
             TypeError: an argument the metric does not take.
         """
         if self.uses_explained_score:
             metric_args.setdefault("score", explained_score)
-        if not self.reruns_network:
-            return self.build(**metric_args)
-        if not isinstance(network, nn.Module):
+        if self.reruns_network and not isinstance(network, nn.Module):
             raise ValueError(
                 f"the metric {self.name!r} re-runs the model on perturbed images: pass the explained network "
                 '(in a bundle config: "network": "@network").'
             )
-        return self.build(network, **metric_args)
+        try:
+            return self.build(**metric_args) if not self.reruns_network else self.build(network, **metric_args)
+        except (TypeError, ValueError) as error:
+            renamed = _named(error, f"{config_id}.{self.name}", metric_args)
+            if renamed is error:
+                raise
+            raise renamed from None
+
+
+def _named(error: TypeError | ValueError, prefix: str, metric_args: dict[str, Any]) -> Exception:
+    """``error`` of the same type with its message naming the config id: ``<prefix>.<argument> ...`` when the message
+    starts with the name of an argument given, else ``<prefix>: ...``."""
+    message = str(error)
+    named = message.split(" ", 1)[0].split("=", 1)[0] in metric_args
+    try:
+        return type(error)(f"{prefix}.{message}" if named else f"{prefix}: {message}")
+    except Exception:  # an error type that takes other arguments keeps its own message
+        return error
 
 
 def _iou(threshold: Threshold = None, top_fraction: float | None = None, **kwargs: Any) -> SaliencyIoUMetric:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,16 @@ _COARSEST_NODES = 400
 # solver's float64 vectors (about 11 MB each) stay in a server CPU's last-level cache: one system of 72 3x224x224 images
 # took 1.8x as long as the same work in groups of 9 on a 2-core EPYC. A GPU solves the whole batch at once.
 _CPU_VALUES_PER_SOLVE = 9 * 3 * 224 * 224
+
+
+def _check_noise(noise: object) -> None:
+    """ROAD's noise is a standard deviation: NaN or inf would make every imputed pixel NaN or inf, silently."""
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise < math.inf:
+        raise ValueError(
+            "noise (the standard deviation of the imputer's noise, in image units; in a config the imputer's "
+            f"'noise', e.g. xai_metric_args.road_morf.imputer.noise) must be a finite number >= 0, got {noise!r}; "
+            "ROAD uses 0.01 for images in [0, 1], 0 imputes without noise."
+        )
 
 
 def neighbour_weights(
@@ -99,7 +110,8 @@ def noisy_linear_impute(
     Args:
         images: (B, C, *spatial) floating tensor, 2D or 3D spatial.
         remove_mask: (B, 1, *spatial) bool tensor, True where a pixel is removed (the same pixels in every channel).
-        noise: standard deviation of the added noise, absolute, in image units (ROAD uses 0.01 for [0, 1] images).
+        noise: standard deviation of the added noise, absolute, in image units, finite and >= 0 (ROAD uses 0.01 for
+            [0, 1] images).
         neighbourhood: 8 (default) or 4 in 2D, 26 (default) or 6 in 3D; see ``neighbour_weights``.
         spacing: physical pixel size per spatial axis; ``None`` for isotropic weights.
         generator: torch generator on ``images.device`` for reproducible noise.
@@ -127,8 +139,7 @@ def noisy_linear_impute(
             f"remove_mask must be a bool tensor of shape (B, 1, *spatial) = {expected}, "
             f"got {remove_mask.dtype} {tuple(remove_mask.shape)}."
         )
-    if noise < 0:
-        raise ValueError(f"noise is a standard deviation and must be >= 0, got {noise}.")
+    _check_noise(noise)
     remove_mask = remove_mask.to(images.device)
     everything_removed = remove_mask.flatten(1).all(dim=1)
     if everything_removed.any():
@@ -173,8 +184,7 @@ class NoisyLinearImputer:
     generator: torch.Generator | None = None
 
     def __post_init__(self) -> None:
-        if self.noise < 0:
-            raise ValueError(f"noise is a standard deviation and must be >= 0, got {self.noise}.")
+        _check_noise(self.noise)
 
     def __call__(self, images: torch.Tensor, remove_mask: torch.Tensor) -> torch.Tensor:
         """(B, C, *spatial) images with the pixels of ``remove_mask`` (B, 1, *spatial) bool imputed, see

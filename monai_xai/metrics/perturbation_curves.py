@@ -8,14 +8,17 @@ mean over the set (NaN for an empty set).
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from monai.networks.layers import GaussianFilter
 from monai.utils import MetricReduction
 from torch import nn
 
+from monai_xai.budgets import check_curve_passes, check_curve_steps
 from monai_xai.cams.targets import PixelSetSpec, build_target, per_voxel_scale
 from monai_xai.enums import Score, as_choice
 from monai_xai.metrics.per_sample import PerSampleMetric, check_saliency
@@ -40,6 +43,22 @@ class PerturbationCurve(NamedTuple):
 
     scores: torch.Tensor
     auc: torch.Tensor
+
+
+def _check_steps(steps: Any) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1 (perturbation steps of the curve), got {steps!r}.")
+    return steps
+
+
+def _check_blur_sigma(blur_sigma: Any) -> float:
+    """A Gaussian's standard deviation: 0 or less is no blur (or no Gaussian), NaN or inf no image."""
+    if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, numbers.Real) or not 0 < blur_sigma < math.inf:
+        raise ValueError(
+            "blur_sigma must be a finite number > 0 (the standard deviation in voxels of the blurred substrate, "
+            f"insertion's default start; RISE: 5), got {blur_sigma!r}."
+        )
+    return float(blur_sigma)
 
 
 def _substrate(images: torch.Tensor, substrate: str | torch.Tensor, blur_sigma: float) -> torch.Tensor:
@@ -92,13 +111,15 @@ def deletion_insertion(
         class_idx: class scored per sample (int, or one per sample); None uses the class a classifier predicts on the
             unperturbed image (RISE's top-1 class); required for segmentation networks.
         mode: ``"deletion"`` (lower area is better) or ``"insertion"`` (higher is better).
-        steps: number of perturbation steps, >= 1; the curve has ``steps + 1`` points.
+        steps: number of perturbation steps, >= 1 and at most the voxels of an image (a step replaces at least one
+            voxel); the curve has ``steps + 1`` points. Bounded by the budgets of :mod:`monai_xai.budgets`
+            (``MONAI_XAI_MAX_CURVE_STEPS``, and the call's voxel-passes ``MONAI_XAI_MAX_METRIC_VOXEL_PASSES``).
         substrate: ``"zeros"``, ``"blur"`` or a tensor broadcastable to ``images``; None picks ``"zeros"`` for deletion
             and ``"blur"`` for insertion, as RISE.
         batch_size: perturbed images per forward pass, >= 1.
         score: the scored value of the class: ``"probability"`` (default, RISE; softmax over classes, sigmoid for a
             single output channel) or ``"logit"``, as in ``CAMExplainer`` and ``road``.
-        blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5).
+        blur_sigma: standard deviation in voxels of the ``"blur"`` substrate (RISE: 5), finite and > 0.
         pixel_set: segmentation only, the pixel set whose class score is averaged, defined on the unperturbed images
             as in ``CAMExplainer``: None or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
             ``"image"``, a (B or 1, 1, *spatial) tensor in [0, 1] on the output grid (e.g. the ground truth), a tuple
@@ -106,6 +127,11 @@ def deletion_insertion(
 
     Returns:
         :class:`PerturbationCurve` with ``scores`` (B, steps + 1) and ``auc`` (B,).
+
+    Raises:
+        ValueError: a wrong argument, or ``steps`` above the voxels of an image, before any forward pass.
+        BudgetExceeded: ``steps``, or the call's voxel-passes, above their cap (:mod:`monai_xai.budgets`), before any
+            forward pass.
     """
     if not isinstance(images, torch.Tensor) or images.ndim < 3:
         raise ValueError("images must be a (B, C, *spatial) tensor.")
@@ -113,8 +139,8 @@ def deletion_insertion(
     check_batch_map("saliency", saliency, images)
     if mode not in ("deletion", "insertion"):
         raise ValueError(f'mode must be "deletion" or "insertion", got {mode!r}.')
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}.")
+    _check_steps(steps)
+    _check_blur_sigma(blur_sigma)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}.")
     score = as_choice(Score, score, "score")
@@ -124,6 +150,7 @@ def deletion_insertion(
     batch = images.shape[0]
     flat_saliency = saliency.flatten(1)
     voxels = flat_saliency.shape[1]
+    check_curve_passes(steps, batch, voxels)  # before any forward pass
     order = flat_saliency.argsort(dim=1, descending=True, stable=True)
     positions = torch.arange(voxels, device=images.device).expand(batch, voxels)
     rank = torch.empty_like(order).scatter_(1, order, positions)  # rank[b, v]: where voxel v comes in the order
@@ -207,6 +234,8 @@ class DeletionInsertionMetric(PerSampleMetric):
         get_not_nans: bool = False,
     ) -> None:
         super().__init__(reduction=reduction, get_not_nans=get_not_nans)
+        # checked when the metric is built (a config, a study), before any image
+        check_curve_steps(_check_steps(steps))
         self.model = model
         self.curve_args = dict(
             mode=mode,
@@ -214,7 +243,7 @@ class DeletionInsertionMetric(PerSampleMetric):
             substrate=substrate,
             batch_size=batch_size,
             score=as_choice(Score, score, "score"),
-            blur_sigma=blur_sigma,
+            blur_sigma=_check_blur_sigma(blur_sigma),
         )
 
     def _compute_tensor(

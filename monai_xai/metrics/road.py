@@ -22,12 +22,14 @@ tied pixel).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from monai.utils import MetricReduction
 
+from monai_xai.budgets import check_metric_passes, check_percentiles, shown
 from monai_xai.cams.targets import PixelSetSpec, build_target, per_voxel_scale
 from monai_xai.enums import RoadOrder, Score, as_choice
 from monai_xai.metrics.imputation import NoisyLinearImputer
@@ -122,7 +124,9 @@ def road(
         saliency: (B, 1, *spatial) map per sample, larger = more relevant (e.g. a CAM at input resolution).
         class_idx: explained class, an int for the batch or one per sample; ``None`` uses the predicted class
             (classifiers only: a segmentation network needs the class).
-        percentiles: share of pixels kept, in percent, each in (0, 100]; see the module docstring.
+        percentiles: share of pixels kept, in percent, each in (0, 100] and given once; see the module docstring. At
+            most ``MONAI_XAI_MAX_PERCENTILES`` of them, and the call's imputed images x voxels at most
+            ``MONAI_XAI_MAX_METRIC_VOXEL_PASSES`` (:mod:`monai_xai.budgets`), checked before any forward pass.
         order: ``"morf"`` (most relevant first) or ``"lerf"`` (least relevant first).
         pixel_set: segmentation only, the pixel set M whose class score is averaged, defined on the unperturbed images
             as in ``CAMExplainer``: ``None`` or ``"pred"`` (voxels predicted as the class), ``"largest_component"``,
@@ -282,14 +286,18 @@ class ROADMetric(CurveMetric):
 
 def _kept_counts(percentiles: Sequence[float], pixels: int | None) -> list[int]:
     """Number of pixels kept per percentile; validates the percentiles (and, given ``pixels``, that one is kept)."""
-    if len(percentiles) == 0 or any(not 0 < p <= 100 for p in percentiles):
-        raise ValueError(f"percentiles are shares of pixels kept, each in (0, 100], got {tuple(percentiles)}.")
+    values = tuple(percentiles) if isinstance(percentiles, Iterable) and not isinstance(percentiles, str) else ()
+    wrong = [p for p in values if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 < p <= 100]
+    if not values or wrong:
+        got = f"{shown(wrong)} among {shown(values)}" if wrong else repr(percentiles)
+        raise ValueError(f"percentiles are shares of pixels kept, each in (0, 100], e.g. [10, 50, 90], got {got}.")
+    check_percentiles(values)
     if pixels is None:
         return []
-    kept = [math.floor(pixels * p / 100 + 0.5) for p in percentiles]
+    kept = [math.floor(pixels * p / 100 + 0.5) for p in values]
     if min(kept) == 0:
         raise ValueError(
-            f"Percentile {min(percentiles)} keeps no pixel of an image with {pixels} pixels, so everything would be "
+            f"Percentile {min(values)} keeps no pixel of an image with {pixels} pixels, so everything would be "
             "removed; use larger percentiles or larger images."
         )
     return kept
@@ -323,6 +331,14 @@ def _road_curves(
     check_batch_map("saliency", saliency, images)
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of images per forward pass, got {batch_size}.")
+    _kept_counts(percentiles, None)
+    batch, steps = images.shape[0], len(tuple(percentiles))
+    check_metric_passes(  # before any imputation or forward pass
+        batch * (1 + len(orders) * steps),
+        math.prod(images.shape[2:]),
+        "percentiles",
+        f"{batch} image(s) x (1 + {len(orders)} order(s) x {steps} percentiles) forward passes",
+    )
     # (orders, B, P, *spatial); every (order, sample, percentile) triple is one imputed image
     masks = torch.stack([removal_masks(saliency, percentiles, order) for order in orders])
     triples = masks.shape[0] * masks.shape[1] * masks.shape[2]

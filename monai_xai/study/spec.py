@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,9 +50,11 @@ from typing import Any
 
 from torch import nn
 
+from monai_xai.budgets import BOOTSTRAP_RESAMPLES, SANITY_CASES, Budget, BudgetExceeded, check_methods, check_phantom
 from monai_xai.bundle import load_trained_bundle
 from monai_xai.cams import AttributionSettings, ClassSet, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
+from monai_xai.data.phantom import DEFAULT_SHAPE
 from monai_xai.enums import IOU, IoUThresholdMode, PixelSet, Score, as_choice
 from monai_xai.explanation import ExplainRequest, SlidingWindow
 from monai_xai.metrics.catalogue import METRICS
@@ -60,10 +63,6 @@ __all__ = ["StudyBundle", "StudyData", "StudySpec", "load_study", "study_from_di
 
 # thresholds tried when tuning the IoU threshold on the validation split
 DEFAULT_TUNING_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
-# upper bounds of the statistics' and sanity checks' counts: beyond them a run would take days, not give better numbers
-MAX_BOOTSTRAP_RESAMPLES = 1_000_000
-MAX_SANITY_CASES = 10_000
-
 _KNOWN_KEYS = {
     "name",
     "output_dir",
@@ -233,6 +232,17 @@ def _fail(source: str, message: str) -> ValueError:
     return ValueError(f"study {source}: {message}")
 
 
+def _refused(source: str, error: TypeError | ValueError) -> ValueError:
+    """``error`` as a study error: a ``ValueError`` (a refused budget stays a
+    :class:`~monai_xai.budgets.BudgetExceeded`)."""
+    if isinstance(error, ValueError):
+        try:
+            return type(error)(f"study {source}: {error}")
+        except Exception:  # an error type that takes other arguments
+            pass
+    return _fail(source, str(error))
+
+
 def _names(source: str, key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -264,8 +274,11 @@ def _number(
     )
     if not in_range:
         what = "a whole number" if kind is int else "a number"
-        bounds = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-        raise _fail(source, f"{where} must be {what} in {bounds}, got {value!r}.")
+        if math.isinf(high):
+            bounds = f"{'>' if open_low else '>='} {low:g}"
+        else:
+            bounds = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise _fail(source, f"{where} must be {what} {bounds}, got {value!r}.")
     return kind(number)
 
 
@@ -302,8 +315,8 @@ def _check_metrics(source: str, metrics: tuple[str, ...], metric_args: Mapping[s
     for metric, args in metric_args.items():
         try:  # built once here so that a wrong argument fails before any case is explained
             METRICS[metric].create(nn.Identity(), **args)
-        except (TypeError, ValueError) as error:
-            raise _fail(source, f"metric_args of {metric!r} are not accepted: {error}") from None
+        except (TypeError, ValueError) as error:  # the message names metric_args.<metric>.<argument>
+            raise _refused(source, error) from None
 
 
 def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
@@ -317,10 +330,26 @@ def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
         data["datalist"] = datalist
     elif not isinstance(data["phantom"], Mapping) or "n_cases" not in data["phantom"]:
         raise _fail(source, "'phantom' must be an object with at least 'n_cases' (and 'seed', 'split', ...).")
+    else:
+        _check_phantom(source, data["phantom"])
     n_cases = data.get("n_cases")
     if n_cases is not None and (not isinstance(n_cases, int) or isinstance(n_cases, bool) or n_cases < 1):
         raise _fail(source, f"'n_cases' must be a positive int or null, got {n_cases!r}.")
     return StudyData(**data)
+
+
+def _check_phantom(source: str, phantom: Mapping[str, Any]) -> None:
+    """The phantom data set's size within its budgets, before the study writes a case."""
+    n_cases, shape = phantom["n_cases"], phantom.get("shape", DEFAULT_SHAPE)
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or n_cases < 1:
+        raise _fail(source, f"'data.phantom.n_cases' must be a positive int, got {n_cases!r}.")
+    sizes = shape if isinstance(shape, Sequence) and not isinstance(shape, str) else ()
+    if len(sizes) != 3 or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes):
+        raise _fail(source, f"'data.phantom.shape' must be 3 positive ints (X, Y, Z), got {shape!r}.")
+    try:
+        check_phantom(n_cases, sizes, "data.phantom.n_cases")
+    except BudgetExceeded as error:
+        raise _refused(source, error) from None
 
 
 def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
@@ -402,6 +431,10 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     if not isinstance(name, str) or not name:
         raise _fail(source, "'name' (the study's name) is missing.")
     methods = _names(source, "methods", content.get("methods"))
+    try:
+        check_methods(methods, "'methods'")
+    except ValueError as error:  # a repeated method, or more than the budget
+        raise _refused(source, error) from None
     _check_methods(source, methods)
     metrics = _names(source, "metrics", content.get("metrics"))
     metric_args = content.get("metric_args") or {}
@@ -476,19 +509,26 @@ def _numbers(
             1,
             **probability,
         ),
-        "bootstrap_resamples": _number(
+        "bootstrap_resamples": _counted(
             source,
             "'statistics.bootstrap_resamples'",
             statistics.get("bootstrap_resamples", 2000),
-            int,
             1,
-            MAX_BOOTSTRAP_RESAMPLES,
+            BOOTSTRAP_RESAMPLES,
         ),
         "statistics_seed": _number(source, "'statistics.seed'", statistics.get("seed", 0), *seed_range),
-        "sanity_cases": _number(source, "'sanity.cases'", sanity.get("cases", 8), int, 0, MAX_SANITY_CASES),
+        "sanity_cases": _counted(source, "'sanity.cases'", sanity.get("cases", 8), 0, SANITY_CASES),
         "sanity_seed": _number(source, "'sanity.seed'", sanity.get("seed", 0), *seed_range),
         "seed": _number(source, "'seed'", content.get("seed", 0), *seed_range),
     }
+
+
+def _counted(source: str, where: str, value: Any, low: int, budget: Budget) -> int:
+    """A whole number of at least ``low`` within ``budget`` (:mod:`monai_xai.budgets`: raised by its environment
+    variable)."""
+    count = _number(source, where, value, int, low, math.inf)
+    budget.check(count, f"study {source}: {where}")
+    return count
 
 
 def _iou_grid(source: str, grid: Any) -> tuple[float, ...]:

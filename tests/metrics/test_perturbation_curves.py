@@ -105,9 +105,11 @@ def test_segmentation_metric_passes_the_mask_and_needs_a_class():
     expected = torch.tensor([[1.0, 1.0, -1.0, -10.0, -10.0], [-1.0, -1.0, 1.0, 10.0, 10.0]]) / 2
     torch.testing.assert_close(rows[:, 0], torch.trapezoid(expected, dx=0.25, dim=1))
     with pytest.raises(ValueError, match="class_idx is required for segmentation"):
-        deletion_insertion(model, images, saliency)
+        deletion_insertion(model, images, saliency, steps=4)
     with pytest.raises(ValueError, match="pixel_set is only used for segmentation"):
-        deletion_insertion(RegionLinearClassifier(HAND_WEIGHT), torch.ones(1, 1, 2, 2), HAND_SALIENCY, pixel_set="pred")
+        deletion_insertion(
+            RegionLinearClassifier(HAND_WEIGHT), torch.ones(1, 1, 2, 2), HAND_SALIENCY, steps=4, pixel_set="pred"
+        )
 
 
 def _region_problem(seed: int, spatial: tuple[int, ...]):
@@ -201,7 +203,7 @@ def test_mode_is_restored_when_the_model_fails():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))  # returns (N,): no class dimension
     model.train()
     with pytest.raises(ValueError, match=r"\(B, C\) or \(B, C, \*spatial\)"):
-        deletion_insertion(model, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), class_idx=0)
+        deletion_insertion(model, torch.rand(1, 1, 4, 4), torch.rand(1, 1, 4, 4), class_idx=0, steps=4)
     assert all(module.training for module in model.modules())
 
 
@@ -216,14 +218,15 @@ def test_bad_inputs_raise_clear_errors():
         deletion_insertion(model, images, HAND_SALIENCY, batch_size=0)
     with pytest.raises(ValueError, match="shape"):
         deletion_insertion(model, images, HAND_SALIENCY[..., :1])
+    # the default 100 steps are more than the 4 voxels (tests/reliability/test_budgets.py): 4 steps below
     with pytest.raises(ValueError, match="substrate"):
-        deletion_insertion(model, images, HAND_SALIENCY, substrate="noise")
+        deletion_insertion(model, images, HAND_SALIENCY, steps=4, substrate="noise")
     with pytest.raises(ValueError, match="broadcast"):
-        deletion_insertion(model, images, HAND_SALIENCY, substrate=torch.zeros(3, 3))
+        deletion_insertion(model, images, HAND_SALIENCY, steps=4, substrate=torch.zeros(3, 3))
     with pytest.raises(ValueError, match="class_idx"):
-        deletion_insertion(model, images, HAND_SALIENCY, class_idx=[0, 1])
+        deletion_insertion(model, images, HAND_SALIENCY, steps=4, class_idx=[0, 1])
     with pytest.raises(ValueError, match=r"class_idx \[2\] out of range: the model has 2 output classes"):
-        deletion_insertion(model, images, HAND_SALIENCY, class_idx=2)
+        deletion_insertion(model, images, HAND_SALIENCY, steps=4, class_idx=2)
 
 
 def test_cumulative_metric_two_iterations_equal_one_over_the_concatenation():

@@ -14,15 +14,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from monai_xai.budgets import BudgetExceeded
 from monai_xai.cams.attributions.registry import Passes, attribution_method
 from monai_xai.cams.attributions.settings import AttributionSettings
 
 __all__ = ["AttributionBudgetExceeded", "AttributionCost", "check_budget", "estimate_cost"]
 
 
-class AttributionBudgetExceeded(ValueError):
+class AttributionBudgetExceeded(BudgetExceeded):
     """A request refused by the budget, before it started; the message holds the estimate (a server answers it as a
-    bad request, not as a failure)."""
+    bad request, not as a failure). One of the :class:`~monai_xai.budgets.BudgetExceeded` family, whose other caps
+    bound the metrics, the methods, the window and the phantom data sets."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ read are ignored by the others.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -54,6 +55,18 @@ def _non_negative(value: Any, name: str) -> float:
     return float(value)
 
 
+def _positive_finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"xai_attribution {name!r} must be a finite number > 0, got {value!r}.")
+    return float(value)
+
+
+def _finite_non_negative(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ValueError(f"xai_attribution {name!r} must be a finite number >= 0, got {value!r}.")
+    return float(value)
+
+
 def _number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise ValueError(f"xai_attribution {name!r} must be a number, got {value!r}.")
@@ -71,7 +84,8 @@ class AttributionSettings:
             range (max - min), 0.15 as in the SmoothGrad paper.
         baseline: the constant image IG, Occlusion, FeatureAblation, KernelSHAP, DeepLift and GradientSHAP compare
             with (0: a black image; e.g. the background value of normalised MR).
-        blur_sigma: the Gaussian blur (voxels) of Blur IG's path start, the most blurred image.
+        blur_sigma: the Gaussian blur (voxels) of Blur IG's path start, the most blurred image; finite and > 0 (0
+            would make every path point the image itself, and the attribution zero).
         occlusion_window: Occlusion's window, voxels per spatial dim (an int for all dims); each input channel is
             occluded on its own, so the attribution says which channel carried the evidence.
         occlusion_stride: Occlusion's stride between windows (voxels), at most the window; None: the window (windows
@@ -99,9 +113,9 @@ class AttributionSettings:
         checks = {
             "steps": _positive_int,
             "samples": _positive_int,
-            "noise": _non_negative,
+            "noise": _finite_non_negative,
             "baseline": _number,
-            "blur_sigma": _non_negative,
+            "blur_sigma": _positive_finite,
             "occlusion_window": _sizes,
             "feature_grid": _sizes,
             "shap_samples": _positive_int,
