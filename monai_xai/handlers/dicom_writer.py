@@ -35,6 +35,7 @@ from monai.transforms import InvertibleTransform
 from monai.utils import CommonKeys, ImageMetaKey
 from pydicom.dataset import Dataset
 
+import monai_xai.dicom as dicom_io
 from monai_xai.dicom import (
     SERIES_UID_KEY,
     DicomSeries,
@@ -44,9 +45,6 @@ from monai_xai.dicom import (
     select_series,
     series_affine,
     to_series_grid,
-    write_explanation_sr,
-    write_heat_seg,
-    write_parametric_map,
 )
 from monai_xai.dicom.series import is_dicom_file
 from monai_xai.enums import saliency_key
@@ -138,6 +136,9 @@ class DicomExplanationWriter:
         n_bins: the SEG's heat bins (as the ``.seg.nrrd``'s), 1 to 255.
         min_heat: heat below this is in no segment.
         model_name: the explained model, the objects' ManufacturerModelName (e.g. the bundle's folder name).
+
+    Raises:
+        ModuleNotFoundError: highdicom is not installed (``pip install 'monai-xai[dicom]'``).
     """
 
     def __init__(
@@ -157,6 +158,7 @@ class DicomExplanationWriter:
         self.n_bins = n_bins
         self.min_heat = min_heat
         self.model_name = model_name
+        dicom_io.write_parametric_map  # noqa: B018  (highdicom missing: the error, with how to install it, comes now)
         self._written: dict[str, _WrittenCase] = {}
 
     def attach(self, engine: Any) -> None:
@@ -182,10 +184,10 @@ class DicomExplanationWriter:
                 series_number = _FIRST_SERIES_NUMBER + 10 * number
                 pm_path = folder / f"{case.name}_{method}_pm.dcm"
                 seg_path = folder / f"{case.name}_{method}_seg.dcm"
-                pm = write_parametric_map(
+                pm = dicom_io.write_parametric_map(
                     pm_path, heat, series, method, series_number=series_number, model_name=self.model_name
                 )
-                seg = write_heat_seg(
+                seg = dicom_io.write_heat_seg(
                     seg_path, heat, series, method, self.n_bins, self.min_heat,
                     series_number=series_number + 1, model_name=self.model_name,
                 )  # fmt: skip
@@ -204,7 +206,7 @@ class DicomExplanationWriter:
             }
             descriptions = {method: record.text for method, record in case.methods.items() if record.text}
             path = written.folder / f"{name}_sr.dcm"
-            write_explanation_sr(
+            dicom_io.write_explanation_sr(
                 path, written.series, metrics, descriptions, written.references, series_number=_FIRST_SERIES_NUMBER + 2
             )
             for record in case.methods.values():
