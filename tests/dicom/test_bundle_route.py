@@ -18,6 +18,7 @@ import pytest
 from monai_xai.bundle import explain_bundle
 from tests.helpers.bundles import make_spleen_style_bundle
 from tests.helpers.dicom_series import frame_world, write_ct_series
+from tests.helpers.engines import CONFIGS, run_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -178,3 +179,23 @@ def test_maps_on_the_networks_grid_are_resampled_onto_the_series_by_world_coordi
     inside = frames > 0  # the series' voxels the network's grid covers
     assert inside.mean() > 0.6
     assert np.corrcoef(frames[inside], inverted[inside])[0, 1] > 0.95
+
+
+def test_a_plain_monai_bundle_run_with_the_overlay_reads_the_series_and_writes_its_objects(explained, tmp_path):
+    """``python -m monai.bundle run`` with configs/explain.json, no monai-xai entry point: same reader, same writer."""
+    bundle, source, _, _ = explained
+    out = tmp_path / "xai"
+    result = run_bundle(
+        [bundle / "configs" / "inference.json", CONFIGS / "explain.json"],
+        "--datalist", f"[{{'image': '{source.folder}'}}]", "--xai_methods", f"['{METHOD}']",
+        "--xai_dicom_series", "3", "--xai_dicom_output", "True", "--xai_report", "False",
+        "--xai_output_dir", str(out), "--dataloader#batch_size", "1",
+        cwd=bundle,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    pm = pydicom.dcmread(out / "study" / "dicom" / f"study_{METHOD}_pm.dcm")
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == source.uid
+    assert pm.pixel_array.shape == (10, 22, 26)
+    seg = pydicom.dcmread(out / "study" / "dicom" / f"study_{METHOD}_seg.dcm")
+    sr = pydicom.dcmread(out / "study" / "dicom" / "study_sr.dcm")
+    assert seg.StudyInstanceUID == sr.StudyInstanceUID == pm.StudyInstanceUID
