@@ -11,6 +11,9 @@ image is a DICOM series (a series folder, or a list of one series' files, read b
   referring to the maps and SEGs (:func:`~monai_xai.dicom.write_explanation_sr`), written when the run completes (the
   metrics are known then).
 
+File names are made safe by :func:`~monai_xai.naming.safe_stem` (a method ``grad-cam:GradCAM`` gives
+``<case>_grad-cam_GradCAM_pm.dcm``).
+
 Each is a new series of the source's study, on its frames (the map goes back through the inverse of the bundle's
 preprocessing, as :class:`~monai_xai.handlers.SaliencyWriter`'s NIfTI maps do, and is resampled by world coordinates
 onto the series' grid when that inverse does not end there), and refers to the source instances. A case whose image
@@ -51,6 +54,7 @@ from monai_xai.enums import saliency_key
 from monai_xai.handlers.engine_data import case_value
 from monai_xai.handlers.records import run_records
 from monai_xai.handlers.saliency_writer import maps_on_original_grid, original_grid_inverse
+from monai_xai.naming import safe_stem
 
 __all__ = ["DicomExplanationWriter", "source_series"]
 
@@ -182,8 +186,8 @@ class DicomExplanationWriter:
             for number, method in enumerate(self.methods):
                 heat = _on_series_grid(on_grid[method], series)
                 series_number = _FIRST_SERIES_NUMBER + 10 * number
-                pm_path = folder / f"{case.name}_{method}_pm.dcm"
-                seg_path = folder / f"{case.name}_{method}_seg.dcm"
+                pm_path = folder / f"{safe_stem(f'{case.name}_{method}_pm')}.dcm"
+                seg_path = folder / f"{safe_stem(f'{case.name}_{method}_seg')}.dcm"
                 pm = dicom_io.write_parametric_map(
                     pm_path, heat, series, method, series_number=series_number, model_name=self.model_name
                 )
@@ -205,7 +209,7 @@ class DicomExplanationWriter:
                 for method, record in case.methods.items()
             }
             descriptions = {method: record.text for method, record in case.methods.items() if record.text}
-            path = written.folder / f"{name}_sr.dcm"
+            path = written.folder / f"{safe_stem(f'{name}_sr')}.dcm"
             dicom_io.write_explanation_sr(
                 path, written.series, metrics, descriptions, written.references, series_number=_FIRST_SERIES_NUMBER + 2
             )
