@@ -159,11 +159,13 @@ class CaseName(StrEnum):
 class ResultVolume(StrEnum):
     """What a MONAI Label explain request returns: ``BINS``, a uint8 label map of heat bins (what 3D Slicer shows as
     segments); ``SEGMENTS``, the same bins as a Slicer segmentation file (``.seg.nrrd``) whose segments carry each bin's
-    name and colour; ``HEATMAP``, the float32 map in [0, 1]."""
+    name and colour; ``HEATMAP``, the float32 map in [0, 1]; ``DICOM_SEG``, the bins as a DICOM SEG of the series the
+    image came from (an image of a DICOM datastore)."""
 
     BINS = "bins"
     SEGMENTS = "segments"
     HEATMAP = "heatmap"
+    DICOM_SEG = "dicom_seg"
 
 
 class RandomMap(StrEnum):

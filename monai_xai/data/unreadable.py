@@ -28,6 +28,7 @@ from typing import Any
 from monai.data import list_data_collate
 from torch.utils.data import Dataset
 
+from monai_xai.dicom import register_dicom_reader
 from monai_xai.enums import XAIKeys
 
 __all__ = ["ReadableCases", "ReadableCasesCollate", "SkipUnreadableCases", "describe_case", "error_reason"]
@@ -62,14 +63,23 @@ def describe_case(case: object, index: int) -> tuple[str, list[str]]:
 
 
 class ReadableCases(Dataset):
-    """A dataset whose unreadable cases are records instead of exceptions.
+    """A dataset whose unreadable cases are records instead of exceptions, and whose loaders also read DICOM series.
 
     Args:
         dataset: the bundle's dataset (a MONAI ``Dataset``: its ``data`` names each case's files).
+        dicom_reader: a reader of DICOM series folders (``configs/explain.json``'s ``xai_dicom_reader``: a
+            :class:`~monai_xai.dicom.DicomSeriesReader` picking ``xai_dicom_series``) registered on every
+            ``LoadImage(d)`` of the dataset's ``transform``, so a datalist's ``image`` may be a series folder (or a list
+            of one series' files) next to NIfTI files without the bundle's config naming a reader; other paths go to
+            the readers they went to. A dataset that loads its cases when it is built (``CacheDataset``) has read them
+            before this: name the reader in the bundle's ``LoadImaged`` instead. None: no reader added.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, dicom_reader: Any = None) -> None:
         self.dataset = dataset
+        if dicom_reader is not None and getattr(dataset, "transform", None) is not None:
+            if register_dicom_reader(dataset.transform, dicom_reader):
+                logger.debug("xai: DICOM series folders are read by %s", type(dicom_reader).__name__)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -105,15 +105,22 @@ def register_dicom_reader(transform: Any, reader: DicomSeriesReader | None = Non
     """Let every ``LoadImage``/``LoadImaged`` in ``transform`` (a transform or a ``Compose``, nested too) read DICOM
     series folders with ``reader`` first; other paths still go to the readers they went to.
 
+    A loader that already has a :class:`DicomSeriesReader` keeps it (a bundle that names one, with its own series
+    selection; or a transform registered before, which a server reuses for every request) and is not counted.
+
     Args:
         transform: e.g. a bundle's ``preprocessing``.
         reader: default ``DicomSeriesReader()`` (the folder's only series).
 
     Returns:
-        the number of loaders changed (0: the transform loads nothing, e.g. it starts from arrays).
+        the number of loaders changed (0: the transform loads nothing, e.g. it starts from arrays, or every loader
+        already reads DICOM series).
     """
     reader = reader or DicomSeriesReader()
     if isinstance(transform, LoadImage | LoadImaged):
+        loader = getattr(transform, "_loader", transform)  # LoadImaged keeps its readers on its LoadImage
+        if any(isinstance(known, DicomSeriesReader) for known in loader.readers):
+            return 0
         transform.register(reader)
         return 1
     if isinstance(transform, Compose):

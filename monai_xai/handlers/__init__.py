@@ -6,6 +6,7 @@ They read only the engine output (and batch) that an :class:`~monai_xai.inferers
 :class:`XAIRecorder` keeps in ``engine.state.xai_results``.
 """
 
+from monai_xai.handlers.dicom_writer import DicomExplanationWriter
 from monai_xai.handlers.mlflow_artifacts import XAIMLflowHandler, tracking_server_error
 from monai_xai.handlers.ordering import AttachedLast
 from monai_xai.handlers.recorder import XAIRecorder
@@ -32,6 +33,7 @@ __all__ = [
     "SaliencyWriter",
     "XAITableWriter",
     "XAIReportWriter",
+    "DicomExplanationWriter",
     "XAIMLflowHandler",
     "tracking_server_error",
 ]

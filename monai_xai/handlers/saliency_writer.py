@@ -40,7 +40,7 @@ from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.records import CaseRecord, run_records
 from monai_xai.visualize import save_overlay_png
 
-__all__ = ["SaliencyWriter", "write_map"]
+__all__ = ["SaliencyWriter", "write_map", "original_grid_inverse", "maps_on_original_grid"]
 
 _MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # the key prefix of a method's signed attribution among the maps put back on the original grid together
@@ -87,6 +87,44 @@ def _description_markdown(case: CaseRecord) -> str:
     return "\n".join(lines)
 
 
+def original_grid_inverse(
+    preprocessing: InvertibleTransform | None, image_key: str = CommonKeys.IMAGE
+) -> Invertd | None:
+    """The ``Invertd`` that takes a case's maps (under ``"map"``) back through ``preprocessing`` onto the original
+    image's grid, as bundles invert their predictions; None when ``preprocessing`` holds nothing to invert (the
+    original grid is then the preprocessed one)."""
+    if preprocessing is None or not _changes_the_grid(preprocessing):
+        return None
+    return Invertd("map", preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True)
+
+
+def maps_on_original_grid(
+    inverse: Invertd | None, maps: Mapping[str, torch.Tensor], image: Any, image_key: str = CommonKeys.IMAGE
+) -> dict[str, torch.Tensor]:
+    """A case's (C, *spatial) maps back through ``inverse`` (:func:`original_grid_inverse`) onto the original image's
+    grid, all maps in one inversion; as they are when ``inverse`` is None.
+
+    Args:
+        inverse: the inversion, or None.
+        maps: ``{name: (C, *spatial) map on the preprocessed grid}``.
+        image: the case's preprocessed image, a MetaTensor whose transform trace says how it was made.
+
+    Raises:
+        ValueError: ``image`` is not a MetaTensor (no trace to invert).
+    """
+    if inverse is None:
+        return dict(maps)
+    if not isinstance(image, MetaTensor):
+        raise ValueError(
+            f"maps on the original grid need the preprocessed image as a MetaTensor with its transform trace, got "
+            f"{type(image).__name__} under {image_key!r}; keep MONAI's MetaTensors (track_meta) or set "
+            "--xai_maps_grid preprocessed."
+        )
+    stacked = torch.cat([torch.as_tensor(value) for value in maps.values()])
+    inverted = inverse({"map": MetaTensor(stacked, meta=image.meta), image_key: image})["map"]
+    return dict(zip(maps, torch.split(inverted, [len(value) for value in maps.values()])))
+
+
 def _changes_the_grid(preprocessing: InvertibleTransform) -> bool:
     """Whether ``preprocessing`` holds an invertible transform (else the original grid is the preprocessed one, and
     MONAI's ``Compose.inverse`` would warn on every map that it has nothing to invert)."""
@@ -128,9 +166,7 @@ class SaliencyWriter:
                 "point xai_preprocessing at the bundle's Compose of preprocessing transforms, or set "
                 "--xai_maps_grid preprocessed."
             )
-        self._inverse = None
-        if self.grid == MapGrid.ORIGINAL and _changes_the_grid(preprocessing):
-            self._inverse = Invertd("map", preprocessing, orig_keys=image_key, nearest_interp=False, to_tensor=True)
+        self._inverse = original_grid_inverse(preprocessing, image_key) if self.grid == MapGrid.ORIGINAL else None
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         self.image_key = image_key
         self.nifti = nifti
@@ -144,17 +180,7 @@ class SaliencyWriter:
         """A case's (C, *spatial) maps on the grid their files are written on: as they are, or back through the
         preprocessing that made ``image`` (the case's preprocessed image, whose MetaTensor trace says how), all
         methods in one inversion."""
-        if self._inverse is None:
-            return dict(maps)
-        if not isinstance(image, MetaTensor):
-            raise ValueError(
-                f"maps on the original grid need the preprocessed image as a MetaTensor with its transform trace, got "
-                f"{type(image).__name__} under {self.image_key!r}; keep MONAI's MetaTensors (track_meta) or set "
-                "--xai_maps_grid preprocessed."
-            )
-        stacked = torch.cat([torch.as_tensor(value) for value in maps.values()])
-        inverted = self._inverse({"map": MetaTensor(stacked, meta=image.meta), self.image_key: image})["map"]
-        return dict(zip(maps, torch.split(inverted, [len(value) for value in maps.values()])))
+        return maps_on_original_grid(self._inverse, maps, image, self.image_key)
 
     def _attributions(self, engine: Any, index: int) -> dict[str, torch.Tensor]:
         """Case ``index``'s signed (C, *spatial) attributions of the input-attribution methods (CAMs have none), keyed

@@ -31,8 +31,10 @@ from monai_xai.budgets import BudgetExceeded
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import get_method, method_names
 from monai_xai.cams.targets import FOREGROUND
+from monai_xai.dicom import DicomSeries, DicomSeriesReader, register_dicom_reader
 from monai_xai.enums import MethodFamily, PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
+from monai_xai.label.dicom_result import datastore_series, write_dicom_seg_result
 from monai_xai.label.guard import DEFAULT_MAX_VOXELS, image_voxels, without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
@@ -54,6 +56,8 @@ logger = logging.getLogger(__name__)
 # input attributions (their cost bounded by the bundle's xai_attribution budget); not the sanity checks' controls.
 DEFAULT_METHODS = tuple(name for name in method_names() if get_method(name).family != MethodFamily.CONTROL)
 _OPTIONS_KEY = "explain_options"
+# the request's image path, whose DICOM series a "dicom_seg" result refers to (the loader replaces "image")
+_SERIES_KEY = "explain_dicom_image"
 # the describe() arguments of the request's prediction, from run_inferer to the post transforms
 _DESCRIBE_KEY = "explain_describe_args"
 # result files a request may ask for (MONAI Label writes them with ITK)
@@ -169,7 +173,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
     ``bins`` (1-255), ``min_heat`` (heat below it stays unlabelled), ``result_volume`` (``"bins"``: uint8 label map,
     label ``k`` = bin ``k``; ``"segments"``: the same bins as a 3D Slicer segmentation file ``.seg.nrrd`` whose
     segments carry the bins' names and colours (:mod:`monai_xai.label.seg_nrrd`); ``"heatmap"``: float32 in [0, 1],
-    written as float32 whatever ``result_dtype`` says).
+    written as float32 whatever ``result_dtype`` says; ``"dicom_seg"``: the bins as a DICOM SEG of the series the image
+    is, for an image of a DICOM datastore (a series folder, or the NIfTI the datastore converted from the series it
+    cached beside it; :mod:`monai_xai.label.dicom_result`), a 422 for any other image).
     The result JSON holds the explained class, the prediction, the bins (names, edges, colours of a perceptual
     dark-to-bright ramp), for ``"bins"`` and ``"segments"`` ``label_names`` mapping bin names to label values, which
     Slicer uses to name the segments of a label map, and the
@@ -307,12 +313,40 @@ class BundleExplainTask(CompatibleBundleInferTask):
                 detail=f"{model}: image {os.path.basename(image)!r} not found (give an image id of the studies "
                 "folder).",
             )
-        result_file, result_json = super().__call__({**request, _OPTIONS_KEY: options}, callbacks)
+        extra: dict[str, Any] = {_OPTIONS_KEY: options}
+        if options.result_volume == ResultVolume.DICOM_SEG:
+            self._dicom_series(model, image)  # checked before the network runs
+            extra[_SERIES_KEY] = image
+        result_file, result_json = super().__call__({**request, **extra}, callbacks)
         if options.result_volume in BINNED_VOLUMES:
             result_json["label_names"] = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(options.n_bins)}
         else:
             result_json.pop("label_names", None)
         return result_file, result_json
+
+    @staticmethod
+    def _dicom_series(model: str, image: Any) -> DicomSeries:
+        """The DICOM series a ``"dicom_seg"`` result refers to; a 422 for an image that is not one."""
+        try:
+            series = datastore_series(image) if isinstance(image, str) else None
+        except ValueError as error:
+            raise HTTPException(status_code=422, detail=f"{model}: {without_paths(str(error))}") from error
+        if series is None:
+            raise HTTPException(
+                status_code=422,
+                detail=f"{model}: result_volume 'dicom_seg' needs an image of a DICOM datastore (a DICOM series, or "
+                "the NIfTI the datastore converted from it); this image is not one: ask for 'segments' or 'bins'.",
+            )
+        return series
+
+    def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
+        """The bundle's preprocessing, whose loader also reads a DICOM series folder (a DICOM datastore's cached
+        series) with :class:`~monai_xai.dicom.DicomSeriesReader`."""
+        transforms = super().pre_transforms(data)
+        reader = DicomSeriesReader()
+        for transform in transforms:
+            register_dicom_reader(transform, reader)
+        return transforms
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda") -> dict:
         """Predict once with the bundle's inferer, then explain the preprocessed image with the explanation step (the
@@ -378,6 +412,14 @@ class BundleExplainTask(CompatibleBundleInferTask):
         """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8); ``"segments"``
         is written as a ``.seg.nrrd`` on the loaded image's grid, whatever extension the client asks for."""
         options: ExplainOptions = data[_OPTIONS_KEY]
+        if options.result_volume == ResultVolume.DICOM_SEG:
+            heatmap = data[self.output_label_key]
+            affine = heatmap.affine if isinstance(heatmap, MetaTensor) else data[self.input_key].affine
+            path = write_dicom_seg_result(
+                heatmap, affine, datastore_series(data[_SERIES_KEY]), options.method, options.n_bins, options.min_heat,
+                model_name=os.path.basename(os.path.normpath(self.bundle_path)),
+            )  # fmt: skip
+            return path, data.get(self.output_json_key, {})
         if options.result_volume == ResultVolume.SEGMENTS:
             labels = data[self.output_label_key]
             affine = labels.affine if isinstance(labels, MetaTensor) else data[self.input_key].affine

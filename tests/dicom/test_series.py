@@ -71,6 +71,9 @@ def test_load_imaged_reads_a_series_folder_and_a_nifti_file_in_one_pipeline(stud
     nib.save(nib.Nifti1Image(np.ones((4, 5, 6), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), nifti)
     pipeline = Compose([LoadImaged("image"), EnsureChannelFirstd("image")])
     assert register_dicom_reader(pipeline, DicomSeriesReader(series=3)) == 1
+    readers = list(pipeline.transforms[0]._loader.readers)
+    assert register_dicom_reader(pipeline) == 0  # the reader (and its series=3) stays; nothing piles up per request
+    assert pipeline.transforms[0]._loader.readers == readers
     from_dicom = pipeline({"image": str(folder)})["image"]
     assert from_dicom.shape == (1, *SHAPE)
     lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])

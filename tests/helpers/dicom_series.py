@@ -114,3 +114,18 @@ def write_ct_series(
 def read_headers(folder: Path) -> list[Dataset]:
     """Every DICOM file in ``folder``, headers only."""
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.glob("*.dcm"))]
+
+
+def frame_world(dataset: Dataset, frame: int, row: int, column: int) -> np.ndarray:
+    """LPS mm of pixel (row, column) of frame ``frame`` of a multi-frame object (Parametric Map, SEG), by hand from
+    its functional groups: the frame's ImagePositionPatient + column * column spacing * row direction + row * row
+    spacing * column direction."""
+    shared = dataset.SharedFunctionalGroupsSequence[0]
+    orientation = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
+    row_spacing, column_spacing = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    position = dataset.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence[0].ImagePositionPatient
+    return (
+        np.array([float(v) for v in position])
+        + column * column_spacing * orientation[:3]
+        + row * row_spacing * orientation[3:]
+    )

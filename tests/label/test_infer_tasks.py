@@ -83,10 +83,12 @@ def test_bad_request_is_an_http_422(unet_bundle, studies_dir):
 def test_construction_errors(unet_bundle, tmp_path):
     with pytest.raises(ValueError, match="methods must be a non-empty list of method names"):
         BundleExplainTask(str(unet_bundle), {}, methods=["gradcamm"])
-    with pytest.raises(ValueError, match=r"result_volume must be one of \['bins', 'segments', 'heatmap'\]"):
+    with pytest.raises(
+        ValueError, match=r"result_volume must be one of \['bins', 'segments', 'heatmap', 'dicom_seg'\]"
+    ):
         BundleExplainTask(str(unet_bundle), {}, result_volume="mesh")
     segments_first = BundleExplainTask(str(unet_bundle), {}, result_volume="segments").info()
-    assert segments_first["config"]["result_volume"] == ["segments", "bins", "heatmap"]
+    assert segments_first["config"]["result_volume"] == ["segments", "bins", "heatmap", "dicom_seg"]
     bundle = tmp_path / "no_layers"
     shutil.copytree(unet_bundle, bundle)
     metadata = json.loads((bundle / "configs" / "metadata.json").read_text())

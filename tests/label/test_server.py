@@ -65,7 +65,11 @@ def test_info_lists_explain_models_and_options(server):
     assert config["pixel_set"] == ["pred", "largest_component", "image", "empty", "peak"]
     assert config["score"] == ["logit", "probability"]
     assert config["target_layer"] == ["conv"]
-    assert (config["bins"], config["min_heat"], config["result_volume"]) == (10, 0.1, ["bins", "segments", "heatmap"])
+    assert (config["bins"], config["min_heat"], config["result_volume"]) == (
+        10,
+        0.1,
+        ["bins", "segments", "heatmap", "dicom_seg"],
+    )
     classification = info["models"][f"{CLASSIFICATION}_explain"]["config"]
     assert classification["class"] == ["predicted", "no lesion", "lesion"]
     assert classification["target_layer"] == ["class_layers.relu", "features.denseblock1.denselayer2"]
