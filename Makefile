@@ -19,6 +19,9 @@ deploy-env: $(DEPLOY_STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export]'
+	# the Quantus parity tests' reference (extra 'parity'); --no-deps: its opencv-python would replace the pinned
+	# headless cv2, and every other requirement is installed above
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt quantus
 	touch $@
 
 # monai.deploy is installed into the layer's own `monai` package folder, so MONAI itself is installed there again
