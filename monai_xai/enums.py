@@ -20,6 +20,9 @@ __all__ = [
     "CaseName",
     "IoUThresholdMode",
     "MapGrid",
+    "ModelMode",
+    "NetworkOutput",
+    "HIGHEST_RESOLUTION",
     "PixelSet",
     "Score",
     "RoadOrder",
@@ -128,6 +131,39 @@ class CaseName(StrEnum):
     FILE = "file"
     FOLDER = "folder"
 
+
+class ModelMode(StrEnum):
+    """The modes a network is explained in (``xai_model_mode``), so that the maps explain the prediction its own
+    inference makes:
+
+    - ``EVAL``: every module in eval mode (``network.eval()``: running statistics, no dropout), the usual inference;
+    - ``NORM_TRAIN``: eval mode except the normalisation layers (BatchNorm, InstanceNorm), which normalise with the
+      statistics of each input as in training, as HD-BET's own inference does (its InstanceNorm layers keep
+      untrained running statistics); their running statistics are restored after every pass;
+    - ``AS_GIVEN``: the modes the network is in when it is explained, untouched (e.g. after its own code set them);
+    - ``AUTO``: ``AS_GIVEN`` for a network in eval mode whose code put some normalisation layers in train mode (as
+      HD-BET's ``SetNetworkToVal`` does), else ``EVAL`` (logged when that switches a network from train mode).
+    """
+
+    AUTO = "auto"
+    EVAL = "eval"
+    NORM_TRAIN = "norm_train"
+    AS_GIVEN = "as_given"
+
+
+class NetworkOutput(StrEnum):
+    """What a network's ``forward`` returns per class (``xai_network_output``): ``LOGITS`` (pre-activation), or
+    ``PROBABILITIES`` (a softmax, or a sigmoid for one channel, inside ``forward``, as HD-BET's), which the score then
+    does not pass through a second softmax; ``AUTO``: probabilities when the first prediction is a distribution over
+    two or more channels (>= 0, summing to 1 at every voxel), else logits."""
+
+    AUTO = "auto"
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+
+
+# ``xai_output_head`` of a network that returns several outputs (deep supervision): the one with the most voxels
+HIGHEST_RESOLUTION = "highest_resolution"
 
 # a threshold that binarises each map at its own Otsu cut (the IoU metric's and describe()'s ``threshold="otsu"``)
 OTSU = "otsu"

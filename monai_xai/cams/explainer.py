@@ -19,10 +19,12 @@ from torch import nn
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.layouts import FeatureLayout, Reshape, resolve_layout
+from monai_xai.cams.model_mode import pinned_modes
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
-from monai_xai.enums import Layout, MethodFamily, Score, as_choice
+from monai_xai.enums import Layout, MethodFamily, ModelMode, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
@@ -129,6 +131,12 @@ class CAMExplainer:
             the shapes and the model (channel-first maps, channel-last Swin blocks, transformer tokens with class or
             register tokens); ``"channel_first"``, ``"channel_last"`` or ``"tokens"`` states it; a function
             ``output -> (B, K, *grid)`` handles an unusual model (AblationCAM then cannot run).
+        model_mode: the modes the model is explained in (:class:`~monai_xai.enums.ModelMode`): ``"eval"``
+            (default), ``"norm_train"`` (normalisation layers with each input's statistics, as HD-BET's inference),
+            ``"as_given"`` or ``"auto"`` (:func:`~monai_xai.cams.model_mode.resolve_model_mode`).
+        outputs: how the model's outputs become the explained logits (:class:`~monai_xai.cams.outputs.
+            OutputHandling`: the head of a deep-supervision model, probabilities returned by ``forward``); None: the
+            model returns one tensor of logits.
 
     Example::
 
@@ -149,8 +157,13 @@ class CAMExplainer:
         overlap: float = 0.25,
         sw_mode: str = "gaussian",
         reshape: Reshape = None,
+        model_mode: ModelMode | str = ModelMode.EVAL,
+        outputs: OutputHandling | None = None,
     ) -> None:
         self.model = model
+        self.model_mode = as_choice(ModelMode, model_mode, "model_mode")
+        # every forward pass (the hooked one, the perturbation methods') goes through the output handling
+        self._scored = model if outputs is None or not outputs.changes_outputs else ScoredNetwork(model, outputs)
         self.layers = resolve_layers(model, target_layers)
         self._records = list(get_methods(methods))
         self.methods = tuple(record.name for record in self._records)
@@ -226,9 +239,9 @@ class CAMExplainer:
         """
         gradient_family = [record for record in self._records if record.family == MethodFamily.GRADIENT]
         maps: dict[str, list[torch.Tensor]] = {}
-        with preserved_model_state(self.model):
+        with pinned_modes(self.model, self.model_mode), preserved_model_state(self.model):
             with ActivationRecorder(self.layers) as recorder:
-                outputs = _forward(self.model, images)
+                outputs = _forward(self._scored, images)
                 self._check_outputs(outputs, images)
                 recorded = recorder.activations()
                 layouts = [
@@ -248,13 +261,13 @@ class CAMExplainer:
                     maps[record.name] = [record.function(a, g) for a, g in zip(activations, grads)]
                 elif record.family == MethodFamily.PERTURBATION:
                     maps[record.name] = [
-                        record.function(self.model, images, module, activation, target, self.batch_size, layout)
+                        record.function(self._scored, images, module, activation, target, self.batch_size, layout)
                         for (_, module), activation, layout in zip(self.layers, activations, layouts)
                     ]
                 else:
                     modules = [module for _, module in self.layers]
                     maps[record.name] = [
-                        record.function(self.model, images, modules, target, _adapter_reshape(layouts))
+                        record.function(self._scored, images, modules, target, _adapter_reshape(layouts))
                     ]
         return maps, target
 

@@ -19,9 +19,10 @@ from torch import nn
 
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
+from monai_xai.cams.outputs import OutputHead, as_output_head
 from monai_xai.cams.registry import get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
-from monai_xai.enums import Layout, PixelSet, Score, as_choice
+from monai_xai.enums import Layout, ModelMode, NetworkOutput, PixelSet, Score, as_choice
 
 __all__ = ["ClassChoice", "ExplainRequest", "SlidingWindow", "BLEND_MODES"]
 
@@ -188,6 +189,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
     "reshape": lambda value, _: (
         value if value is None or callable(value) else as_choice(Layout, value, "reshape (xai_reshape)")
     ),
+    "model_mode": lambda value, _: as_choice(ModelMode, value, "model_mode (xai_model_mode)"),
+    "output_head": lambda value, _: as_output_head(value),
+    "network_output": lambda value, _: as_choice(NetworkOutput, value, "network_output (xai_network_output)"),
 }
 
 
@@ -216,6 +220,17 @@ class ExplainRequest:
             a layer share one pass (faster; each method gets the whole pass's time) (``xai_time_each_method``).
         reshape: where the layers keep their channels (None: found; ``"channel_first"``, ``"channel_last"``,
             ``"tokens"`` or a function, see :mod:`monai_xai.cams.layouts`) (``xai_reshape``).
+        model_mode: the modes the network is explained (and predicts) in, the mode its own inference uses:
+            ``"auto"`` (default: a network in eval mode whose code put normalisation layers in train mode keeps
+            them, any other is explained in eval mode), ``"eval"``, ``"norm_train"`` (normalisation layers with each
+            input's statistics, as HD-BET) or ``"as_given"`` (:class:`~monai_xai.enums.ModelMode`)
+            (``xai_model_mode``).
+        output_head: of a network that returns several outputs (deep supervision), the prediction:
+            ``"highest_resolution"`` or an index; None: the network returns one tensor (``xai_output_head``).
+        network_output: what ``forward`` returns, ``"logits"``, ``"probabilities"`` (a softmax inside ``forward``:
+            the score takes them as they are, no second softmax) or ``"auto"`` (default: probabilities when the
+            prediction is a distribution over channels) (:class:`~monai_xai.enums.NetworkOutput`)
+            (``xai_network_output``).
     """
 
     methods: tuple[str, ...]
@@ -228,6 +243,9 @@ class ExplainRequest:
     batch_size: int = 32
     time_each_method: bool = True
     reshape: Reshape = None
+    model_mode: ModelMode = ModelMode.AUTO
+    output_head: OutputHead = None
+    network_output: NetworkOutput = NetworkOutput.AUTO
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", _method_names(self.methods))

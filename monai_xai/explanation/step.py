@@ -27,9 +27,11 @@ from torch import nn
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec
+from monai_xai.cams.model_mode import pinned_modes, resolve_model_mode
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork, select_head
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
-from monai_xai.enums import XAIKeys, saliency_key, seconds_key
+from monai_xai.enums import ModelMode, XAIKeys, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
@@ -158,17 +160,54 @@ class ExplainStep:
         self.request = request
         self.chosen_layer: LayerChoice | None = None
         self._chosen_class: ClassSet | None = None
+        # what was logged of the model mode and the outputs (once per step, not per batch)
+        self._told: set[str] = set()
 
     def predict(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The network's output on ``images`` (B, C, *spatial), without gradients; window by window with the
-        request's sliding window (blended as MONAI's ``SlidingWindowInferer`` does)."""
+        """The network's output on ``images`` (B, C, *spatial) as logits (:meth:`output_handling`), without
+        gradients, in the request's model mode; window by window with the request's sliding window (blended as
+        MONAI's ``SlidingWindowInferer`` does)."""
+        prediction = self._predict_head(network, images)
+        return self.output_handling(prediction)(prediction)
+
+    def _predict_head(self, network: nn.Module, images: torch.Tensor) -> Any:
+        """The network's prediction head (:attr:`ExplainRequest.output_head`) on ``images``, as ``forward`` returns
+        it (logits or probabilities), blended over the request's sliding window."""
         window = self.request.window
-        with torch.no_grad(), preserved_model_state(network):
+        head = self.request.output_head
+
+        def forward(inputs: torch.Tensor) -> Any:
+            return select_head(network(inputs), head)
+
+        with torch.no_grad(), self.model_mode(network), preserved_model_state(network):
             if window is None:
-                return network(images)
+                return forward(images)
             return sliding_window_inference(
-                images, window.roi_size, window.sw_batch_size, network, overlap=window.overlap, mode=window.mode
+                images, window.roi_size, window.sw_batch_size, forward, overlap=window.overlap, mode=window.mode
             )
+
+    def model_mode(self, network: nn.Module) -> Any:
+        """The context in which ``network`` predicts and is explained: the request's
+        :attr:`~ExplainRequest.model_mode` resolved on the network as it is now (logged once when it is not plain
+        eval mode)."""
+        mode, reason = resolve_model_mode(network, self.request.model_mode)
+        if reason not in self._told and (mode != ModelMode.EVAL or network.training):
+            self._told.add(reason)
+            logger.info(f"xai: model mode {mode.value!r}: {reason}")
+        return pinned_modes(network, mode)
+
+    def output_handling(self, prediction: Any) -> OutputHandling:
+        """How the network's outputs become the explained logits (:class:`~monai_xai.cams.outputs.OutputHandling`):
+        the request's head and network output, ``"auto"`` decided on ``prediction`` (the raw output of one batch);
+        logged once when the network returns probabilities."""
+        handling = OutputHandling.resolve(prediction, self.request.output_head, self.request.network_output)
+        if handling.probabilities and "probabilities" not in self._told:
+            self._told.add("probabilities")
+            logger.info(
+                "xai: the network returns probabilities (softmax inside forward): scores take them as they are, no "
+                "second softmax; the 'logit' score is the log-probability (xai_network_output)"
+            )
+        return handling
 
     def __call__(
         self,
@@ -195,7 +234,12 @@ class ExplainStep:
                 output is not one tensor), a class or label that does not fit, or a request the network cannot take.
         """
         if prediction is None:
-            prediction = self.predict(network, _plain(images))
+            prediction = self._predict_head(network, _plain(images))
+        handling = self.output_handling(prediction)
+        try:
+            prediction = handling(prediction)
+        except ValueError as error:
+            raise ValueError(f"the explanation could not read the network's prediction: {error}") from error
         one_tensor = isinstance(prediction, torch.Tensor) and prediction.ndim >= 2
         outputs = _plain(prediction).detach() if one_tensor else prediction
         classes, window_class = self._classes(network, images, outputs, target)
@@ -214,6 +258,8 @@ class ExplainStep:
                     score=self.request.score,
                     batch_size=self.request.batch_size,
                     reshape=self.request.reshape,
+                    model_mode=self.request.model_mode,
+                    outputs=handling,
                     **(self.request.window.explainer_args() if self.request.window is not None else {}),
                 )
                 start = time.perf_counter()
@@ -250,8 +296,8 @@ class ExplainStep:
             problems.append(
                 "xai_class: no class can be chosen for a network output that is not one tensor (B, num_classes) or "
                 f"(B, C, *spatial) with one row per image, got {type(outputs).__name__}"
-                f"{tuple(getattr(outputs, 'shape', ()))} for {images.shape[0]} image(s); wrap the network so that "
-                "forward() returns one tensor (e.g. the main head of a deep-supervision network)"
+                f"{tuple(getattr(outputs, 'shape', ()))} for {images.shape[0]} image(s); for a deep-supervision "
+                "network's list of outputs set xai_output_head 'highest_resolution' (or the prediction's index)"
             )
         else:
             try:
@@ -332,8 +378,10 @@ class ExplainStep:
             # F.pad takes (before, after) pairs from the last dim backwards
             padding = [pad for size, have in zip(roi[::-1], sample.shape[:1:-1]) for pad in (0, size - have)]
             sample = torch.nn.functional.pad(sample, padding)
-        self.chosen_layer = choose_target_layer(network, sample)
-        logger.info("xai: explaining layer %r (%s)", self.chosen_layer.name, self.chosen_layer.reason)
+        head = OutputHandling(self.request.output_head)
+        with self.model_mode(network):
+            self.chosen_layer = choose_target_layer(ScoredNetwork(network, head), sample)
+        logger.info(f"xai: explaining layer {self.chosen_layer.name!r} ({self.chosen_layer.reason})")
 
     def _pixel_sets(
         self,
