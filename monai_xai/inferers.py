@@ -38,7 +38,8 @@ from torch import nn
 
 from monai_xai.cams import ClassSet, LayerChoice, LayerSpec
 from monai_xai.cams.layouts import Reshape
-from monai_xai.enums import PixelSet, Score
+from monai_xai.cams.outputs import OutputHead
+from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
 
 __all__ = ["EngineOutputInferer", "XAIInferer"]
@@ -108,6 +109,12 @@ class XAIInferer(EngineOutputInferer):
             the time is per call).
         reshape: where the target layers keep their channels (see ``CAMExplainer``; None finds it: channel-first,
             channel-last Swin blocks, transformer tokens).
+        model_mode: the modes the network is explained in, the mode its own inference uses (``"auto"``, ``"eval"``,
+            ``"norm_train"``, ``"as_given"``; see :class:`~monai_xai.enums.ModelMode`). MONAI's evaluator puts the
+            network in eval mode before every iteration: a bundle whose network runs otherwise sets its modes in its
+            own inferer (as ``bundles/brain_extraction_hdbet`` does), which ``"auto"`` then keeps.
+        output_head: of a deep-supervision network's outputs, the prediction (``"highest_resolution"`` or an index).
+        network_output: ``"logits"``, ``"probabilities"`` (a softmax inside ``forward``) or ``"auto"``.
 
     Example::
 
@@ -132,6 +139,9 @@ class XAIInferer(EngineOutputInferer):
         batch_size: int = 32,
         time_each_method: bool = True,
         reshape: Reshape = None,
+        model_mode: ModelMode | str = ModelMode.AUTO,
+        output_head: OutputHead = None,
+        network_output: NetworkOutput | str = NetworkOutput.AUTO,
     ) -> None:
         super().__init__()
         if inferer is not None and not callable(inferer):
@@ -149,6 +159,9 @@ class XAIInferer(EngineOutputInferer):
                 batch_size=batch_size,
                 time_each_method=time_each_method,
                 reshape=reshape,
+                model_mode=model_mode,
+                output_head=output_head,
+                network_output=network_output,
             )
         )
 
