@@ -32,7 +32,7 @@ from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdow
 __all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study"]
 
 
-def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
+def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> str:
     """Explain a MONAI bundle's inference data with the config overlays; extra ``--id value`` flags override ids.
     A segmenter given no ``--xai_class`` is explained once per foreground class named in its metadata, each into
     ``<xai_output_dir>/<class name>/`` (see :func:`monai_xai.bundle.explain_bundle`).
@@ -40,8 +40,11 @@ def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any
     Args:
         bundle_dir: bundle in model-zoo layout.
         overlays: overlay names (default: explain, xai_metrics, mlflow).
+
+    Returns:
+        per run, its results folder, the explained layer (and how it was chosen) and class(es) by name.
     """
-    explain_bundle(bundle_dir, overlays=tuple(overlays), **override)
+    return "\n".join(run.summary() for run in explain_bundle(bundle_dir, overlays=tuple(overlays), **override))
 
 
 def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:

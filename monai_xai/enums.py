@@ -193,6 +193,11 @@ class XAIKeys(StrEnum):
     - ``RESULTS`` (``"xai_results"``): ``engine.state.xai_results``, the run's
       :class:`~monai_xai.handlers.records.RunRecords` (per case and method: class, time, metrics, description, files),
       filled by the :class:`~monai_xai.handlers.XAIRecorder` and read by the writers, the report and MLflow.
+    - ``LAYERS`` (``"xai_layers"``): ``engine.state.xai_layers``, the layers the maps explain
+      (:class:`~monai_xai.handlers.records.ExplainedLayers`), set by the ``XAIInferer``.
+    - ``SKIPPED_METRICS`` (``"xai_skipped_metrics"``): ``engine.state.xai_skipped_metrics``, ``{metric: why}`` of
+      the metrics some cases could not be scored with (no ground-truth region: an image-only datalist), set by the
+      ``XAIMetricHandler``.
     """
 
     CLASS = "xai_class"
@@ -202,6 +207,8 @@ class XAIKeys(StrEnum):
     UNREADABLE = "xai_unreadable"
     METRIC_KEYS = "xai_metric_keys"
     RESULTS = "xai_results"
+    LAYERS = "xai_layers"
+    SKIPPED_METRICS = "xai_skipped_metrics"
 
 
 def saliency_key(method: str) -> str:

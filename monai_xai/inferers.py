@@ -39,8 +39,9 @@ from torch import nn
 from monai_xai.cams import ClassSet, LayerChoice, LayerSpec
 from monai_xai.cams.layouts import Reshape
 from monai_xai.cams.outputs import OutputHead
-from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score
-from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
+from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score, XAIKeys
+from monai_xai.explanation import ExplainRequest, ExplainStep, Explanation, SlidingWindow
+from monai_xai.handlers.records import ExplainedLayers
 
 __all__ = ["EngineOutputInferer", "XAIInferer"]
 
@@ -199,7 +200,19 @@ class XAIInferer(EngineOutputInferer):
             prediction: the network's output on ``inputs``: (B, num_classes) or (B, C, *spatial).
         """
         labels = self._batch_label(inputs) if self.request.pixel_set_key is not None else None
-        return self.step(network, inputs, prediction=prediction, labels=labels).engine_output()
+        explanation = self.step(network, inputs, prediction=prediction, labels=labels)
+        if self._attached_engine is not None:
+            setattr(self._attached_engine.state, XAIKeys.LAYERS, self._explained_layers(explanation))
+        return explanation.engine_output()
+
+    def _explained_layers(self, explanation: Explanation) -> ExplainedLayers:
+        """The layers of ``explanation``'s maps, with the reason when the step chose them."""
+        layers = {
+            method: ", ".join(map(str, layer)) if isinstance(layer, list | tuple) else str(layer)
+            for method, layer in explanation.layers.items()
+        }
+        chosen = self.chosen_layer
+        return ExplainedLayers(layers, chosen.reason if chosen is not None else None)
 
     def _batch_label(self, inputs: torch.Tensor) -> torch.Tensor:
         """The label under ``pixel_set_key`` in the attached engine's batch."""

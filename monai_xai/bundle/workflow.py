@@ -23,6 +23,7 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow, create_workflow
 
+from monai_xai.bundle.imports import bundle_imports
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 from monai_xai.handlers.records import RunRecords
 
@@ -152,6 +153,18 @@ class ExplainRun:
     folder: Path
     records: RunRecords
 
+    def summary(self) -> str:
+        """What the run explained, in a few lines for the console: the layer and how it was chosen, the class(es) by
+        name, the metrics some cases could not be scored with, where the results are."""
+        records = self.records
+        lines = [f"explained {len(records.cases)} case(s) into {self.folder}"]
+        if records.layers is not None:
+            lines.append(f"  layer: {records.layers.text()}")
+        if records.explained_classes():
+            lines.append(f"  class(es): {records.explained_classes()}")
+        lines += [f"  {metric} skipped: {why}" for metric, why in records.skipped_metrics.items()]
+        return "\n".join(lines)
+
 
 def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[ExplainRun]:
     """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
@@ -164,7 +177,8 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     :class:`~monai_xai.cams.ClassSet`.)
 
     Args:
-        bundle_dir: bundle folder; becomes ``bundle_root``, and its ``configs/metadata.json`` and
+        bundle_dir: bundle folder; becomes ``bundle_root`` (also on ``sys.path`` during the run, so that a network
+            in the bundle's own ``scripts/`` package imports), and its ``configs/metadata.json`` and
             ``configs/logging.conf`` are used when present.
         overlays: overlay names (default: explain, xai_metrics, mlflow; see :func:`explain_config_files`).
         override: config overrides, e.g. ``xai_methods=["gradcam"]``, ``xai_output_dir="out"``,
@@ -193,15 +207,16 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     results = []
     for class_idx, folder in runs.items():
         per_class = {} if class_idx is None else {"xai_class": class_idx, "xai_output_dir": str(folder)}
-        workflow = create_workflow(
-            workflow_name=ExplainWorkflow,
-            config_file=config_files,
-            meta_file=str(metadata) if metadata.is_file() else None,
-            logging_file=str(logging_conf) if logging_conf.is_file() else None,
-            bundle_root=str(bundle_dir),
-            **{**override, **per_class},
-        )
-        workflow.run()
-        results.append(ExplainRun(folder, workflow.parser.get_parsed_content(RECORDER_ID).records))
-        workflow.finalize()
+        with bundle_imports(bundle_dir):  # the bundle's own scripts/ package, wherever the command runs
+            workflow = create_workflow(
+                workflow_name=ExplainWorkflow,
+                config_file=config_files,
+                meta_file=str(metadata) if metadata.is_file() else None,
+                logging_file=str(logging_conf) if logging_conf.is_file() else None,
+                bundle_root=str(bundle_dir),
+                **{**override, **per_class},
+            )
+            workflow.run()
+            results.append(ExplainRun(folder, workflow.parser.get_parsed_content(RECORDER_ID).records))
+            workflow.finalize()
     return results
