@@ -18,7 +18,7 @@ deploy-env: $(DEPLOY_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export,nnunet,hdbet]'
 	touch $@
 
 # monai.deploy is installed into the layer's own `monai` package folder, so MONAI itself is installed there again
