@@ -24,6 +24,7 @@ from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
+from monai_xai.cams.tiles import TiledWindow, tiled_cam
 from monai_xai.enums import Layout, MethodFamily, ModelMode, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
@@ -134,6 +135,8 @@ class CAMExplainer:
         model_mode: the modes the model is explained in (:class:`~monai_xai.enums.ModelMode`): ``"eval"``
             (default), ``"norm_train"`` (normalisation layers with each input's statistics, as HD-BET's inference),
             ``"as_given"`` or ``"auto"`` (:func:`~monai_xai.cams.model_mode.resolve_model_mode`).
+        tiles: explain tile by tile as nnU-Net predicts (:class:`~monai_xai.cams.tiles.TiledWindow`: its tiles,
+            Gaussian weights, mirroring and folds) instead of ``roi_size``'s MONAI sliding window.
         outputs: how the model's outputs become the explained logits (:class:`~monai_xai.cams.outputs.
             OutputHandling`: the head of a deep-supervision model, probabilities returned by ``forward``); None: the
             model returns one tensor of logits.
@@ -159,6 +162,7 @@ class CAMExplainer:
         reshape: Reshape = None,
         model_mode: ModelMode | str = ModelMode.EVAL,
         outputs: OutputHandling | None = None,
+        tiles: TiledWindow | None = None,
     ) -> None:
         self.model = model
         self.model_mode = as_choice(ModelMode, model_mode, "model_mode")
@@ -176,6 +180,7 @@ class CAMExplainer:
         self.overlap = overlap
         self.sw_mode = sw_mode
         self.reshape = reshape
+        self.tiles = tiles
 
     def __call__(
         self, images: torch.Tensor, class_idx: ClassIndex = None, pixel_set: PixelSetSpec = None, raw: bool = False
@@ -210,7 +215,7 @@ class CAMExplainer:
         finished = [record.name for record in self._records if not record.supports_raw]
         if raw and finished:
             raise ValueError(f"raw=True is not available for {finished}: they return normalised maps only.")
-        if self.roi_size is not None:
+        if self.roi_size is not None or self.tiles is not None:
             maps = self._sliding_window(pixels, class_idx, pixel_set, raw)
         else:
             layer_maps, target = self._layer_maps(pixels, class_idx, pixel_set, warn_empty=True)
@@ -351,7 +356,10 @@ class CAMExplainer:
                 )
             class_idx = int(torch.as_tensor(class_idx).reshape(-1)[0])
         explain_window = partial(self._explain_window, class_idx=class_idx)
-        maps = sliding_window_cam(
-            explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
-        )
+        if self.tiles is not None:
+            maps = tiled_cam(explain_window, images, pixel_set, self.tiles, self.model)
+        else:
+            maps = sliding_window_cam(
+                explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
+            )
         return {method: normalize_per_sample(maps[method]) for method in self.methods}

@@ -3,6 +3,7 @@
 Label, the Python API :func:`explain`)."""
 
 from monai_xai.explanation.request import BLEND_MODES, ClassChoice, ExplainRequest, SlidingWindow
+from monai_xai.explanation.scripted import INPUT_GRADIENT_METHODS, is_scripted, methods_for
 from monai_xai.explanation.step import (
     ExplainStep,
     ExplainTarget,
@@ -14,6 +15,9 @@ from monai_xai.explanation.step import (
 
 __all__ = [
     "BLEND_MODES",
+    "INPUT_GRADIENT_METHODS",
+    "is_scripted",
+    "methods_for",
     "ClassChoice",
     "ExplainRequest",
     "ExplainStep",

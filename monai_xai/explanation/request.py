@@ -22,6 +22,7 @@ from monai_xai.cams.layouts import Reshape
 from monai_xai.cams.outputs import OutputHead, as_output_head
 from monai_xai.cams.registry import get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
+from monai_xai.cams.tiles import TiledWindow
 from monai_xai.enums import Layout, ModelMode, NetworkOutput, PixelSet, Score, as_choice
 
 __all__ = ["ClassChoice", "ExplainRequest", "SlidingWindow", "BLEND_MODES"]
@@ -159,11 +160,13 @@ def _pixel_set_key(value: Any) -> str | None:
     return value
 
 
-def _window(value: Any) -> SlidingWindow | None:
+def _window(value: Any) -> SlidingWindow | TiledWindow | None:
     if isinstance(value, Mapping):
         return SlidingWindow(**value)
-    if value is not None and not isinstance(value, SlidingWindow):
-        raise TypeError(f"window must be a SlidingWindow or None, got {type(value).__name__}.")
+    if value is not None and not isinstance(value, SlidingWindow | TiledWindow):
+        raise TypeError(
+            f"window must be a SlidingWindow, a TiledWindow (nnU-Net's) or None, got {type(value).__name__}."
+        )
     return value
 
 
@@ -214,7 +217,8 @@ class ExplainRequest:
         pixel_set_key: batch key of a label whose region of the explained class is the pixel set instead
             (``xai_pixel_set_key``); the step then needs that label.
         score: the explained score, ``"logit"`` or ``"probability"`` (``xai_score``).
-        window: the network's sliding window (:meth:`SlidingWindow.of` the bundle's inferer); None: the whole image.
+        window: the network's sliding window (:meth:`SlidingWindow.of` the bundle's inferer), or nnU-Net's tiles,
+            mirroring and folds (:class:`~monai_xai.cams.tiles.TiledWindow`); None: the whole image.
         batch_size: perturbed copies per forward pass of ScoreCAM/AblationCAM.
         time_each_method: True: one timed pass per method (each method's time is its own); False: the methods sharing
             a layer share one pass (faster; each method gets the whole pass's time) (``xai_time_each_method``).
@@ -239,7 +243,7 @@ class ExplainRequest:
     pixel_set: PixelSet | tuple[int, ...] = PixelSet.PRED
     pixel_set_key: str | None = None
     score: Score = Score.LOGIT
-    window: SlidingWindow | None = None
+    window: SlidingWindow | TiledWindow | None = None
     batch_size: int = 32
     time_each_method: bool = True
     reshape: Reshape = None

@@ -31,8 +31,10 @@ from monai_xai.cams.model_mode import pinned_modes, resolve_model_mode
 from monai_xai.cams.outputs import OutputHandling, ScoredNetwork, select_head
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
+from monai_xai.cams.tiles import TiledWindow, tiled
 from monai_xai.enums import ModelMode, XAIKeys, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
+from monai_xai.explanation.scripted import INPUT_LAYER, InputLayer, at_input_layer, is_scripted, methods_for
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
 __all__ = ["ExplainStep", "ExplainTarget", "Explanation", "class_probabilities", "explain", "predicted_class"]
@@ -182,6 +184,8 @@ class ExplainStep:
         with torch.no_grad(), self.model_mode(network), preserved_model_state(network):
             if window is None:
                 return forward(images)
+            if isinstance(window, TiledWindow):
+                return tiled(lambda tile, _: forward(tile), images, window, network)
             return sliding_window_inference(
                 images, window.roi_size, window.sw_batch_size, forward, overlap=window.overlap, mode=window.mode
             )
@@ -252,7 +256,7 @@ class ExplainStep:
         with torch.enable_grad():
             for layers, methods in self.request.method_groups(self._target_layers()):
                 explainer = CAMExplainer(
-                    network,
+                    InputLayer(network) if layers == INPUT_LAYER else network,
                     layers,
                     methods,
                     score=self.request.score,
@@ -281,9 +285,18 @@ class ExplainStep:
         )
 
     def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec]:
-        if self.request.target_layers is not None:
-            return self.request.target_layers
-        return self.chosen_layer.name
+        """The request's layers, else the chosen one; the input-gradient methods at the input
+        (:mod:`~monai_xai.explanation.scripted`)."""
+        layers = self.request.target_layers
+        if layers is None and self.chosen_layer is not None:
+            layers = self.chosen_layer.name
+        at_input = [method for method in self.request.methods if at_input_layer((method,))]
+        if not at_input:
+            return layers
+        return {
+            method: INPUT_LAYER if method in at_input else layers[method] if isinstance(layers, Mapping) else layers
+            for method in self.request.methods
+        }
 
     def _classes(
         self, network: nn.Module, images: torch.Tensor, outputs: Any, target: ExplainTarget | None
@@ -304,7 +317,14 @@ class ExplainStep:
                 classes = self.classes(outputs, target)
             except ValueError as error:
                 problems.append(f"xai_class: {error}")
-        if self.request.target_layers is None and self.chosen_layer is None:
+        layer_free = at_input_layer(self.request.methods)
+        if is_scripted(network) and not layer_free:
+            problems.append(
+                f"xai_methods: {type(network).__name__} is a TorchScript module, whose layers run no forward hooks, so "
+                f"CAMs cannot be computed on it; explain it with {list(methods_for(network, self.request.methods))} "
+                "(monai_xai.explanation.methods_for)"
+            )
+        elif self.request.target_layers is None and self.chosen_layer is None and not layer_free:
             try:
                 self._choose_layer(network, images)
             except ValueError as error:
