@@ -24,7 +24,9 @@ from typing import Any
 from monai.bundle import ConfigParser, ConfigWorkflow, create_workflow
 
 from monai_xai.bundle.imports import bundle_imports
+from monai_xai.bundle.loading import TORCHSCRIPT_SUFFIX
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
+from monai_xai.explanation.scripted import is_scripted, methods_for
 from monai_xai.handlers.records import RunRecords
 
 __all__ = [
@@ -116,6 +118,10 @@ class ExplainWorkflow(ConfigWorkflow):
 
     def initialize(self) -> Any:
         check_bundle_ids(self.parser, self.bundle_config)
+        network = self.parser.get_parsed_content("network")
+        if is_scripted(network):  # CAMs need layer hooks: the input-gradient family instead, said so
+            methods = self.parser.get_parsed_content("xai_methods")
+            self.parser["xai_methods"] = list(methods_for(network, [methods] if isinstance(methods, str) else methods))
         return super().initialize()
 
 
@@ -134,6 +140,30 @@ def segmentation_classes(bundle_dir: str | Path) -> dict[int, str] | None:
     num_channels = int(pred["num_channels"])
     indices = range(1, num_channels) if num_channels > 1 else range(1)
     return {index: str(names.get(str(index), f"class {index}")) for index in indices}
+
+
+def torchscript_overrides(bundle_dir: Path, parser: ConfigParser) -> dict[str, Any]:
+    """The overrides that run a bundle shipping only its TorchScript export (``models/model.ts``, no
+    ``models/model.pt``, as MONAI Label prefers): its network is the TorchScript module and its checkpoint loaders
+    (the ``checkpointloader`` id, ``CheckpointLoader`` handlers) are switched off; empty for any other bundle."""
+    models = bundle_dir / "models"
+    if (models / "model.pt").is_file() or not (models / f"model{TORCHSCRIPT_SUFFIX}").is_file():
+        return {}
+    device = ", map_location=@device" if "device" in parser else ""
+    overrides: dict[str, Any] = {
+        "network": f"$torch.jit.load(@bundle_root + '/models/model{TORCHSCRIPT_SUFFIX}'{device})"
+    }
+    if "checkpointloader" in parser:
+        overrides["checkpointloader"] = "$lambda engine: None"
+    for index, handler in enumerate(parser.get("handlers") or []):
+        if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"):
+            overrides[f"handlers#{index}#_disabled_"] = True
+    logger.warning(
+        "xai: %s ships models/model%s and no models/model.pt: explaining that TorchScript module",
+        bundle_dir,
+        TORCHSCRIPT_SUFFIX,
+    )
+    return overrides
 
 
 def _folder_name(name: str) -> str:
@@ -193,6 +223,7 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     config_files = explain_config_files(bundle_dir, overlays)
     parser = ConfigParser()
     parser.read_config(config_files)
+    override = {**torchscript_overrides(bundle_dir, parser), **override}
     parser.update({"bundle_root": str(bundle_dir), **override})
     output_dir = Path(parser.get_parsed_content("xai_output_dir"))
     # one run per foreground class when a segmenter gets no class: {xai_class: index} -> its results folder
