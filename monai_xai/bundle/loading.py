@@ -13,8 +13,10 @@ from torch import nn
 
 from monai_xai.bundle.imports import bundle_imports
 from monai_xai.bundle.settings import ExplainSettings
+from monai_xai.cams.tiles import TiledWindow
 from monai_xai.explanation import SlidingWindow
 from monai_xai.networks.calibration import load_temperature, scale_logits
+from monai_xai.nnunet.model import is_nnunet_folder
 
 __all__ = ["TORCHSCRIPT_SUFFIX", "TrainedBundle", "load_trained_bundle"]
 
@@ -36,7 +38,8 @@ class TrainedBundle:
         weights: the weights file loaded.
         temperature: the temperature saved next to the weights by the bundle's calibrated evaluation
             (``temperature.json``, see :func:`~monai_xai.apps.evaluate_classifier`); 1.0 (uncalibrated) without one.
-        window: the sliding window of the bundle's ``inferer`` (None: it runs the network on the whole image), so
+        window: the sliding window of the bundle's ``inferer`` (None: it runs the network on the whole image; an
+            nnU-Net model's tiles, mirroring and folds), so
             that a case is explained as the bundle predicts it.
     """
 
@@ -46,7 +49,7 @@ class TrainedBundle:
     settings: ExplainSettings
     weights: Path
     temperature: float
-    window: SlidingWindow | None = None
+    window: SlidingWindow | TiledWindow | None = None
 
 
 def load_trained_bundle(
@@ -70,11 +73,17 @@ def load_trained_bundle(
             is not used). A ``temperature.json`` beside it calibrates
             the network's logits, as the bundle's own inference does.
 
+    An nnU-Net v2 trained-model folder is loaded as a bundle too (its network, nnU-Net's preprocessing, tiles,
+    mirroring and folds; ``weights``: ``fold_<k>/<checkpoint>`` for one fold), so the study and the sanity checks take
+    it where they take a bundle.
+
     Raises:
         FileNotFoundError: no inference.json or no weights.
         ValueError: an inference.json without ``network_def`` or ``preprocessing``, or weights of another network.
     """
     root = Path(bundle_dir).resolve()
+    if is_nnunet_folder(root):
+        return _nnunet_bundle(root, device, weights)
     inference = root / "configs" / "inference.json"
     if not inference.is_file():
         raise FileNotFoundError(
@@ -117,6 +126,40 @@ def load_trained_bundle(
         temperature=temperature,
         window=window,
     )
+
+
+def _nnunet_bundle(folder: Path, device: torch.device | str, weights: str | Path | None) -> TrainedBundle:
+    """An nnU-Net v2 trained-model folder as a trained bundle: its network, nnU-Net's preprocessing, its tiles,
+    mirroring and folds as the window (``weights``: one fold's checkpoint, e.g. ``fold_0/checkpoint_best.pth``; None:
+    every fold's ``checkpoint_final.pth``)."""
+    from monai_xai.nnunet.model import CHECKPOINT, NNUNetPreprocessing, load_nnunet
+
+    if weights is not None and Path(weights).is_absolute():  # the weights a loaded model reported
+        weights = Path(weights).relative_to(folder)
+    if weights is not None and Path(weights) == Path(CHECKPOINT):  # every fold's final checkpoint
+        weights = None
+    fold, checkpoint = (None, CHECKPOINT) if weights is None else _fold_checkpoint(Path(weights))
+    model = load_nnunet(folder, None if fold is None else (fold,), checkpoint, device=device)
+    return TrainedBundle(
+        root=folder,
+        network=model.network,
+        preprocessing=NNUNetPreprocessing(model),
+        settings=ExplainSettings(model_mode="eval", network_output="logits"),
+        weights=folder / (weights or CHECKPOINT),
+        temperature=1.0,
+        window=model.window,
+    )
+
+
+def _fold_checkpoint(weights: Path) -> tuple[str, str]:
+    """(fold, checkpoint file) of ``fold_<k>/<checkpoint>``.
+
+    Raises:
+        ValueError: another path.
+    """
+    if len(weights.parts) != 2 or not weights.parts[0].startswith("fold_"):
+        raise ValueError(f"an nnU-Net model's weights are fold_<k>/<checkpoint>.pth, got {str(weights)!r}.")
+    return weights.parts[0].removeprefix("fold_"), weights.parts[1]
 
 
 def _default_weights(root: Path) -> Path:

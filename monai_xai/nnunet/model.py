@@ -30,7 +30,7 @@ from monai_xai.cams.tiles import TiledWindow
 from monai_xai.enums import ModelMode, NetworkOutput
 from monai_xai.explanation import ExplainRequest, ExplainStep, Explanation
 
-__all__ = ["CHECKPOINT", "NNUNetExplanation", "NNUNetModel", "is_nnunet_folder", "load_nnunet"]
+__all__ = ["CHECKPOINT", "NNUNetExplanation", "NNUNetModel", "NNUNetPreprocessing", "is_nnunet_folder", "load_nnunet"]
 
 # the checkpoint nnU-Net predicts with unless told otherwise
 CHECKPOINT = "checkpoint_final.pth"
@@ -244,3 +244,33 @@ def load_nnunet(
     )
     predictor.network.to(torch.device(device)).eval()
     return NNUNetModel(folder, predictor, window)
+
+
+class NNUNetPreprocessing:
+    """An nnU-Net model's preprocessing as a bundle's dict transform, for the front doors that load cases with a
+    bundle's ``preprocessing`` (the study, the sanity checks): ``{"image": file(s), key: label file}`` -> ``{"image":
+    (C, *spatial) preprocessed, key: (1, *spatial) label on the same grid}``, both through nnU-Net's ``run_case``.
+
+    Args:
+        model: the loaded model.
+    """
+
+    def __init__(self, model: NNUNetModel) -> None:
+        self.model = model
+
+    def __call__(self, item: dict[str, Any]) -> dict[str, Any]:
+        predictor = self.model.predictor
+        files = item["image"] if isinstance(item["image"], list | tuple) else [item["image"]]
+        labels = [key for key in item if key != "image"]
+        preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+        data, seg, _ = preprocessor.run_case(
+            [str(file) for file in files],
+            str(item[labels[0]]) if labels else None,
+            predictor.plans_manager,
+            predictor.configuration_manager,
+            predictor.dataset_json,
+        )
+        loaded = {"image": torch.from_numpy(np.asarray(data, dtype=np.float32))}
+        if labels:
+            loaded[labels[0]] = torch.from_numpy(np.asarray(seg, dtype=np.float32))
+        return loaded

@@ -11,6 +11,7 @@ hold:
 """
 
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -104,7 +105,7 @@ def _hand_loop(model, images: torch.Tensor, layer: str) -> tuple[dict[str, torch
             counts[slicer[1:]] += gaussian
         for method in REQUEST["methods"]:
             total[method] = total[method] + (blended[method] / counts)[(slice(None), *revert)]
-        total_logits = total_logits + (logits / counts)[revert]
+        total_logits = total_logits + (logits / counts)[(slice(None), *revert[1:])]  # as nnU-Net reverts it
     folds = len(predictor.list_of_parameters)
     return {method: normalize_per_sample(values / folds) for method, values in total.items()}, total_logits / folds
 
@@ -155,3 +156,34 @@ def test_the_command_writes_each_map_on_the_input_grid(model_folder, tmp_path):
     values = np.asarray(written.dataobj)
     assert values.min() >= 0 and 0.5 < values.max() <= 1 + 1e-6
     assert "Explained class(es): 1 (lesion)" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_the_study_takes_an_nnunet_folder_as_a_bundle(model_folder, tmp_path):
+    from monai_xai.study import load_study, run_study
+
+    cases = []
+    for seed in (21, 22):
+        image = make_phantom_case(tmp_path / f"case_{seed}_0000.nii.gz", seed=seed)
+        cases.append({"image": str(image), "label": str(image).replace("_0000.nii.gz", "_mask.nii.gz")})
+    (tmp_path / "datalist.json").write_text(json.dumps({"test": cases}))
+    model = load_nnunet(model_folder, folds=(0,), mirroring=False)
+    study = {
+        "name": "nnunet-phantoms",
+        "output_dir": str(tmp_path / "study"),
+        "data": {"datalist": "datalist.json", "data_list_key": "test"},
+        "bundles": [
+            {"name": "nnunet", "path": str(model_folder), "weights": "fold_0/checkpoint_final.pth",
+             "layers": [_layer(model)], "class": 1, "pixel_set": "image", "score": "probability"}
+        ],
+        "methods": ["gradcam"],
+        "metrics": ["ehr_auc", "pointing_game"],
+        "batch_size": 1,
+        "sanity": {"cases": 1, "seed": 0},
+        "statistics": {"bootstrap_resamples": 50},
+    }  # fmt: skip
+    (tmp_path / "study.json").write_text(json.dumps(study))
+    spec = load_study(tmp_path / "study.json")
+    assert spec.bundles[0].window.patch_size == model.window.patch_size  # explained with nnU-Net's tiles
+    report = run_study(spec, progress=False)
+    text = (report / "report.md").read_text()
+    assert "nnunet" in text and "ehr_auc" in text
