@@ -206,8 +206,14 @@ def tiled(
         the blended outputs on the images' grid (a tensor, or a dict of tensors), averaged over the folds.
 
     Raises:
-        ValueError: fold weights without the network to load them into.
+        ValueError: fold weights without the network to load them into, or tiles of another dimension than the
+            images (nnU-Net's 2d configuration tiles a volume slice by slice, which is not supported).
     """
+    if len(window.patch_size) != images.ndim - 2:
+        raise ValueError(
+            f"the tiles are {len(window.patch_size)}D ({window.patch_size}) but the images {images.ndim - 2}D: a 2d "
+            "nnU-Net configuration on volumes (slice by slice) is not supported; explain its 3d_fullres configuration."
+        )
     if not window.weights:
         return _tile_once(function, images, window, condition)
     if network is None:
