@@ -81,7 +81,9 @@ def _unet() -> nn.Module:
     )
 
 
-def build_case(name: str, quick: bool, device: torch.device) -> Case:
+def build_case(name: str, quick: bool, device: torch.device, size: int | None = None) -> Case:
+    """The case ``name`` at full or quick sizes; ``size`` replaces the UNet's 96^3 (the shared-machine benchmark's
+    64^3)."""
     if name == "resnet50_2d":
         from torchvision.models import resnet50
 
@@ -89,7 +91,7 @@ def build_case(name: str, quick: bool, device: torch.device) -> Case:
         model, layer, images = resnet50(weights=None), "layer4", torch.randn(batch, 3, size, size)
         return Case(name, model.to(device).eval(), layer, images.to(device), class_idx=1)
     if name == "unet3d":
-        batch, size = (1, 32) if quick else (2, 96)
+        batch, size = (1, 32) if quick else (2, size or 96)
         images = torch.randn(batch, 1, size, size, size)
         mask = torch.zeros(batch, 1, size, size, size)
         mask[:, :, size // 4 : size // 2, size // 3 : 2 * size // 3, size // 4 : 3 * size // 4] = 1  # a "ground truth"
@@ -301,7 +303,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 3; quick 1)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs before timing (default 1; quick 0)")
     parser.add_argument("--device", default="cpu", help="device of the timing cases (memory is always on the CPU)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the thread policy)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the sliding-window memory measurement")
     parser.add_argument("--sliding-window-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -310,14 +312,15 @@ def main() -> None:
         sliding_window_child(args.quick, args.threads)
         return
     from monai_xai.cams import GRADIENT_METHODS
+    from monai_xai.threads import apply_thread_policy
 
-    torch.set_num_threads(args.threads)
+    threads = apply_thread_policy(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     repeats = args.repeats or (1 if args.quick else 3)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     print(
-        f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {repeats} after "
+        f"torch {torch.__version__}, device {device}, {threads}, median of {repeats} after "
         f"{warmup} warm-up{' (quick sizes)' if args.quick else ''}\n"
     )
     print_header()
@@ -326,7 +329,7 @@ def main() -> None:
         print_rows(run_case(case, repeats, warmup, device, tuple(GRADIENT_METHODS)))
         del case
     if not args.skip_memory:
-        print_rows([sliding_window_memory(args.quick, args.threads)])
+        print_rows([sliding_window_memory(args.quick, threads.num_threads)])
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ Cases (all saliency maps are smooth random fields, like upsampled CAMs, with a t
 Times are medians of ``--repeats`` runs (``time.perf_counter``, CUDA synchronised). ``--quick`` shrinks every size
 (64^2 images, batch 2, 32^3 volume) as a smoke test of the script; its numbers say nothing about the goals.
 
-On a shared CPU, run with ``OMP_WAIT_POLICY=PASSIVE`` (or ``--threads 1``): with more torch threads than free cores,
-OpenMP's spin-waiting made the many small multigrid operations up to 30x slower here.
+Threads follow monai-xai's policy (:mod:`monai_xai.threads`: one per usable CPU that other processes leave free)
+unless ``--threads`` fixes them; ``benchmarks/shared_machine.py`` runs these cases idle and next to a competing load.
 
 Usage::
 
@@ -43,6 +43,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monai_xai.metrics import noisy_linear_impute, removal_masks, road, road_combined  # noqa: E402
+from monai_xai.threads import apply_thread_policy  # noqa: E402
 
 PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 CASE_NAMES = ("impute", "road2d", "road3d")
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=CASE_NAMES, default=list(CASE_NAMES))
     parser.add_argument("--device", default="cpu", help="cpu or cuda (pytorch-grad-cam imputes on the CPU anyway)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the thread policy)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--size", type=int, default=224, help="2D image size")
     parser.add_argument("--batch", type=int, default=4, help="2D batch for road2d")
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.batch, args.volume = 64, 2, 32
-    torch.set_num_threads(args.threads)
+    threads = apply_thread_policy(args.threads)
     device = torch.device(args.device)
     rows: list[tuple[str, float, str]] = []
     if "impute" in args.cases:
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         rows += case_road2d(args.size, args.batch, args.road_batch_size, args.repeats, device)
     if "road3d" in args.cases:
         rows += case_road3d(args.volume, args.gradcam_volume, args.repeats, device)
-    print(f"\ndevice {device}, torch {torch.__version__}, {args.threads} threads, quick={args.quick}\n")
+    print(f"\ndevice {device}, torch {torch.__version__}, {threads}, quick={args.quick}\n")
     print("| case | seconds | note |\n|---|---|---|")
     for name, seconds, note in rows:
         print(f"| {name} | {seconds:.2f} | {note} |")

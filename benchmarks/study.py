@@ -31,8 +31,8 @@ two sides run one after the other, their order alternating. The script also chec
 values (every metric but ROAD, whose imputation noise the study seeds per batch). ``--quick`` runs a tiny study
 (3 cases, 2 methods, 2 cheap metrics, 1 repeat) as a smoke test of the script; its numbers say nothing about the goal.
 
-On a shared CPU, run with ``OMP_WAIT_POLICY=PASSIVE`` (see ``benchmarks/road.py``): ROAD's many small operations
-slow down many times over when OpenMP spin-waits for a busy core.
+Threads follow monai-xai's policy (:mod:`monai_xai.threads`: one per usable CPU that other processes leave free)
+unless ``--threads`` fixes them.
 
 Usage::
 
@@ -71,6 +71,7 @@ from monai_xai.handlers.xai_metrics import XAI_METRICS, region_mask  # noqa: E40
 from monai_xai.study import SECONDS, StudySpec, StudyStore, load_study, run_study, study_store  # noqa: E402
 from monai_xai.study import runner as study_runner  # noqa: E402
 from monai_xai.study.cases import StudyCase, batch_indices, case_batches, study_cases  # noqa: E402
+from monai_xai.threads import apply_thread_policy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_STUDY = REPO / "configs" / "studies" / "demo_phantoms.json"
@@ -283,13 +284,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=6, help="cases per batch (the demo study's 6)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the thread policy)")
     parser.add_argument("--work-dir", type=Path, default=None, help="folder for the studies (default: a temp folder)")
     parser.add_argument("--quick", action="store_true", help="a tiny study: a smoke test of the script")
     args = parser.parse_args(argv)
     if args.quick:
         args.cases, args.batch_size, args.repeats = 3, 2, 1
-    torch.set_num_threads(args.threads)
+    threads = apply_thread_policy(args.threads)
     temporary = None if args.work_dir else tempfile.TemporaryDirectory(prefix="monai-xai-study-bench-")
     work = Path(args.work_dir or temporary.name).resolve()
     try:
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if temporary is not None:
             temporary.cleanup()
-    print(f"\ndevice {args.device}, torch {torch.__version__}, {args.threads} threads, quick={args.quick}\n")
+    print(f"\ndevice {args.device}, torch {torch.__version__}, {threads}, quick={args.quick}\n")
     print("| measured | time (s) | reference | reference (s) | ratio | goal |\n|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")

@@ -14,23 +14,103 @@ Examples::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import math
 import time
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import fire
+from monai.bundle import ConfigParser
 
-from monai_xai.bundle import OVERLAYS, explain_bundle
+from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.nnunet.model import is_nnunet_folder
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
+from monai_xai.threads import apply_thread_policy
 
-__all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study"]
+__all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study", "strict_value", "typed_command"]
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def strict_value(value: Any, kind: type, name: str) -> Any:
+    """A command-line value as ``kind`` (``bool``, ``int`` or ``float``), refused unless it is one.
+
+    python-fire parses ``--flag False`` as a bool but ``--flag false`` as the string ``"false"``, which Python takes as
+    true: a value is therefore read here, strictly (``true/false``, ``yes/no``, ``on/off``, ``1/0`` for a bool; a
+    whole number for an int; a finite number for a float).
+
+    Raises:
+        ValueError: naming ``--name``, what it takes and what it got.
+    """
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else None
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"--{name} takes true or false, got {value!r}.")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"--{name} takes a whole number, got {value!r}.")
+    if kind is float:
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(f"--{name} takes a finite number, got {value!r}.")
+        return number
+    return value
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """``bool``, ``int`` or ``float`` for an annotation of that type (or that type or None), else None."""
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    kinds = [option for option in options if option is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (bool, int, float) else None
+
+
+def typed_command(function: Callable) -> Callable:
+    """``function`` with its bool, int and float arguments read strictly (:func:`strict_value`), as a fire command."""
+    signature = inspect.signature(function)
+    hints = typing.get_type_hints(function.func if isinstance(function, partial) else function)
+
+    @functools.wraps(function)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            kind = _scalar_kind(hints.get(name))
+            if kind is not None and value is not None:
+                bound.arguments[name] = strict_value(value, kind, name)
+        return function(*bound.args, **bound.kwargs)
+
+    return command
+
+
+def _typed_overrides(bundle_dir: str, overlays: Sequence[str], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` with each value of a config id whose default (in the bundle with the overlays) is a bool, an
+    int or a float read strictly as that (``--xai_overwrite false`` is False, ``--xai_overwrite maybe`` an error)."""
+    parser = ConfigParser()
+    parser.read_config(explain_config_files(bundle_dir, overlays))
+    typed = dict(override)
+    for name, value in override.items():
+        default = parser.get(name) if name in parser else None
+        kind = next((kind for kind in (bool, int, float) if type(default) is kind), None)
+        if kind is not None and value is not None:
+            typed[name] = strict_value(value, kind, name)
+    return typed
 
 
 def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> str:
@@ -51,7 +131,9 @@ def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any
     """
     if is_nnunet_folder(bundle_dir):
         return explain_nnunet_folder(bundle_dir, **override)
-    return "\n".join(run.summary() for run in explain_bundle(bundle_dir, overlays=tuple(overlays), **override))
+    overlays = tuple(overlays)
+    runs = explain_bundle(bundle_dir, overlays=overlays, **_typed_overrides(bundle_dir, overlays, override))
+    return "\n".join(run.summary() for run in runs)
 
 
 # the request's --xai_* flags as ExplainRequest fields, for the nnU-Net route
@@ -62,6 +144,7 @@ _REQUEST_FLAGS = {
     "xai_pixel_set": "pixel_set",
     "xai_score": "score",
     "xai_time_each_method": "time_each_method",
+    "xai_attribution": "attribution",
 }
 
 
@@ -84,8 +167,11 @@ def explain_nnunet_folder(model_folder: str, images: Any = None, output_dir: str
             f"the nnU-Net route does not take {unknown}; it takes --images, --output_dir, --folds, --checkpoint, "
             f"--mirroring, --step, --device and {sorted(_REQUEST_FLAGS)}."
         )
+    if "time_each_method" in request:
+        request["time_each_method"] = strict_value(request["time_each_method"], bool, "xai_time_each_method")
     output_dir = output_dir or str(Path(model_folder) / "xai")
-    return explain_nnunet(model_folder, images, output_dir, **options, **request)
+    # --mirroring and --step read strictly, as every bool/int/float argument of a command
+    return typed_command(explain_nnunet)(model_folder, images, output_dir, **options, **request)
 
 
 def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
@@ -96,11 +182,16 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
         mask: former name of ``--pixel_set``.
         options: the arguments of :func:`monai_xai.sanity.bundle_sanity_checks` as flags, e.g. ``--n_cases 16``,
             ``--datalist d.json --data_list_key validation``, ``--methods "['gradcam']" --target_layer layer4``,
-            ``--figure randomisation.png``.
+            ``--figure randomisation.png``, ``--maps_dir sanity_maps`` (every case's maps of both networks as NIfTI).
     """
     if mask is not None:
         options.setdefault("pixel_set", mask)
     run = inspect.signature(bundle_sanity_checks).bind(bundle_dir, **options)
+    hints = typing.get_type_hints(bundle_sanity_checks)
+    for name, value in run.arguments.items():
+        kind = _scalar_kind(hints.get(name))
+        if kind is not None and value is not None:
+            run.arguments[name] = strict_value(value, kind, name)
     run.apply_defaults()
     given = run.arguments
     start = time.perf_counter()
@@ -114,6 +205,8 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
     shown = f"\nMaps of the first case, trained and randomised: {given['figure']}" if given["figure"] else ""
     if given["cascade_figure"]:
         shown += f"\nCascading randomisation of the first batch: {given['cascade_figure']}"
+    if given["maps_dir"]:
+        shown += f"\nEvery case's maps, trained and randomised: {given['maps_dir']}"
     return (
         f"{sanity_markdown(summary)}\n\n{cases}, {given['n_draws']} random maps per case and baseline, "
         f"re-initialisation seed {given['randomisation_seed']}; {elapsed:.0f} s.{shown}"
@@ -207,7 +300,7 @@ def datalist(dataset: str, root: str, out_file: str, **kwargs: Any) -> str:
     }
     if dataset not in writers:
         raise ValueError(f"unknown data set {dataset!r}; available: {sorted(writers)}.")
-    return writers[dataset](root, out_file, **kwargs)
+    return typed_command(writers[dataset])(root, out_file, **kwargs)
 
 
 def describe(
@@ -239,15 +332,16 @@ def describe(
 
 def main() -> None:
     """Entry point of the ``monai-xai`` console script."""
+    apply_thread_policy()
     fire.Fire(
         {
-            "demo": run_demo,
+            "demo": typed_command(run_demo),
             "explain": explain,
             "sanity": sanity,
-            "phantom": phantom,
-            "study": study,
+            "phantom": typed_command(phantom),
+            "study": typed_command(study),
             "datalist": datalist,
-            "describe": describe,
+            "describe": typed_command(describe),
         }
     )
 

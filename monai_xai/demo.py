@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_xai.atomic import atomic_write_text
 from monai_xai.bundle import ExplainSettings, explain_bundle
 from monai_xai.data import ensure_phantom_dataset
 from monai_xai.handlers.records import RunRecords
@@ -225,8 +226,9 @@ def run_demo(
         metrics = with_road_combined(metrics, table)
         cam_seconds[name] = sum(values.get(SECONDS, 0.0) for values in table.values()) * int(cases)
         line = verdict(table, sanity[name])
-        (folder / "sanity.md").write_text(
-            f"# {name}: sanity checks of the demo's {cases} cases\n\n{line}\n\n{sanity_markdown(sanity[name])}\n"
+        atomic_write_text(
+            folder / "sanity.md",
+            f"# {name}: sanity checks of the demo's {cases} cases\n\n{line}\n\n{sanity_markdown(sanity[name])}\n",
         )
         print(f"\n### {name} (mean over cases; ROAD and deletion/insertion: score change / AUC)\n")
         print(f"{line}\n")

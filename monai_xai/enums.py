@@ -23,6 +23,8 @@ __all__ = [
     "ModelMode",
     "NetworkOutput",
     "HIGHEST_RESOLUTION",
+    "RandomMap",
+    "ResultVolume",
     "PixelSet",
     "Score",
     "RoadOrder",
@@ -30,6 +32,7 @@ __all__ = [
     "MetricInput",
     "Layout",
     "XAIKeys",
+    "attribution_key",
     "saliency_key",
     "seconds_key",
     "as_choice",
@@ -80,12 +83,15 @@ class MethodFamily(StrEnum):
     - ``GRADIENT``: from the activations (and their gradients) of one hooked forward and backward pass, shared by every
       method of the family (EigenCAM, which needs no gradient, included);
     - ``PERTURBATION``: from how the score reacts to perturbed copies (ScoreCAM, AblationCAM);
-    - ``GRAD_CAM``: a pytorch-grad-cam class run through the adapter (``"grad-cam:<Class>"``).
+    - ``GRAD_CAM``: a pytorch-grad-cam class run through the adapter (``"grad-cam:<Class>"``);
+    - ``ATTRIBUTION``: an input attribution (Integrated Gradients, SmoothGrad, Occlusion, KernelSHAP, ..., through
+      Captum; :mod:`monai_xai.cams.attributions`): no target layer, a signed (B, C, *spatial) map at input resolution.
     """
 
     GRADIENT = "gradient"
     PERTURBATION = "perturbation"
     GRAD_CAM = "grad-cam"
+    ATTRIBUTION = "attribution"
 
 
 class MetricInput(StrEnum):
@@ -165,6 +171,25 @@ class NetworkOutput(StrEnum):
 # ``xai_output_head`` of a network that returns several outputs (deep supervision): the one with the most voxels
 HIGHEST_RESOLUTION = "highest_resolution"
 
+
+class ResultVolume(StrEnum):
+    """What a MONAI Label explain request returns: ``BINS``, a uint8 label map of heat bins (what 3D Slicer shows as
+    segments); ``SEGMENTS``, the same bins as a Slicer segmentation file (``.seg.nrrd``) whose segments carry each bin's
+    name and colour; ``HEATMAP``, the float32 map in [0, 1]."""
+
+    BINS = "bins"
+    SEGMENTS = "segments"
+    HEATMAP = "heatmap"
+
+
+class RandomMap(StrEnum):
+    """The random maps of the sanity checks' baseline: i.i.d. ``UNIFORM`` values per voxel, or ``SMOOTH`` ones drawn on
+    a coarse grid (e.g. the CAM layer's) and upsampled as a CAM is."""
+
+    UNIFORM = "uniform"
+    SMOOTH = "smooth"
+
+
 # a threshold that binarises each map at its own Otsu cut (the IoU metric's and describe()'s ``threshold="otsu"``)
 OTSU = "otsu"
 # ``region_value`` (``xai_region_value``) of the ground truth of the explained class(es), not of a fixed label value
@@ -184,6 +209,9 @@ class XAIKeys(StrEnum):
       in [0, 1] with the input's meta (see :func:`saliency_key`).
     - ``SECONDS`` (``"xai_seconds_"``): prefix of each method's time per case, ``"xai_seconds_<method>"``: (B,) float
       (see :func:`seconds_key`).
+    - ``ATTRIBUTION`` (``"xai_attribution_"``): prefix of an attribution method's signed map,
+      ``"xai_attribution_<method>"``: (B, C, *spatial) float32, one channel per input channel, any sign and range
+      (see :func:`attribution_key`); ``"saliency_<method>"`` holds its reduction to [0, 1].
     - ``UNREADABLE`` (``"xai_unreadable"``): the cases of a batch that could not be read (``{"case", "files",
       "reason"}`` records), carried by the batch and kept in ``engine.state.xai_unreadable``
       (:mod:`monai_xai.data.unreadable`).
@@ -204,6 +232,7 @@ class XAIKeys(StrEnum):
     PIXEL_SET = "xai_pixel_set"
     SALIENCY = "saliency_"
     SECONDS = "xai_seconds_"
+    ATTRIBUTION = "xai_attribution_"
     UNREADABLE = "xai_unreadable"
     METRIC_KEYS = "xai_metric_keys"
     RESULTS = "xai_results"
@@ -219,6 +248,11 @@ def saliency_key(method: str) -> str:
 def seconds_key(method: str) -> str:
     """Engine-output key of the per-case explanation time of ``method`` (e.g. ``"xai_seconds_gradcam"``)."""
     return f"{XAIKeys.SECONDS}{method}"
+
+
+def attribution_key(method: str) -> str:
+    """Engine-output key of the signed attribution of ``method`` (e.g. ``"xai_attribution_integrated_gradients"``)."""
+    return f"{XAIKeys.ATTRIBUTION}{method}"
 
 
 def as_choice(choices: type[Choice], value: object, name: str) -> Choice:

@@ -24,6 +24,8 @@ handlers and writers read:
   which differs from the blended one only where windows overlap.
 - ``"xai_seconds_<method>"``: (B,) float, wall time of the method on the batch divided by the batch size (with
   ``time_each_method=False``: of all methods together, the same value under every method).
+- ``"xai_attribution_<method>"``: input attributions only, (B, C, *spatial) float32, the signed attribution per input
+  channel (``"saliency_<method>"`` holds its reduction to [0, 1]).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from monai.engines.utils import IterationEvents
 from monai.inferers import Inferer, SimpleInferer
 from torch import nn
 
-from monai_xai.cams import ClassSet, LayerChoice, LayerSpec
+from monai_xai.cams import AttributionSettings, ClassSet, LayerChoice, LayerSpec
 from monai_xai.cams.layouts import Reshape
 from monai_xai.cams.outputs import OutputHead
 from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score, XAIKeys
@@ -44,6 +46,15 @@ from monai_xai.explanation import ExplainRequest, ExplainStep, Explanation, Slid
 from monai_xai.handlers.records import ExplainedLayers
 
 __all__ = ["EngineOutputInferer", "XAIInferer"]
+
+# what an input attribution's maps explain instead of a layer, in the run's records and summary
+INPUT = "input"
+
+
+def _layer_text(layer: LayerSpec | None) -> str:
+    if layer is None:
+        return INPUT
+    return ", ".join(map(str, layer)) if isinstance(layer, list | tuple) else str(layer)
 
 
 class EngineOutputInferer(Inferer):
@@ -116,6 +127,8 @@ class XAIInferer(EngineOutputInferer):
             own inferer (as ``bundles/brain_extraction_hdbet`` does), which ``"auto"`` then keeps.
         output_head: of a deep-supervision network's outputs, the prediction (``"highest_resolution"`` or an index).
         network_output: ``"logits"``, ``"probabilities"`` (a softmax inside ``forward``) or ``"auto"``.
+        attribution: the input-attribution methods' settings (``xai_attribution``: steps, samples, windows, feature
+            groups, budget; :class:`~monai_xai.cams.AttributionSettings` or a dict of its fields).
 
     Example::
 
@@ -143,6 +156,7 @@ class XAIInferer(EngineOutputInferer):
         model_mode: ModelMode | str = ModelMode.AUTO,
         output_head: OutputHead = None,
         network_output: NetworkOutput | str = NetworkOutput.AUTO,
+        attribution: AttributionSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if inferer is not None and not callable(inferer):
@@ -163,6 +177,7 @@ class XAIInferer(EngineOutputInferer):
                 model_mode=model_mode,
                 output_head=output_head,
                 network_output=network_output,
+                attribution=attribution,
             )
         )
 
@@ -206,11 +221,9 @@ class XAIInferer(EngineOutputInferer):
         return explanation.engine_output()
 
     def _explained_layers(self, explanation: Explanation) -> ExplainedLayers:
-        """The layers of ``explanation``'s maps, with the reason when the step chose them."""
-        layers = {
-            method: ", ".join(map(str, layer)) if isinstance(layer, list | tuple) else str(layer)
-            for method, layer in explanation.layers.items()
-        }
+        """The layers of ``explanation``'s maps (``"input"`` for an input attribution, which explains none), with the
+        reason when the step chose them."""
+        layers = {method: _layer_text(layer) for method, layer in explanation.layers.items()}
         chosen = self.chosen_layer
         return ExplainedLayers(layers, chosen.reason if chosen is not None else None)
 

@@ -455,6 +455,38 @@ def test_bundle_sanity_checks_on_untrained_bundle(tmp_path):
         )
 
 
+def test_sanity_checks_an_input_attribution_next_to_a_cam(tmp_path):
+    """An attribution needs no layer (a per-method layer mapping names the CAMs only); its row is its own check run
+    directly, its smooth random baseline is drawn at the input's grid (so it is a uniform one), the figure draws it;
+    the cascade explains it without a layer."""
+    bundle = _untrained_bundle(tmp_path)
+    figure = tmp_path / "grid.png"
+    summary = bundle_sanity_checks(
+        bundle,
+        n_cases=2,
+        methods=["gradcam", "saliency"],
+        target_layer={"gradcam": "class_layers.relu"},
+        n_draws=32,
+        figure=figure,
+    )
+    assert figure.stat().st_size > 0
+    row = summary[1]
+    assert row.method == "saliency" and row.random_smooth == pytest.approx(row.random_uniform, abs=0.0015)
+    cases = json.loads(_phantom_datalist(tmp_path / "phantoms").read_text())["test"]
+    images = torch.stack(
+        [torch.from_numpy(nib.load(tmp_path / "phantoms" / item["image"]).get_fdata()).float()[None] for item in cases]
+    ).clamp(0, 1)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    model = parser.get_parsed_content("network_def")
+    model.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True))
+    direct = model_randomisation_check(model.eval(), images, ExplainRequest(["saliency"], class_idx=1), 0)
+    assert direct.layers == {"saliency": None}
+    assert row.spearman == pytest.approx(direct.correlation["saliency"].mean().item(), abs=1e-5)
+    cascade = cascading_randomisation(model, images[:1], ExplainRequest(["saliency"], class_idx=1), 0, ["class_layers"])
+    assert cascade.correlation["saliency"].shape == (1, 1)
+
+
 @pytest.mark.parametrize("name", ["lesion_classification_3d", "lesion_segmentation_3d"])
 def test_sanity_on_a_datalist_equals_the_phantom_run(tmp_path, name):
     """The same phantoms given as the user's own datalist give the same figures; the segmenter's transforms load
@@ -543,8 +575,9 @@ def test_case_batches_split_where_the_image_size_changes():
         return {"image": torch.zeros(1, int(case["image"]), 5)}
 
     batches = list(case_batches(cases, preprocessing, "label", batch_size=2))
-    assert [tuple(images.shape) for images, _ in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
-    assert all(not regions.any() and regions.shape[1] == 1 for _, regions in batches)
+    assert [tuple(batch.images.shape) for batch in batches] == [(2, 1, 4, 5), (1, 1, 4, 5), (2, 1, 6, 5), (1, 1, 4, 5)]
+    assert all(not batch.regions.any() and batch.regions.shape[1] == 1 for batch in batches)
+    assert [batch.sources for batch in batches] == [["4", "4"], ["4"], ["6", "6"], ["4"]]
 
 
 def test_sanity_of_a_bundle_without_explain_config_and_bad_datalists(tmp_path):

@@ -15,7 +15,6 @@ it next to the weights (``temperature.json``, read back by :func:`~monai_xai.net
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,7 @@ from monai.metrics import compute_roc_auc
 from torch import nn
 from tqdm import tqdm
 
+from monai_xai.atomic import atomic_path, atomic_write_csv, atomic_write_text
 from monai_xai.metrics.calibration import expected_calibration_error, fit_temperature, reliability_diagram_data
 from monai_xai.networks.calibration import TEMPERATURE_FILE
 from monai_xai.utils import json_ready
@@ -102,7 +102,8 @@ def _reliability_figure(
     axis.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title="Reliability on the test split")
     axis.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=110, format="png")
 
 
 def evaluate_classifier(
@@ -134,8 +135,8 @@ def evaluate_classifier(
     output_dir.mkdir(parents=True, exist_ok=True)
     val_logits, val_labels, _ = _logits(network, validation_loader, device, "validation (calibration)")
     temperature = fit_temperature(val_logits, val_labels)
-    (weights_dir / TEMPERATURE_FILE).write_text(
-        json.dumps({"temperature": temperature, "n_validation": len(val_labels)})
+    atomic_write_text(
+        weights_dir / TEMPERATURE_FILE, json.dumps({"temperature": temperature, "n_validation": len(val_labels)})
     )
 
     logits, labels, names = _logits(network, test_loader, device, "test")
@@ -149,15 +150,15 @@ def evaluate_classifier(
         ),
         "n_test": len(labels),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(json_ready(report), indent=2))
-    with open(output_dir / "classification_report.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(report["per_class"][0]))
-        writer.writeheader()
-        writer.writerows(report["per_class"])
-    with open(output_dir / "test_predictions.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["image", "label", "predicted", *(f"p_{name}" for name in class_names)])
-        for name, label, row in zip(names, labels.tolist(), probabilities.tolist()):
-            writer.writerow([name, label, max(range(len(row)), key=row.__getitem__), *(f"{p:.6f}" for p in row)])
+    atomic_write_text(output_dir / "metrics.json", json.dumps(json_ready(report), indent=2))
+    atomic_write_csv(output_dir / "classification_report.csv", list(report["per_class"][0]), report["per_class"])
+    atomic_write_csv(
+        output_dir / "test_predictions.csv",
+        ["image", "label", "predicted", *(f"p_{name}" for name in class_names)],
+        (
+            [name, label, max(range(len(row)), key=row.__getitem__), *(f"{p:.6f}" for p in row)]
+            for name, label, row in zip(names, labels.tolist(), probabilities.tolist())
+        ),
+    )
     _reliability_figure(logits, labels, temperature, output_dir / "reliability_diagram.png", n_bins)
     return report

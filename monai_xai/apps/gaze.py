@@ -17,7 +17,6 @@ neither its weights nor its batch-norm statistics change.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +30,7 @@ from monai.engines import PrepareBatch
 from torch import nn
 
 from monai_xai.apps.classification import classification_metrics
+from monai_xai.atomic import atomic_write_csv, atomic_write_text
 from monai_xai.enums import saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.inferers import EngineOutputInferer
@@ -266,20 +266,21 @@ def evaluate_gaze_network(
     report["study"] = STUDY_RESULTS
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps(json_ready(report), indent=1))
-    with (output_dir / "test_predictions.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["image", "true", "predicted", *class_names, *(f"gaze_{m}" for m in metrics)])
-        for index, name in enumerate(names):
-            writer.writerow(
-                [
-                    name,
-                    class_names[int(label[index])],
-                    class_names[int(probability[index].argmax())],
-                    *(f"{float(p):.6f}" for p in probability[index]),
-                    *(f"{rows_scores[m][index]:.6f}" for m in metrics),
-                ]
-            )
+    atomic_write_text(output_dir / "metrics.json", json.dumps(json_ready(report), indent=1))
+    atomic_write_csv(
+        output_dir / "test_predictions.csv",
+        ["image", "true", "predicted", *class_names, *(f"gaze_{m}" for m in metrics)],
+        (
+            [
+                name,
+                class_names[int(label[index])],
+                class_names[int(probability[index].argmax())],
+                *(f"{float(p):.6f}" for p in probability[index]),
+                *(f"{rows_scores[m][index]:.6f}" for m in metrics),
+            ]
+            for index, name in enumerate(names)
+        ),
+    )
     return report
 
 
@@ -363,14 +364,8 @@ class GazeAgreementHandler:
                 engine.state.metrics[f"gaze_{metric}_{row['map']}"] = row[metric]
         self.output_dir.mkdir(parents=True, exist_ok=True)
         columns = ["map", *self.metrics, "n"]
-        with (self.output_dir / "gaze_agreement.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(table)
-        with (self.output_dir / "gaze_agreement_cases.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["case", "map", *self.metrics])
-            writer.writeheader()
-            writer.writerows(self.rows)
+        atomic_write_csv(self.output_dir / "gaze_agreement.csv", columns, table)
+        atomic_write_csv(self.output_dir / "gaze_agreement_cases.csv", ["case", "map", *self.metrics], self.rows)
         lines = [
             "Agreement with the radiologists' gaze (mean over cases; KL lower is better, CC / SIM / NSS higher)",
             "",
@@ -382,4 +377,4 @@ class GazeAgreementHandler:
             lines.append("| " + " | ".join([row["map"], *values, str(row["n"])]) + " |")
         study = ", ".join(f"{m.upper()} {STUDY_RESULTS[m]}" for m in self.metrics if m in STUDY_RESULTS)
         lines += ["", f"The study's predicted gaze maps (Qiu, thesis table 4.2): {study}."]
-        (self.output_dir / "gaze_agreement.md").write_text("\n".join(lines) + "\n")
+        atomic_write_text(self.output_dir / "gaze_agreement.md", "\n".join(lines) + "\n")

@@ -17,10 +17,10 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
-from monai_xai.cams import ClassSet, LayerSpec, resolve_layers
+from monai_xai.cams import AttributionSettings, ClassSet, LayerSpec, resolve_layers
 from monai_xai.cams.layouts import Reshape
 from monai_xai.cams.outputs import OutputHead
-from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score
+from monai_xai.enums import EXPLAINED_CLASS, ModelMode, NetworkOutput, PixelSet, Score
 from monai_xai.explanation import ExplainRequest
 
 __all__ = ["ExplainSettings", "check_explain_config"]
@@ -36,7 +36,7 @@ class ExplainSettings:
     explains its predicted region; classifiers have none), ``region_key`` None means "no ground truth named".
 
     Attributes:
-        methods: ``xai_methods``, CAM method names.
+        methods: ``xai_methods``, method names (CAMs and input attributions).
         target_layers: ``xai_target_layer``, a layer name (or list), or ``{method: layer}``.
         class_idx: ``xai_class``, the explained class; a :class:`~monai_xai.cams.ClassSet` for several classes of a
             segmenter explained together (the config's ``"1+2+3"`` or ``"foreground"``); None: a classifier's
@@ -49,6 +49,8 @@ class ExplainSettings:
         time_each_method: ``xai_time_each_method``, one timed pass per method (True) or one shared pass.
         reshape: ``xai_reshape``, where the layers keep their channels (None: found; ``"channel_first"``,
             ``"channel_last"``, ``"tokens"``, or a function, see :mod:`monai_xai.cams.layouts`).
+        attribution: ``xai_attribution``, the input-attribution methods' settings
+            (:class:`~monai_xai.cams.AttributionSettings`, a dict in the config).
         metrics: ``xai_metrics``, XAI metric names.
         metric_args: ``xai_metric_args``, keyword arguments per metric.
         region_key: ``xai_region_key``, batch key of the ground-truth region.
@@ -67,6 +69,7 @@ class ExplainSettings:
     score: Score = Score.LOGIT
     time_each_method: bool = True
     reshape: Reshape = None
+    attribution: AttributionSettings = AttributionSettings()
     metrics: tuple[str, ...] = ()
     metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     region_key: str | None = None
@@ -85,6 +88,7 @@ class ExplainSettings:
         "score": "xai_score",
         "time_each_method": "xai_time_each_method",
         "reshape": "xai_reshape",
+        "attribution": "xai_attribution",
         "metrics": "xai_metrics",
         "metric_args": "xai_metric_args",
         "region_key": "xai_region_key",
@@ -101,7 +105,8 @@ class ExplainSettings:
         set_field(self, "methods", _names(self.methods, "xai_methods"))
         set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
         # the explanation fields get the request's own checks (a bundle may leave the methods to the front door)
-        for name in ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape", *_QUIRKS):
+        checked = ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape")
+        for name in (*checked, *_QUIRKS, "attribution"):
             set_field(self, name, ExplainRequest.check_field(name, getattr(self, name), self.methods))
         if self.pixel_set is not None:  # None: not chosen (a segmenter then explains its predicted region)
             set_field(self, "pixel_set", ExplainRequest.check_field("pixel_set", self.pixel_set))
@@ -115,7 +120,7 @@ class ExplainSettings:
         if self.region_key is not None and not isinstance(self.region_key, str):
             raise TypeError(f"xai_region_key must be a batch key (a string) or null, got {self.region_key!r}.")
         value = self.region_value
-        if value is not None and value != "class" and (not isinstance(value, int) or isinstance(value, bool)):
+        if value is not None and value != EXPLAINED_CLASS and (not isinstance(value, int) or isinstance(value, bool)):
             raise ValueError(f'xai_region_value must be "class", null or an int, got {self.region_value!r}.')
 
     @classmethod
@@ -173,7 +178,7 @@ class ExplainSettings:
 
 # the settings fields that are fields of the request too
 _REQUEST_FIELDS = ("methods", "target_layers", "class_idx", "pixel_set", "pixel_set_key", "score", "time_each_method")
-_REQUEST_FIELDS += ("reshape",)
+_REQUEST_FIELDS += ("reshape", "attribution")
 # how the network runs and what it returns (the mode its own inference uses, deep supervision, probabilities)
 _QUIRKS = ("model_mode", "output_head", "network_output")
 _REQUEST_FIELDS += _QUIRKS
@@ -215,7 +220,8 @@ def check_explain_config(
         request = ExplainRequest(methods=_names(methods, "xai_methods"), target_layers=target_layers)
         if request.target_layers is not None:  # None: the step chooses the layer on the first batch
             for layers, _ in request.method_groups(request.target_layers):
-                resolve_layers(network, layers)
+                if layers is not None:  # None: the input attributions, which explain no layer
+                    resolve_layers(network, layers)
     except (ValueError, TypeError) as error:
         raise ValueError(
             f"{error} (set them with --xai_target_layer <name> and --xai_methods \"['gradcam']\")"

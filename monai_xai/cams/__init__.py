@@ -1,9 +1,11 @@
 """Class-activation maps for MONAI networks: N-D (2D and 3D), batched, classification and segmentation targets.
 
 Every method is registered once with its family and needs (:mod:`monai_xai.cams.registry`); the formulas are in
-:mod:`~monai_xai.cams.methods` (gradient family) and :mod:`~monai_xai.cams.perturbation`.
+:mod:`~monai_xai.cams.methods` (gradient family) and :mod:`~monai_xai.cams.perturbation`; input attributions
+(Integrated Gradients, SmoothGrad, Occlusion, KernelSHAP, ... through Captum) in :mod:`~monai_xai.cams.attributions`.
 """
 
+from monai_xai.cams.attributions import AttributionExplainer, AttributionSettings, attribution_map, channel_shares
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
@@ -26,6 +28,10 @@ from monai_xai.cams.targets import (
 from monai_xai.utils import preserved_model_state
 
 __all__ = [
+    "AttributionExplainer",
+    "AttributionSettings",
+    "attribution_map",
+    "channel_shares",
     "CAMExplainer",
     "CAMMethod",
     "register_method",

@@ -170,6 +170,12 @@ class CAMExplainer:
         self._scored = model if outputs is None or not outputs.changes_outputs else ScoredNetwork(model, outputs)
         self.layers = resolve_layers(model, target_layers)
         self._records = list(get_methods(methods))
+        attributions = [record.name for record in self._records if not record.needs_layer]
+        if attributions:
+            raise ValueError(
+                f"{attributions} are input attributions, which explain no layer: use AttributionExplainer, or "
+                "monai_xai.explanation.explain, which runs CAMs and attributions together."
+            )
         self.methods = tuple(record.name for record in self._records)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive int (copies per forward pass), got {batch_size}.")

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from monai_xai.cams.registry import get_method, method_names, register_method
 from monai_xai.enums import MethodFamily
 
-__all__ = ["GRADIENT_METHODS", "first_principal_component", "weighted_channel_sum"]
+__all__ = ["GRADIENT_METHODS", "SEG_XRES_POOL", "block_mean", "first_principal_component", "weighted_channel_sum"]
 
 
 def _spatial_dims(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -152,6 +153,53 @@ def eigengradcam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor
     Example: ``CAMExplainer(model, "layer4", "eigengradcam")(images)["eigengradcam"]``
     """
     return first_principal_component(grads * activations)
+
+
+# Seg-XRes-CAM's gradient pooling: blocks of this many positions per spatial dim, averaged (the authors' example,
+# Nouman97/Seg_XRes_CAM main.py, pools with np.mean over 2 x 2 blocks)
+SEG_XRES_POOL = 2
+
+
+def block_mean(values: torch.Tensor, size: int) -> torch.Tensor:
+    """Each position's mean over its block of ``size`` positions per spatial dim, at the input's resolution.
+
+    The (B, K, *S) values are zero-padded at the end of each dim to a multiple of ``size``, averaged per block (padded
+    zeros included, as skimage's ``block_reduce`` with ``np.mean``) and every position takes its block's mean (nearest
+    upsampling back to S).
+    """
+    spatial = values.shape[2:]
+    padding = [pad for length in reversed(spatial) for pad in (0, -length % size)]
+    pooled = (F.avg_pool2d if values.ndim == 4 else F.avg_pool3d)(F.pad(values, padding), size)
+    for dim in range(2, values.ndim):
+        pooled = pooled.repeat_interleave(size, dim=dim)
+    return pooled[(slice(None), slice(None), *(slice(0, length) for length in spatial))]
+
+
+@register_method("segxrescam", MethodFamily.GRADIENT)
+def segxrescam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Seg-XRes-CAM (Hasany et al., CVPR Workshops 2023, "Seg-XRes-CAM: Explaining Spatially Local Regions in Image
+    Segmentation"; the authors' code: Nouman97/Seg_XRes_CAM): HiResCAM of a pixel set with the gradients pooled over
+    blocks of ``SEG_XRES_POOL`` positions (:func:`block_mean`), so the map keeps the sub-region's locality without
+    HiResCAM's position-by-position noise.
+
+    L(s) = sum_k pool(g_k)(s) A_k(s)
+
+    Example: ``CAMExplainer(unet, "model.1.submodule", "segxrescam")(volumes, class_idx=1, pixel_set=box)``
+    """
+    return (block_mean(grads, SEG_XRES_POOL) * activations).sum(dim=1, keepdim=True)
+
+
+@register_method("segeigencam", MethodFamily.GRADIENT)
+def segeigencam(activations: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Seg-Eigen-CAM (Chung and Ying, Applied Sciences 15(13) 7562, 2025; pytorch-grad-cam's ``SegEigenCAM``): the
+    first principal component of the activations weighted by the absolute gradients (Eq. 10), sign-corrected so the
+    dominant extreme is positive (Eq. 13, :func:`first_principal_component`).
+
+    L(s) = (F(s) - mean_s' F(s')) . v_1,   F = |g| * A, v_1 as in :func:`eigencam`
+
+    Example: ``CAMExplainer(unet, "model.1.submodule", "segeigencam")(volumes, class_idx=1)["segeigencam"]``
+    """
+    return first_principal_component(grads.abs() * activations)
 
 
 # name -> formula of every method above, in registration order (the registry's view of this module)

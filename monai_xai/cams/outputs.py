@@ -145,8 +145,9 @@ class OutputHandling:
 class ScoredNetwork(nn.Module):
     """``network`` whose forward returns ``handling(network(x))``: the prediction head, as logits.
 
-    The network is held, not registered as a submodule, so ``named_modules()``, ``parameters()`` and ``train()`` are
-    the network's own: layer names stay the network's (``"layer4"``, not ``"network.layer4"``).
+    The network is held, not registered as a submodule, so ``named_modules()``, ``parameters()``, ``state_dict()``
+    and ``train()`` are the network's own: layer names stay the network's (``"layer4"``, not ``"network.layer4"``),
+    and a fold's weights load into it (:class:`~monai_xai.cams.tiles.TiledNetwork`).
 
     Args:
         network: the network.
@@ -175,6 +176,12 @@ class ScoredNetwork(nn.Module):
 
     def parameters(self, recurse: bool = True):  # type: ignore[override]
         return self.network.parameters(recurse)
+
+    def state_dict(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        return self.network.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        return self.network.load_state_dict(*args, **kwargs)
 
     def train(self, mode: bool = True) -> ScoredNetwork:
         self.network.train(mode)

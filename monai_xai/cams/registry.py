@@ -31,7 +31,9 @@ class CAMMethod:
             - ``PERTURBATION``: ``function(model, images, layer, activations, target, batch_size, layout)
               -> (B, 1, *S)`` raw map (``layout``: how the layer's output holds the activations);
             - ``GRAD_CAM``: ``function(model, images, layers, target, reshape) -> (B, 1, *spatial)`` finished map
-              (``reshape``: pytorch-grad-cam's ``reshape_transform``).
+              (``reshape``: pytorch-grad-cam's ``reshape_transform``);
+            - ``ATTRIBUTION``: ``function(score, images, context) -> (B, C, *spatial)`` signed attribution of the
+              input, no layer (:mod:`monai_xai.cams.attributions`).
         function: the function computing the map.
         needs_gradients: whether the method reads the gradients of the shared backward pass (gradient family; the
             pass is skipped when no requested method needs it).
@@ -44,6 +46,11 @@ class CAMMethod:
     function: Callable
     needs_gradients: bool = True
     supports_raw: bool = True
+
+    @property
+    def needs_layer(self) -> bool:
+        """Whether the method weights a target layer's activations (every family but input attributions)."""
+        return self.family != MethodFamily.ATTRIBUTION
 
 
 _REGISTRY: dict[str, CAMMethod] = {}
@@ -71,8 +78,11 @@ def register_method(name: str, family: MethodFamily, needs_gradients: bool = Tru
 
 
 def method_names(family: MethodFamily | str | None = None) -> list[str]:
-    """Registered method names in registration order (gradient methods first), optionally of one family."""
-    return [name for name, method in _REGISTRY.items() if family is None or method.family == family]
+    """Registered method names, optionally of one family: family by family in :class:`MethodFamily` order (gradient
+    CAMs first, input attributions last), each in registration order."""
+    order = list(MethodFamily)
+    methods = sorted(_REGISTRY.values(), key=lambda method: order.index(method.family))
+    return [method.name for method in methods if family is None or method.family == family]
 
 
 def get_methods(methods: str | Sequence[str] | None) -> tuple[CAMMethod, ...]:

@@ -29,32 +29,36 @@ class _WindowPredictor:
     """The ``predictor`` for ``sliding_window_inference``: explains a batch of windows, skipping windows whose crop of
     the pixel set is empty.
 
-    ``sliding_window_inference`` needs the same dict keys from every call, so the method names are learnt from the
-    first call that runs ``explain_window``; until then a batch of empty windows is explained like any other.
+    ``sliding_window_inference`` needs the same dict keys from every call, so the method names (and each map's
+    channels: one for a CAM, one per input channel for an input attribution) are learnt from the first call that runs
+    ``explain_window``; until then a batch of empty windows is explained like any other.
     """
 
     def __init__(self, explain_window: ExplainWindow, pixel_set: PixelSet | None) -> None:
         self.explain_window = explain_window
         self.pixel_set = pixel_set
-        self.method_names: list[str] | None = None
+        self.channels: dict[str, int] | None = None
 
     def _explain(self, window_images: torch.Tensor, window_pixel_set: WindowPixelSet) -> dict[str, torch.Tensor]:
         maps = self.explain_window(window_images, window_pixel_set)
-        self.method_names = sorted(maps)
+        self.channels = {name: maps[name].shape[1] for name in sorted(maps)}
         return maps
 
     def __call__(self, window_images: torch.Tensor, condition: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if condition is None:
             return self._explain(window_images, self.pixel_set)
         has_pixels = condition.flatten(1).amax(dim=1) > 0
-        if has_pixels.all() or (self.method_names is None and not has_pixels.any()):
+        if has_pixels.all() or (self.channels is None and not has_pixels.any()):
             return self._explain(window_images, condition)
-        map_shape = (window_images.shape[0], 1, *window_images.shape[2:])
+        windows, roi = window_images.shape[0], window_images.shape[2:]
         if not has_pixels.any():
             # one tensor per method: sliding_window_inference scales the returned maps in place
-            return {name: window_images.new_zeros(map_shape) for name in self.method_names}
+            return {name: window_images.new_zeros(windows, channels, *roi) for name, channels in self.channels.items()}
         maps = self._explain(window_images[has_pixels], condition[has_pixels])
-        return {name: value.new_zeros(map_shape).index_put((has_pixels,), value) for name, value in maps.items()}
+        return {
+            name: value.new_zeros(windows, *value.shape[1:]).index_put((has_pixels,), value)
+            for name, value in maps.items()
+        }
 
 
 def _window_pixel_set_source(
@@ -99,7 +103,8 @@ def sliding_window_cam(
 
     Args:
         explain_window: ``explain_window(window_images (n, C, *roi), window_pixel_set) -> {method: (n, 1, *roi)}``,
-            the non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``).
+            the non-negative, NOT normalised maps of a batch of windows (e.g. ``CAMExplainer._explain_window``), or
+            signed (n, C, *roi) input attributions (``AttributionExplainer``), blended the same way.
             ``window_pixel_set`` is the window's crop (n, 1, *roi) of a tensor/voxel/box pixel set, else ``None``,
             ``"pred"`` or ``"image"`` unchanged (each window's predicted region, or all of it).
         images: (B, C, *spatial) images, 2D or 3D.
@@ -116,7 +121,8 @@ def sliding_window_cam(
         device: device of the blended maps (default: the images' device), e.g. ``"cpu"`` for large volumes on a GPU.
 
     Returns:
-        dict method -> (B, 1, *spatial) blended maps, non-negative and not normalised, in the images' dtype.
+        dict method -> (B, 1, *spatial) blended maps, non-negative and not normalised (input attributions: (B, C,
+        *spatial), signed), in the images' dtype.
 
     Raises:
         ValueError: images not 4-D/5-D, ``"largest_component"``, ``"peak"`` or an unknown name, or a

@@ -30,7 +30,7 @@ from torch import nn
 
 from monai_xai.cams.sliding_window import _window_pixel_set_source, _WindowPredictor
 
-__all__ = ["TiledWindow", "tile_starts", "tile_importance", "tiled", "tiled_cam"]
+__all__ = ["TiledNetwork", "TiledWindow", "tile_starts", "tile_importance", "tiled", "tiled_cam", "tiles_per_image"]
 
 # (B, C, *patch) tile and its crop of a pixel set (or None) -> outputs (a tensor, or a dict of tensors) of the tile
 TileFunction = Callable[[torch.Tensor, torch.Tensor | None], Any]
@@ -70,8 +70,14 @@ class TiledWindow:
         object.__setattr__(self, "weights", tuple(self.weights))
 
     def explainer_args(self) -> dict[str, Any]:
-        """The :class:`~monai_xai.cams.CAMExplainer` arguments of this window."""
+        """The :class:`~monai_xai.cams.CAMExplainer` (and :class:`~monai_xai.cams.AttributionExplainer`) arguments of
+        this window."""
         return {"tiles": self}
+
+    def network(self, network: nn.Module) -> TiledNetwork:
+        """``network`` run tile by tile with this window (see :class:`TiledNetwork`), as
+        :meth:`SlidingWindow.network <monai_xai.explanation.SlidingWindow.network>` runs it window by window."""
+        return TiledNetwork(network, self)
 
     @property
     def roi_size(self) -> tuple[int, ...]:
@@ -82,6 +88,34 @@ class TiledWindow:
         """The flipped tensor dims of each mirrored copy (nnU-Net's order: single axes, then pairs, ...)."""
         dims = [axis + 2 for axis in self.mirror_axes or ()]
         return [combo for size in range(1, len(dims) + 1) for combo in itertools.combinations(dims, size)]
+
+
+class TiledNetwork(nn.Module):
+    """A network run tile by tile as nnU-Net predicts (:func:`tiled`: tiles, Gaussian weights, mirroring, folds): what
+    the prediction of the explanation step and the metrics that re-run the network call with a :class:`TiledWindow`.
+
+    Args:
+        network: the network (its modules stay reachable as ``.network``; the folds' weights are loaded into it in
+            turn and its own restored).
+        window: the tiling, mirroring and folds.
+    """
+
+    def __init__(self, network: nn.Module, window: TiledWindow) -> None:
+        super().__init__()
+        self.network = network
+        self.window = window
+
+    def forward(self, images: torch.Tensor) -> Any:
+        """(B, C, *spatial) -> the blended (B, C', *spatial) outputs of the tiles, averaged over the folds."""
+        return tiled(lambda tile, _: self.network(tile), images, self.window, self.network)
+
+
+def tiles_per_image(spatial: Sequence[int], window: TiledWindow) -> int:
+    """The passes :func:`tiled` runs on one image of ``spatial`` size (centred-padded to the patch where smaller):
+    its tiles, times the mirrored copies of each (plus the tile itself), times the folds (at least one)."""
+    padded = [max(size, patch) for size, patch in zip(spatial, window.patch_size)]
+    tiles = math.prod(len(starts) for starts in tile_starts(padded, window.patch_size, window.step))
+    return tiles * (len(window.mirror_combinations()) + 1) * max(len(window.weights), 1)
 
 
 def tile_starts(image_size: Sequence[int], patch_size: Sequence[int], step: float) -> list[list[int]]:

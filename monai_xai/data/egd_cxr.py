@@ -56,6 +56,7 @@ from monai.transforms import InvertibleTransform, MapTransform, Pad, Resize
 from monai.utils import ensure_tuple_rep
 from PIL import Image
 
+from ..naming import safe_stem
 from .siim_pneumothorax import InvertMonochrome1d
 from .splits import datalist_summary, stratified_split, write_datalist
 
@@ -150,6 +151,18 @@ def _image_size(path: Path) -> tuple[int, int]:
         return image.height, image.width
 
 
+def _checked_id(value: str) -> str:
+    """A master sheet's ``dicom_id``, refused unless it is a plain name (it names a folder and a file: ``../../x``
+    would write outside them)."""
+    dicom_id = value.strip()
+    if not dicom_id or safe_stem(dicom_id) != dicom_id:
+        raise ValueError(
+            f"{_DATASET}: the dicom_id {value!r} of {MASTER_SHEET} is not a plain name (letters, digits, '.', '_', "
+            "'-'); fix or remove that row."
+        )
+    return dicom_id
+
+
 def _read_fixations(path: Path, dicom_ids: set[str]) -> dict[str, list[tuple[int, int]]]:
     """dicom_id -> (row, column) fixations (``Y_ORIGINAL``, ``X_ORIGINAL``) of ``fixations.csv``."""
     fixations: dict[str, list[tuple[int, int]]] = {}
@@ -206,9 +219,11 @@ def egd_cxr_datalist(
         ``{"training", "validation", "test"}`` lists, stratified by label, one patient's images in one list.
 
     Raises:
-        FileNotFoundError: no master sheet; images or heatmaps missing (named, with where they come from).
-        ValueError: a malformed master sheet, a row without exactly one diagnosis, or sizes that leave no training
-            images.
+        FileNotFoundError: no master sheet; images missing, or no image with a heatmap (named, with where they come
+            from). Images without a heatmap (the dataset's script writes none for the last image of each session)
+            are left out with a warning.
+        ValueError: a malformed master sheet, a ``dicom_id`` that is not a plain name, a row without exactly one
+            diagnosis, or sizes that leave no training images.
     """
     root = Path(root).expanduser().resolve()
     image_dir = root if image_dir is None else Path(image_dir).expanduser().resolve()
@@ -216,14 +231,16 @@ def egd_cxr_datalist(
     rows = _read_master_sheet(root / MASTER_SHEET)
     entries, no_image, no_heatmap = [], [], []
     for row in rows:
-        dicom_id = row["dicom_id"].strip()
+        dicom_id = _checked_id(row["dicom_id"])
         label = _label(row)
         image = _image_file(image_dir, row["path"].strip())
         heatmap = heatmap_dir / dicom_id / HEATMAP_NAME
         if image is None:
             no_image.append(f"{dicom_id} ({image_dir / row['path'].strip()})")
+            continue
         if not heatmap.is_file():
             no_heatmap.append(f"{dicom_id} ({heatmap})")
+            continue
         entry = {"image": str(image), "gaze": str(heatmap), "label": label, "dicom_id": dicom_id}
         entry["patient_id"] = str(row.get("patient_id", dicom_id)).strip() or dicom_id
         entries.append(entry)
@@ -233,10 +250,18 @@ def egd_cxr_datalist(
             "Pass as image_dir the MIMIC-CXR folder (physionet.org/files/mimic-cxr/2.0.0, or MIMIC-CXR-JPG) holding "
             "the master sheet's files/... paths."
         )
-    if no_heatmap:
+    if no_heatmap and not entries:
         raise FileNotFoundError(
-            f"{_DATASET}: {len(no_heatmap)} image(s) have no gaze heatmap: {_first(no_heatmap)}. Pass as heatmap_dir "
-            f"the folder holding <dicom_id>/{HEATMAP_NAME}; {_HEATMAP_HOW}."
+            f"{_DATASET}: no image has a gaze heatmap ({_first(no_heatmap)}). Pass as heatmap_dir the folder holding "
+            f"<dicom_id>/{HEATMAP_NAME}; {_HEATMAP_HOW}."
+        )
+    if no_heatmap:
+        # the dataset's own script writes no heatmap for the last image of each session
+        warnings.warn(
+            f"{_DATASET}: {len(no_heatmap)} image(s) have no gaze heatmap and are left out: {_first(no_heatmap)} "
+            f"({_HEATMAP_HOW}; its script skips the last image of every session).",
+            UserWarning,
+            stacklevel=2,
         )
     if fixation_dir is not None:
         fixations_csv = root / FIXATIONS
@@ -273,10 +298,11 @@ def write_egd_cxr_datalist(root: str | Path, out_file: str | Path, **kwargs: Any
 
 
 def _viridis() -> np.ndarray:
-    """(256, 3) float RGB 0-255 of matplotlib's viridis, the colours ``plt.imsave`` gives the heatmaps."""
+    """(256, 3) RGB 0-255 of matplotlib's viridis as ``plt.imsave`` writes it: the colour map's table truncated to 8
+    bits (``Colormap(..., bytes=True)``), so the published PNGs' colours are found exactly."""
     from matplotlib import colormaps
 
-    return colormaps["viridis"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0
+    return (colormaps["viridis"](np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).astype(np.uint8).astype(np.float64)
 
 
 def read_gaze_heatmap(path: str | Path) -> np.ndarray:
@@ -303,15 +329,18 @@ def read_gaze_heatmap(path: str | Path) -> np.ndarray:
         return (rgb[..., 0] / 255.0).astype(np.float32)
     colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
     distances = np.linalg.norm(colours[:, None, :] - _viridis()[None, :, :], axis=2)
-    nearest = distances.argmin(axis=1)
-    worst = float(distances[np.arange(len(colours)), nearest].max())
+    nearest = distances.min(axis=1, keepdims=True)
+    worst = float(nearest.max())
     if worst > _VIRIDIS_TOLERANCE:
         raise ValueError(
             f"gaze heatmap {path} is a colour image whose colours are not matplotlib's viridis (a colour is "
             f"{worst:.0f} RGB levels from it): not a heatmap as {_HEATMAP_HOW}. Give the heatmap as that PNG or as a "
             "grey image (0 = no gaze)."
         )
-    return (nearest[inverse.reshape(-1)] / 255.0).reshape(rgb.shape[:2]).astype(np.float32)
+    # the 8-bit table repeats two colours (levels 104 = 105, 137 = 138): such a colour decodes to their middle
+    ties = distances == nearest
+    levels = (ties * np.arange(256)).sum(axis=1) / ties.sum(axis=1)
+    return (levels[inverse.reshape(-1)] / 255.0).reshape(rgb.shape[:2]).astype(np.float32)
 
 
 class InvertDicomMonochrome1d(InvertMonochrome1d):

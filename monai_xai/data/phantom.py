@@ -35,6 +35,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from monai_xai.atomic import atomic_write_text
+
 __all__ = [
     "DEFAULT_SHAPE",
     "DEFAULT_SPACING",
@@ -311,7 +313,7 @@ def write_phantom_dataset(
         datalist[key].sort(key=lambda item: item["image"])
     datalist["phantom"] = _dataset_params(n_cases, seed, shape, spacing, positive_fraction, split, dim)
     path = out_dir / DATALIST_NAME
-    path.write_text(json.dumps(datalist, indent=2))
+    atomic_write_text(path, json.dumps(datalist, indent=2))
     return path
 
 

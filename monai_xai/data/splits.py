@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_xai.atomic import atomic_write_text
+
 __all__ = ["datalist_summary", "stratified_split", "write_datalist"]
 
 
@@ -70,7 +72,7 @@ def write_datalist(datalist: Mapping[str, Sequence[Mapping[str, Any]]], path: st
     """Write ``datalist`` as JSON (MONAI's ``load_decathlon_datalist`` reads it; image paths stay as given)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({name: list(entries) for name, entries in datalist.items()}, indent=1))
+    atomic_write_text(path, json.dumps({name: list(entries) for name, entries in datalist.items()}, indent=1))
     return path
 
 

@@ -12,13 +12,14 @@ behind every word (``as_dict()`` for a table). In 3D the sides are the patient's
 """
 
 from monai_xai.describe.anatomy import read_label_names
-from monai_xai.describe.description import CaseDescription, HotRegion, describe
+from monai_xai.describe.description import WHOLE_IMAGE, CaseDescription, HotRegion, describe
 from monai_xai.describe.files import describe_files
 from monai_xai.describe.regions import RegionGeometry
 from monai_xai.describe.wording import ENGLISH, Wording
 
 __all__ = [
     "ENGLISH",
+    "WHOLE_IMAGE",
     "CaseDescription",
     "HotRegion",
     "RegionGeometry",

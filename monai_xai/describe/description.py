@@ -25,7 +25,10 @@ from monai_xai.describe.wording import (
     Wording,
 )
 
-__all__ = ["CaseDescription", "HotRegion", "describe", "is_distribution"]
+__all__ = ["WHOLE_IMAGE", "CaseDescription", "HotRegion", "describe", "is_distribution"]
+
+# the region name of channel shares over the whole image (``describe(channel_shares={WHOLE_IMAGE: ...})``)
+WHOLE_IMAGE = "image"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class CaseDescription:
         overlaps: per named mask, ``(share of the mask covered by the hot area, share of the hot area inside it)``.
         method: CAM method described (for the trust note).
         sanity_passed: the method's randomisation check for this model, when known.
+        channel_shares: an input attribution's share per input channel, ``{region: {channel name: share}}``
+            (``"image"``: the whole image; else a named mask), in [0, 1]; empty for a CAM.
     """
 
     text: str
@@ -85,6 +90,7 @@ class CaseDescription:
     overlaps: dict[str, tuple[float, float]] = field(default_factory=dict)
     method: str | None = None
     sanity_passed: bool | None = None
+    channel_shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self, json_safe: bool = False) -> dict[str, Any]:
         """A flat row for a table: the case fields, the largest region's fields (``region_*``) and the overlaps.
@@ -115,6 +121,9 @@ class CaseDescription:
         for name, (covered, inside) in self.overlaps.items():
             row[f"covers_{name}"] = covered
             row[f"inside_{name}"] = inside
+        for region, shares in self.channel_shares.items():
+            for channel, share in shares.items():
+                row[f"share_{channel}_{region}"] = share
         row["text"] = self.text
         if json_safe:
             return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
@@ -212,6 +221,8 @@ def describe(
     space: str = "RAS",
     axes_2d: str = "xy",
     units: str | None = None,
+    channel_shares: Mapping[str, Sequence[float]] | None = None,
+    channel_names: Sequence[str] | None = None,
     wording: Wording = ENGLISH,
 ) -> CaseDescription:
     """Describe one case's saliency map in words, with the numbers behind them.
@@ -239,6 +250,11 @@ def describe(
         units: how sizes are worded: ``"mm"`` (mm² in 2D; ml, or mm³ below 0.1 ml, in 3D) or ``"pixels"`` (pixels /
             voxels in the affine's scale: for a resized photo, pixels of the original file, which has no physical
             spacing); None: ``"mm"`` with an affine, ``"pixels"`` without.
+        channel_shares: an input attribution's share of each input channel, ``{region: (share of channel 0, ...)}``
+            (:func:`~monai_xai.cams.channel_shares`): :data:`WHOLE_IMAGE` for the whole image, else the name of a region
+            (e.g. ``"ground-truth region"``); the text gives one sentence per region, largest share first (NaN shares,
+            a region without attribution, are left out).
+        channel_names: the input channels' names (e.g. ``["T1", "FLAIR"]``); default ``"channel 0"``, ...
         wording: the words (:data:`~monai_xai.describe.ENGLISH` or a translation).
 
     Returns:
@@ -308,6 +324,8 @@ def describe(
                 for name, share in regions[0].atlas
             ]
             sentences.append(wording.atlas.format(items=wording.join(items)).lstrip())
+    named_shares = _named_channel_shares(channel_shares or {}, channel_names, wording)
+    sentences += _channel_sentences(named_shares, wording)
     if sanity_passed is not None and method:
         note = wording.sanity_passed if sanity_passed else wording.sanity_failed
         sentences.append(note.format(method=method).lstrip())
@@ -325,7 +343,43 @@ def describe(
         overlaps=overlaps,
         method=method,
         sanity_passed=sanity_passed,
+        channel_shares=named_shares,
     )
+
+
+def _named_channel_shares(
+    shares: Mapping[str, Sequence[float]], names: Sequence[str] | None, wording: Wording
+) -> dict[str, dict[str, float]]:
+    """``{region: {channel name: share}}`` of ``{region: per-channel shares}``.
+
+    Raises:
+        ValueError: names that do not match the channels.
+    """
+    named: dict[str, dict[str, float]] = {}
+    for region, values in shares.items():
+        values = [float(v) for v in values]
+        if names is not None and len(names) != len(values):
+            raise ValueError(f"{len(names)} channel names {list(names)} for {len(values)} input channels.")
+        labels = (
+            list(names) if names is not None else [wording.channel_name.format(index=i) for i in range(len(values))]
+        )
+        named[region] = dict(zip(labels, values))
+    return named
+
+
+def _channel_sentences(shares: Mapping[str, Mapping[str, float]], wording: Wording) -> list[str]:
+    """One sentence per region with a defined share: the channels, largest share first."""
+    sentences = []
+    for region, by_channel in shares.items():
+        if any(math.isnan(share) for share in by_channel.values()):
+            continue
+        items = [
+            wording.channel_item.format(name=name, percent=100 * share)
+            for name, share in sorted(by_channel.items(), key=lambda item: -item[1])
+        ]
+        where = "" if region == WHOLE_IMAGE else wording.channel_where.format(region=region)
+        sentences.append(wording.channel_shares.format(where=where, items=", ".join(items)).lstrip())
+    return sentences
 
 
 def _focus_sentence(region: HotRegion, dims: int, units: str, wording: Wording) -> str:

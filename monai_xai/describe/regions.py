@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from monai_xai.enums import OTSU
 from monai_xai.metrics.localization import otsu_threshold
 
 __all__ = ["RegionGeometry", "boundary_size", "hot_area", "measure_region", "split_regions"]
@@ -61,7 +62,7 @@ def hot_area(saliency: torch.Tensor, threshold: float | str = 0.5) -> tuple[torc
         (*spatial) bool mask and the threshold in map units.
     """
     heat = saliency.detach().double()
-    if threshold == "otsu":
+    if threshold == OTSU:
         cut = float(otsu_threshold(heat[None, None])[0])
     elif isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0 < threshold <= 1:
         low, high = float(heat.min()), float(heat.max())

@@ -52,6 +52,10 @@ class Wording:
     overlap: str = " It covers {covered:.0f}% of the {name} ({inside:.0f}% of the hot area lies inside it)."
     atlas: str = " In the {items}."
     atlas_item: str = "{name} ({percent:.0f}% of the hot region)"
+    channel_shares: str = " Attribution by input channel{where}: {items}."
+    channel_where: str = " in the {region}"
+    channel_item: str = "{name} {percent:.0f}%"
+    channel_name: str = "channel {index}"
     flat: str = "No focus: the map is flat."
     sanity_passed: str = " The {method} map passed the randomisation check for this model."
     sanity_failed: str = (

@@ -12,6 +12,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from monai_xai.atomic import atomic_path
 from monai_xai.dicom.grid import MANUFACTURER, SOFTWARE_VERSION, Source, as_series, explanation_code, heat_frames
 
 __all__ = ["write_parametric_map", "WHOLE_BODY"]
@@ -115,5 +116,6 @@ def write_parametric_map(
     parametric_map.SeriesDescription = series_description or f"{method} heatmap"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    parametric_map.save_as(path)
+    with atomic_path(path) as partial:
+        parametric_map.save_as(partial)
     return parametric_map

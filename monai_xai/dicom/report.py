@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from monai_xai.atomic import atomic_path
 from monai_xai.dicom.grid import MANUFACTURER, Source, as_series, explanation_code, private_code
 
 __all__ = ["write_explanation_sr", "REPORT_TITLE", "DESCRIPTION", "metric_code"]
@@ -109,5 +110,6 @@ def write_explanation_sr(
     report.SeriesDescription = series_description
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    report.save_as(path)
+    with atomic_path(path) as partial:
+        report.save_as(partial)
     return report

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
+from monai_xai.atomic import atomic_path
 from monai_xai.dicom.grid import (
     MANUFACTURER,
     SOFTWARE_VERSION,
@@ -127,5 +128,6 @@ def write_heat_seg(
     segmentation.SeriesDescription = series_description or f"{method} heat bins"
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    segmentation.save_as(path)
+    with atomic_path(path) as partial:
+        segmentation.save_as(partial)
     return segmentation

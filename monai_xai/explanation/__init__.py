@@ -2,7 +2,14 @@
 (:class:`Explanation`), behind every front door (bundle overlays, ``monai-xai explain``, ``study``, ``sanity``, MONAI
 Label, the Python API :func:`explain`)."""
 
-from monai_xai.explanation.request import BLEND_MODES, ClassChoice, ExplainRequest, SlidingWindow
+from monai_xai.explanation.request import (
+    BLEND_MODES,
+    ClassChoice,
+    ExplainRequest,
+    SlidingWindow,
+    SlidingWindowNetwork,
+    network_as_inferred,
+)
 from monai_xai.explanation.scripted import INPUT_GRADIENT_METHODS, is_scripted, methods_for
 from monai_xai.explanation.step import (
     ExplainStep,
@@ -24,6 +31,8 @@ __all__ = [
     "ExplainTarget",
     "Explanation",
     "SlidingWindow",
+    "SlidingWindowNetwork",
+    "network_as_inferred",
     "class_probabilities",
     "explain",
     "predicted_class",

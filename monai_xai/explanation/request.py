@@ -13,19 +13,29 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from monai.inferers import Inferer, SlidingWindowInferer
+import torch
+from monai.inferers import Inferer, SlidingWindowInferer, sliding_window_inference
 from monai.utils import BlendMode
 from torch import nn
 
+from monai_xai.cams.attributions import AttributionSettings
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
-from monai_xai.cams.outputs import OutputHead, as_output_head
-from monai_xai.cams.registry import get_methods
+from monai_xai.cams.outputs import OutputHandling, OutputHead, ScoredNetwork, as_output_head, scored_network
+from monai_xai.cams.registry import get_method, get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
 from monai_xai.cams.tiles import TiledWindow
 from monai_xai.enums import Layout, ModelMode, NetworkOutput, PixelSet, Score, as_choice
 
-__all__ = ["ClassChoice", "ExplainRequest", "SlidingWindow", "BLEND_MODES"]
+__all__ = [
+    "BLEND_MODES",
+    "ClassChoice",
+    "ExplainRequest",
+    "SlidingWindow",
+    "SlidingWindowNetwork",
+    "layered_methods",
+    "network_as_inferred",
+]
 
 # the class setting of a request: None (a classifier's predicted class; every foreground class of a segmenter), one
 # class for every sample, one per sample, or several classes of a segmenter explained together
@@ -97,6 +107,10 @@ class SlidingWindow:
             overlap = overlap[0]
         return cls(inferer.roi_size, int(inferer.sw_batch_size), float(overlap), str(inferer.mode))
 
+    def network(self, network: nn.Module) -> SlidingWindowNetwork:
+        """``network`` run window by window with this window (see :class:`SlidingWindowNetwork`)."""
+        return SlidingWindowNetwork(network, self)
+
     def explainer_args(self) -> dict[str, Any]:
         """The :class:`~monai_xai.cams.CAMExplainer` arguments of this window."""
         return {
@@ -105,6 +119,59 @@ class SlidingWindow:
             "overlap": self.overlap,
             "sw_mode": self.mode,
         }
+
+
+class SlidingWindowNetwork(nn.Module):
+    """A network run window by window, as a bundle's ``SlidingWindowInferer`` runs it: what the metrics that re-run
+    the network on perturbed images (ROAD, deletion/insertion) call, so that they score the prediction the bundle makes
+    (and a volume larger than the window fits in memory).
+
+    Args:
+        network: the segmentation network (its modules stay reachable as ``.network``).
+        window: the window.
+    """
+
+    def __init__(self, network: nn.Module, window: SlidingWindow) -> None:
+        super().__init__()
+        self.network = network
+        self.window = window
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) -> the blended (B, C', *spatial) output of the windows."""
+        window = self.window
+        return sliding_window_inference(
+            images, window.roi_size, window.sw_batch_size, self.network, overlap=window.overlap, mode=window.mode
+        )
+
+
+def network_as_inferred(
+    network: nn.Module,
+    inferer: Inferer | None,
+    output_head: OutputHead = None,
+    network_output: NetworkOutput | str = NetworkOutput.LOGITS,
+) -> nn.Module:
+    """``network`` as ``inferer`` runs it and as the explanation scores it: what the metrics that re-run the network
+    on perturbed images call (the metric overlay's ``"network": "@xai_scored_network"``), so that they score the
+    prediction the bundle makes exactly as the step reads it.
+
+    As the step predicts (:meth:`~monai_xai.explanation.ExplainStep.predict`): the prediction head
+    (``output_head``, of a deep-supervision network's outputs) is taken from each window's outputs, the windows are
+    run and blended as a ``SlidingWindowInferer`` does (:class:`SlidingWindowNetwork`; the whole image for any other
+    inferer), and probabilities (``network_output``) become log-probabilities after blending, so that their softmax
+    is the bundle's blended prediction itself (:func:`~monai_xai.cams.outputs.scored_network`; ``"auto"`` decided on
+    the first pass). With neither a window nor a head nor probabilities it is ``network`` itself.
+
+    Args:
+        network: the bundle's network.
+        inferer: the bundle's inferer.
+        output_head: ``xai_output_head``.
+        network_output: ``xai_network_output``.
+    """
+    window = SlidingWindow.of(inferer)
+    head = as_output_head(output_head)
+    prediction = network if head is None else ScoredNetwork(network, OutputHandling(head))
+    as_inferred = prediction if window is None else window.network(prediction)
+    return scored_network(as_inferred, None, network_output)
 
 
 def _method_names(value: Any) -> tuple[str, ...]:
@@ -117,12 +184,17 @@ def _method_names(value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def layered_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The methods that explain a target layer (CAMs), leaving out the input attributions, which need none."""
+    return tuple(name for name in methods if get_method(name).needs_layer)
+
+
 def _layers(value: Any, methods: tuple[str, ...]) -> LayerSpec | Mapping[str, LayerSpec] | None:
     if value is None or (isinstance(value, str | Sequence) and not isinstance(value, bool) and len(value) == 0):
         return None
     if isinstance(value, Mapping):
-        if methods:
-            group_methods_by_layer(value, methods)  # one entry per method, no other
+        if layered_methods(methods):
+            group_methods_by_layer(value, layered_methods(methods))  # one entry per CAM method, no other
         return dict(value)
     entries = [value] if isinstance(value, str | int | nn.Module) else value
     if isinstance(value, bool) or not isinstance(entries, Sequence):
@@ -195,6 +267,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
     "model_mode": lambda value, _: as_choice(ModelMode, value, "model_mode (xai_model_mode)"),
     "output_head": lambda value, _: as_output_head(value),
     "network_output": lambda value, _: as_choice(NetworkOutput, value, "network_output (xai_network_output)"),
+    "attribution": lambda value, _: AttributionSettings.of(value),
 }
 
 
@@ -235,6 +308,8 @@ class ExplainRequest:
             the score takes them as they are, no second softmax) or ``"auto"`` (default: probabilities when the
             prediction is a distribution over channels) (:class:`~monai_xai.enums.NetworkOutput`)
             (``xai_network_output``).
+        attribution: the input-attribution methods' steps, samples, windows, feature groups and budget
+            (:class:`~monai_xai.cams.attributions.AttributionSettings`; a dict of its fields) (``xai_attribution``).
     """
 
     methods: tuple[str, ...]
@@ -250,6 +325,7 @@ class ExplainRequest:
     model_mode: ModelMode = ModelMode.AUTO
     output_head: OutputHead = None
     network_output: NetworkOutput = NetworkOutput.AUTO
+    attribution: AttributionSettings = AttributionSettings()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", _method_names(self.methods))
@@ -278,13 +354,24 @@ class ExplainRequest:
         """A checked copy with the given fields changed."""
         return replace(self, **changes)
 
+    @property
+    def needs_layer(self) -> bool:
+        """Whether any method explains a target layer (input attributions alone need none)."""
+        return bool(layered_methods(self.methods))
+
     def method_groups(
-        self, target_layers: LayerSpec | Mapping[str, LayerSpec]
-    ) -> list[tuple[LayerSpec, tuple[str, ...]]]:
-        """The passes of an explanation at ``target_layers`` (the request's, or the chosen layer): ``[(layer(s),
-        methods explained there)]``; one pass per method, in the order of :attr:`methods`, when each method is timed
-        alone."""
-        groups = group_methods_by_layer(target_layers, self.methods)
+        self, target_layers: LayerSpec | Mapping[str, LayerSpec] | None
+    ) -> list[tuple[LayerSpec | None, tuple[str, ...]]]:
+        """The passes of an explanation at ``target_layers`` (the request's, or the chosen layer; None when no method
+        needs one): ``[(layer(s), methods explained there)]``, the input attributions as one group with layer None;
+        one pass per method, in the order of :attr:`methods`, when each method is timed alone."""
+        layered = layered_methods(self.methods)
+        groups: list[tuple[LayerSpec | None, tuple[str, ...]]] = (
+            list(group_methods_by_layer(target_layers, layered)) if layered else []
+        )
+        free = tuple(name for name in self.methods if name not in layered)
+        if free:
+            groups.append((None, free))
         if not self.time_each_method:
             return groups
         layer_of = {method: layers for layers, grouped in groups for method in grouped}

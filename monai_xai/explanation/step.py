@@ -1,10 +1,14 @@
 """The explanation step: one batch explained as a request says, the same way behind every front door.
 
 :class:`ExplainStep` makes every choice a request leaves open, in one place: the network's prediction (with its
-sliding window), the class (a classifier's predicted class; a segmenter's every foreground class), the layer (chosen
+sliding window or nnU-Net's tiles, in the model mode its own inference uses, its prediction head read as logits), the
+class (a classifier's predicted class; a segmenter's every foreground class), the layer (chosen
 once, on the first batch), the pixel set (the named set on the prediction, a label's region of the class, or a set
 only the whole prediction defines, resolved before the window), then explains with
-:class:`~monai_xai.cams.CAMExplainer`, one timed pass per method or one shared pass. It returns an
+:class:`~monai_xai.cams.CAMExplainer` (CAMs; the layer is chosen only when a CAM is requested) and
+:class:`~monai_xai.cams.AttributionExplainer` (input attributions, reduced to the same [0, 1] maps, the signed maps
+kept; the only methods for a TorchScript network, whose layers run no hooks), both in the same model mode and output
+handling, one timed pass per method or one shared pass. It returns an
 :class:`Explanation`, the record every consumer reads: the engine handlers (through
 :class:`~monai_xai.inferers.XAIInferer`), the study, the sanity checks, MONAI Label and the Python API
 (:func:`explain`).
@@ -15,26 +19,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from monai.data import MetaTensor
-from monai.inferers import sliding_window_inference
 from monai.utils import fall_back_tuple
 from torch import nn
 
+from monai_xai.cams.attributions import AttributionExplainer, attribution_map
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec
 from monai_xai.cams.model_mode import pinned_modes, resolve_model_mode
-from monai_xai.cams.outputs import OutputHandling, ScoredNetwork, select_head
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
-from monai_xai.cams.tiles import TiledWindow, tiled
-from monai_xai.enums import ModelMode, XAIKeys, saliency_key, seconds_key
+from monai_xai.enums import ModelMode, XAIKeys, attribution_key, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
-from monai_xai.explanation.scripted import INPUT_LAYER, InputLayer, at_input_layer, is_scripted, methods_for
+from monai_xai.explanation.scripted import is_scripted, layer_free_methods
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
 __all__ = ["ExplainStep", "ExplainTarget", "Explanation", "class_probabilities", "explain", "predicted_class"]
@@ -87,7 +90,10 @@ class Explanation:
         seconds: method -> (B,) float64, the method's wall time on the batch divided by the batch size (with
             ``time_each_method=False``: the time of the pass it shared).
         prediction: the network's output on the images, (B, num_classes) or (B, C, *spatial), detached.
-        layers: method -> the layer(s) it explained.
+        layers: method -> the layer(s) it explained (None for an input attribution).
+        attributions: input-attribution method -> its signed (B, C, *spatial) float32 attribution, one channel per
+            input channel (:attr:`maps` holds its reduction,
+            :func:`~monai_xai.cams.attributions.attribution_map`); CAM methods have none.
     """
 
     maps: dict[str, torch.Tensor]
@@ -95,7 +101,8 @@ class Explanation:
     pixel_set: torch.Tensor | None
     seconds: dict[str, torch.Tensor]
     prediction: torch.Tensor
-    layers: dict[str, LayerSpec]
+    layers: dict[str, LayerSpec | None]
+    attributions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def segmentation(self) -> bool:
@@ -117,14 +124,16 @@ class Explanation:
 
     def engine_output(self) -> dict[str, torch.Tensor]:
         """The batch's values under the engine-output keys (:class:`~monai_xai.enums.XAIKeys`) that the handlers and
-        writers read: ``saliency_<method>``, ``xai_seconds_<method>``, ``xai_class`` and, for a segmenter,
-        ``xai_pixel_set``."""
+        writers read: ``saliency_<method>``, ``xai_seconds_<method>``, ``xai_class``, for a segmenter
+        ``xai_pixel_set``, and for an input attribution ``xai_attribution_<method>``."""
         output: dict[str, torch.Tensor] = {XAIKeys.CLASS: self.class_idx.detach().clone()}
         if self.pixel_set is not None:
             output[XAIKeys.PIXEL_SET] = self.pixel_set
         for method, maps in self.maps.items():
             output[saliency_key(method)] = maps
             output[seconds_key(method)] = self.seconds[method]
+        for method, attributions in self.attributions.items():
+            output[attribution_key(method)] = attributions
         return output
 
 
@@ -177,18 +186,11 @@ class ExplainStep:
         it (logits or probabilities), blended over the request's sliding window."""
         window = self.request.window
         head = self.request.output_head
-
-        def forward(inputs: torch.Tensor) -> Any:
-            return select_head(network(inputs), head)
-
+        # the prediction head only: the step turns probabilities into logits itself (output_handling)
+        forward = network if head is None else ScoredNetwork(network, OutputHandling(head))
         with torch.no_grad(), self.model_mode(network), preserved_model_state(network):
-            if window is None:
-                return forward(images)
-            if isinstance(window, TiledWindow):
-                return tiled(lambda tile, _: forward(tile), images, window, network)
-            return sliding_window_inference(
-                images, window.roi_size, window.sw_batch_size, forward, overlap=window.overlap, mode=window.mode
-            )
+            # window by window (SlidingWindowNetwork) or tile by tile (TiledNetwork), as the bundle's inferer runs it
+            return forward(images) if window is None else window.network(forward)(images)
 
     def model_mode(self, network: nn.Module) -> Any:
         """The context in which ``network`` predicts and is explained: the request's
@@ -248,30 +250,26 @@ class ExplainStep:
         outputs = _plain(prediction).detach() if one_tensor else prediction
         classes, window_class = self._classes(network, images, outputs, target)
         pixel_set, explained_set = self._pixel_sets(outputs, classes, labels, target)
-        layer_of: dict[str, LayerSpec] = {}
+        layer_of: dict[str, LayerSpec | None] = {}
         maps: dict[str, torch.Tensor] = {}
+        attributions: dict[str, torch.Tensor] = {}
         seconds: dict[str, torch.Tensor] = {}
         pixels = _plain(images)
         explained_class = window_class if self.request.window is not None else classes
         with torch.enable_grad():
             for layers, methods in self.request.method_groups(self._target_layers()):
-                explainer = CAMExplainer(
-                    InputLayer(network) if layers == INPUT_LAYER else network,
-                    layers,
-                    methods,
-                    score=self.request.score,
-                    batch_size=self.request.batch_size,
-                    reshape=self.request.reshape,
-                    model_mode=self.request.model_mode,
-                    outputs=handling,
-                    **(self.request.window.explainer_args() if self.request.window is not None else {}),
-                )
+                explainer = self._explainer(network, layers, methods, handling)
+                # an attribution of the whole image builds its target on the prediction instead of a forward pass
+                given = {"outputs": outputs} if layers is None and self.request.window is None else {}
                 start = time.perf_counter()
-                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set)
+                group_maps = explainer(pixels, class_idx=explained_class, pixel_set=explained_set, **given)
                 if pixels.device.type == "cuda":
                     torch.cuda.synchronize(pixels.device)
                 per_case = (time.perf_counter() - start) / pixels.shape[0]
                 for method in methods:
+                    if layers is None:  # an input attribution: the signed map, and its [0, 1] reduction
+                        attributions[method] = with_meta_of(group_maps[method].float(), images)
+                        group_maps[method] = attribution_map(group_maps[method]).float()
                     maps[method] = with_meta_of(group_maps[method], images)
                     seconds[method] = torch.full((pixels.shape[0],), per_case, dtype=torch.float64)
                     layer_of[method] = layers
@@ -282,21 +280,36 @@ class ExplainStep:
             seconds={method: seconds[method] for method in self.request.methods},
             prediction=outputs,
             layers=layer_of,
+            attributions={method: attributions[method] for method in self.request.methods if method in attributions},
         )
 
-    def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec]:
-        """The request's layers, else the chosen one; the input-gradient methods at the input
-        (:mod:`~monai_xai.explanation.scripted`)."""
-        layers = self.request.target_layers
-        if layers is None and self.chosen_layer is not None:
-            layers = self.chosen_layer.name
-        at_input = [method for method in self.request.methods if at_input_layer((method,))]
-        if not at_input:
-            return layers
-        return {
-            method: INPUT_LAYER if method in at_input else layers[method] if isinstance(layers, Mapping) else layers
-            for method in self.request.methods
-        }
+    def _explainer(
+        self, network: nn.Module, layers: LayerSpec | None, methods: tuple[str, ...], handling: OutputHandling
+    ) -> CAMExplainer | AttributionExplainer:
+        """The explainer of one pass: the CAMs of a layer, or the input attributions (layer None); both in the
+        request's model mode, scoring the network's outputs as ``handling`` reads them (head, probabilities), with the
+        request's window (MONAI's sliding window or nnU-Net's tiles)."""
+        request = self.request
+        window = request.window.explainer_args() if request.window is not None else {}
+        as_inferred = {"model_mode": request.model_mode, "outputs": handling, **window}
+        if layers is None:
+            return AttributionExplainer(
+                network, methods, request.score, request.batch_size, request.attribution, **as_inferred
+            )
+        return CAMExplainer(
+            network,
+            layers,
+            methods,
+            score=request.score,
+            batch_size=request.batch_size,
+            reshape=request.reshape,
+            **as_inferred,
+        )
+
+    def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec] | None:
+        if self.request.target_layers is not None or not self.request.needs_layer:
+            return self.request.target_layers
+        return self.chosen_layer.name
 
     def _classes(
         self, network: nn.Module, images: torch.Tensor, outputs: Any, target: ExplainTarget | None
@@ -317,14 +330,15 @@ class ExplainStep:
                 classes = self.classes(outputs, target)
             except ValueError as error:
                 problems.append(f"xai_class: {error}")
-        layer_free = at_input_layer(self.request.methods)
-        if is_scripted(network) and not layer_free:
+        layered = [method for method in self.request.methods if method not in layer_free_methods(self.request.methods)]
+        if is_scripted(network) and layered:
             problems.append(
                 f"xai_methods: {type(network).__name__} is a TorchScript module, whose layers run no forward hooks, so "
-                f"CAMs cannot be computed on it; explain it with {list(methods_for(network, self.request.methods))} "
+                f"CAMs ({', '.join(layered)}) cannot be computed on it; explain it with input attributions, which need "
+                f"no layer, e.g. {list(layer_free_methods(self.request.methods, fallback=True))} "
                 "(monai_xai.explanation.methods_for)"
             )
-        elif self.request.target_layers is None and self.chosen_layer is None and not layer_free:
+        elif self.request.target_layers is None and self.chosen_layer is None and self.request.needs_layer:
             try:
                 self._choose_layer(network, images)
             except ValueError as error:

@@ -28,14 +28,16 @@ from monai.data import MetaTensor
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.describe import CaseDescription, describe
+from monai_xai.cams.attributions import channel_shares
+from monai_xai.describe import WHOLE_IMAGE, CaseDescription, describe
 from monai_xai.describe.description import is_distribution
-from monai_xai.enums import EXPLAINED_CLASS, CaseName, XAIKeys, as_choice, saliency_key, seconds_key
+from monai_xai.enums import EXPLAINED_CLASS, CaseName, XAIKeys, as_choice, attribution_key, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases, metric_keys
 from monai_xai.handlers.records import CaseRecord, MethodRecord, RunRecords
 from monai_xai.handlers.results_dir import prepare_results_dir
 from monai_xai.metrics.catalogue import region_mask
 from monai_xai.metrics.stats import summary_table
+from monai_xai.naming import CaseNames, strip_image_suffix
 from monai_xai.networks import is_calibrated
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,6 @@ __all__ = [
     "ground_truth_mask",
 ]
 
-_FILE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg")
 # name of the explained pixel set among a segmentation description's masks ("It covers 80% of the explained region")
 EXPLAINED_REGION = "explained region"
 # name of the ground-truth region among the masks ("It covers 70% of the ground-truth region")
@@ -68,20 +69,17 @@ def gather_rows(rows: list) -> list:
     return [row for rank_rows in gathered for row in rank_rows]
 
 
-def _case_stem(image: Any, case_name: CaseName) -> str | None:
-    """The case's name from its image file: the file name without its extension (``CaseName.FILE``) or the name of
-    the folder holding it (``CaseName.FOLDER``); None for an image without a file."""
+def _case_source(image: Any, case_name: CaseName) -> str | None:
+    """What names the case: its image file's name without its extension (``CaseName.FILE``) or the name of the folder
+    holding it (``CaseName.FOLDER``); None for an image without a file. Not yet safe as a file name
+    (:class:`~monai_xai.naming.CaseNames` makes it so)."""
     meta = image.meta if isinstance(image, MetaTensor) else {}
     source = meta.get("filename_or_obj")
     if not source or not isinstance(source, str):
         return None
     if case_name == CaseName.FOLDER:
         return Path(source).parent.name or None
-    name = Path(source).name
-    for suffix in _FILE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
+    return strip_image_suffix(Path(source).name)
 
 
 def class_probabilities(pred: torch.Tensor) -> torch.Tensor | None:
@@ -146,12 +144,15 @@ class XAIRecorder:
             ``monai-xai sanity``): the descriptions then say whether the map can be trusted to depend on the model.
         case_name: ``"file"``: cases are named after their image file (without extension); ``"folder"``: after the
             folder holding it, for data sets whose images all share one name (KiTS23's ``case_XXXXX/imaging.nii.gz``).
-            Repeated names get ``_1``, ``_2``, ...
+            Names are made safe as file names and unique (:class:`~monai_xai.naming.CaseNames`: ``../x`` becomes
+            ``x``, a name the run uses itself such as ``index.html`` gets ``_case``, repeated names ``_1``, ``_2``).
         region_key: output or batch key of the ground-truth region (as the XAI metrics read it, ``xai_region_key``);
             the descriptions then say how much of it the hot area covers. A value that is not a map on the image's
             grid (a classifier's class label) is not a region and is ignored.
         region_value: which region of ``region_key``: None (any foreground), an int, or ``"class"`` (the explained
             class), as ``xai_region_value``.
+        channel_names: the input channels' names for the per-channel shares of input attributions (e.g. ``["T1",
+            "FLAIR"]``, ``xai_channel_names``); default ``"channel 0"``, ``"channel 1"``, ...
     """
 
     def __init__(
@@ -165,6 +166,7 @@ class XAIRecorder:
         case_name: CaseName | str = CaseName.FILE,
         region_key: str | None = None,
         region_value: int | str | None = EXPLAINED_CLASS,
+        channel_names: Sequence[str] | None = None,
     ) -> None:
         if output_dir is None or not str(output_dir).strip():
             raise ValueError("output_dir is empty; set the results folder, e.g. --xai_output_dir eval/xai.")
@@ -177,8 +179,9 @@ class XAIRecorder:
         self.case_name = as_choice(CaseName, case_name, "case_name (xai_case_name)")
         self.region_key = region_key
         self.region_value = region_value
+        self.channel_names = list(channel_names) if channel_names is not None else None
         self.records = self._new_records()
-        self._names: set[str] = set()
+        self._names = CaseNames()
 
     def _new_records(self) -> RunRecords:
         names = None if self.class_names is None else tuple(self.class_names)
@@ -195,20 +198,16 @@ class XAIRecorder:
             prepare_results_dir(self.output_dir, self.overwrite)
         idist.barrier()
         self.records = self._new_records()
-        self._names = set()
+        self._names = CaseNames()
         setattr(engine.state, XAIKeys.UNREADABLE, [])
         setattr(engine.state, XAIKeys.RESULTS, self.records)
 
     def _unique_name(self, image: Any) -> str:
-        stem = _case_stem(image, self.case_name)
-        if stem is None:  # no file: a numbered name, per rank so that ranks never collide
-            stem = f"case_{len(self._names):04d}"
-            stem = f"rank{idist.get_rank()}_{stem}" if idist.get_rank() > 0 else stem
-        name, repeat = stem, 1
-        while name in self._names:
-            name, repeat = f"{stem}_{repeat}", repeat + 1
-        self._names.add(name)
-        return name
+        source = _case_source(image, self.case_name)
+        if source is None:  # no file: a numbered name, per rank so that ranks never collide
+            source = f"case_{len(self._names):04d}"
+            source = f"rank{idist.get_rank()}_{source}" if idist.get_rank() > 0 else source
+        return self._names.stem(source)
 
     def _description_inputs(self, engine: Any, index: int, case: Mapping[str, Any], image: Any) -> dict[str, Any]:
         """The :func:`~monai_xai.describe.describe` arguments that one case's methods share: ``class_names``,
@@ -248,15 +247,37 @@ class XAIRecorder:
             return None
         return ground_truth_mask(label, explained, self.region_value, tuple(image.shape[1:]))
 
+    @staticmethod
+    def _channel_shares(attributions: Any, inputs: Mapping[str, Any]) -> dict[str, tuple[float, ...]]:
+        """An input attribution's share per input channel over the whole image and each of the description's masks
+        (the explained and the ground-truth region); {} for a CAM (``attributions`` None)."""
+        if attributions is None:
+            return {}
+        signed = torch.as_tensor(attributions)[None]
+        regions = {WHOLE_IMAGE: None, **inputs.get("masks", {})}
+        return {
+            region: tuple(channel_shares(signed, None if mask is None else torch.as_tensor(mask)[None])[0].tolist())
+            for region, mask in regions.items()
+        }
+
     def _describe(
-        self, maps: torch.Tensor, image: Any, inputs: Mapping[str, Any], case: str, method: str
+        self,
+        maps: torch.Tensor,
+        image: Any,
+        inputs: Mapping[str, Any],
+        case: str,
+        method: str,
+        shares: Mapping[str, tuple[float, ...]],
     ) -> CaseDescription | None:
-        """:func:`~monai_xai.describe.describe` of one case's (1, *spatial) map; a map that cannot be described gives
-        a warning naming ``case`` and ``method``, and None."""
+        """:func:`~monai_xai.describe.describe` of one case's (1, *spatial) map (with its channel shares); a map that
+        cannot be described gives a warning naming ``case`` and ``method``, and None."""
         affine = image.affine if isinstance(image, MetaTensor) else None
         sanity = {"sanity_passed": self.sanity[method]} if method in self.sanity else {}
+        channels = {"channel_shares": shares, "channel_names": self.channel_names} if shares else {}
         try:
-            return describe(maps, affine=affine, method=method, units=_size_units(image), **inputs, **sanity)
+            return describe(
+                maps, affine=affine, method=method, units=_size_units(image), **inputs, **sanity, **channels
+            )
         except ValueError as error:
             warnings.warn(
                 f"case {case}: the {method} map could not be described, its text is left empty: {error}", stacklevel=2
@@ -273,11 +294,13 @@ class XAIRecorder:
             methods = {}
             for method in self.methods:
                 seconds = case.get(seconds_key(method))
+                shares = self._channel_shares(case.get(attribution_key(method)), inputs)
                 methods[method] = MethodRecord(
                     seconds=math.nan if seconds is None else float(seconds),
                     description=self._describe(
-                        case_value(engine, index, saliency_key(method)), image, inputs, name, method
+                        case_value(engine, index, saliency_key(method)), image, inputs, name, method, shares
                     ),
+                    channel_shares=shares,
                 )
             record = CaseRecord(name, explained_classes(case.get(XAIKeys.CLASS)), methods)
             self.records.iteration.append(record)

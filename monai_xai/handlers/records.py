@@ -55,12 +55,15 @@ class MethodRecord:
         metrics: ``{metric: value}`` of the case (the headline value of curve metrics; NaN where undefined), filled
             when the run completes.
         files: ``{kind: path}`` of the files written for it (``"nifti"``, ``"png"``, ...).
+        channel_shares: an input attribution's share of each input channel, ``{region: (channel 0's, ...)}`` (the
+            whole image as ``"image"``, the explained and ground-truth regions by name); empty for a CAM.
     """
 
     seconds: float = math.nan
     description: CaseDescription | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    channel_shares: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     @property
     def text(self) -> str:

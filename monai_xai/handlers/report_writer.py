@@ -4,8 +4,8 @@ Files under the run's results folder (the :class:`~monai_xai.handlers.XAIRecorde
 
 - ``<case>/<case>_report.html``: the case's self-contained NiiVue page (:mod:`monai_xai.visualize.report`): the image,
   each method's map as a switchable overlay (colour map, opacity, threshold), the ground-truth and predicted outlines,
-  three orthogonal views and a 3D render, the case's metrics, each map's description and, for a classifier, the
-  prediction with its confidence (calibrated or not).
+  three orthogonal views and a 3D render, the case's metrics (an input attribution's per-channel shares among them),
+  each map's description and, for a classifier, the prediction with its confidence (calibrated or not).
 - ``index.html``: a link to each case's page, its explained class and prediction, and the run's summary table.
 
 Per case it reads, from the engine, the image (``image_key``), the maps (``saliency_<method>``), the explained class,
@@ -34,10 +34,12 @@ from ignite.engine import Events
 from monai.data import MetaTensor
 from monai.utils import CommonKeys
 
+from monai_xai.atomic import atomic_write_text
+from monai_xai.describe import WHOLE_IMAGE
 from monai_xai.enums import EXPLAINED_CLASS, XAIKeys, saliency_key
 from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.recorder import explained_classes, gather_rows, ground_truth_mask
-from monai_xai.handlers.records import run_records
+from monai_xai.handlers.records import MethodRecord, run_records
 from monai_xai.metrics.catalogue import SECONDS
 from monai_xai.visualize.report import REPORT_SUFFIX, encode_case_volumes, render_case_report, write_index
 
@@ -74,6 +76,13 @@ def predicted_region(pred: Any, explained: Sequence[int], spatial_shape: tuple[i
     else:
         labels = values.long()
     return torch.isin(labels, torch.tensor(list(explained))) if explained else labels > 0
+
+
+def _share_columns(record: MethodRecord) -> dict[str, float]:
+    """An input attribution's per-channel shares over the whole image as metrics-table columns, ``"share channel
+    <c>"`` (the description's text gives them per region, by the channels' names)."""
+    shares = record.channel_shares.get(WHOLE_IMAGE, ())
+    return {f"share channel {channel}": share for channel, share in enumerate(shares)}
 
 
 class XAIReportWriter:
@@ -137,7 +146,7 @@ class XAIReportWriter:
             masks = self._masks(engine, index, case, tuple(image.shape[1:]))
             volumes = encode_case_volumes(image, maps, masks=masks)
             part = parts_dir / f"rank{idist.get_rank()}_{len(self.parts):06d}.json"
-            part.write_text(json.dumps(volumes))
+            atomic_write_text(part, json.dumps(volumes))
             self.parts.append((record.name, str(part)))
 
     def write_reports(self, engine: Any) -> None:
@@ -158,7 +167,8 @@ class XAIReportWriter:
                 page,
                 json.loads(Path(parts[case.name]).read_text()),
                 metrics={
-                    method: {SECONDS: record.seconds, **record.metrics} for method, record in case.methods.items()
+                    method: {SECONDS: record.seconds, **record.metrics, **_share_columns(record)}
+                    for method, record in case.methods.items()
                 },
                 descriptions={method: record.text for method, record in case.methods.items()},
                 confidence=case.prediction,

@@ -30,6 +30,7 @@ def explanation_writers(
     case_name: CaseName | str = CaseName.FILE,
     region_key: str | None = None,
     region_value: int | str | None = EXPLAINED_CLASS,
+    channel_names: Sequence[str] | None = None,
     nifti: bool = True,
     png: bool = True,
     grid: MapGrid | str = MapGrid.PREPROCESSED,
@@ -41,8 +42,8 @@ def explanation_writers(
     tables are written).
 
     Args:
-        output_dir, methods, image_key, overwrite, class_names, sanity, case_name, region_key, region_value: the
-            :class:`~monai_xai.handlers.XAIRecorder`'s.
+        output_dir, methods, image_key, overwrite, class_names, sanity, case_name, region_key, region_value,
+            channel_names: the :class:`~monai_xai.handlers.XAIRecorder`'s.
         strict: the :class:`~monai_xai.handlers.XAITableWriter`'s.
         nifti, png, grid, preprocessing: the :class:`~monai_xai.handlers.SaliencyWriter`'s.
         report: also write the HTML reports (:class:`~monai_xai.handlers.XAIReportWriter`).
@@ -62,6 +63,7 @@ def explanation_writers(
             case_name=case_name,
             region_key=region_key,
             region_value=region_value,
+            channel_names=channel_names,
         ),
         SaliencyWriter(methods, image_key, nifti=nifti, png=png, grid=grid, preprocessing=preprocessing),
         XAITableWriter(strict=strict),

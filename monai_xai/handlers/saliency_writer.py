@@ -9,6 +9,9 @@ Files under the run's results folder (the :class:`~monai_xai.handlers.XAIRecorde
   it, with the affine of the preprocessed input (it still overlays the input in world space in 3D Slicer or
   ITK-SNAP). Overlays, descriptions and metrics always use the preprocessed grid, where image and map are the
   network's.
+- ``<case>/<case>_<method>_attribution.nii.gz`` (input attributions only): the signed (C, *spatial) attribution, one
+  volume per input channel (a 4D NIfTI in 3D), on the same grid as the map: which voxels of which channel pushed the
+  explained score up (positive) or down (negative).
 - ``<case>/<case>_<method>.png``: the map over the image (for 3D the three orthogonal slices through the map's peak),
   captioned with the map's description in words.
 - ``<case>/<case>_description.md``: each method's description in words.
@@ -21,7 +24,6 @@ failed write is an error.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,27 +34,31 @@ from monai.data import ITKWriter, MetaTensor, NibabelWriter
 from monai.transforms import Compose, Invertd, InvertibleTransform
 from monai.utils import CommonKeys
 
-from monai_xai.enums import MapGrid, as_choice, saliency_key
-from monai_xai.handlers.engine_data import case_value
+from monai_xai.atomic import atomic_path, atomic_write_text
+from monai_xai.enums import MapGrid, as_choice, attribution_key, saliency_key
+from monai_xai.handlers.engine_data import case_value, engine_cases
 from monai_xai.handlers.records import CaseRecord, run_records
 from monai_xai.visualize import save_overlay_png
 
 __all__ = ["SaliencyWriter", "write_map"]
 
 _MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+# the key prefix of a method's signed attribution among the maps put back on the original grid together
+_SIGNED = "signed:"
 
 
 def _writable(maps: torch.Tensor) -> MetaTensor:
-    """The (1, *spatial) map with the meta MONAI 1.6's writer needs: ``spatial_shape`` and, as ``LoadImage`` +
-    ``EnsureChannelFirst`` leave it, ``original_channel_dim="no_channel"``; without them ``SaveImage`` fails on 2D
-    maps (it counts one spatial dim after squeezing the channel)."""
+    """The (C, *spatial) map with the meta MONAI 1.6's writer needs: ``spatial_shape`` and, as ``LoadImage`` +
+    ``EnsureChannelFirst`` leave it, ``original_channel_dim="no_channel"`` for one channel (without them ``SaveImage``
+    fails on 2D maps: it counts one spatial dim after squeezing the channel), -1 for several (written last)."""
     meta = dict(maps.meta) if isinstance(maps, MetaTensor) else {}
-    meta.update(spatial_shape=tuple(maps.shape[1:]), original_channel_dim="no_channel")
+    meta.update(spatial_shape=tuple(maps.shape[1:]), original_channel_dim="no_channel" if len(maps) == 1 else -1)
     return MetaTensor(maps.as_tensor() if isinstance(maps, MetaTensor) else maps, meta=meta)
 
 
 def write_map(maps: torch.Tensor, path: Path) -> Path:
-    """Write a (1, *spatial) map (its MetaTensor meta gives the affine) to ``path`` (the extension picks the format),
+    """Write a (1, *spatial) map, or a (C, *spatial) one as a volume per channel (its MetaTensor meta gives the
+    affine), to ``path`` (the extension picks the format),
     through a temporary file in the same folder renamed into place: the file at ``path`` is always complete.
 
     One writer per format (nibabel for NIfTI, ITK otherwise) and no fallback to another, so a failure is the
@@ -61,19 +67,13 @@ def write_map(maps: torch.Tensor, path: Path) -> Path:
     Raises:
         OSError, RuntimeError: the write failed (the temporary file is removed); nothing is written at ``path``.
     """
-    name = path.name
-    extension = next((suffix for suffix in _MAP_SUFFIXES if name.lower().endswith(suffix)), path.suffix)
-    partial = path.with_name(f".{name[: len(name) - len(extension)]}.partial-{os.getpid()}{extension}")
+    extension = next((suffix for suffix in _MAP_SUFFIXES if path.name.lower().endswith(suffix)), path.suffix)
     writer = (NibabelWriter if extension in (".nii.gz", ".nii") else ITKWriter)(output_dtype=torch.float32)
     data = _writable(maps)
-    try:
+    with atomic_path(path) as partial:
         writer.set_data_array(data, channel_dim=0)
         writer.set_metadata(data.meta, resample=False)
         writer.write(str(partial), verbose=False)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -141,7 +141,7 @@ class SaliencyWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.write_cases)
 
     def _on_grid(self, maps: Mapping[str, torch.Tensor], image: Any) -> dict[str, torch.Tensor]:
-        """A case's (1, *spatial) maps on the grid their files are written on: as they are, or back through the
+        """A case's (C, *spatial) maps on the grid their files are written on: as they are, or back through the
         preprocessing that made ``image`` (the case's preprocessed image, whose MetaTensor trace says how), all
         methods in one inversion."""
         if self._inverse is None:
@@ -154,7 +154,17 @@ class SaliencyWriter:
             )
         stacked = torch.cat([torch.as_tensor(value) for value in maps.values()])
         inverted = self._inverse({"map": MetaTensor(stacked, meta=image.meta), self.image_key: image})["map"]
-        return {method: inverted[channel : channel + 1] for channel, method in enumerate(maps)}
+        return dict(zip(maps, torch.split(inverted, [len(value) for value in maps.values()])))
+
+    def _attributions(self, engine: Any, index: int) -> dict[str, torch.Tensor]:
+        """Case ``index``'s signed (C, *spatial) attributions of the input-attribution methods (CAMs have none), keyed
+        ``_SIGNED + method``."""
+        case = engine_cases(engine.state.output)[index]
+        return {
+            _SIGNED + method: case[attribution_key(method)]
+            for method in self.methods
+            if attribution_key(method) in case
+        }
 
     def write_cases(self, engine: Any) -> None:
         """Write the current iteration's maps, overlays and descriptions; record the files."""
@@ -164,14 +174,18 @@ class SaliencyWriter:
             case_dir = records.output_dir / case.name
             case_dir.mkdir(parents=True, exist_ok=True)
             case_maps = {method: case_value(engine, index, saliency_key(method)) for method in self.methods}
-            files = self._on_grid(case_maps, image) if self.nifti else {}
+            signed = self._attributions(engine, index) if self.nifti else {}
+            files = self._on_grid({**case_maps, **signed}, image) if self.nifti else {}
             for method, maps in case_maps.items():
                 record = case.methods[method]
                 if self.nifti:
                     path = case_dir / f"{case.name}_{method}{self.output_ext}"
                     record.files["nifti"] = write_map(files[method], path)
+                if _SIGNED + method in signed:
+                    path = case_dir / f"{case.name}_{method}_attribution{self.output_ext}"
+                    record.files["attribution"] = write_map(files[_SIGNED + method], path)
                 if self.png:
                     path = case_dir / f"{case.name}_{method}.png"
                     title = f"{case.name}: {method}"
                     record.files["png"] = save_overlay_png(image, maps, path, title=title, caption=record.text)
-            (case_dir / f"{case.name}_description.md").write_text(_description_markdown(case))
+            atomic_write_text(case_dir / f"{case.name}_description.md", _description_markdown(case))

@@ -10,6 +10,9 @@ Files under the run's results folder:
 - ``summary.csv`` / ``summary.md``: per metric and method, mean, std, min, max, n and skipped cases;
   ``metrics.png``: one bar chart per metric; ``<metric>_<curve>_curve.png``: the mean curves of curve-valued metrics
   (e.g. ``road_combined_morf_curve.png``: score change vs pixels kept, one line per method).
+- ``channel_shares.csv`` (input attributions only): one row per case, method, region (``image``: the whole image;
+  the explained region; the ground-truth region) and input channel: the channel's share of the absolute attribution
+  there (:func:`~monai_xai.cams.channel_shares`), e.g. which MRI sequence carried the evidence.
 - ``failed_cases.csv``: the cases that could not be read (:mod:`monai_xai.data.unreadable`), also listed at the top
   of ``summary.md``.
 
@@ -20,13 +23,12 @@ written when no case could be read, or, with ``strict``, when any could not.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 from ignite import distributed as idist
 from ignite.engine import Events
 
+from monai_xai.atomic import atomic_write_csv, atomic_write_text
 from monai_xai.handlers.records import RunRecords, run_records
 from monai_xai.metrics.catalogue import SECONDS
 from monai_xai.metrics.stats import summary_markdown
@@ -36,13 +38,6 @@ __all__ = ["XAITableWriter"]
 
 # the files of each case and method that cases.csv lists
 _FILE_COLUMNS = ("nifti", "png")
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 class XAITableWriter:
@@ -65,9 +60,10 @@ class XAITableWriter:
             records.output_dir.mkdir(parents=True, exist_ok=True)
             self._write_cases(records)
             self._write_descriptions(records)
+            self._write_channel_shares(records)
             if records.unreadable:
                 rows = [{**record, "files": " ".join(record["files"])} for record in records.unreadable]
-                _write_csv(records.output_dir / "failed_cases.csv", ["case", "files", "reason"], rows)
+                atomic_write_csv(records.output_dir / "failed_cases.csv", ["case", "files", "reason"], rows)
             self._write_summary(records)
         if records.unreadable and (self.strict or not records.cases):
             names = [record["case"] for record in records.unreadable]
@@ -98,7 +94,7 @@ class XAITableWriter:
             for method, record in case.methods.items()
         ]
         columns = ["case", "method", "class", SECONDS, *metrics, *_FILE_COLUMNS]
-        _write_csv(
+        atomic_write_csv(
             records.output_dir / "cases.csv", columns, [{key: row.get(key, "") for key in columns} for row in rows]
         )
 
@@ -113,7 +109,22 @@ class XAITableWriter:
             for method, record in case.methods.items()
         ]
         columns = list(dict.fromkeys(["case", "method", *(key for row in rows for key in row)]))
-        _write_csv(records.output_dir / "descriptions.csv", columns, rows)
+        atomic_write_csv(records.output_dir / "descriptions.csv", columns, rows)
+
+    @staticmethod
+    def _write_channel_shares(records: RunRecords) -> None:
+        """``channel_shares.csv``: case, method, region, channel, share; not written when no method has shares."""
+        rows = [
+            {"case": case.name, "method": method, "region": region, "channel": channel, "share": share}
+            for case in records.cases
+            for method, record in case.methods.items()
+            for region, shares in record.channel_shares.items()
+            for channel, share in enumerate(shares)
+        ]
+        if rows:
+            atomic_write_csv(
+                records.output_dir / "channel_shares.csv", ["case", "method", "region", "channel", "share"], rows
+            )
 
     @staticmethod
     def _write_summary(records: RunRecords) -> None:
@@ -148,8 +159,8 @@ class XAITableWriter:
             ]
             lines += [f"## {metric}", "", summary_markdown(table), ""]
         columns = ["metric", "method", "mean", "std", "min", "max", "n", "n_skipped"]
-        _write_csv(records.output_dir / "summary.csv", columns, rows)
-        (records.output_dir / "summary.md").write_text("\n".join(lines))
+        atomic_write_csv(records.output_dir / "summary.csv", columns, rows)
+        atomic_write_text(records.output_dir / "summary.md", "\n".join(lines))
         means = {metric: {row.method: row.mean for row in table} for metric, table in records.summary.items()}
         if means:
             plot_metric_bars(means, records.output_dir / "metrics.png", title="XAI metrics per method")

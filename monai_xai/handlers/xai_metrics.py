@@ -31,7 +31,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.utils import CommonKeys
 from torch import nn
 
-from monai_xai.enums import MetricInput, Score, XAIKeys, as_choice, saliency_key
+from monai_xai.enums import EXPLAINED_CLASS, MetricInput, Score, XAIKeys, as_choice, saliency_key
 from monai_xai.handlers.engine_data import (
     case_value,
     engine_cases,
@@ -153,7 +153,7 @@ class SaliencyMetricHandler(IgniteMetricHandler):
             return y_pred, None, {}
         if self.compares_with == MetricInput.REGION:
             label = stack_values(engine, self.region_key).to(y_pred.device)
-            class_idx = _explained_classes(engine) if self.region_value == "class" else None
+            class_idx = _explained_classes(engine) if self.region_value == EXPLAINED_CLASS else None
             return y_pred, region_mask(label, class_idx, self.region_value), {}
         explained = {
             "class_idx": _explained_classes(engine),

@@ -25,12 +25,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException
 
 __all__ = [
     "GuardedInferMixin",
     "FILE_KEYS",
     "SESSION_ID",
+    "CONFIG_KEYS",
+    "PROTECTED_TAGS",
+    "WRITE_KEYS",
+    "DEFAULT_MAX_VOXELS",
+    "check_request_keys",
+    "image_voxels",
     "parse_params",
     "checked_session",
     "checked_image",
@@ -40,15 +47,38 @@ __all__ = [
 
 # request keys that choose files on the server: only the endpoint itself may set them
 FILE_KEYS = ("image", "label", "session", "model_filename")
+# request keys that write into the datastore: refused unless the operator allows it (--conf allow_label_writes true)
+WRITE_KEYS = ("save_label", "label_tag")
+# request keys that change how MONAI Label runs a model (its logging, window, caching, writer): the operator's
+CONFIG_KEYS = (
+    "logging",
+    "roi_size",
+    "sw_batch_size",
+    "sw_overlap",
+    "skip_writer",
+    "cache_transforms",
+    "cache_transforms_in_memory",
+    "cache_transforms_ttl",
+    "output_dir",
+)
+# the most voxels an image may declare unless --conf max_voxels says otherwise (512 x 512 x 1024: a large CT)
+DEFAULT_MAX_VOXELS = 512 * 512 * 1024
+# the label tags MONAI Label keeps for the datastore's own labels: never overwritten from a request
+PROTECTED_TAGS = ("final", "original")
 # what a session id looks like (MONAI Label makes them uuid4 strings): no separator, so it names no other folder
 SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
-def parse_params(params: str | None) -> dict[str, Any]:
+def parse_params(params: str | None, allow_label_writes: bool = False) -> dict[str, Any]:
     """The ``params`` form field of a request as a dict, or an ``HTTPException`` (422) that says what is wrong.
 
+    Args:
+        params: the field as sent.
+        allow_label_writes: whether the operator lets requests save their result as a label (``save_label``,
+            ``label_tag``; see :func:`check_request_keys`).
+
     Raises:
-        HTTPException: not valid JSON, not a JSON object, or a key of :data:`FILE_KEYS`.
+        HTTPException: not valid JSON, not a JSON object, or a key a request may not set (:func:`check_request_keys`).
     """
     try:
         parsed = json.loads(params) if params else {}
@@ -66,7 +96,79 @@ def parse_params(params: str | None) -> dict[str, Any]:
             detail=f"params cannot set {chosen}: send the image as the 'image' query parameter (an id of the studies "
             "folder) or upload it as 'file'; a model's weights are the bundle's own.",
         )
+    check_request_keys(parsed, allow_label_writes)
     return parsed
+
+
+def check_request_keys(request: dict[str, Any], allow_label_writes: bool = False, devices: Iterable[str] = ()) -> None:
+    """Refuse what a request may not choose: how MONAI Label runs a model (:data:`CONFIG_KEYS`), writing its result
+    into the datastore unless the operator allows it (:data:`WRITE_KEYS`; even then only under a plain tag that is
+    not one of the datastore's own, :data:`PROTECTED_TAGS`), and a device the server does not offer.
+
+    Args:
+        request: the request's params (or the whole request the endpoint built).
+        allow_label_writes: the operator's ``--conf allow_label_writes true``.
+        devices: the devices the server offers (the task's ``device`` choices); empty: ``device`` is not checked.
+
+    Raises:
+        HTTPException: 422 naming the key and what to do instead.
+    """
+    config = sorted(key for key in CONFIG_KEYS if key in request)
+    if config:
+        raise HTTPException(
+            status_code=422, detail=f"params cannot set {config}: how the server runs its models is the operator's."
+        )
+    writes = sorted(key for key in WRITE_KEYS if key in request and request[key] not in (False, None, "false"))
+    if writes and not allow_label_writes:
+        raise HTTPException(
+            status_code=422,
+            detail=f"params cannot set {writes}: this server does not save results as labels (the operator allows "
+            "it with --conf allow_label_writes true).",
+        )
+    tag = request.get("label_tag")
+    if tag is not None and (not isinstance(tag, str) or not SESSION_ID.match(tag) or tag.lower() in PROTECTED_TAGS):
+        raise HTTPException(
+            status_code=422,
+            detail=f"label_tag must be a plain name (letters, digits, -, _) other than {list(PROTECTED_TAGS)}, got "
+            f"{tag!r}.",
+        )
+    offered = list(devices)
+    device = request.get("device")
+    if offered and device is not None:
+        chosen_device = device[0] if isinstance(device, list) and device else device
+        if chosen_device not in offered:
+            raise HTTPException(
+                status_code=422, detail=f"unknown device {chosen_device!r}; this server offers {offered}."
+            )
+
+
+def image_voxels(path: str | Path) -> int | None:
+    """The number of voxels (times channels) an image file declares in its header, read without its data: NIfTI
+    through nibabel, NRRD through pynrrd, MetaImage from its text header; None for a format whose header is not read
+    here (e.g. a DICOM series folder) or a file without a readable header.
+
+    A gzip-compressed volume can be tiny on the wire and huge in memory: the header says how huge before anything is
+    decompressed.
+    """
+    name = str(path).lower()
+    try:
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            return int(np.prod(nib.load(str(path)).header.get_data_shape(), dtype=np.int64))
+        if name.endswith(".nrrd"):
+            import nrrd
+
+            return int(np.prod(nrrd.read_header(str(path))["sizes"], dtype=np.int64))
+        if name.endswith((".mha", ".mhd")):
+            with open(path, "rb") as stream:
+                for line in stream.read(65536).decode("latin-1").splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() == "DimSize":
+                        return int(np.prod([int(size) for size in value.split()], dtype=np.int64))
+    except Exception:  # an unreadable header is the loader's to report, with its own message
+        return None
+    return None
 
 
 def _inside(path: Path, folder: str | Path | None) -> bool:
@@ -123,7 +225,8 @@ def checked_image(
     if image in set(datastore_images):
         return image
     path = Path(os.path.realpath(image))
-    if path.is_file() and (_inside(path, upload_dir) or _inside(path, session_dir)):
+    # an upload is a file; a session may hold a folder (a DICOM series uploaded as several files)
+    if (path.is_file() and _inside(path, upload_dir)) or (path.exists() and _inside(path, session_dir)):
         return str(path)
     raise HTTPException(
         status_code=404,
@@ -155,14 +258,16 @@ class GuardedInferMixin:
 
     On start it sends the process's temporary files (MONAI Label's uploads and results) to a private folder,
     ``<app_dir>/tmp`` (mode 0700), so that an upload is recognised by where it lies and no other program's file counts
-    as one. An unknown model is a 404 that lists the models; a session is the server's own or a 404; a failed
-    request's uploads are deleted.
+    as one. An unknown model is a 404 that lists the models; a session is the server's own or a 404; a request may
+    not set how a model runs, save its result as a label (unless ``--conf allow_label_writes true``) or choose a
+    device the task does not offer (:func:`check_request_keys`); a failed request's uploads are deleted.
 
     Args:
         app_dir, studies, conf, kwargs: as ``MONAILabelApp``.
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str], **kwargs: Any) -> None:
+        self.allow_label_writes = str(conf.get("allow_label_writes", "false")).strip().lower() == "true"
         self.upload_dir = Path(app_dir, "tmp").resolve()
         self.upload_dir.mkdir(mode=0o700, exist_ok=True)
         self.upload_dir.chmod(0o700)
@@ -178,6 +283,9 @@ class GuardedInferMixin:
             )
         datastore = datastore or self.datastore()
         try:
+            task_config = self._infers[model].config() if hasattr(self._infers[model], "config") else {}
+            devices = task_config.get("device", [])
+            check_request_keys(request, self.allow_label_writes, devices if isinstance(devices, list) else [devices])
             session_dir = checked_session(request.get("session"), self.sessions())
             image = checked_image(request.get("image"), datastore.list_images(), self.upload_dir, session_dir)
             return super().infer({**request, "image": image}, datastore)

@@ -29,10 +29,11 @@ from torch import nn
 
 from monai_xai.bundle import ExplainSettings
 from monai_xai.cams import method_names
+from monai_xai.cams.attributions import AttributionBudgetExceeded
 from monai_xai.cams.targets import FOREGROUND
-from monai_xai.enums import PixelSet, Score
+from monai_xai.enums import PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
-from monai_xai.label.guard import without_paths
+from monai_xai.label.guard import DEFAULT_MAX_VOXELS, image_voxels, without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
 from monai_xai.label.options import (
     BINNED_VOLUMES,
@@ -49,7 +50,8 @@ __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", 
 
 logger = logging.getLogger(__name__)
 
-# Every registered method: gradient methods first (one forward and one backward pass), perturbation methods last.
+# Every registered method: gradient CAMs first (one forward and one backward pass), then perturbation CAMs, then the
+# input attributions (their cost bounded by the bundle's xai_attribution budget).
 DEFAULT_METHODS = tuple(method_names())
 _OPTIONS_KEY = "explain_options"
 # the describe() arguments of the request's prediction, from run_inferer to the post transforms
@@ -72,8 +74,10 @@ class CompatibleBundleInferTask(BundleInferTask):
       ``models/model.pt``, loaded with ``weights_only=True`` and strict key matching (a checkpoint of another network
       is an error, not a half-random network), and reloaded when the file changes (its path, size, modification and
       inode-change times: replacing the file always changes the last);
-    - an image that cannot be read or preprocessed is a 422 that names the image, and a ``result_extension`` other
-      than :data:`RESULT_EXTENSIONS` a 422; other failures are a 500 whose message shows no server paths.
+    - an image that cannot be read or preprocessed is a 422 that names the image, one whose header declares more
+      voxels than ``--conf max_voxels`` (default :data:`~monai_xai.label.guard.DEFAULT_MAX_VOXELS`) a 413 before it
+      is decompressed, and a ``result_extension`` other than :data:`RESULT_EXTENSIONS` a 422; other failures are a
+      500 whose message shows no server paths.
 
     Args:
         path, conf, kwargs: as ``BundleInferTask`` (``load_strict`` is True unless given).
@@ -83,8 +87,10 @@ class CompatibleBundleInferTask(BundleInferTask):
         kwargs.setdefault("extend_load_image", False)
         kwargs.setdefault("load_strict", True)
         super().__init__(path, conf, **kwargs)
-        self._config.pop("model_filename", None)
         self._loaded: tuple[tuple, nn.Module] | None = None
+        self.max_voxels = int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
+        if self.valid:  # MONAI Label's BundleInferTask stops early, without a config, for a bundle without weights
+            self._config.pop("model_filename", None)
 
     def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
         model = request.get("model", os.path.basename(self.bundle_path))
@@ -121,6 +127,14 @@ class CompatibleBundleInferTask(BundleInferTask):
         return self._loaded[1]
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        image = data.get(self.input_key)
+        voxels = image_voxels(image) if isinstance(image, str) else None
+        if voxels is not None and voxels > self.max_voxels:
+            raise HTTPException(
+                status_code=413,
+                detail=f"the image declares {voxels} voxels, more than this server reads ({self.max_voxels}, --conf "
+                "max_voxels); send a smaller or cropped volume.",
+            )
         hidden = {
             key: data.pop(key)
             for key in list(data)
@@ -144,7 +158,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
     """Explain a MONAI bundle's predictions with class-activation maps, as a MONAI Label infer task.
 
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
-    ``method`` (CAM method; also any pytorch-grad-cam class as ``"grad-cam:<Class>"``), ``target_layer``, ``class``
+    ``method`` (CAM method, or an input attribution such as ``"integrated_gradients"``, which takes no layer and the
+    bundle's ``xai_attribution`` settings, refused with a 422 and its estimate above their budget; also any
+    pytorch-grad-cam class as ``"grad-cam:<Class>"``), ``target_layer``, ``class``
     (name, index, or ``"predicted"`` for classifiers; for segmenters also several classes explained together, each
     over its own pixel set: ``"foreground"`` or names / indices joined by ``+``, e.g. ``"kidney+tumour"``),
     ``pixel_set`` (segmentation: ``"pred"`` or ``"largest_component"`` region of the class whose scores are explained,
@@ -212,6 +228,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         except (TypeError, ValueError) as error:
             raise ValueError(f"methods must be a non-empty list of method names, got {methods}: {error}") from None
         self.methods = _default_first(offered, next((m for m in settings.methods if m in offered), None))
+        self.attribution = settings.attribution
         bundle_layer = [settings.target_layers] if isinstance(settings.target_layers, str) else []
         self.target_layers = tuple(
             target_layers or dict.fromkeys([*bundle_layer, *metadata.get("cam_target_layers", {})])
@@ -223,7 +240,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
             )
         self.n_bins, self.min_heat = n_bins, min_heat
         if result_volume is not None and result_volume not in RESULT_VOLUMES:
-            raise ValueError(f"result_volume must be one of {list(RESULT_VOLUMES)}, got {result_volume!r}.")
+            raise ValueError(f"result_volume must be one of {[str(v) for v in RESULT_VOLUMES]}, got {result_volume!r}.")
         self.result_volumes = _default_first(RESULT_VOLUMES, result_volume)
         # Validates the defaults now rather than on the first request.
         parse_explain_options({}, self.methods, self.target_layers, self.class_names, self.segmentation)
@@ -316,8 +333,11 @@ class BundleExplainTask(CompatibleBundleInferTask):
             logger.warning(f"{type(inferer).__name__} is not a sliding-window inferer: explaining the whole image.")
         with torch.no_grad():
             outputs = inferer(pixels, network)
-        step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer)))
-        explanation = step(network, pixels, prediction=outputs)
+        step = ExplainStep(options.request.replace(window=SlidingWindow.of(inferer), attribution=self.attribution))
+        try:
+            explanation = step(network, pixels, prediction=outputs)
+        except AttributionBudgetExceeded as error:  # refused before it started: the request asks too much
+            raise HTTPException(status_code=422, detail=str(error)) from error
         classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
         affine = image.affine if isinstance(image, MetaTensor) else None
         heatmap = explanation.maps[options.method][0]
@@ -358,7 +378,7 @@ class BundleExplainTask(CompatibleBundleInferTask):
         """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8); ``"segments"``
         is written as a ``.seg.nrrd`` on the loaded image's grid, whatever extension the client asks for."""
         options: ExplainOptions = data[_OPTIONS_KEY]
-        if options.result_volume == "segments":
+        if options.result_volume == ResultVolume.SEGMENTS:
             labels = data[self.output_label_key]
             affine = labels.affine if isinstance(labels, MetaTensor) else data[self.input_key].affine
             result = data.get(self.output_json_key, {})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from monai_xai.cams import ClassSet, get_method
 from monai_xai.cams.adapter import ADAPTER_PREFIX
 from monai_xai.cams.targets import FOREGROUND
-from monai_xai.enums import PixelSet, Score
+from monai_xai.enums import PixelSet, ResultVolume, Score
 from monai_xai.explanation import ExplainRequest
 from monai_xai.label.heatmap_io import heat_bins
 
@@ -28,11 +28,10 @@ __all__ = [
 ]
 
 PREDICTED = "predicted"
-# "bins": uint8 label map of heat bins (what Slicer displays as segments); "segments": the same bins as a Slicer
-# segmentation file (.seg.nrrd) with each segment's name and colour; "heatmap": float32 volume in [0, 1].
-RESULT_VOLUMES = ("bins", "segments", "heatmap")
+# the result volumes a request may ask for (:class:`~monai_xai.enums.ResultVolume`), the first is the default
+RESULT_VOLUMES = tuple(ResultVolume)
 # the result volumes that hold heat bins
-BINNED_VOLUMES = ("bins", "segments")
+BINNED_VOLUMES = (ResultVolume.BINS, ResultVolume.SEGMENTS)
 
 
 class InvalidExplainRequest(ValueError):
@@ -55,7 +54,7 @@ class ExplainOptions:
     request: ExplainRequest
     n_bins: int
     min_heat: float
-    result_volume: str
+    result_volume: ResultVolume
 
     @property
     def method(self) -> str:
@@ -185,7 +184,7 @@ def parse_explain_options(
     if not 0.0 <= min_heat <= 1.0:
         raise InvalidExplainRequest(f"min_heat must be in [0, 1], got {min_heat}.")
 
-    result_volume = _choice(params, "result_volume", RESULT_VOLUMES)
+    result_volume = ResultVolume(_choice(params, "result_volume", RESULT_VOLUMES))
     request = ExplainRequest(
         methods=(method,), target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set, score=score
     )

@@ -18,10 +18,13 @@ import itertools
 import math
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from monai_xai.threads import worker_threads
 
 __all__ = ["NoisyLinearImputer", "neighbour_weights", "noisy_linear_impute", "solve_masked_laplace"]
 
@@ -135,14 +138,7 @@ def noisy_linear_impute(
             "keep at least one pixel per sample."
         )
     weights = neighbour_weights(images.ndim - 2, neighbourhood, spacing, torch.float64, images.device)
-    values = images.to(torch.float64)
-    group = _samples_per_solve(images)
-    solution = torch.cat(
-        [
-            solve_masked_laplace(part, part_mask, weights, tol=tol, max_iter=max_iter)
-            for part, part_mask in zip(values.split(group), remove_mask.split(group))
-        ]
-    )
+    solution = _solve_groups(images.to(torch.float64), remove_mask, weights, tol, max_iter)
     if noise > 0:
         solution = solution + noise * torch.randn(
             solution.shape, generator=generator, dtype=solution.dtype, device=solution.device
@@ -188,11 +184,50 @@ class NoisyLinearImputer:
         )
 
 
-def _samples_per_solve(images: torch.Tensor) -> int:
-    """How many samples one linear system holds: all of them on a GPU, a cache-sized group on a CPU."""
-    if images.device.type != "cpu":
-        return images.shape[0]
-    return max(1, _CPU_VALUES_PER_SOLVE // images[0].numel())
+def _solve_groups(
+    values: torch.Tensor, unknown: torch.Tensor, weights: torch.Tensor, tol: float, max_iter: int
+) -> torch.Tensor:
+    """``solve_masked_laplace`` of the whole batch: at once on a GPU; on a CPU as independent systems of groups of
+    samples, solved side by side by :func:`~monai_xai.threads.worker_threads` threads, each group on one torch thread.
+
+    A multigrid cycle is hundreds of operations of a fraction of a millisecond each. Split over torch's threads,
+    every one of them ends at a barrier that waits for the slowest thread, and as soon as another process competes for
+    the cores that wait is a scheduler slice: 18 masks of 224^2 took 6x longer on 2 threads than on 1 next to two
+    busy processes. Independent groups on one thread each never wait for one another.
+
+    Args:
+        values: (N, C, *spatial) float64 images; the known pixels are the boundary values.
+        unknown: (N, 1, *spatial) bool mask of the pixels to solve for.
+        weights, tol, max_iter: as in :func:`solve_masked_laplace`.
+
+    Returns:
+        (N, C, *spatial) float64 solution, zero off ``unknown``.
+    """
+    workers = worker_threads() if values.device.type == "cpu" else 1
+    group = _samples_per_solve(values, workers)
+    parts = list(zip(values.split(group), unknown.split(group)))
+
+    def solve(part: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return solve_masked_laplace(*part, weights, tol=tol, max_iter=max_iter)
+
+    if workers < 2 or len(parts) < 2:
+        return torch.cat([solve(part) for part in parts])
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(min(workers, len(parts)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            return torch.cat(list(pool.map(solve, parts)))
+    finally:
+        # a worker's set_num_threads(1) also became the count that threads started from now on begin with
+        torch.set_num_threads(threads)
+
+
+def _samples_per_solve(values: torch.Tensor, workers: int) -> int:
+    """How many samples one linear system holds: all of them on a GPU; on a CPU a cache-sized group, and at most an
+    equal share of the batch per worker thread so that every worker has a group."""
+    if values.device.type != "cpu":
+        return values.shape[0]
+    cache_sized = max(1, _CPU_VALUES_PER_SOLVE // values[0].numel())
+    return min(cache_sized, math.ceil(values.shape[0] / workers))
 
 
 def solve_masked_laplace(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from monai.utils import MetricReduction
 
+from monai_xai.enums import OTSU
 from monai_xai.metrics.per_sample import PerSampleMetric, check_binary_map, check_saliency, warn_undefined
 
 __all__ = [
@@ -196,7 +197,7 @@ def _binarize(heat: torch.Tensor, threshold: Threshold, top_fraction: float | No
             'pass exactly one of threshold=<value> or "otsu" (keep saliency >= value) or top_fraction=<(0, 1]>.'
         )
     if isinstance(threshold, str):
-        if threshold != "otsu":
+        if threshold != OTSU:
             raise ValueError(f'threshold must be a number, one per sample, or "otsu", got {threshold!r}.')
         threshold = otsu_threshold(heat[:, None])
     if threshold is not None:

@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from monai_xai.enums import RandomMap, as_choice
 from monai_xai.utils import normalize_per_sample
 
 __all__ = ["RANDOM_MAP_KINDS", "random_saliency_maps", "random_map_baseline"]
 
-RANDOM_MAP_KINDS = ("uniform", "smooth")
+# the kinds of random map (:class:`~monai_xai.enums.RandomMap`)
+RANDOM_MAP_KINDS = tuple(RandomMap)
 
 
 def _check_batch_masks(masks: torch.Tensor) -> None:
@@ -40,7 +42,7 @@ def _grid_shape(grid_size: int | Sequence[int], spatial_dims: int) -> tuple[int,
 
 def random_saliency_maps(
     shape: Sequence[int],
-    kind: str = "uniform",
+    kind: RandomMap | str = RandomMap.UNIFORM,
     grid_size: int | Sequence[int] = 4,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
@@ -63,9 +65,8 @@ def random_saliency_maps(
     shape = tuple(shape)
     if len(shape) not in (4, 5) or shape[1] != 1:
         raise ValueError(f"shape must be (B, 1, H, W) or (B, 1, D, H, W), got {shape}.")
-    if kind not in RANDOM_MAP_KINDS:
-        raise ValueError(f"kind must be one of {RANDOM_MAP_KINDS}, got {kind!r}.")
-    if kind == "uniform":
+    kind = as_choice(RandomMap, kind, "kind")
+    if kind == RandomMap.UNIFORM:
         maps = torch.rand(shape, generator=generator, device=device)
     else:
         coarse = torch.rand((*shape[:2], *_grid_shape(grid_size, len(shape) - 2)), generator=generator, device=device)
@@ -78,7 +79,7 @@ def random_map_baseline(
     metric_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     masks: torch.Tensor,
     n_draws: int = 32,
-    kind: str = "uniform",
+    kind: RandomMap | str = RandomMap.UNIFORM,
     grid_size: int | Sequence[int] = 4,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.data import MetaTensor
 from torch import nn
 from tqdm import tqdm
 
@@ -25,12 +26,14 @@ from monai_xai.bundle import ExplainSettings, load_trained_bundle
 from monai_xai.cams import LayerSpec, get_method, group_methods_by_layer
 from monai_xai.cams.layouts import feature_grid
 from monai_xai.data import write_phantom_dataset
-from monai_xai.enums import MethodFamily
+from monai_xai.enums import MethodFamily, RandomMap
 from monai_xai.explanation import ExplainStep
+from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import ehr_auc
+from monai_xai.naming import CaseNames, safe_stem, strip_image_suffix
 from monai_xai.sanity.baselines import random_map_baseline
-from monai_xai.sanity.cases import case_batches, read_datalist
-from monai_xai.sanity.randomisation import cascading_randomisation, model_randomisation_check
+from monai_xai.sanity.cases import CaseBatch, case_batches, read_datalist
+from monai_xai.sanity.randomisation import RandomisationResult, cascading_randomisation, model_randomisation_check
 from monai_xai.sanity.report import save_cascade_figure, save_randomisation_figure
 from monai_xai.sanity.results import MethodSanity
 
@@ -83,6 +86,7 @@ def bundle_sanity_checks(
     pixel_set: str | None = None,
     score: str | None = None,
     progress: bool = True,
+    maps_dir: str | Path | None = None,
 ) -> list[MethodSanity]:
     """Localisation-vs-random and model-randomisation checks of every CAM method of a bundle.
 
@@ -133,6 +137,9 @@ def bundle_sanity_checks(
         score: ``"logit"`` or ``"probability"`` (as :class:`~monai_xai.cams.CAMExplainer`); None uses the bundle's
             ``xai_score``, else ``"logit"``.
         progress: show a progress bar over the cases.
+        maps_dir: a folder for every case's maps, of the trained and of the re-initialised network
+            (``<case>_<method>_trained.nii.gz``, ``<case>_<method>_randomised.nii.gz``, on the network's grid with the
+            preprocessed image's affine); None: none written.
 
     Returns:
         one :class:`MethodSanity` per method, in the order of the methods.
@@ -179,6 +186,7 @@ def bundle_sanity_checks(
                 randomisation_seed,
                 (figure, cascade_figure),
                 bar,
+                maps_dir,
             )
     return [
         MethodSanity(
@@ -219,32 +227,56 @@ def _check_chosen(settings: ExplainSettings) -> None:
         )
 
 
-def _layer_groups(layers: Mapping[str, LayerSpec], methods: Sequence[str]) -> list[tuple[LayerSpec, tuple[str, ...]]]:
-    """``[(layer(s), methods explained there)]`` of an explanation's ``{method: layer(s)}``."""
-    return group_methods_by_layer({method: layers[method] for method in methods}, methods)
+def _layer_groups(
+    layers: Mapping[str, LayerSpec | None], methods: Sequence[str]
+) -> list[tuple[LayerSpec | None, tuple[str, ...]]]:
+    """``[(layer(s), methods explained there)]`` of an explanation's ``{method: layer(s)}``; the input attributions
+    (layer None) as one group of layer None."""
+    layered = [method for method in methods if layers[method] is not None]
+    groups: list[tuple[LayerSpec | None, tuple[str, ...]]] = (
+        list(group_methods_by_layer({method: layers[method] for method in layered}, layered)) if layered else []
+    )
+    free = tuple(method for method in methods if layers[method] is None)
+    return groups + ([(None, free)] if free else [])
+
+
+def _write_maps(result: RandomisationResult, sources: list[str], affines: list, folder: Path, names: CaseNames) -> None:
+    """Each case's maps of both networks as ``<case>_<method>_trained.nii.gz`` / ``..._randomised.nii.gz`` on the
+    network's grid (the preprocessed image's affine)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, (source, affine) in enumerate(zip(sources, affines)):
+        case = names.stem(strip_image_suffix(Path(source).name))
+        for network, maps in (("trained", result.trained_maps), ("randomised", result.randomised_maps)):
+            for method, values in maps.items():
+                written = MetaTensor(values[index].detach().cpu(), affine=affine)
+                write_map(written, folder / f"{case}_{safe_stem(method)}_{network}.nii.gz")
 
 
 def _check_batches(
     network: nn.Module,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterator[CaseBatch],
     step: ExplainStep,
     cascade_methods: Sequence[str] | None,
     n_draws: int,
     randomisation_seed: int,
     figures: tuple[str | Path | None, str | Path | None],
     bar: tqdm,
+    maps_dir: str | Path | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per-case figures ``{figure name: {method: (N,) values}}`` over all batches (NaN where undefined); the maps and
     the cascade pictures (``figures``, either None) of the first batch. ``cascade_methods``: the methods the cascade
-    shows (None: all)."""
+    shows (None: all). ``maps_dir``: where every case's maps of both networks are written (None: nowhere)."""
+    case_names = CaseNames()
     methods = step.request.methods
     device = next(network.parameters()).device
     generator = torch.Generator(device=device).manual_seed(randomisation_seed)
     names = ("ehr_auc", "randomised_ehr_auc", "random_uniform", "random_smooth", "spearman")
     collected: dict[str, dict[str, list[torch.Tensor]]] = {name: {method: [] for method in methods} for name in names}
-    for index, (images, regions) in enumerate(batches):
+    for index, (images, regions, sources, affines) in enumerate(batches):
         images, regions = images.to(device), regions.to(device)
         result = model_randomisation_check(network, images, step, randomisation_seed)
+        if maps_dir is not None:
+            _write_maps(result, sources, affines, Path(maps_dir), case_names)
         groups = _layer_groups(result.layers, methods)
         figure, cascade_figure = figures if index == 0 else (None, None)
         if figure is not None:
@@ -252,19 +284,22 @@ def _check_batches(
         if cascade_figure is not None:
             shown = tuple(cascade_methods or methods)
             layers = {method: result.layers[method] for method in shown}
-            cascade_step = ExplainStep(step.request.replace(methods=shown, target_layers=layers))
+            cam_layers = {method: layer for method, layer in layers.items() if layer is not None} or None
+            cascade_step = ExplainStep(step.request.replace(methods=shown, target_layers=cam_layers))
             cascade = cascading_randomisation(
                 network, images, cascade_step, randomisation_seed, progress=not bar.disable
             )
             save_cascade_figure(cascade, _layer_groups(layers, shown), images.shape[0], cascade_figure)
         uniform = _where_region(
-            lambda region: random_map_baseline(ehr_auc, region, n_draws, "uniform", generator=generator), regions
+            lambda region: random_map_baseline(ehr_auc, region, n_draws, RandomMap.UNIFORM, generator=generator),
+            regions,
         )
         for layers, grouped in groups:
-            grid = feature_grid(network, layers, images[:1])
+            # an input attribution's map has a value per voxel: its smooth baseline is drawn at the input's grid
+            grid = tuple(images.shape[2:]) if layers is None else feature_grid(network, layers, images[:1])
             smooth = _where_region(
                 lambda region, grid=grid: random_map_baseline(
-                    ehr_auc, region, n_draws, "smooth", grid, generator=generator
+                    ehr_auc, region, n_draws, RandomMap.SMOOTH, grid, generator=generator
                 ),
                 regions,
             )

@@ -5,10 +5,28 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from monai.data import MetaTensor
 
-__all__ = ["read_datalist", "load_case", "case_batches"]
+__all__ = ["CaseBatch", "read_datalist", "load_case", "case_batches"]
+
+
+class CaseBatch(NamedTuple):
+    """Consecutive cases of one size, preprocessed.
+
+    Attributes:
+        images: (B, C, *spatial) images.
+        regions: (B, 1, *spatial) bool ground-truth regions (all False where a case has none).
+        sources: each case's image file.
+        affines: each preprocessed image's affine (None where the preprocessing keeps none).
+    """
+
+    images: torch.Tensor
+    regions: torch.Tensor
+    sources: list[str]
+    affines: list[torch.Tensor | None]
 
 
 def read_datalist(datalist: Path, data_list_key: str, region_key: str, n_cases: int | None) -> list[dict[str, str]]:
@@ -80,19 +98,23 @@ def load_case(
 
 def case_batches(
     cases: Sequence[Mapping[str, str]], preprocessing: Callable, transform_key: str, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches ``(B, C, *spatial)`` images and ``(B, 1, *spatial)`` regions of consecutive cases of the same size.
+) -> Iterator[CaseBatch]:
+    """Batches of consecutive cases of the same size (:class:`CaseBatch`).
 
     Cases are loaded one batch at a time, so memory holds one batch of volumes whatever the number of cases.
     """
-    images: list[torch.Tensor] = []
-    regions: list[torch.Tensor] = []
+    loaded: list[tuple[torch.Tensor, torch.Tensor, str]] = []
     for case in cases:
         image, label = load_case(case, preprocessing, transform_key)
-        region = label[:1] > 0.5
-        if images and (len(images) == batch_size or image.shape != images[0].shape):
-            yield torch.stack(images), torch.stack(regions)
-            images, regions = [], []
-        images.append(image)
-        regions.append(region)
-    yield torch.stack(images), torch.stack(regions)
+        if loaded and (len(loaded) == batch_size or image.shape != loaded[0][0].shape):
+            yield _batch(loaded)
+            loaded = []
+        loaded.append((image, label[:1] > 0.5, case["image"]))
+    yield _batch(loaded)
+
+
+def _batch(loaded: list[tuple[torch.Tensor, torch.Tensor, str]]) -> CaseBatch:
+    images, regions, sources = zip(*loaded)
+    affines = [image.affine if isinstance(image, MetaTensor) else None for image in images]
+    plain = [image.as_tensor() if isinstance(image, MetaTensor) else image for image in images]
+    return CaseBatch(torch.stack(plain), torch.stack(regions), list(sources), affines)

@@ -44,6 +44,11 @@ def sanity_markdown(summary: Sequence[MethodSanity]) -> str:
     return "\n".join([header, *rows])
 
 
+def _where(layers: LayerSpec | None) -> str:
+    """Where a group of methods explains: its layer(s), or the input (attributions)."""
+    return "the input" if layers is None else str(layers)
+
+
 def save_randomisation_figure(
     result: RandomisationResult,
     image: torch.Tensor,
@@ -52,12 +57,12 @@ def save_randomisation_figure(
     path: str | Path,
 ) -> None:
     """Both networks' maps of the first case of ``result`` side by side, Spearman (and layer) per method."""
-    layer_of = {method: layers for layers, grouped in groups for method in grouped}
+    layer_of = {method: _where(layers) for layers, grouped in groups for method in grouped}
     labels = {
         method: f"{method}{'' if len(groups) == 1 else f' at {layer_of[method]}'}\nSpearman {rho[0].item():.2f}"
         for method, rho in result.correlation.items()
     }
-    where = f"at {groups[0][0]}" if len(groups) == 1 else "at each method's layer"
+    where = f"at {_where(groups[0][0])}" if len(groups) == 1 else "at each method's layer"
     has_region = bool(region.any())
     save_map_grid_png(
         image,
@@ -77,7 +82,12 @@ def save_cascade_figure(
 ) -> None:
     """Mean Spearman over the cases after each cascade step, one curve per method; "-> " marks the first step that
     reaches inside a CAM layer (from there on its activations change too)."""
-    cam_layers = {name for layers, _ in groups for name in ([layers] if isinstance(layers, str) else layers)}
+    cam_layers = {
+        name
+        for layers, _ in groups
+        if layers is not None  # input attributions: no layer
+        for name in ([layers] if isinstance(layers, str) else layers)
+    }
     labels = list(cascade.layers)
     for cam_layer in cam_layers:
         inside = [i for i, name in enumerate(labels) if name == cam_layer or name.startswith(f"{cam_layer}.")]

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from monai.data import MetaTensor
 
 from monai_xai.data import ensure_phantom_dataset
+from monai_xai.naming import CaseNames, strip_image_suffix
 from monai_xai.sanity.cases import load_case
 from monai_xai.study.spec import StudyData
 
-__all__ = ["StudyCase", "CaseBatch", "study_cases", "batch_indices", "case_batches"]
+__all__ = ["StudyCase", "CaseBatch", "study_cases", "batch_indices", "case_batches", "case_stems"]
 
 
 @dataclass(frozen=True)
@@ -47,12 +49,14 @@ class CaseBatch:
         cases: the cases, in order.
         images: (B, C, *spatial) preprocessed images.
         labels: (B, L, *spatial) ground-truth labels as loaded (one zero channel for a case without one).
+        affines: each preprocessed image's affine (None where the preprocessing keeps none).
     """
 
     index: int
     cases: list[StudyCase]
     images: torch.Tensor
     labels: torch.Tensor
+    affines: list[torch.Tensor | None]
 
 
 def _datalist(data: StudyData, output_dir: Path) -> Path:
@@ -96,6 +100,17 @@ def study_cases(data: StudyData, output_dir: Path, key: str | None = None) -> li
     return cases
 
 
+def _plain(image: torch.Tensor) -> torch.Tensor:
+    return image.as_tensor() if isinstance(image, MetaTensor) else image
+
+
+def case_stems(cases: Sequence[StudyCase]) -> dict[str, str]:
+    """``{case_id: file stem}``: each case's datalist path (without its image extension) as a safe, unique file name
+    (:class:`~monai_xai.naming.CaseNames`), the same on every rank."""
+    names = CaseNames()
+    return {case.case_id: names.stem(strip_image_suffix(case.case_id)) for case in cases}
+
+
 def batch_indices(n_cases: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[tuple[int, range]]:
     """``(batch index, case positions)`` of the batches that rank ``rank`` of ``world_size`` runs (``rank``,
     ``rank + world_size``, ...)."""
@@ -131,6 +146,7 @@ def case_batches(
             yield CaseBatch(
                 index=index,
                 cases=[item[0] for item in same],
-                images=torch.stack([item[1] for item in same]).to(device),
+                images=torch.stack([_plain(item[1]) for item in same]).to(device),
                 labels=torch.stack(labels).to(device),
+                affines=[item[1].affine if isinstance(item[1], MetaTensor) else None for item in same],
             )

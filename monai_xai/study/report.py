@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from monai_xai.atomic import atomic_path, atomic_write_text
 from monai_xai.enums import IOU, IoUThresholdMode
 from monai_xai.metrics.catalogue import SECONDS, higher_is_better
 from monai_xai.metrics.stats import anova_tukey, bootstrap_ci, paired_comparisons, rank_methods
@@ -245,7 +246,8 @@ def _plots(spec: StudySpec, vectors: dict, folder: Path, metrics: list[str]) -> 
         figure.suptitle(f"{spec.name}: {metric} per case ({better})")
         figure.tight_layout()
         path = folder / f"{metric}.png"
-        figure.savefig(path, dpi=110)
+        with atomic_path(path) as partial:
+            figure.savefig(partial, dpi=110, format="png")
         written.append(path)
     return written
 
@@ -417,9 +419,9 @@ def write_report(spec: StudySpec) -> StudyReport:
     folder.mkdir(parents=True, exist_ok=True)
     tables, vectors = _tables(spec)
     for name, table in tables.items():
-        table.to_csv(folder / f"{name}.csv", index=False)
+        atomic_write_text(folder / f"{name}.csv", table.to_csv(index=False))
     metrics = [m for m in spec.metrics if m in set(tables["summary"].get("metric", []))]
     plots = _plots(spec, vectors, folder / "plots", metrics)
-    (folder / "report.md").write_text(_markdown(spec, tables, metrics, plots))
-    (folder / "study.json").write_text(json.dumps(spec.to_dict(), indent=2))
+    atomic_write_text(folder / "report.md", _markdown(spec, tables, metrics, plots))
+    atomic_write_text(folder / "study.json", json.dumps(spec.to_dict(), indent=2))
     return StudyReport(folder, tables)

@@ -7,6 +7,8 @@ stored row, so it finishes with the tables one uninterrupted run would have made
 
 Per bundle the loop is: load a batch with the bundle's preprocessing, run the network once (the prediction and its
 confidence for the case table), then per layer and method one timed explanation and the missing metrics of its maps.
+An input attribution (Integrated Gradients, Occlusion, ...) explains no layer: it is computed and scored once per
+batch and its rows are stored under every layer, so each layer's table compares the CAMs with it.
 Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
 """
 
@@ -23,23 +25,29 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from monai.data import MetaTensor
 from monai.metrics import CumulativeIterationMetric
 from torch import nn
 from tqdm import tqdm
 
 from monai_xai.bundle import TrainedBundle, load_trained_bundle
-from monai_xai.cams import ClassSet
+from monai_xai.cams import ClassSet, get_method
 from monai_xai.enums import IOU, OTSU, IoUThresholdMode, MetricInput
 from monai_xai.explanation import ExplainStep, Explanation, class_probabilities, predicted_class
+from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import SECONDS, get_metric, region_mask, saliency_iou
+from monai_xai.naming import safe_stem
 from monai_xai.sanity.randomisation import model_randomisation_check
-from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, study_cases
+from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, case_stems, study_cases
 from monai_xai.study.report import write_report
 from monai_xai.study.spec import StudyBundle, StudySpec, load_study
 from monai_xai.study.store import ROWS_FILE, StudyStore, study_store
 from monai_xai.study.tracking import track_study
 
-__all__ = ["run_study"]
+__all__ = ["MAPS_FOLDER", "run_study"]
+
+# where a study writes its maps when asked (StudySpec.maps)
+MAPS_FOLDER = "maps"
 
 
 def _distributed() -> tuple[int, int]:
@@ -96,8 +104,11 @@ class _BundleRun:
     """Explain and score one bundle's cases (this rank's batches), each method at each layer through its own
     explanation step (one timed pass per method)."""
 
-    def __init__(self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore) -> None:
+    def __init__(
+        self, spec: StudySpec, bundle: StudyBundle, trained: TrainedBundle, store: StudyStore, stems: dict[str, str]
+    ) -> None:
         self.spec, self.bundle, self.trained, self.store = spec, bundle, trained, store
+        self.stems = stems
         self.network: nn.Module = trained.network
         self.device = next(self.network.parameters()).device
         self.steps = {
@@ -106,6 +117,8 @@ class _BundleRun:
             for method in spec.methods
         }
         self._metrics: dict[tuple[str, str, str], CumulativeIterationMetric] = {}
+        # an input attribution's sanity correlations, per case: the same under every layer
+        self._layer_free_sanity: dict[str, dict[str, float]] = {}
 
     # --- what is left to do
 
@@ -136,7 +149,9 @@ class _BundleRun:
             args = dict(self.spec.metric_args.get(metric, {}))
             if metric == IOU:
                 args = {"threshold": self._iou_threshold(layer, method)}
-            self._metrics[key] = get_metric(metric).create(self.network, self.bundle.score, **args)
+            # the metrics that re-run the network run it as the bundle does (window by window with its window)
+            network = self.network if self.bundle.window is None else self.bundle.window.network(self.network)
+            self._metrics[key] = get_metric(metric).create(network, self.bundle.score, **args)
         return self._metrics[key]
 
     def _score(self, metric: str, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> torch.Tensor:
@@ -179,17 +194,30 @@ class _BundleRun:
     def run_batch(self, batch: CaseBatch) -> None:
         ids = [case.case_id for case in batch.cases]
         prediction = self._predict(batch)
+        # an input attribution explains no layer: its explanation and its scores (but IoU, whose threshold is tuned
+        # per layer) serve every layer
+        shared: dict[str, tuple[Explanation, dict[str, torch.Tensor]]] = {}
         for (layer, method), step in self.steps.items():
             missing = self.store.missing(self.bundle.name, layer, method, ids, self._wanted())
             if not missing:
                 continue
-            with _seeded(_batch_seed(self.spec, self.bundle.name, layer, method, batch.index), self.device):
-                explanation = step(self.network, batch.images, prediction=prediction)
-                values = {SECONDS: explanation.seconds[method]}
+            layer_free = not get_method(method).needs_layer
+            seed = _batch_seed(self.spec, self.bundle.name, "" if layer_free else layer, method, batch.index)
+            with _seeded(seed, self.device):
+                if method in shared:
+                    explanation, known = shared[method]
+                else:
+                    explanation = step(self.network, batch.images, prediction=prediction)
+                    known = {SECONDS: explanation.seconds[method]}
+                values = dict(known)
                 with _quiet_undefined():
                     for metric in self.spec.metrics:
-                        if metric in missing:
+                        if metric in missing and metric not in values:
                             values[metric] = self._score(metric, layer, method, explanation, batch)
+            if self.spec.maps:
+                self._write_maps(layer, method, explanation, batch)
+            if layer_free:
+                shared[method] = (explanation, {metric: v for metric, v in values.items() if metric != IOU})
             self.store.add_scores(
                 (self.bundle.name, layer, method, case_id, metric, float(column[k]))
                 for metric, column in values.items()
@@ -197,6 +225,14 @@ class _BundleRun:
                 for k, case_id in enumerate(ids)
                 if case_id in missing[metric]
             )
+
+    def _write_maps(self, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> None:
+        """The batch's maps of ``method`` at ``layer`` as NIfTI, one file per case (see ``StudySpec.maps``)."""
+        folder = Path(self.spec.output_dir) / MAPS_FOLDER / safe_stem(self.bundle.name) / safe_stem(layer)
+        folder = folder / safe_stem(method)
+        folder.mkdir(parents=True, exist_ok=True)
+        for case, maps, affine in zip(batch.cases, explanation.maps[method], batch.affines):
+            write_map(MetaTensor(maps.detach().cpu(), affine=affine), folder / f"{self.stems[case.case_id]}.nii.gz")
 
     # --- IoU threshold tuned on the validation split
 
@@ -211,8 +247,11 @@ class _BundleRun:
         batches = batch_indices(len(cases), self.spec.batch_size)
         loaded = case_batches(cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device)
         for batch in tqdm(loaded, total=len(batches), desc=f"{self.bundle.name}: tuning IoU", disable=not progress):
+            layer_free: dict[str, Explanation] = {}  # an input attribution's maps serve every layer
             for key in todo:
-                explanation = self.steps[key](self.network, batch.images)
+                explanation = layer_free.get(key[1]) or self.steps[key](self.network, batch.images)
+                if not get_method(key[1]).needs_layer:
+                    layer_free[key[1]] = explanation
                 region = region_mask(batch.labels, explanation.class_idx, self.bundle.region_value)
                 with _quiet_undefined():
                     iou = torch.stack(
@@ -238,6 +277,10 @@ class _BundleRun:
         todo = self.store.sanity_missing(self.bundle.name, layer, method, [case.case_id for case in cases])
         if not todo:
             return
+        known = self._layer_free_sanity.get(method, {})
+        if all(case_id in known for case_id in todo):  # an input attribution checked at another layer
+            self.store.add_sanity((self.bundle.name, layer, method, case_id, known[case_id]) for case_id in todo)
+            return
         chosen = [case for case in cases if case.case_id in todo]
         batches = batch_indices(len(chosen), self.spec.batch_size)
         for batch in case_batches(chosen, batches, self.trained.preprocessing, None, self.device):
@@ -247,6 +290,9 @@ class _BundleRun:
                     self.network, batch.images, self.steps[(layer, method)], self.spec.sanity_seed
                 )
             correlation = result.correlation[method].tolist()
+            if not get_method(method).needs_layer:
+                known = self._layer_free_sanity.setdefault(method, {})
+                known.update((case.case_id, value) for case, value in zip(batch.cases, correlation))
             self.store.add_sanity(
                 (self.bundle.name, layer, method, case.case_id, value) for case, value in zip(batch.cases, correlation)
             )
@@ -264,8 +310,8 @@ def _prepare_output(spec: StudySpec, overwrite: bool, rank: int) -> None:
             (output_dir / ROWS_FILE).unlink(missing_ok=True)
             shutil.rmtree(output_dir / "report", ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
+        study_cases(spec.data, output_dir)  # writes phantom cases once, before their content is fingerprinted
         study_store(spec).close()  # creates the store (or refuses one of other settings) before the others open it
-        study_cases(spec.data, output_dir)  # writes phantom cases once
     _barrier()
 
 
@@ -302,7 +348,7 @@ def run_study(
     try:
         for bundle in spec.bundles:
             trained = load_trained_bundle(bundle.path, device, bundle.overrides, bundle.weights)
-            run = _BundleRun(spec, bundle, trained, store)
+            run = _BundleRun(spec, bundle, trained, store, case_stems(cases))
             if "iou" in spec.metrics and spec.iou_mode == "tuned":
                 if rank == 0:
                     validation = study_cases(spec.data, Path(spec.output_dir), key=spec.data.validation_key)

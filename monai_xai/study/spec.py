@@ -18,7 +18,8 @@ the working directory)::
         "sanity": {"cases": 8, "seed": 0},
         "mlflow": {"tracking_uri": null, "experiment": "monai-xai-studies"},
         "batch_size": 4,
-        "seed": 0
+        "seed": 0,
+        "maps": false
     }
 
 ``data`` is a MONAI datalist, or ``{"phantom": {"n_cases": 24, "seed": 4242, ...}}`` (arguments of
@@ -49,7 +50,7 @@ from typing import Any
 from torch import nn
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.cams import ClassSet, method_names, resolve_layers
+from monai_xai.cams import AttributionSettings, ClassSet, method_names, resolve_layers
 from monai_xai.cams.registry import get_method
 from monai_xai.enums import IOU, IoUThresholdMode, PixelSet, Score, as_choice
 from monai_xai.explanation import ExplainRequest, SlidingWindow
@@ -74,6 +75,7 @@ _KNOWN_KEYS = {
     "batch_size",
     "seed",
     "device",
+    "maps",
 }
 
 
@@ -101,6 +103,8 @@ class StudyBundle:
             foreground) or an int.
         window: the sliding window of the bundle's inferer (None: whole images), with which its cases are predicted
             and explained.
+        attribution: the input-attribution methods' settings (the entry's ``attribution``, else the bundle's
+            ``xai_attribution``; :class:`~monai_xai.cams.AttributionSettings`).
     """
 
     name: str
@@ -114,6 +118,7 @@ class StudyBundle:
     region_key: str = "label"
     region_value: int | str | None = "class"
     window: SlidingWindow | None = None
+    attribution: AttributionSettings = AttributionSettings()
 
     def request(self, layer: str, methods: Sequence[str]) -> ExplainRequest:
         """What the study explains of this bundle at ``layer`` with ``methods`` (one timed pass per method)."""
@@ -124,6 +129,7 @@ class StudyBundle:
             pixel_set=self.pixel_set,
             score=self.score,
             window=self.window,
+            attribution=self.attribution,
         )
 
 
@@ -171,6 +177,8 @@ class StudySpec:
         batch_size: cases per batch; batches are fixed by case order, so results do not depend on ranks.
         seed: seed of every random stream (ROAD's imputation noise), derived per batch.
         device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).
+        maps: also write every explained map as NIfTI, ``<output_dir>/maps/<bundle>/<layer>/<method>/<case>.nii.gz``
+            on the network's grid with the preprocessed image's affine.
     """
 
     name: str
@@ -194,6 +202,7 @@ class StudySpec:
     batch_size: int = 4
     seed: int = 0
     device: str | None = None
+    maps: bool = False
 
     def fingerprint(self) -> str:
         """Hash of everything that changes a stored row (not methods or metrics: rows are keyed by them), so that a
@@ -285,7 +294,7 @@ def _data(source: str, content: Mapping[str, Any], root: Path) -> StudyData:
 def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
     """One checked bundle entry."""
     known = {"name", "path", "weights", "overrides", "layers", "class", "pixel_set", "score", "region_key"}
-    known |= {"region_value"}
+    known |= {"region_value", "attribution"}
     if not isinstance(entry, Mapping) or "path" not in entry:
         raise _fail(
             source, f"bundle {index} must be an object with at least 'path' (and 'name', 'layers'), got {entry!r}."
@@ -320,6 +329,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         pixel_set = entry.get("pixel_set", settings.pixel_set)
         pixel_set = None if pixel_set is None else ExplainRequest.check_field("pixel_set", pixel_set)
         score = ExplainRequest.check_field("score", entry.get("score", settings.score))
+        attribution = ExplainRequest.check_field("attribution", entry.get("attribution", settings.attribution))
     except (TypeError, ValueError) as error:
         raise _fail(source, f"bundle {name!r}: {error}") from None
     if isinstance(class_idx, tuple):
@@ -340,6 +350,7 @@ def _bundle(source: str, index: int, entry: Any, root: Path) -> StudyBundle:
         region_key=str(entry.get("region_key") or settings.region_key or "label"),
         region_value=entry.get("region_value", settings.region_value),
         window=trained.window,
+        attribution=attribution,
     )
 
 
@@ -387,6 +398,9 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise _fail(source, f"'batch_size' must be a positive int, got {batch_size!r}.")
     output_dir = Path(content.get("output_dir") or Path("outputs") / "studies" / name)
+    maps = content.get("maps", False)
+    if not isinstance(maps, bool):
+        raise _fail(source, f"'maps' must be true or false (write every map as NIfTI), got {maps!r}.")
     return StudySpec(
         name=name,
         source=None,
@@ -409,6 +423,7 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
         batch_size=batch_size,
         seed=int(content.get("seed", 0)),
         device=content.get("device"),
+        maps=maps,
     )
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.spec import StudySpec
 
 __all__ = ["ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "study_store"]
@@ -72,9 +73,10 @@ class StudyStore:
             found = self._connection.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()[0]
         if found != fingerprint:
             raise ValueError(
-                f"{self.path} holds the rows of this study run with other settings (data, bundles, metric_args, IoU "
-                "threshold, sanity, batch_size or seed changed); rerun with --overwrite to start again, or choose "
-                "another output_dir."
+                f"{self.path} holds the rows of this study run with other settings or files (data, bundles, "
+                "metric_args, IoU threshold, sanity, batch_size or seed changed, or the content of a weights, "
+                "temperature, datalist or image file); rerun with --overwrite to start again, or choose another "
+                "output_dir."
             )
 
     def _transaction(self) -> sqlite3.Connection:
@@ -166,5 +168,6 @@ class _Transaction:
 
 
 def study_store(spec: StudySpec) -> StudyStore:
-    """The row store of ``spec`` in its output folder."""
-    return StudyStore(Path(spec.output_dir) / ROWS_FILE, spec.fingerprint())
+    """The row store of ``spec`` in its output folder, for its settings and the content of its files
+    (:func:`~monai_xai.study.fingerprint.study_fingerprint`)."""
+    return StudyStore(Path(spec.output_dir) / ROWS_FILE, study_fingerprint(spec))

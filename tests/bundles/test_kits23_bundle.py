@@ -14,12 +14,17 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from monai.bundle import ConfigParser
 
-from monai_xai.bundle import explain_bundle
+from monai_xai.bundle import explain_bundle, load_trained_bundle
+from monai_xai.cams import ClassSet
 from monai_xai.data import foreground_hu_range
+from monai_xai.explanation import SlidingWindow, explain
 from monai_xai.networks import segmentation_cam_layer
-from monai_xai.study import load_study, run_study, study_tables
+from monai_xai.sanity.cases import load_case
+from monai_xai.study import load_study, run_study, study_cases, study_from_dict, study_tables
+from monai_xai.study.cases import case_stems
 from tests.helpers.fixture_kits23 import KITS_SHAPE, write_kits23
 from tests.helpers.studies import REPO
 from tests.helpers.study_bundles import bundle_configs, check_model_zoo_layout, run_bundle
@@ -216,3 +221,59 @@ def test_study_file_loads_and_runs_on_the_trained_bundle(trained: dict[str, Any]
     summary = study_tables(study)["summary"]
     assert set(summary["metric"]) == {*content["metrics"], "seconds"}
     assert set(summary["bundle"]) == {entry["name"] for entry in entries}
+
+
+@pytest.mark.slow
+def test_the_study_explains_a_ct_larger_than_the_window_with_the_bundles_window(trained: dict[str, Any]) -> None:
+    """The study predicts and explains each CT as the bundle's own SlidingWindowInferer does, here with a 16 x 16 x 8
+    window on the 24 x 24 x 16 preprocessed CT; a segmenter with no class explains every foreground class together,
+    as the overlay does, the same as "1+2+3"."""
+    root, bundle = trained["root"], trained["bundle"]
+    parser = ConfigParser()
+    parser.read_config(bundle_configs(bundle, "inference.json"))
+    parser.update(trained["common"])
+    datalist = root / "window_datalist.json"
+    datalist.write_text(json.dumps(parser.get_parsed_content("datalist")))
+    overrides = {**{key: TINY[key] for key in ("network_options", "spacing")}, "patch_size": [16, 16, 8]}
+    entries = [
+        {"name": name, "path": str(bundle), "overrides": overrides, "layers": ["model.1.submodule"], "class": class_idx,
+         "pixel_set": "pred", "region_key": "label", "region_value": "class"}
+        for name, class_idx in (("tumour", 2), ("all", "1+2+3"), ("no-class", None))
+    ]  # fmt: skip
+    study = study_from_dict(
+        {
+            "name": "kits-window",
+            "output_dir": str(root / "window_study"),
+            "data": {"datalist": str(datalist), "data_list_key": "test", "region_key": "label"},
+            "bundles": entries,
+            "methods": ["hirescam"],
+            "metrics": ["ehr_auc", "heat_diff"],
+            "sanity": {"cases": 0},
+            "mlflow": False,
+            "batch_size": 1,
+            "maps": True,
+        },
+        root,
+    )
+    assert study.bundles[1].class_idx == ClassSet((1, 2, 3)) and study.bundles[2].class_idx is None
+    assert study.bundles[0].window == SlidingWindow((16, 16, 8), 4, 0.5, "gaussian")
+    run_study(study, progress=False)
+    tables = study_tables(study)
+    explained = {row.bundle: row.explained_class for row in tables["cases"].itertuples()}
+    assert explained == {"tumour": 2, "all": "1+2+3", "no-class": "1+2+3"}
+    summary = tables["summary"].set_index(["bundle", "metric"])
+    for metric in ("ehr_auc", "heat_diff"):
+        assert summary.loc[("no-class", metric), "mean"] == pytest.approx(summary.loc[("all", metric), "mean"])
+    # oracle: the explanation step on the preprocessed CT with and without the bundle's window
+    trained_bundle = load_trained_bundle(bundle, overrides=overrides)
+    case = json.loads(datalist.read_text())["test"][0]
+    image, _ = load_case({"image": case["image"]}, trained_bundle.preprocessing, "label")
+    assert all(extent > size for extent, size in zip(image.shape[1:], (16, 16, 8)))  # larger than the window
+    request = {"methods": ["hirescam"], "target_layers": "model.1.submodule", "class_idx": 2}
+    windowed = explain(trained_bundle.network, image[None], window=trained_bundle.window, **request).maps["hirescam"]
+    whole = explain(trained_bundle.network, image[None], **request).maps["hirescam"]
+    stem = case_stems(study_cases(study.data, Path(study.output_dir)))[case["image"]]
+    written = nib.load(root / "window_study" / "maps" / "tumour" / "model.1.submodule" / "hirescam" / f"{stem}.nii.gz")
+    written = torch.as_tensor(np.asarray(written.dataobj))
+    torch.testing.assert_close(written, windowed[0, 0], atol=1e-5, rtol=0)
+    assert (written - whole[0, 0]).abs().max() > 1e-2  # the window matters here, so the test can tell

@@ -22,13 +22,18 @@ from tests.helpers.study_bundles import (
 BUNDLE = "skin_lesion_classification"
 
 HAM10000 = StudyBundle(BUNDLE, HAM10000_CLASSES, write_ham10000, "chaddad_skin_cancer.json")
-# the masks lie in the data folder that the check writes under tmp_path: mask_dir follows dataset_dir by reference
+# the masks lie in the data folder that the check writes under tmp_path: mask_dir follows dataset_dir by reference;
+# require_masks as the README's mask study passes it (the fixture has a mask for every image)
 ISIC2019_MASKED = StudyBundle(
     BUNDLE,
     ISIC2019_CLASSES,
     write_isic2019,
     "jagani_isic2019_layers.json",
-    overrides={"dataset_name": "isic2019", "mask_dir": f"$@dataset_dir + '/{ISIC_MASK_FOLDER}'"},
+    overrides={
+        "dataset_name": "isic2019",
+        "mask_dir": f"$@dataset_dir + '/{ISIC_MASK_FOLDER}'",
+        "require_masks": True,
+    },
     explain_metrics=("iou", "pointing_game", "deletion"),
 )
 

@@ -152,3 +152,57 @@ def test_request_refuses_unknown_quirk_settings():
         ExplainRequest(methods=("gradcam",), output_head="last")
     with pytest.raises(ValueError, match="xai_network_output"):
         ExplainRequest(methods=("gradcam",), network_output="softmax")
+
+
+def _input_gradient(net: nn.Module, images: torch.Tensor, norms_in_train_mode: bool) -> torch.Tensor:
+    """d p_1 / d x of NormNet's class-1 probability summed over each image, written without the quirks: the network's
+    layers called by hand, InstanceNorm with each input's statistics or the running ones, one softmax."""
+    pixels = images.clone().requires_grad_(True)
+    features = net.features(pixels)
+    if norms_in_train_mode:
+        normed = F.instance_norm(features, weight=net.norm.weight, bias=net.norm.bias, eps=net.norm.eps)
+    else:
+        normed = F.instance_norm(
+            features, net.norm.running_mean, net.norm.running_var, net.norm.weight, net.norm.bias, False, 0.0,
+            net.norm.eps,
+        )  # fmt: skip
+    probabilities = net.head(F.leaky_relu(normed, 0.01)).softmax(dim=1)
+    (grad,) = torch.autograd.grad(probabilities[:, 1].sum(), pixels)
+    return grad
+
+
+def test_input_attributions_run_in_the_network_s_own_modes_on_its_probabilities():
+    """An HD-BET-like network (eval mode with its InstanceNorm layers in train mode, a softmax inside forward) is
+    explained by input attributions as by CAMs: in its own modes (auto), its probabilities taken as they are."""
+    net = NormNet(probabilities=True).eval()
+    net.norm.train()  # as HD-BET's SetNetworkToVal
+    images = _images()
+    running = net.norm.running_mean.clone()
+    request = {"methods": ["saliency", "input_x_gradient"], "class_idx": 1, "pixel_set": "image"}
+    explained = explain(net, images, score="probability", **request)
+    grad = _input_gradient(net, images, norms_in_train_mode=True)
+    torch.testing.assert_close(explained.attributions["saliency"], grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(explained.attributions["input_x_gradient"], images * grad, atol=1e-6, rtol=1e-4)
+    assert net.norm.training and not net.training  # given back in its modes
+    torch.testing.assert_close(net.norm.running_mean, running)  # the train-mode passes' updates undone
+    # plain eval mode explains another network
+    in_eval = explain(net, images, score="probability", model_mode="eval", **request)
+    torch.testing.assert_close(
+        in_eval.attributions["saliency"], _input_gradient(net, images, False), atol=1e-6, rtol=1e-4
+    )
+    assert (in_eval.attributions["saliency"] - grad).abs().max() > 1e-3
+    # probabilities taken for logits (a second softmax) would give other attributions
+    doubled = explain(net, images, score="probability", network_output="logits", **request)
+    assert (doubled.attributions["saliency"] - grad).abs().max() > 1e-4
+
+
+def test_input_attributions_of_a_deep_supervision_network_take_the_highest_resolution_head():
+    single, supervised = NormNet().eval(), NormNet(deep_supervision=True).eval()
+    supervised.load_state_dict(single.state_dict())
+    images = _images()
+    request = {"methods": ["saliency", "integrated_gradients"], "class_idx": 1, "pixel_set": "pred"}
+    reference = explain(single, images, model_mode="eval", **request)
+    explained = explain(supervised, images, model_mode="eval", output_head="highest_resolution", **request)
+    for method in request["methods"]:
+        torch.testing.assert_close(explained.attributions[method], reference.attributions[method], atol=1e-6, rtol=0)
+    assert explained.layers == {"saliency": None, "integrated_gradients": None}

@@ -11,11 +11,14 @@ from tests.helpers.nets import TinyResNet
 
 
 def test_every_method_has_one_record_with_its_family_and_needs():
-    assert method_names() == [*GRADIENT_METHODS, *PERTURBATION_METHODS]
+    attributions = method_names(MethodFamily.ATTRIBUTION)
+    assert method_names() == [*GRADIENT_METHODS, *PERTURBATION_METHODS, *attributions]  # CAMs first
     assert method_names(MethodFamily.GRADIENT)[:2] == ["gradcam", "gradcampp"]
     assert method_names("perturbation") == ["scorecam", "ablationcam"]
+    assert {"integrated_gradients", "smoothgrad", "occlusion", "kernel_shap"} <= set(attributions)
     without_gradients = [name for name in method_names() if not get_method(name).needs_gradients]
-    assert without_gradients == ["eigencam", "scorecam", "ablationcam"]
+    assert without_gradients == ["eigencam", "scorecam", "ablationcam", *attributions]
+    assert [name for name in method_names() if not get_method(name).needs_layer] == attributions
     for name, function in GRADIENT_METHODS.items():
         record = get_method(name)
         assert record.name == name and record.family == MethodFamily.GRADIENT and record.function is function

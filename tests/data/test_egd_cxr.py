@@ -90,7 +90,12 @@ def test_errors_say_what_to_do(data: Path, tmp_path: Path) -> None:
         egd_cxr_datalist(tmp_path)
     root = shutil.copytree(data, tmp_path / "no_heatmap")
     shutil.rmtree(root / "fixation_heatmaps" / dicom_id(4))
-    with pytest.raises(FileNotFoundError, match=f"{dicom_id(4)}.*create_heatmap_images_and_or_videos.py"):
+    with pytest.warns(UserWarning, match=f"1 image.*left out.*{dicom_id(4)}.*create_heatmap_images_and_or_videos.py"):
+        datalist = egd_cxr_datalist(root, test_size=3, validation_size=3)
+    kept = [entry["dicom_id"] for entries in datalist.values() for entry in entries]
+    assert len(kept) == 11 and dicom_id(4) not in kept
+    shutil.rmtree(root / "fixation_heatmaps")
+    with pytest.raises(FileNotFoundError, match="no image has a gaze heatmap.*heatmap_dir"):
         egd_cxr_datalist(root, test_size=3, validation_size=3)
     root = shutil.copytree(data, tmp_path / "no_image")
     with pytest.raises(FileNotFoundError, match="MIMIC-CXR folder"):
@@ -105,6 +110,31 @@ def test_errors_say_what_to_do(data: Path, tmp_path: Path) -> None:
         egd_cxr_datalist(root, test_size=3, validation_size=3)
     with pytest.raises(ValueError, match="lower test_size"):
         egd_cxr_datalist(data, test_size=6, validation_size=6)
+
+
+@pytest.mark.parametrize("hostile", ["../../escape", "a/b", "", ".hidden", "x\\y"])
+def test_a_dicom_id_that_is_not_a_plain_name_is_refused(data: Path, tmp_path: Path, hostile: str) -> None:
+    """dicom_id names the heatmap folder and the fixation PNG: a crafted one must not reach a path."""
+
+    def rename(rows: list[dict]) -> None:
+        rows[0]["dicom_id"] = hostile
+
+    root = shutil.copytree(data, tmp_path / "hostile")
+    _rewrite_master_sheet(root, rename)
+    with pytest.raises(ValueError, match="dicom_id .* is not a plain name"):
+        egd_cxr_datalist(root, fixation_dir=tmp_path / "fix", test_size=3, validation_size=3)
+    assert not (tmp_path / "fix").exists()
+
+
+def test_a_ramp_saved_by_plt_imsave_decodes_exactly(tmp_path: Path) -> None:
+    """Each of the 256 levels plt.imsave writes decodes to itself: the 8-bit viridis table, found exactly, except the
+    two colours the table repeats (levels 104 = 105 and 137 = 138), which decode to the middle of their two levels."""
+    ramp = np.tile(np.arange(256, dtype=np.float64)[None], (3, 1)) / 255.0
+    plt.imsave(tmp_path / "ramp.png", ramp)
+    expected = np.arange(256, dtype=np.float64)
+    expected[[104, 105]] = 104.5
+    expected[[137, 138]] = 137.5
+    np.testing.assert_allclose(read_gaze_heatmap(tmp_path / "ramp.png") * 255.0, np.tile(expected, (3, 1)), atol=1e-3)
 
 
 def test_heatmaps_decode_to_the_min_max_scaled_map(tmp_path: Path) -> None:

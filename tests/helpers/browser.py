@@ -37,14 +37,22 @@ def skip_without_chromium():
 class Browser:
     """One headless Chromium with one page (tab) of ``width`` x ``height`` CSS pixels.
 
-    Software WebGL2 (SwiftShader) is turned on, so WebGL pages (NiiVue) render without a GPU.
+    Software WebGL2 (SwiftShader) is turned on, so WebGL pages (NiiVue) render without a GPU; ``flags`` are further
+    command-line switches (e.g. ``("--disable-webgl",)`` for a browser without WebGL).
 
     Attributes:
         console: ``(level, text, session)`` of every console message, log entry and uncaught exception since the
             last :meth:`open` (``session``: the protocol session of the frame it came from).
     """
 
-    def __init__(self, profile_dir: Path, width: int = 1200, height: int = 900, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        profile_dir: Path,
+        width: int = 1200,
+        height: int = 900,
+        timeout_s: float = 60.0,
+        flags: tuple[str, ...] = (),
+    ) -> None:
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed (apt-get install chromium).")
         self.timeout_s = timeout_s
@@ -61,7 +69,7 @@ class Browser:
             "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--ignore-gpu-blocklist",
             "--disable-extensions", "--disable-background-networking", "--disable-component-update",
             "--disable-default-apps", "--disable-sync", "--mute-audio", "--hide-scrollbars",
-            f"--user-data-dir={profile_dir}", f"--window-size={width},{height}", "about:blank",
+            f"--user-data-dir={profile_dir}", f"--window-size={width},{height}", *flags, "about:blank",
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command,

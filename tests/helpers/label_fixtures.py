@@ -93,6 +93,7 @@ def server(label_app_dir: Path, bundles_dir: Path, studies_dir: Path) -> Iterato
         *("--uvicorn_app", "monai_xai.label.server:app"),
         *("--conf", "bundles", str(bundles_dir)),
         *("--conf", "explain_methods", "gradcam,hirescam,eigencam"),
+        *("--conf", "max_upload_mb", "8"),
         *("--conf", "zoo_source", "github", "--conf", "sam2", "false"),
     ]
     env = {

@@ -14,6 +14,7 @@ from pytorch_grad_cam import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    SegEigenCAM,
     XGradCAM,
 )
 
@@ -30,6 +31,7 @@ ORACLES = {
     "gradcam_elementwise": GradCAMElementWise,
     "eigencam": EigenCAM,
     "eigengradcam": EigenGradCAM,
+    "segeigencam": SegEigenCAM,  # sign-corrected like ours: no sign flip needed
 }
 EIGEN = ("eigencam", "eigengradcam")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -52,6 +53,24 @@ def test_result_json_describes_the_heatmap_on_the_loaded_grid(unet_bundle, studi
     assert result["description_fields"]["method"] == "gradcam" and result["description_fields"]["calibrated"] is False
     json.dumps(result, allow_nan=False)
     Path(result_file).unlink()
+
+
+def test_an_input_attribution_needs_no_layer_and_its_budget_is_a_422(unet_bundle, studies_dir):
+    """integrated_gradients through the task: the heatmap on the loaded grid, whatever target_layer the request
+    names; a request above the budget is a bad request naming its estimate."""
+    task = BundleExplainTask(str(unet_bundle), {}, methods=["gradcam", "integrated_gradients"])
+    image = studies_dir / "phantom_lesion.nii.gz"
+    request = {"image": str(image), "device": "cpu", "method": "integrated_gradients", "result_volume": "heatmap"}
+    result_file, result = task(request)
+    heatmap = np.asarray(nib.load(result_file).dataobj)
+    assert heatmap.shape == nib.load(image).shape  # resampled onto the loaded grid: the peak is interpolated
+    assert heatmap.min() >= 0 and 0.5 < heatmap.max() <= 1
+    assert result["description_fields"]["method"] == "integrated_gradients"
+    Path(result_file).unlink()
+    task.attribution = replace(task.attribution, max_voxel_passes=1.0)
+    with pytest.raises(HTTPException) as raised:
+        task(request)
+    assert raised.value.status_code == 422 and "integrated_gradients: 32 forward + 32 backward" in raised.value.detail
 
 
 def test_bad_request_is_an_http_422(unet_bundle, studies_dir):

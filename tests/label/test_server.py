@@ -219,7 +219,7 @@ def test_classification_reports_the_prediction(server):
         (f"{CLASSIFICATION}_explain", "case_000", {"class": 5}, 422, "class 5 is out of range"),
         (f"{SEGMENTATION}_explain", "phantom_lesion", {"bins": 300}, 422, r"bins must be an int in \[1, 255\]"),
         (f"{SEGMENTATION}_explain", "no_such_case", {}, 404, "not found"),
-        (f"{SEGMENTATION}_explain", None, {}, 500, "Neither Image nor File"),
+        (f"{SEGMENTATION}_explain", None, {}, 422, "no image: give the 'image' query parameter"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, model, image, params, status, message):

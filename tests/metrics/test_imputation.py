@@ -4,6 +4,7 @@ and functions the stencil must reproduce exactly (constants, linear ramps)."""
 from __future__ import annotations
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -224,6 +225,46 @@ def test_cpu_groups_match_one_system_and_scipy(monkeypatch):
     assert solves == [2, 2, 1]
     torch.testing.assert_close(grouped, one_system, atol=1e-6, rtol=0)
     assert_matches_scipy(images, removed, noisy_linear_impute(images, removed))
+
+
+@pytest.fixture
+def two_torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_groups_solved_side_by_side_match_one_system_and_scipy(monkeypatch, two_torch_threads):
+    """With 2 worker threads the groups are solved side by side, each on one torch thread: the result equals the
+    whole batch solved as one system and sample by sample, the noise is the same, and the caller's count is back."""
+    generator = torch.Generator().manual_seed(9)
+    images = torch.rand(5, 2, 24, 22, generator=generator)
+    removed = blob_mask(5, (24, 22), 0.7, generator)
+    monkeypatch.setattr(imputation, "_CPU_VALUES_PER_SOLVE", 10**9)
+    with monkeypatch.context() as sequential:
+        sequential.setattr(imputation, "worker_threads", lambda: 1)
+        one_system = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(4))
+    monkeypatch.setattr(imputation, "worker_threads", lambda: 2)
+    solves = []
+    original = imputation.solve_masked_laplace
+
+    def recorded(values, *args, **kwargs):
+        solves.append((values.shape[0], threading.get_ident(), torch.get_num_threads()))
+        return original(values, *args, **kwargs)
+
+    monkeypatch.setattr(imputation, "solve_masked_laplace", recorded)
+    side_by_side = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(4))
+    assert sorted(size for size, _, _ in solves) == [2, 3]  # an equal share of the batch per worker
+    assert len({thread for _, thread, _ in solves} - {threading.get_ident()}) == 2
+    assert {threads for _, _, threads in solves} == {1}
+    assert torch.get_num_threads() == 2
+    torch.testing.assert_close(side_by_side, one_system, atol=1e-6, rtol=0)
+    noiseless = noisy_linear_impute(images, removed)
+    for sample in range(5):
+        alone = noisy_linear_impute(images[sample : sample + 1], removed[sample : sample + 1])
+        torch.testing.assert_close(noiseless[sample : sample + 1], alone, atol=1e-6, rtol=0)
+    assert_matches_scipy(images, removed, noiseless)
 
 
 def test_nothing_removed_returns_input():

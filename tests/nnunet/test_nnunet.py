@@ -145,6 +145,7 @@ def test_the_command_writes_each_map_on_the_input_grid(model_folder, tmp_path):
     command = [
         sys.executable, "-m", "monai_xai.cli", "explain", str(model_folder), "--images", str(folder),
         "--output_dir", str(tmp_path / "out"), "--folds", "[0]", "--mirroring", "False", "--xai_class", "1",
+        "--xai_methods", "['gradcam','saliency']",
     ]  # fmt: skip
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -155,6 +156,9 @@ def test_the_command_writes_each_map_on_the_input_grid(model_folder, tmp_path):
     np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
     values = np.asarray(written.dataobj)
     assert values.min() >= 0 and 0.5 < values.max() <= 1 + 1e-6
+    # an input attribution (#32) through nnU-Net's tiles too, on the same grid
+    attribution = nib.load(str(tmp_path / "out" / "case_042" / "case_042_saliency.nii.gz"))
+    assert attribution.shape == original.shape and 0.5 < np.asarray(attribution.dataobj).max() <= 1 + 1e-6
     assert "Explained class(es): 1 (lesion)" in (tmp_path / "out" / "summary.md").read_text()
 
 

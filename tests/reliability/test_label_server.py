@@ -136,3 +136,76 @@ def test_the_image_read_is_the_datastore_image_not_a_same_named_file(server, stu
     response = post(server, EXPLAIN, "phantom_lesion", {"result_volume": "heatmap"})
     assert response.status_code == 200
     assert response.json()["predicted_voxels"] > 0  # the phantom's lesion, not the decoy's zeros
+
+
+def test_a_session_is_the_servers_own_and_a_planted_one_reads_nothing(server, studies_dir, tmp_path):
+    """Issue #29 (1): a session folder uploaded with a ``meta.info`` of the client's making, named through
+    ``session_id=<id>/<folder>``, used to make the server explain any file and tell which exist."""
+    volume = (studies_dir / "phantom_lesion.nii.gz").read_bytes()
+
+    def session(files: list) -> str:
+        created = requests.put(f"{server}/session/", params={"uncompress": "false"}, files=files, timeout=60)
+        assert created.status_code == 200, created.text
+        return created.json()["session_id"]
+
+    session_id = session([("files", ("scan.nii.gz", volume))])
+    query = {"session_id": session_id, "output": "json"}
+    own = requests.post(f"{server}/infer/{EXPLAIN}", params=query, files={"params": (None, "{}")}, timeout=300)
+    assert own.status_code == 200, own.text  # the session's own image is explained
+    planted = json.dumps({"name": "x", "path": "/etc", "image": "/etc/passwd"}).encode()
+    planted_id = session([("files", ("scan.nii.gz", volume)), ("files", ("meta.info", planted))])
+    received = requests.get(f"{server}/session/{planted_id}", timeout=60).json()
+    folder = Path(received["image"]).name  # where the two files went, inside the session
+    for forged in (f"{planted_id}/{folder}", f"{session_id}/..", "../sessions", "a b"):
+        query = {"session_id": forged, "output": "json"}
+        response = requests.post(f"{server}/infer/{EXPLAIN}", params=query, files={"params": (None, "{}")}, timeout=60)
+        assert response.status_code == 422, (forged, response.text)
+        assert "session_id must be the id of a session of this server" in detail(response)
+    assert_alive(server)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"save_label": True, "label_tag": "/any/dir"}, r"params cannot set \['label_tag', 'save_label'\]"),
+        ({"save_label": True, "label_tag": "final"}, r"params cannot set \['label_tag', 'save_label'\]"),
+        ({"label_tag": "final"}, r"params cannot set \['label_tag'\]"),
+        ({"device": "cuda:7"}, r"unknown device 'cuda:7'; this server offers \['cpu'\]"),
+        ({"device": "not a device"}, "unknown device 'not a device'"),
+        ({"roi_size": [4096, 4096, 4096]}, r"params cannot set \['roi_size'\]"),
+        ({"logging": "DEBUG"}, r"params cannot set \['logging'\]"),
+    ],
+)
+def test_requests_cannot_write_labels_choose_a_device_or_configure_the_model(server, studies_dir, params, message):
+    """Issue #29 (2, 9): a request wrote its result into any folder (``label_tag``), overwrote a ground-truth label
+    (``final``), or broke a model for every later request with a bad ``device``."""
+    labels_before = sorted(path.name for path in studies_dir.rglob("*") if path.is_file())
+    response = post(server, EXPLAIN, "phantom_lesion", {"result_volume": "heatmap", **params})
+    assert response.status_code == 422, response.text
+    assert re.search(message, detail(response)), detail(response)
+    assert sorted(path.name for path in studies_dir.rglob("*") if path.is_file()) == labels_before
+    assert_alive(server)  # the model still serves, on its own device
+
+
+def test_uploads_are_bounded_before_they_are_read(server, label_app_dir):
+    """Issue #29 (8): a 0.2 MB gzip upload declaring a huge volume grew the server by gigabytes; a label upload that
+    failed to convert stayed on disk; a request naming no image was a bare 500."""
+    bomb = nib.Nifti1Image(np.zeros((1024, 1024, 512), np.uint8), np.eye(4))  # 512 Mi voxels, all zeros
+    packed = gzip.compress(bomb.to_bytes(), compresslevel=9)
+    assert len(packed) < 2**20
+    response = post(server, EXPLAIN, None, {}, upload=("bomb.nii.gz", packed))
+    assert response.status_code == 413, response.text
+    assert "more than this server reads" in detail(response)
+    files = {"params": (None, "{}"), "label": ("scribbles.bin", b"\x00" * 64)}
+    response = requests.post(f"{server}/infer/{EXPLAIN}", params={"image": "phantom_lesion"}, files=files, timeout=60)
+    assert response.status_code == 422 and "take no label upload" in detail(response)
+    response = requests.post(f"{server}/infer/{EXPLAIN}", files={"params": (None, "{}")}, timeout=60)
+    assert response.status_code == 422 and "no image" in detail(response)
+    oversized = ("big.nii.gz", b"\x00" * (9 * 2**20))  # the test server takes at most 8 MB (--conf max_upload_mb)
+    response = post(server, EXPLAIN, None, {}, upload=oversized)
+    assert response.status_code == 413 and "more than this server takes (8 MB" in detail(response)
+    deadline = time.monotonic() + 10
+    while upload_dir_files(label_app_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [path.name for path in upload_dir_files(label_app_dir) if path.suffix in (".bin", ".gz")]
+    assert_alive(server)

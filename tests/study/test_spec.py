@@ -6,12 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 
 from monai_xai.bundle import load_trained_bundle
-from monai_xai.study import StudyStore, load_study, run_study
-from tests.helpers.studies import DEMO_STUDY, small_study, write_small_study_file
+from monai_xai.study import StudyStore, load_study, run_study, study_from_dict
+from monai_xai.study.fingerprint import study_fingerprint
+from tests.helpers.studies import DEMO_STUDY, REPO, small_study, write_small_study_file
 
 
 def _file(tmp_path: Path, **change) -> Path:
@@ -108,7 +111,7 @@ def test_demo_study_file_is_valid() -> None:
 
 def test_store_refuses_rows_of_other_settings(tmp_path: Path) -> None:
     first = small_study(tmp_path)
-    StudyStore(tmp_path / "rows.sqlite", first.fingerprint()).close()
+    StudyStore(tmp_path / "rows.sqlite", study_fingerprint(first)).close()
     other = small_study(tmp_path, seed=1)
     with pytest.raises(ValueError, match="other settings"):
         run_study(other, progress=False)
@@ -116,3 +119,37 @@ def test_store_refuses_rows_of_other_settings(tmp_path: Path) -> None:
     fewer = small_study(tmp_path, methods=["gradcam"], metrics=["road_combined", "deletion"])
     assert fewer.fingerprint() == first.fingerprint()
     assert small_study(tmp_path, metric_args={"deletion": {"steps": 8}}).fingerprint() != first.fingerprint()
+
+
+def test_a_resume_never_mixes_rows_of_replaced_files(tmp_path: Path) -> None:
+    """Issue #29 (5): weights (or temperature.json, or an image) replaced in place used to keep the old rows, since
+    the fingerprint held their paths only."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REPO / "bundles" / "lesion_classification_3d", bundle, ignore=shutil.ignore_patterns("eval"))
+    content = {
+        "name": "replaced",
+        "output_dir": str(tmp_path / "study"),
+        "data": {"phantom": {"n_cases": 2, "seed": 5, "positive_fraction": 1.0, "split": [0.0, 0.0, 1.0]}},
+        "bundles": [{"name": "classifier", "path": str(bundle), "layers": ["class_layers.relu"]}],
+        "methods": ["gradcam"],
+        "metrics": ["heat_diff"],
+        "sanity": False,
+        "mlflow": False,
+    }
+    run_study(study_from_dict(content, tmp_path), progress=False, report=False)
+    run_study(study_from_dict(content, tmp_path), progress=False, report=False)  # the same files: it resumes
+    weights = bundle / "models" / "model.pt"
+    state = torch.load(weights, weights_only=True)
+    torch.save({name: value + 1 if value.is_floating_point() else value for name, value in state.items()}, weights)
+    with pytest.raises(ValueError, match="other settings or files"):
+        run_study(study_from_dict(content, tmp_path), progress=False, report=False)
+    torch.save(state, weights)
+    run_study(study_from_dict(content, tmp_path), progress=False, report=False)  # the same content again
+    (bundle / "models" / "temperature.json").write_text(json.dumps({"temperature": 2.0}))
+    with pytest.raises(ValueError, match="other settings or files"):
+        run_study(study_from_dict(content, tmp_path), progress=False, report=False)
+    (bundle / "models" / "temperature.json").unlink()
+    image = next((tmp_path / "study" / "phantoms" / "images").glob("*.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((48, 48, 48), np.float32), np.eye(4)), image)
+    with pytest.raises(ValueError, match="other settings or files"):
+        run_study(study_from_dict(content, tmp_path), progress=False, report=False)

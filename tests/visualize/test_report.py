@@ -3,11 +3,17 @@ tables given; the size of a 96^3 case with 10 methods; 2D and colour images; err
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
+from PIL import Image
 
 from monai_xai.visualize import read_case_report, write_case_report, write_index
 from monai_xai.visualize.report import decode_volume, encode_case_volumes
@@ -116,9 +122,17 @@ def test_the_index_links_each_case_and_shows_the_summary(tmp_path):
         {"case": "c<1>", "href": "c<1>/c<1>_report.html", "class": "0", "prediction": None},
     ]
     summary = {"ehr_auc": {"gradcam": 0.61234, "hirescam": float("nan")}, "road_morf": {"gradcam": -0.00123}}
+    cases.append({"case": 'javascript:alert(1)<!--"', "href": "javascript:alert(1)<!--/r.html", "class": "lung"})
     page = write_index(tmp_path / "index.html", cases, summary).read_text()
-    assert '<a href="c0/c0_report.html">c0</a>' in page and '<a href="c&lt;1&gt;/c&lt;1&gt;_report.html">' in page
+    assert '<a href="c0/c0_report.html">c0</a>' in page and '<a href="c%3C1%3E/c%3C1%3E_report.html">' in page
+    # a crafted name links to a relative path (no scheme can start it) and shows as text
+    assert '<a href="javascript%3Aalert%281%29%3C%21--/r.html">javascript:alert(1)&lt;!--&quot;</a>' in page
     assert "<td>lesion, 90.00% (uncalibrated)</td>" in page and "<td>-</td>" in page
+    # the class as given (a name or an index), not as a number with decimals
+    assert "<td>c0</a></td><td>1</td>" in page.replace('<a href="c0/c0_report.html">', "") and "1.000" not in page
+    assert "<td>lung</td>" in page
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page).group(1)
+    assert "script-src 'none'" in csp and "default-src 'none'" in csp and "<script" not in page
     assert "<td>gradcam</td><td>0.612</td><td>-1.23e-03</td>" in page
     assert "<td>hirescam</td><td>-</td><td>-</td>" in page
 
@@ -127,3 +141,48 @@ def test_decode_volume_inverts_the_encoding():
     maps = {"m": torch.full((1, 3, 4, 5), 0.5)}
     encoded = encode_case_volumes(torch.rand(1, 3, 4, 5), maps)["maps"]["m"]
     np.testing.assert_allclose(decode_volume(encoded).get_fdata(), 128 / 255)
+
+
+def _inline_scripts(page: str) -> list[str]:
+    return re.findall(r"<script>(.*?)</script>", page, re.DOTALL)
+
+
+def test_the_page_reads_without_the_viewer_and_only_its_own_scripts_may_run(tmp_path):
+    """Title, prediction, back link, explanation, metrics and a still per method are in the HTML itself (escaped);
+    the CSP names exactly the page's two inline scripts by hash; the whole page is ASCII."""
+    size = 24
+    grid = torch.stack(torch.meshgrid(*[torch.arange(float(size))] * 3, indexing="ij"))
+    image = torch.exp(-((grid - size / 2) ** 2).sum(0) / 60.0)[None]
+    hot = torch.exp(-((grid - torch.tensor([5.0, 6.0, 7.0]).reshape(3, 1, 1, 1)) ** 2).sum(0) / 4.0)[None]
+    maps = {"gradcam": hot, 'm"<b>': torch.zeros(1, size, size, size)}
+    truth = (((grid - torch.tensor([5.0, 6.0, 7.0]).reshape(3, 1, 1, 1)) ** 2).sum(0) < 9)[None]
+    texts = {"gradcam": "Focus: left </script><img src=x onerror=alert(1)> \u2265 0.5"}
+    page_path = write_case_report(
+        tmp_path / "c0_report.html", image, maps, np.eye(4), {"ground truth": truth},
+        metrics={"gradcam": {"ehr_auc": 0.61234, "seconds": 0.002}}, descriptions=texts,
+        confidence="lesion <b>93%</b>", title="c<0>", index_href="javascript:alert(1)//../index.html",
+    )  # fmt: skip
+    page = page_path.read_text(encoding="ascii")  # ASCII throughout: any charset reads it the same
+    assert '<h1 id="title">c&lt;0&gt;</h1>' in page and "Prediction: lesion &lt;b&gt;93%&lt;/b&gt;" in page
+    assert '<a href="javascript%3Aalert%281%29//../index.html">all cases of this run</a>' in page
+    assert '<p id="text">Focus: left &lt;/script&gt;&lt;img src=x onerror=alert(1)&gt; &#8805; 0.5</p>' in page
+    assert '<tr data-method="gradcam"><td>gradcam</td><td>0.612</td><td>2.00e-03</td></tr>' in page
+    assert '<tr data-method="m&quot;&lt;b&gt;"><td>m&quot;&lt;b&gt;</td><td>-</td><td>-</td></tr>' in page
+    scripts = _inline_scripts(page)
+    assert len(scripts) == 2  # NiiVue and the page's; the payload is data (type application/json)
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', page).group(1)
+    allowed = re.search(r"script-src ([^;]+);", csp).group(1).split()
+    digests = [f"'sha256-{base64.b64encode(hashlib.sha256(s.encode()).digest()).decode()}'" for s in scripts]
+    assert sorted(allowed) == sorted(digests)
+    assert "default-src 'none'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    # one still per method, a PNG of the three planes through the map's peak, heat there, the outline in green
+    stills = re.findall(r'<figure data-method="([^"]+)"><img alt="[^"]*" src="data:image/png;base64,([^"]+)">', page)
+    assert [method for method, _ in stills] == ["gradcam", "m&quot;&lt;b&gt;"]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(stills[0][1]))).convert("RGB")).astype(int)
+    assert picture.shape == (size, 3 * size + 2 * 4, 3)
+    first = picture[:, :size]  # axis 0 at the peak (5): (axis 1, axis 2) = (6, 7), axis 2 drawn upwards
+    r, g, b = first[size - 1 - 7, 6]
+    assert r - b > 120 and g - b > 100, "no warm heat at the peak"  # yellow at 60 % over a dark image
+    assert (np.all(first == [0, 255, 0], axis=-1)).sum() > 4, "no ground-truth outline"
+    empty = np.asarray(Image.open(io.BytesIO(base64.b64decode(stills[1][1]))).convert("RGB")).astype(int)
+    assert (np.ptp(empty, axis=-1) == 0).sum() > 0.9 * empty[..., 0].size - 5 * size  # grey: no heat to show

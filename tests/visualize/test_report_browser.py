@@ -143,3 +143,52 @@ def test_the_page_renders_in_a_sandboxed_iframe_as_mlflow_shows_it(browser, page
     assert browser.errors() == []
     shot = browser.screenshot(tmp_path / "sandboxed.png")
     assert hot_pixels(shot).sum() > 2000
+
+
+@pytest.fixture(scope="module")
+def browser_without_webgl(tmp_path_factory):
+    """A browser as on a remote desktop or a locked-down machine: no WebGL at all."""
+    flags = ("--disable-webgl", "--disable-webgl2", "--disable-3d-apis")
+    with Browser(tmp_path_factory.mktemp("chromium-no-webgl"), width=1200, height=900, flags=flags) as chromium:
+        yield chromium
+
+
+def test_without_webgl2_the_page_shows_its_text_metrics_and_still_pictures(browser_without_webgl, page_3d, tmp_path):
+    browser = browser_without_webgl
+    browser.open(f"{page_3d.as_uri()}#method=gradcam")
+    status = browser.wait_for("['ready', 'error', 'static'].includes(document.body.dataset.status) && "
+                              "document.body.dataset.status", timeout_s=60)  # fmt: skip
+    assert status == "static"
+    assert "WebGL2" in browser.evaluate("document.getElementById('message').textContent")
+    assert browser.evaluate("document.getElementById('stills').open") is True
+    assert browser.evaluate("getComputedStyle(document.getElementById('viewer')).display") == "none"
+    assert browser.evaluate("document.getElementById('text').textContent") == "Focus: small region, left."
+    assert browser.evaluate("document.querySelector('#metrics tr.shown').dataset.method") == "gradcam"
+    assert browser.evaluate("document.querySelector('#stills figure.shown').dataset.method") == "gradcam"
+    widths = browser.evaluate("Array.from(document.querySelectorAll('#stills img')).map(i => i.naturalWidth)")
+    assert len(widths) == 2 and min(widths) > 0
+    browser.evaluate("document.querySelector('#stills figure.shown').scrollIntoView()")
+    shot = browser.screenshot(tmp_path / "static.png")
+    assert hot_pixels(shot).sum() > 300, f"no heat in the still pictures of {shot}"
+    browser.evaluate(
+        "(() => { const s = document.getElementById('method'); s.value = 'hirescam';"
+        " s.dispatchEvent(new Event('change')); })()"
+    )
+    assert browser.evaluate("document.getElementById('text').textContent") == "Focus: small region, right."
+    assert browser.evaluate("document.querySelector('#stills figure.shown').dataset.method") == "hirescam"
+    assert browser.evaluate("document.body.dataset.method") == "hirescam"
+    assert browser.errors() == []
+
+
+def test_the_content_security_policy_stops_an_injected_script(browser, page_3d, tmp_path):
+    """Were anything to get past the escaping, the page's CSP would still not run it: only the page's own two
+    scripts (by hash) run, and the viewer still loads."""
+    head, tail = page_3d.read_text().rsplit("</body>", 1)  # the page's own end (NiiVue's code holds the text too)
+    page = head + "<script>document.body.dataset.injected = 'ran';</script></body>" + tail
+    hostile = tmp_path / "hostile_report.html"
+    hostile.write_text(page)
+    browser.open(hostile.as_uri())
+    assert browser.wait_for(READY, timeout_s=90) == "ready"
+    assert browser.evaluate("document.body.dataset.injected || 'blocked'") == "blocked"
+    browser.pump(0.5)
+    assert any("Content Security Policy" in text for _, text, _ in browser.console)

@@ -16,6 +16,13 @@ For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` 
 - ``explain_methods``: comma-separated CAM methods offered (default: all of ``monai_xai.label.DEFAULT_METHODS``).
 - ``bins``: default number of heat bins (default 10); ``min_heat``: default unlabelled heat (default 0.1).
 - ``result_volume``: the default result (``bins``, ``segments`` or ``heatmap``; default ``bins``).
+- ``max_upload_mb`` (default 1024), ``max_voxels`` (default 512 x 512 x 1024): the largest request and the most voxels
+  an image may declare; larger ones are refused (413) before they are read.
+- ``allow_label_writes``: ``true`` lets a request save its result as a label (``save_label`` with a ``label_tag``
+  other than ``final`` or ``original``); default ``false``.
+
+Bundle folders without ``configs/inference.json`` or trained weights (the study bundles before training) are skipped
+with a logged reason, so ``--conf bundles <repository>/bundles`` serves the bundles that have weights.
 """
 
 from __future__ import annotations
@@ -27,8 +34,22 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, GuardedInferMixin, heat_bins
+from monai_xai.threads import apply_thread_policy
 
 logger = logging.getLogger(__name__)
+
+
+def _not_servable(path: str) -> str | None:
+    """Why the folder ``path`` is not a bundle this app can serve, or None: a bundle needs
+    ``configs/inference.json`` and trained weights (``models/model.pt`` or ``models/model.ts``; the study bundles
+    ship without them until trained)."""
+    if not os.path.isdir(path):
+        return "not a folder"
+    if not os.path.exists(os.path.join(path, "configs", "inference.json")):
+        return "no configs/inference.json"
+    if not any(os.path.exists(os.path.join(path, "models", name)) for name in ("model.pt", "model.ts")):
+        return "no trained weights (models/model.pt or models/model.ts): train the bundle first"
+    return None
 
 
 class ExplainApp(GuardedInferMixin, MONAILabelApp):
@@ -39,6 +60,7 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        apply_thread_policy()  # the server's start: the first code of ours that runs
         self.bundles_dir = os.path.realpath(conf.get("bundles", os.path.join(app_dir, "model")))
         names = conf.get("models")
         self.bundle_names = names.split(",") if names else sorted(os.listdir(self.bundles_dir))
@@ -59,12 +81,13 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
         infers: dict[str, InferTask] = {}
         for name in self.bundle_names:
             path = os.path.join(self.bundles_dir, name)
-            if not os.path.exists(os.path.join(path, "configs", "inference.json")):
-                logger.warning(f"skip {path}: no configs/inference.json")
+            reason = _not_servable(path)
+            if reason is not None:
+                logger.warning(f"skip {path}: {reason}")
                 continue
             task = CompatibleBundleInferTask(path, self.conf)
             if not task.is_valid():
-                logger.warning(f"skip {path}: no models/model.pt or models/model.ts")
+                logger.warning(f"skip {path}: MONAI Label cannot load it (see the lines above)")
                 continue
             infers[name] = task
             infers[f"{name}_explain"] = BundleExplainTask(
