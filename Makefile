@@ -18,7 +18,7 @@ deploy-env: $(DEPLOY_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,label,dicom,export,nnunet,hdbet]'
 	# the Quantus parity tests' reference (extra 'parity'); --no-deps: its opencv-python would replace the pinned
 	# headless cv2, and every other requirement is installed above
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt quantus

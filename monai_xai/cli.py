@@ -32,6 +32,7 @@ from monai.bundle import ConfigParser
 from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
+from monai_xai.nnunet.model import is_nnunet_folder
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 from monai_xai.threads import apply_thread_policy
 
@@ -112,17 +113,65 @@ def _typed_overrides(bundle_dir: str, overlays: Sequence[str], override: dict[st
     return typed
 
 
-def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> None:
+def explain(bundle_dir: str, overlays: Sequence[str] = OVERLAYS, **override: Any) -> str:
     """Explain a MONAI bundle's inference data with the config overlays; extra ``--id value`` flags override ids.
     A segmenter given no ``--xai_class`` is explained once per foreground class named in its metadata, each into
     ``<xai_output_dir>/<class name>/`` (see :func:`monai_xai.bundle.explain_bundle`).
 
+    An nnU-Net v2 trained-model folder instead of a bundle is explained as nnU-Net predicts (``--images <folder or
+    files>``, ``--output_dir``, ``--folds "[0,1]"``, ``--mirroring False``, ``--step``, ``--checkpoint``, and the
+    ``--xai_*`` flags of the request; see :func:`monai_xai.nnunet.explain_nnunet`).
+
     Args:
-        bundle_dir: bundle in model-zoo layout.
+        bundle_dir: bundle in model-zoo layout, or an nnU-Net v2 trained-model folder.
         overlays: overlay names (default: explain, xai_metrics, mlflow).
+
+    Returns:
+        per run, its results folder, the explained layer (and how it was chosen) and class(es) by name.
     """
+    if is_nnunet_folder(bundle_dir):
+        return explain_nnunet_folder(bundle_dir, **override)
     overlays = tuple(overlays)
-    explain_bundle(bundle_dir, overlays=overlays, **_typed_overrides(bundle_dir, overlays, override))
+    runs = explain_bundle(bundle_dir, overlays=overlays, **_typed_overrides(bundle_dir, overlays, override))
+    return "\n".join(run.summary() for run in runs)
+
+
+# the request's --xai_* flags as ExplainRequest fields, for the nnU-Net route
+_REQUEST_FLAGS = {
+    "xai_methods": "methods",
+    "xai_class": "class_idx",
+    "xai_target_layer": "target_layers",
+    "xai_pixel_set": "pixel_set",
+    "xai_score": "score",
+    "xai_time_each_method": "time_each_method",
+    "xai_attribution": "attribution",
+}
+
+
+def explain_nnunet_folder(model_folder: str, images: Any = None, output_dir: str | None = None, **options: Any) -> str:
+    """``monai-xai explain`` of an nnU-Net v2 trained-model folder (:func:`monai_xai.nnunet.explain_nnunet`); the
+    ``--xai_*`` flags name the request's fields as for a bundle, ``output_dir`` defaults to ``<model folder>/xai``.
+
+    Raises:
+        ValueError: no ``--images``, or a flag the nnU-Net route does not take.
+    """
+    from monai_xai.nnunet import explain_nnunet
+
+    if images is None:
+        raise ValueError(f"{model_folder} is an nnU-Net model folder: name the images to explain, --images <folder>.")
+    request = {_REQUEST_FLAGS[key]: options.pop(key) for key in list(options) if key in _REQUEST_FLAGS}
+    loading = {"folds", "checkpoint", "mirroring", "step", "device"}
+    unknown = sorted(set(options) - loading)
+    if unknown:
+        raise ValueError(
+            f"the nnU-Net route does not take {unknown}; it takes --images, --output_dir, --folds, --checkpoint, "
+            f"--mirroring, --step, --device and {sorted(_REQUEST_FLAGS)}."
+        )
+    if "time_each_method" in request:
+        request["time_each_method"] = strict_value(request["time_each_method"], bool, "xai_time_each_method")
+    output_dir = output_dir or str(Path(model_folder) / "xai")
+    # --mirroring and --step read strictly, as every bool/int/float argument of a command
+    return typed_command(explain_nnunet)(model_folder, images, output_dir, **options, **request)
 
 
 def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:

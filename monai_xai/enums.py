@@ -20,6 +20,9 @@ __all__ = [
     "CaseName",
     "IoUThresholdMode",
     "MapGrid",
+    "ModelMode",
+    "NetworkOutput",
+    "HIGHEST_RESOLUTION",
     "RandomMap",
     "ResultVolume",
     "PixelSet",
@@ -156,6 +159,40 @@ class CaseName(StrEnum):
     FOLDER = "folder"
 
 
+class ModelMode(StrEnum):
+    """The modes a network is explained in (``xai_model_mode``), so that the maps explain the prediction its own
+    inference makes:
+
+    - ``EVAL``: every module in eval mode (``network.eval()``: running statistics, no dropout), the usual inference;
+    - ``NORM_TRAIN``: eval mode except the normalisation layers (BatchNorm, InstanceNorm), which normalise with the
+      statistics of each input as in training, as HD-BET's own inference does (its InstanceNorm layers keep
+      untrained running statistics); their running statistics are restored after every pass;
+    - ``AS_GIVEN``: the modes the network is in when it is explained, untouched (e.g. after its own code set them);
+    - ``AUTO``: ``AS_GIVEN`` for a network in eval mode whose code put some normalisation layers in train mode (as
+      HD-BET's ``SetNetworkToVal`` does), else ``EVAL`` (logged when that switches a network from train mode).
+    """
+
+    AUTO = "auto"
+    EVAL = "eval"
+    NORM_TRAIN = "norm_train"
+    AS_GIVEN = "as_given"
+
+
+class NetworkOutput(StrEnum):
+    """What a network's ``forward`` returns per class (``xai_network_output``): ``LOGITS`` (pre-activation), or
+    ``PROBABILITIES`` (a softmax, or a sigmoid for one channel, inside ``forward``, as HD-BET's), which the score then
+    does not pass through a second softmax; ``AUTO``: probabilities when the first prediction is a distribution over
+    two or more channels (>= 0, summing to 1 at every voxel), else logits."""
+
+    AUTO = "auto"
+    LOGITS = "logits"
+    PROBABILITIES = "probabilities"
+
+
+# ``xai_output_head`` of a network that returns several outputs (deep supervision): the one with the most voxels
+HIGHEST_RESOLUTION = "highest_resolution"
+
+
 class ResultVolume(StrEnum):
     """What a MONAI Label explain request returns: ``BINS``, a uint8 label map of heat bins (what 3D Slicer shows as
     segments); ``SEGMENTS``, the same bins as a Slicer segmentation file (``.seg.nrrd``) whose segments carry each bin's
@@ -207,6 +244,11 @@ class XAIKeys(StrEnum):
     - ``RESULTS`` (``"xai_results"``): ``engine.state.xai_results``, the run's
       :class:`~monai_xai.handlers.records.RunRecords` (per case and method: class, time, metrics, description, files),
       filled by the :class:`~monai_xai.handlers.XAIRecorder` and read by the writers, the report and MLflow.
+    - ``LAYERS`` (``"xai_layers"``): ``engine.state.xai_layers``, the layers the maps explain
+      (:class:`~monai_xai.handlers.records.ExplainedLayers`), set by the ``XAIInferer``.
+    - ``SKIPPED_METRICS`` (``"xai_skipped_metrics"``): ``engine.state.xai_skipped_metrics``, ``{metric: why}`` of
+      the metrics some cases could not be scored with (no ground-truth region: an image-only datalist), set by the
+      ``XAIMetricHandler``.
     """
 
     CLASS = "xai_class"
@@ -217,6 +259,8 @@ class XAIKeys(StrEnum):
     UNREADABLE = "xai_unreadable"
     METRIC_KEYS = "xai_metric_keys"
     RESULTS = "xai_results"
+    LAYERS = "xai_layers"
+    SKIPPED_METRICS = "xai_skipped_metrics"
 
 
 def saliency_key(method: str) -> str:

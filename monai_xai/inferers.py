@@ -40,10 +40,21 @@ from torch import nn
 
 from monai_xai.cams import AttributionSettings, ClassSet, LayerChoice, LayerSpec
 from monai_xai.cams.layouts import Reshape
-from monai_xai.enums import PixelSet, Score
-from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
+from monai_xai.cams.outputs import OutputHead
+from monai_xai.enums import ModelMode, NetworkOutput, PixelSet, Score, XAIKeys
+from monai_xai.explanation import ExplainRequest, ExplainStep, Explanation, SlidingWindow
+from monai_xai.handlers.records import ExplainedLayers
 
 __all__ = ["EngineOutputInferer", "XAIInferer"]
+
+# what an input attribution's maps explain instead of a layer, in the run's records and summary
+INPUT = "input"
+
+
+def _layer_text(layer: LayerSpec | None) -> str:
+    if layer is None:
+        return INPUT
+    return ", ".join(map(str, layer)) if isinstance(layer, list | tuple) else str(layer)
 
 
 class EngineOutputInferer(Inferer):
@@ -110,6 +121,12 @@ class XAIInferer(EngineOutputInferer):
             the time is per call).
         reshape: where the target layers keep their channels (see ``CAMExplainer``; None finds it: channel-first,
             channel-last Swin blocks, transformer tokens).
+        model_mode: the modes the network is explained in, the mode its own inference uses (``"auto"``, ``"eval"``,
+            ``"norm_train"``, ``"as_given"``; see :class:`~monai_xai.enums.ModelMode`). MONAI's evaluator puts the
+            network in eval mode before every iteration: a bundle whose network runs otherwise sets its modes in its
+            own inferer (as ``bundles/brain_extraction_hdbet`` does), which ``"auto"`` then keeps.
+        output_head: of a deep-supervision network's outputs, the prediction (``"highest_resolution"`` or an index).
+        network_output: ``"logits"``, ``"probabilities"`` (a softmax inside ``forward``) or ``"auto"``.
         attribution: the input-attribution methods' settings (``xai_attribution``: steps, samples, windows, feature
             groups, budget; :class:`~monai_xai.cams.AttributionSettings` or a dict of its fields).
 
@@ -136,6 +153,9 @@ class XAIInferer(EngineOutputInferer):
         batch_size: int = 32,
         time_each_method: bool = True,
         reshape: Reshape = None,
+        model_mode: ModelMode | str = ModelMode.AUTO,
+        output_head: OutputHead = None,
+        network_output: NetworkOutput | str = NetworkOutput.AUTO,
         attribution: AttributionSettings | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -154,6 +174,9 @@ class XAIInferer(EngineOutputInferer):
                 batch_size=batch_size,
                 time_each_method=time_each_method,
                 reshape=reshape,
+                model_mode=model_mode,
+                output_head=output_head,
+                network_output=network_output,
                 attribution=attribution,
             )
         )
@@ -192,7 +215,17 @@ class XAIInferer(EngineOutputInferer):
             prediction: the network's output on ``inputs``: (B, num_classes) or (B, C, *spatial).
         """
         labels = self._batch_label(inputs) if self.request.pixel_set_key is not None else None
-        return self.step(network, inputs, prediction=prediction, labels=labels).engine_output()
+        explanation = self.step(network, inputs, prediction=prediction, labels=labels)
+        if self._attached_engine is not None:
+            setattr(self._attached_engine.state, XAIKeys.LAYERS, self._explained_layers(explanation))
+        return explanation.engine_output()
+
+    def _explained_layers(self, explanation: Explanation) -> ExplainedLayers:
+        """The layers of ``explanation``'s maps (``"input"`` for an input attribution, which explains none), with the
+        reason when the step chose them."""
+        layers = {method: _layer_text(layer) for method, layer in explanation.layers.items()}
+        chosen = self.chosen_layer
+        return ExplainedLayers(layers, chosen.reason if chosen is not None else None)
 
     def _batch_label(self, inputs: torch.Tensor) -> torch.Tensor:
         """The label under ``pixel_set_key`` in the attached engine's batch."""

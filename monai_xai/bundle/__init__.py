@@ -8,9 +8,11 @@
   what the overlays need) and :func:`explain_bundle`, what ``monai-xai explain`` runs.
 - :mod:`~monai_xai.bundle.loading`: :func:`load_trained_bundle`, network + preprocessing + settings of a trained
   bundle, for explaining cases outside an engine (the sanity checks).
+- :mod:`~monai_xai.bundle.metadata`: :func:`metadata_class_names`, the class names of a bundle's metadata.
 """
 
 from monai_xai.bundle.loading import TrainedBundle, load_trained_bundle
+from monai_xai.bundle.metadata import metadata_class_names
 from monai_xai.bundle.overlays import (
     OVERLAYS,
     explain_config_files,
@@ -44,4 +46,5 @@ __all__ = [
     "segmentation_classes",
     "TrainedBundle",
     "load_trained_bundle",
+    "metadata_class_names",
 ]

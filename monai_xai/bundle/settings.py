@@ -19,7 +19,8 @@ from torch import nn
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
 from monai_xai.cams import AttributionSettings, ClassSet, LayerSpec, resolve_layers
 from monai_xai.cams.layouts import Reshape
-from monai_xai.enums import EXPLAINED_CLASS, PixelSet, Score
+from monai_xai.cams.outputs import OutputHead
+from monai_xai.enums import EXPLAINED_CLASS, ModelMode, NetworkOutput, PixelSet, Score
 from monai_xai.explanation import ExplainRequest
 
 __all__ = ["ExplainSettings", "check_explain_config"]
@@ -35,7 +36,7 @@ class ExplainSettings:
     explains its predicted region; classifiers have none), ``region_key`` None means "no ground truth named".
 
     Attributes:
-        methods: ``xai_methods``, CAM method names.
+        methods: ``xai_methods``, method names (CAMs and input attributions).
         target_layers: ``xai_target_layer``, a layer name (or list), or ``{method: layer}``.
         class_idx: ``xai_class``, the explained class; a :class:`~monai_xai.cams.ClassSet` for several classes of a
             segmenter explained together (the config's ``"1+2+3"`` or ``"foreground"``); None: a classifier's
@@ -55,6 +56,9 @@ class ExplainSettings:
         region_key: ``xai_region_key``, batch key of the ground-truth region.
         region_value: ``xai_region_value``, which region of it: ``"class"`` (the explained class), None (any
             foreground) or an int.
+        model_mode: ``xai_model_mode``, the modes the network is explained in (:class:`~monai_xai.enums.ModelMode`).
+        output_head: ``xai_output_head``, a deep-supervision network's prediction among its outputs.
+        network_output: ``xai_network_output``, whether ``forward`` returns logits or probabilities.
     """
 
     methods: tuple[str, ...] = ()
@@ -70,6 +74,9 @@ class ExplainSettings:
     metric_args: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     region_key: str | None = None
     region_value: int | str | None = "class"
+    model_mode: ModelMode = ModelMode.AUTO
+    output_head: OutputHead = None
+    network_output: NetworkOutput = NetworkOutput.AUTO
 
     # the config id of each field
     CONFIG_IDS: ClassVar[dict[str, str]] = {
@@ -86,6 +93,9 @@ class ExplainSettings:
         "metric_args": "xai_metric_args",
         "region_key": "xai_region_key",
         "region_value": "xai_region_value",
+        "model_mode": "xai_model_mode",
+        "output_head": "xai_output_head",
+        "network_output": "xai_network_output",
     }
     # ids renamed since: still read when the new id is absent (a bundle's own explain.json may use them)
     FORMER_IDS: ClassVar[dict[str, str]] = {"pixel_set": "xai_mask", "pixel_set_key": "xai_mask_key"}
@@ -96,7 +106,7 @@ class ExplainSettings:
         set_field(self, "metrics", _names(self.metrics, "xai_metrics"))
         # the explanation fields get the request's own checks (a bundle may leave the methods to the front door)
         checked = ("target_layers", "class_idx", "pixel_set_key", "score", "time_each_method", "reshape")
-        for name in (*checked, "attribution"):
+        for name in (*checked, *_QUIRKS, "attribution"):
             set_field(self, name, ExplainRequest.check_field(name, getattr(self, name), self.methods))
         if self.pixel_set is not None:  # None: not chosen (a segmenter then explains its predicted region)
             set_field(self, "pixel_set", ExplainRequest.check_field("pixel_set", self.pixel_set))
@@ -169,6 +179,9 @@ class ExplainSettings:
 # the settings fields that are fields of the request too
 _REQUEST_FIELDS = ("methods", "target_layers", "class_idx", "pixel_set", "pixel_set_key", "score", "time_each_method")
 _REQUEST_FIELDS += ("reshape", "attribution")
+# how the network runs and what it returns (the mode its own inference uses, deep supervision, probabilities)
+_QUIRKS = ("model_mode", "output_head", "network_output")
+_REQUEST_FIELDS += _QUIRKS
 
 
 def _names(value: str | Sequence[str] | None, config_id: str = "names") -> tuple[str, ...]:

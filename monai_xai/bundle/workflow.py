@@ -23,7 +23,10 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow, create_workflow
 
+from monai_xai.bundle.imports import bundle_imports
+from monai_xai.bundle.loading import TORCHSCRIPT_SUFFIX
 from monai_xai.bundle.overlays import OVERLAYS, explain_config_files
+from monai_xai.explanation.scripted import is_scripted, methods_for
 from monai_xai.handlers.records import RunRecords
 
 __all__ = [
@@ -115,6 +118,10 @@ class ExplainWorkflow(ConfigWorkflow):
 
     def initialize(self) -> Any:
         check_bundle_ids(self.parser, self.bundle_config)
+        network = self.parser.get_parsed_content("network")
+        if is_scripted(network):  # CAMs need layer hooks: the input-gradient family instead, said so
+            methods = self.parser.get_parsed_content("xai_methods")
+            self.parser["xai_methods"] = list(methods_for(network, [methods] if isinstance(methods, str) else methods))
         return super().initialize()
 
 
@@ -135,6 +142,30 @@ def segmentation_classes(bundle_dir: str | Path) -> dict[int, str] | None:
     return {index: str(names.get(str(index), f"class {index}")) for index in indices}
 
 
+def torchscript_overrides(bundle_dir: Path, parser: ConfigParser) -> dict[str, Any]:
+    """The overrides that run a bundle shipping only its TorchScript export (``models/model.ts``, no
+    ``models/model.pt``, as MONAI Label prefers): its network is the TorchScript module and its checkpoint loaders
+    (the ``checkpointloader`` id, ``CheckpointLoader`` handlers) are switched off; empty for any other bundle."""
+    models = bundle_dir / "models"
+    if (models / "model.pt").is_file() or not (models / f"model{TORCHSCRIPT_SUFFIX}").is_file():
+        return {}
+    device = ", map_location=@device" if "device" in parser else ""
+    overrides: dict[str, Any] = {
+        "network": f"$torch.jit.load(@bundle_root + '/models/model{TORCHSCRIPT_SUFFIX}'{device})"
+    }
+    if "checkpointloader" in parser:
+        overrides["checkpointloader"] = "$lambda engine: None"
+    for index, handler in enumerate(parser.get("handlers") or []):
+        if isinstance(handler, dict) and str(handler.get("_target_", "")).endswith("CheckpointLoader"):
+            overrides[f"handlers#{index}#_disabled_"] = True
+    logger.warning(
+        "xai: %s ships models/model%s and no models/model.pt: explaining that TorchScript module",
+        bundle_dir,
+        TORCHSCRIPT_SUFFIX,
+    )
+    return overrides
+
+
 def _folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "class"
 
@@ -152,6 +183,18 @@ class ExplainRun:
     folder: Path
     records: RunRecords
 
+    def summary(self) -> str:
+        """What the run explained, in a few lines for the console: the layer and how it was chosen, the class(es) by
+        name, the metrics some cases could not be scored with, where the results are."""
+        records = self.records
+        lines = [f"explained {len(records.cases)} case(s) into {self.folder}"]
+        if records.layers is not None:
+            lines.append(f"  layer: {records.layers.text()}")
+        if records.explained_classes():
+            lines.append(f"  class(es): {records.explained_classes()}")
+        lines += [f"  {metric} skipped: {why}" for metric, why in records.skipped_metrics.items()]
+        return "\n".join(lines)
+
 
 def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[ExplainRun]:
     """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
@@ -164,7 +207,8 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     :class:`~monai_xai.cams.ClassSet`.)
 
     Args:
-        bundle_dir: bundle folder; becomes ``bundle_root``, and its ``configs/metadata.json`` and
+        bundle_dir: bundle folder; becomes ``bundle_root`` (also on ``sys.path`` during the run, so that a network
+            in the bundle's own ``scripts/`` package imports), and its ``configs/metadata.json`` and
             ``configs/logging.conf`` are used when present.
         overlays: overlay names (default: explain, xai_metrics, mlflow; see :func:`explain_config_files`).
         override: config overrides, e.g. ``xai_methods=["gradcam"]``, ``xai_output_dir="out"``,
@@ -179,6 +223,7 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     config_files = explain_config_files(bundle_dir, overlays)
     parser = ConfigParser()
     parser.read_config(config_files)
+    override = {**torchscript_overrides(bundle_dir, parser), **override}
     parser.update({"bundle_root": str(bundle_dir), **override})
     output_dir = Path(parser.get_parsed_content("xai_output_dir"))
     # one run per foreground class when a segmenter gets no class: {xai_class: index} -> its results folder
@@ -193,15 +238,16 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     results = []
     for class_idx, folder in runs.items():
         per_class = {} if class_idx is None else {"xai_class": class_idx, "xai_output_dir": str(folder)}
-        workflow = create_workflow(
-            workflow_name=ExplainWorkflow,
-            config_file=config_files,
-            meta_file=str(metadata) if metadata.is_file() else None,
-            logging_file=str(logging_conf) if logging_conf.is_file() else None,
-            bundle_root=str(bundle_dir),
-            **{**override, **per_class},
-        )
-        workflow.run()
-        results.append(ExplainRun(folder, workflow.parser.get_parsed_content(RECORDER_ID).records))
-        workflow.finalize()
+        with bundle_imports(bundle_dir):  # the bundle's own scripts/ package, wherever the command runs
+            workflow = create_workflow(
+                workflow_name=ExplainWorkflow,
+                config_file=config_files,
+                meta_file=str(metadata) if metadata.is_file() else None,
+                logging_file=str(logging_conf) if logging_conf.is_file() else None,
+                bundle_root=str(bundle_dir),
+                **{**override, **per_class},
+            )
+            workflow.run()
+            results.append(ExplainRun(folder, workflow.parser.get_parsed_content(RECORDER_ID).records))
+            workflow.finalize()
     return results

@@ -12,6 +12,8 @@ from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer, resolve_layers
 from monai_xai.cams.methods import GRADIENT_METHODS
+from monai_xai.cams.model_mode import pinned_modes, resolve_model_mode
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork, scored_network
 from monai_xai.cams.perturbation import PERTURBATION_METHODS, ablationcam, scorecam
 from monai_xai.cams.registry import CAMMethod, get_method, get_methods, method_names, register_method
 from monai_xai.cams.sliding_window import sliding_window_cam
@@ -57,4 +59,9 @@ __all__ = [
     "resolve_pixel_set",
     "as_class_choice",
     "as_pixel_set_choice",
+    "pinned_modes",
+    "resolve_model_mode",
+    "OutputHandling",
+    "ScoredNetwork",
+    "scored_network",
 ]

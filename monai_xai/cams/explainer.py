@@ -19,10 +19,13 @@ from torch import nn
 from monai_xai.cams.hooks import ActivationRecorder
 from monai_xai.cams.layers import resolve_layers
 from monai_xai.cams.layouts import FeatureLayout, Reshape, resolve_layout
+from monai_xai.cams.model_mode import pinned_modes
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
-from monai_xai.enums import Layout, MethodFamily, Score, as_choice
+from monai_xai.cams.tiles import TiledWindow, tiled_cam
+from monai_xai.enums import Layout, MethodFamily, ModelMode, Score, as_choice
 from monai_xai.utils import normalize_per_sample, preserved_model_state
 
 __all__ = ["CAMExplainer"]
@@ -129,6 +132,14 @@ class CAMExplainer:
             the shapes and the model (channel-first maps, channel-last Swin blocks, transformer tokens with class or
             register tokens); ``"channel_first"``, ``"channel_last"`` or ``"tokens"`` states it; a function
             ``output -> (B, K, *grid)`` handles an unusual model (AblationCAM then cannot run).
+        model_mode: the modes the model is explained in (:class:`~monai_xai.enums.ModelMode`): ``"eval"``
+            (default), ``"norm_train"`` (normalisation layers with each input's statistics, as HD-BET's inference),
+            ``"as_given"`` or ``"auto"`` (:func:`~monai_xai.cams.model_mode.resolve_model_mode`).
+        tiles: explain tile by tile as nnU-Net predicts (:class:`~monai_xai.cams.tiles.TiledWindow`: its tiles,
+            Gaussian weights, mirroring and folds) instead of ``roi_size``'s MONAI sliding window.
+        outputs: how the model's outputs become the explained logits (:class:`~monai_xai.cams.outputs.
+            OutputHandling`: the head of a deep-supervision model, probabilities returned by ``forward``); None: the
+            model returns one tensor of logits.
 
     Example::
 
@@ -149,8 +160,14 @@ class CAMExplainer:
         overlap: float = 0.25,
         sw_mode: str = "gaussian",
         reshape: Reshape = None,
+        model_mode: ModelMode | str = ModelMode.EVAL,
+        outputs: OutputHandling | None = None,
+        tiles: TiledWindow | None = None,
     ) -> None:
         self.model = model
+        self.model_mode = as_choice(ModelMode, model_mode, "model_mode")
+        # every forward pass (the hooked one, the perturbation methods') goes through the output handling
+        self._scored = model if outputs is None or not outputs.changes_outputs else ScoredNetwork(model, outputs)
         self.layers = resolve_layers(model, target_layers)
         self._records = list(get_methods(methods))
         attributions = [record.name for record in self._records if not record.needs_layer]
@@ -169,6 +186,7 @@ class CAMExplainer:
         self.overlap = overlap
         self.sw_mode = sw_mode
         self.reshape = reshape
+        self.tiles = tiles
 
     def __call__(
         self, images: torch.Tensor, class_idx: ClassIndex = None, pixel_set: PixelSetSpec = None, raw: bool = False
@@ -203,7 +221,7 @@ class CAMExplainer:
         finished = [record.name for record in self._records if not record.supports_raw]
         if raw and finished:
             raise ValueError(f"raw=True is not available for {finished}: they return normalised maps only.")
-        if self.roi_size is not None:
+        if self.roi_size is not None or self.tiles is not None:
             maps = self._sliding_window(pixels, class_idx, pixel_set, raw)
         else:
             layer_maps, target = self._layer_maps(pixels, class_idx, pixel_set, warn_empty=True)
@@ -232,9 +250,9 @@ class CAMExplainer:
         """
         gradient_family = [record for record in self._records if record.family == MethodFamily.GRADIENT]
         maps: dict[str, list[torch.Tensor]] = {}
-        with preserved_model_state(self.model):
+        with pinned_modes(self.model, self.model_mode), preserved_model_state(self.model):
             with ActivationRecorder(self.layers) as recorder:
-                outputs = _forward(self.model, images)
+                outputs = _forward(self._scored, images)
                 self._check_outputs(outputs, images)
                 recorded = recorder.activations()
                 layouts = [
@@ -254,13 +272,13 @@ class CAMExplainer:
                     maps[record.name] = [record.function(a, g) for a, g in zip(activations, grads)]
                 elif record.family == MethodFamily.PERTURBATION:
                     maps[record.name] = [
-                        record.function(self.model, images, module, activation, target, self.batch_size, layout)
+                        record.function(self._scored, images, module, activation, target, self.batch_size, layout)
                         for (_, module), activation, layout in zip(self.layers, activations, layouts)
                     ]
                 else:
                     modules = [module for _, module in self.layers]
                     maps[record.name] = [
-                        record.function(self.model, images, modules, target, _adapter_reshape(layouts))
+                        record.function(self._scored, images, modules, target, _adapter_reshape(layouts))
                     ]
         return maps, target
 
@@ -344,7 +362,10 @@ class CAMExplainer:
                 )
             class_idx = int(torch.as_tensor(class_idx).reshape(-1)[0])
         explain_window = partial(self._explain_window, class_idx=class_idx)
-        maps = sliding_window_cam(
-            explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
-        )
+        if self.tiles is not None:
+            maps = tiled_cam(explain_window, images, pixel_set, self.tiles, self.model)
+        else:
+            maps = sliding_window_cam(
+                explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
+            )
         return {method: normalize_per_sample(maps[method]) for method in self.methods}

@@ -10,6 +10,7 @@ from monai_xai.explanation.request import (
     SlidingWindowNetwork,
     network_as_inferred,
 )
+from monai_xai.explanation.scripted import INPUT_GRADIENT_METHODS, is_scripted, methods_for
 from monai_xai.explanation.step import (
     ExplainStep,
     ExplainTarget,
@@ -21,6 +22,9 @@ from monai_xai.explanation.step import (
 
 __all__ = [
     "BLEND_MODES",
+    "INPUT_GRADIENT_METHODS",
+    "is_scripted",
+    "methods_for",
     "ClassChoice",
     "ExplainRequest",
     "ExplainStep",

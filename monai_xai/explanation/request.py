@@ -22,9 +22,11 @@ from monai_xai.budgets import check_methods, check_window
 from monai_xai.cams.attributions import AttributionSettings
 from monai_xai.cams.layers import LayerSpec, group_methods_by_layer
 from monai_xai.cams.layouts import Reshape
+from monai_xai.cams.outputs import OutputHandling, OutputHead, ScoredNetwork, as_output_head, scored_network
 from monai_xai.cams.registry import get_method, get_methods
 from monai_xai.cams.targets import ClassSet, as_class_choice, as_pixel_set_choice
-from monai_xai.enums import Layout, PixelSet, Score, as_choice
+from monai_xai.cams.tiles import TiledWindow
+from monai_xai.enums import Layout, ModelMode, NetworkOutput, PixelSet, Score, as_choice
 
 __all__ = [
     "BLEND_MODES",
@@ -155,12 +157,34 @@ class SlidingWindowNetwork(nn.Module):
         )
 
 
-def network_as_inferred(network: nn.Module, inferer: Inferer | None) -> nn.Module:
-    """``network`` as ``inferer`` runs it: window by window for a ``SlidingWindowInferer``
-    (:class:`SlidingWindowNetwork`), as it is otherwise. The metric overlay gives the metrics that re-run the network
-    this (``"network": "$network_as_inferred(@network, @inferer)"``, imported by its ``"+imports"``)."""
+def network_as_inferred(
+    network: nn.Module,
+    inferer: Inferer | None,
+    output_head: OutputHead = None,
+    network_output: NetworkOutput | str = NetworkOutput.LOGITS,
+) -> nn.Module:
+    """``network`` as ``inferer`` runs it and as the explanation scores it: what the metrics that re-run the network
+    on perturbed images call (the metric overlay's ``"network": "@xai_scored_network"``), so that they score the
+    prediction the bundle makes exactly as the step reads it.
+
+    As the step predicts (:meth:`~monai_xai.explanation.ExplainStep.predict`): the prediction head
+    (``output_head``, of a deep-supervision network's outputs) is taken from each window's outputs, the windows are
+    run and blended as a ``SlidingWindowInferer`` does (:class:`SlidingWindowNetwork`; the whole image for any other
+    inferer), and probabilities (``network_output``) become log-probabilities after blending, so that their softmax
+    is the bundle's blended prediction itself (:func:`~monai_xai.cams.outputs.scored_network`; ``"auto"`` decided on
+    the first pass). With neither a window nor a head nor probabilities it is ``network`` itself.
+
+    Args:
+        network: the bundle's network.
+        inferer: the bundle's inferer.
+        output_head: ``xai_output_head``.
+        network_output: ``xai_network_output``.
+    """
     window = SlidingWindow.of(inferer)
-    return network if window is None else window.network(network)
+    head = as_output_head(output_head)
+    prediction = network if head is None else ScoredNetwork(network, OutputHandling(head))
+    as_inferred = prediction if window is None else window.network(prediction)
+    return scored_network(as_inferred, None, network_output)
 
 
 def _method_names(value: Any) -> tuple[str, ...]:
@@ -222,11 +246,13 @@ def _pixel_set_key(value: Any) -> str | None:
     return value
 
 
-def _window(value: Any) -> SlidingWindow | None:
+def _window(value: Any) -> SlidingWindow | TiledWindow | None:
     if isinstance(value, Mapping):
         return SlidingWindow(**value)
-    if value is not None and not isinstance(value, SlidingWindow):
-        raise TypeError(f"window must be a SlidingWindow or None, got {type(value).__name__}.")
+    if value is not None and not isinstance(value, SlidingWindow | TiledWindow):
+        raise TypeError(
+            f"window must be a SlidingWindow, a TiledWindow (nnU-Net's) or None, got {type(value).__name__}."
+        )
     return value
 
 
@@ -252,6 +278,9 @@ _FIELD_CHECKS: dict[str, Callable[[Any, tuple[str, ...]], Any]] = {
     "reshape": lambda value, _: (
         value if value is None or callable(value) else as_choice(Layout, value, "reshape (xai_reshape)")
     ),
+    "model_mode": lambda value, _: as_choice(ModelMode, value, "model_mode (xai_model_mode)"),
+    "output_head": lambda value, _: as_output_head(value),
+    "network_output": lambda value, _: as_choice(NetworkOutput, value, "network_output (xai_network_output)"),
     "attribution": lambda value, _: AttributionSettings.of(value),
 }
 
@@ -275,12 +304,24 @@ class ExplainRequest:
         pixel_set_key: batch key of a label whose region of the explained class is the pixel set instead
             (``xai_pixel_set_key``); the step then needs that label.
         score: the explained score, ``"logit"`` or ``"probability"`` (``xai_score``).
-        window: the network's sliding window (:meth:`SlidingWindow.of` the bundle's inferer); None: the whole image.
+        window: the network's sliding window (:meth:`SlidingWindow.of` the bundle's inferer), or nnU-Net's tiles,
+            mirroring and folds (:class:`~monai_xai.cams.tiles.TiledWindow`); None: the whole image.
         batch_size: perturbed copies per forward pass of ScoreCAM/AblationCAM.
         time_each_method: True: one timed pass per method (each method's time is its own); False: the methods sharing
             a layer share one pass (faster; each method gets the whole pass's time) (``xai_time_each_method``).
         reshape: where the layers keep their channels (None: found; ``"channel_first"``, ``"channel_last"``,
             ``"tokens"`` or a function, see :mod:`monai_xai.cams.layouts`) (``xai_reshape``).
+        model_mode: the modes the network is explained (and predicts) in, the mode its own inference uses:
+            ``"auto"`` (default: a network in eval mode whose code put normalisation layers in train mode keeps
+            them, any other is explained in eval mode), ``"eval"``, ``"norm_train"`` (normalisation layers with each
+            input's statistics, as HD-BET) or ``"as_given"`` (:class:`~monai_xai.enums.ModelMode`)
+            (``xai_model_mode``).
+        output_head: of a network that returns several outputs (deep supervision), the prediction:
+            ``"highest_resolution"`` or an index; None: the network returns one tensor (``xai_output_head``).
+        network_output: what ``forward`` returns, ``"logits"``, ``"probabilities"`` (a softmax inside ``forward``:
+            the score takes them as they are, no second softmax) or ``"auto"`` (default: probabilities when the
+            prediction is a distribution over channels) (:class:`~monai_xai.enums.NetworkOutput`)
+            (``xai_network_output``).
         attribution: the input-attribution methods' steps, samples, windows, feature groups and budget
             (:class:`~monai_xai.cams.attributions.AttributionSettings`; a dict of its fields) (``xai_attribution``).
     """
@@ -291,10 +332,13 @@ class ExplainRequest:
     pixel_set: PixelSet | tuple[int, ...] = PixelSet.PRED
     pixel_set_key: str | None = None
     score: Score = Score.LOGIT
-    window: SlidingWindow | None = None
+    window: SlidingWindow | TiledWindow | None = None
     batch_size: int = 32
     time_each_method: bool = True
     reshape: Reshape = None
+    model_mode: ModelMode = ModelMode.AUTO
+    output_head: OutputHead = None
+    network_output: NetworkOutput = NetworkOutput.AUTO
     attribution: AttributionSettings = AttributionSettings()
 
     def __post_init__(self) -> None:

@@ -1,12 +1,14 @@
 """The explanation step: one batch explained as a request says, the same way behind every front door.
 
 :class:`ExplainStep` makes every choice a request leaves open, in one place: the network's prediction (with its
-sliding window), the class (a classifier's predicted class; a segmenter's every foreground class), the layer (chosen
+sliding window or nnU-Net's tiles, in the model mode its own inference uses, its prediction head read as logits), the
+class (a classifier's predicted class; a segmenter's every foreground class), the layer (chosen
 once, on the first batch), the pixel set (the named set on the prediction, a label's region of the class, or a set
 only the whole prediction defines, resolved before the window), then explains with
 :class:`~monai_xai.cams.CAMExplainer` (CAMs; the layer is chosen only when a CAM is requested) and
 :class:`~monai_xai.cams.AttributionExplainer` (input attributions, reduced to the same [0, 1] maps, the signed maps
-kept), one timed pass per method or one shared pass. It returns an
+kept; the only methods for a TorchScript network, whose layers run no hooks), both in the same model mode and output
+handling, one timed pass per method or one shared pass. It returns an
 :class:`Explanation`, the record every consumer reads: the engine handlers (through
 :class:`~monai_xai.inferers.XAIInferer`), the study, the sanity checks, MONAI Label and the Python API
 (:func:`explain`).
@@ -29,11 +31,14 @@ from monai_xai.cams.attributions import AttributionExplainer, attribution_map
 from monai_xai.cams.explainer import CAMExplainer
 from monai_xai.cams.layer_choice import LayerChoice, choose_target_layer
 from monai_xai.cams.layers import LayerSpec
+from monai_xai.cams.model_mode import pinned_modes, resolve_model_mode
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.registry import get_method
 from monai_xai.cams.sliding_window import WHOLE_VOLUME_PIXEL_SETS
 from monai_xai.cams.targets import ClassSet, class_sets, resolve_pixel_set
-from monai_xai.enums import MethodFamily, XAIKeys, attribution_key, saliency_key, seconds_key
+from monai_xai.enums import MethodFamily, ModelMode, XAIKeys, attribution_key, saliency_key, seconds_key
 from monai_xai.explanation.request import ExplainRequest
+from monai_xai.explanation.scripted import is_scripted, layer_free_methods
 from monai_xai.utils import label_mask, per_sample_index, preserved_model_state, with_meta_of
 
 __all__ = ["ExplainStep", "ExplainTarget", "Explanation", "class_probabilities", "explain", "predicted_class"]
@@ -167,13 +172,49 @@ class ExplainStep:
         self.request = request
         self.chosen_layer: LayerChoice | None = None
         self._chosen_class: ClassSet | None = None
+        # what was logged of the model mode and the outputs (once per step, not per batch)
+        self._told: set[str] = set()
 
     def predict(self, network: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """The network's output on ``images`` (B, C, *spatial), without gradients; window by window with the
-        request's sliding window (blended as MONAI's ``SlidingWindowInferer`` does)."""
+        """The network's output on ``images`` (B, C, *spatial) as logits (:meth:`output_handling`), without
+        gradients, in the request's model mode; window by window with the request's sliding window (blended as
+        MONAI's ``SlidingWindowInferer`` does)."""
+        prediction = self._predict_head(network, images)
+        return self.output_handling(prediction)(prediction)
+
+    def _predict_head(self, network: nn.Module, images: torch.Tensor) -> Any:
+        """The network's prediction head (:attr:`ExplainRequest.output_head`) on ``images``, as ``forward`` returns
+        it (logits or probabilities), blended over the request's sliding window."""
         window = self.request.window
-        with torch.no_grad(), preserved_model_state(network):
-            return network(images) if window is None else window.network(network)(images)
+        head = self.request.output_head
+        # the prediction head only: the step turns probabilities into logits itself (output_handling)
+        forward = network if head is None else ScoredNetwork(network, OutputHandling(head))
+        with torch.no_grad(), self.model_mode(network), preserved_model_state(network):
+            # window by window (SlidingWindowNetwork) or tile by tile (TiledNetwork), as the bundle's inferer runs it
+            return forward(images) if window is None else window.network(forward)(images)
+
+    def model_mode(self, network: nn.Module) -> Any:
+        """The context in which ``network`` predicts and is explained: the request's
+        :attr:`~ExplainRequest.model_mode` resolved on the network as it is now (logged once when it is not plain
+        eval mode)."""
+        mode, reason = resolve_model_mode(network, self.request.model_mode)
+        if reason not in self._told and (mode != ModelMode.EVAL or network.training):
+            self._told.add(reason)
+            logger.info(f"xai: model mode {mode.value!r}: {reason}")
+        return pinned_modes(network, mode)
+
+    def output_handling(self, prediction: Any) -> OutputHandling:
+        """How the network's outputs become the explained logits (:class:`~monai_xai.cams.outputs.OutputHandling`):
+        the request's head and network output, ``"auto"`` decided on ``prediction`` (the raw output of one batch);
+        logged once when the network returns probabilities."""
+        handling = OutputHandling.resolve(prediction, self.request.output_head, self.request.network_output)
+        if handling.probabilities and "probabilities" not in self._told:
+            self._told.add("probabilities")
+            logger.info(
+                "xai: the network returns probabilities (softmax inside forward): scores take them as they are, no "
+                "second softmax; the 'logit' score is the log-probability (xai_network_output)"
+            )
+        return handling
 
     def __call__(
         self,
@@ -203,7 +244,12 @@ class ExplainStep:
         if self.request.window is not None:  # one roi_size for every dim is counted for these images' dims
             self.request.window.check_size(images.ndim - 2)
         if prediction is None:
-            prediction = self.predict(network, _plain(images))
+            prediction = self._predict_head(network, _plain(images))
+        handling = self.output_handling(prediction)
+        try:
+            prediction = handling(prediction)
+        except ValueError as error:
+            raise ValueError(f"the explanation could not read the network's prediction: {error}") from error
         one_tensor = isinstance(prediction, torch.Tensor) and prediction.ndim >= 2
         outputs = _plain(prediction).detach() if one_tensor else prediction
         classes, window_class = self._classes(network, images, outputs, target)
@@ -226,7 +272,7 @@ class ExplainStep:
                 methods = tuple(method for method in grouped if method not in controls)
                 if not methods:
                     continue
-                explainer = self._explainer(network, layers, methods)
+                explainer = self._explainer(network, layers, methods, handling)
                 # an attribution of the whole image builds its target on the prediction instead of a forward pass
                 given = {"outputs": outputs} if layers is None and self.request.window is None else {}
                 start = time.perf_counter()
@@ -252,14 +298,17 @@ class ExplainStep:
         )
 
     def _explainer(
-        self, network: nn.Module, layers: LayerSpec | None, methods: tuple[str, ...]
+        self, network: nn.Module, layers: LayerSpec | None, methods: tuple[str, ...], handling: OutputHandling
     ) -> CAMExplainer | AttributionExplainer:
-        """The explainer of one pass: the CAMs of a layer, or the input attributions (layer None)."""
+        """The explainer of one pass: the CAMs of a layer, or the input attributions (layer None); both in the
+        request's model mode, scoring the network's outputs as ``handling`` reads them (head, probabilities), with the
+        request's window (MONAI's sliding window or nnU-Net's tiles)."""
         request = self.request
         window = request.window.explainer_args() if request.window is not None else {}
+        as_inferred = {"model_mode": request.model_mode, "outputs": handling, **window}
         if layers is None:
             return AttributionExplainer(
-                network, methods, request.score, request.batch_size, request.attribution, **window
+                network, methods, request.score, request.batch_size, request.attribution, **as_inferred
             )
         return CAMExplainer(
             network,
@@ -268,7 +317,7 @@ class ExplainStep:
             score=request.score,
             batch_size=request.batch_size,
             reshape=request.reshape,
-            **window,
+            **as_inferred,
         )
 
     def _target_layers(self) -> LayerSpec | Mapping[str, LayerSpec] | None:
@@ -287,15 +336,23 @@ class ExplainStep:
             problems.append(
                 "xai_class: no class can be chosen for a network output that is not one tensor (B, num_classes) or "
                 f"(B, C, *spatial) with one row per image, got {type(outputs).__name__}"
-                f"{tuple(getattr(outputs, 'shape', ()))} for {images.shape[0]} image(s); wrap the network so that "
-                "forward() returns one tensor (e.g. the main head of a deep-supervision network)"
+                f"{tuple(getattr(outputs, 'shape', ()))} for {images.shape[0]} image(s); for a deep-supervision "
+                "network's list of outputs set xai_output_head 'highest_resolution' (or the prediction's index)"
             )
         else:
             try:
                 classes = self.classes(outputs, target)
             except ValueError as error:
                 problems.append(f"xai_class: {error}")
-        if self.request.target_layers is None and self.chosen_layer is None and self.request.needs_layer:
+        layered = [method for method in self.request.methods if method not in layer_free_methods(self.request.methods)]
+        if is_scripted(network) and layered:
+            problems.append(
+                f"xai_methods: {type(network).__name__} is a TorchScript module, whose layers run no forward hooks, so "
+                f"CAMs ({', '.join(layered)}) cannot be computed on it; explain it with input attributions, which need "
+                f"no layer, e.g. {list(layer_free_methods(self.request.methods, fallback=True))} "
+                "(monai_xai.explanation.methods_for)"
+            )
+        elif self.request.target_layers is None and self.chosen_layer is None and self.request.needs_layer:
             try:
                 self._choose_layer(network, images)
             except ValueError as error:
@@ -369,8 +426,10 @@ class ExplainStep:
             # F.pad takes (before, after) pairs from the last dim backwards
             padding = [pad for size, have in zip(roi[::-1], sample.shape[:1:-1]) for pad in (0, size - have)]
             sample = torch.nn.functional.pad(sample, padding)
-        self.chosen_layer = choose_target_layer(network, sample)
-        logger.info("xai: explaining layer %r (%s)", self.chosen_layer.name, self.chosen_layer.reason)
+        head = OutputHandling(self.request.output_head)
+        with self.model_mode(network):
+            self.chosen_layer = choose_target_layer(ScoredNetwork(network, head), sample)
+        logger.info(f"xai: explaining layer {self.chosen_layer.name!r} ({self.chosen_layer.reason})")
 
     def _pixel_sets(
         self,

@@ -13,6 +13,7 @@ the epoch; the metric values are matched to the records through ``engine.state.x
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,8 @@ from monai_xai.metrics.catalogue import region_mask
 from monai_xai.metrics.stats import summary_table
 from monai_xai.naming import CaseNames, strip_image_suffix
 from monai_xai.networks import is_calibrated
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EXPLAINED_REGION",
@@ -331,4 +334,13 @@ class XAIRecorder:
             if name in curves:
                 records.curves.setdefault(key.metric, {})[key.method] = curves[name]
         records.summary = {metric: summary_table(scores) for metric, scores in per_case.items()}
+        records.layers = getattr(engine.state, XAIKeys.LAYERS, None)
+        records.skipped_metrics = dict(getattr(engine.state, XAIKeys.SKIPPED_METRICS, None) or {})
         records.complete = True
+        if records.layers is not None:
+            logger.info(
+                "xai: explained layer %s, class(es) %s; results in %s",
+                records.layers.text(),
+                records.explained_classes() or "-",
+                records.output_dir,
+            )

@@ -19,7 +19,30 @@ from monai_xai.metrics.catalogue import SECONDS
 from monai_xai.metrics.per_sample import MetricCurve
 from monai_xai.metrics.stats import MethodSummary
 
-__all__ = ["CaseRecord", "MethodRecord", "RunRecords", "run_records"]
+__all__ = ["CaseRecord", "ExplainedLayers", "MethodRecord", "RunRecords", "run_records"]
+
+
+@dataclass(frozen=True)
+class ExplainedLayers:
+    """The layers a run's maps explain.
+
+    Attributes:
+        layers: ``{method: layer name}`` (several layers joined by ``", "``).
+        reason: why the layer was chosen when the run chose it (:func:`~monai_xai.cams.choose_target_layer`); None
+            when the config named it.
+    """
+
+    layers: dict[str, str]
+    reason: str | None = None
+
+    def text(self) -> str:
+        """One line: the layer (or each method's), and how it was chosen."""
+        names = set(self.layers.values())
+        if len(names) == 1:
+            shown = f"`{names.pop()}`"
+        else:
+            shown = ", ".join(f"{method}: `{layer}`" for method, layer in self.layers.items())
+        return f"{shown} ({f'chosen: {self.reason}' if self.reason else 'as configured'})"
 
 
 @dataclass
@@ -98,6 +121,9 @@ class RunRecords:
         curves: ``{metric: {method: {curve name: MetricCurve}}}`` of curve-valued metrics (mean over cases).
         complete: whether the run completed (metrics, summary and curves are filled).
         class_names: the classes' names in index order, when known.
+        layers: the layers the maps explain (``engine.state.xai_layers``), when the ``XAIInferer`` said.
+        skipped_metrics: ``{metric: why}`` of the metrics some cases could not be scored with (no ground-truth
+            region), when any.
     """
 
     output_dir: Path
@@ -110,6 +136,8 @@ class RunRecords:
     summary: dict[str, list[MethodSummary]] = field(default_factory=dict)
     curves: dict[str, dict[str, dict[str, MetricCurve]]] = field(default_factory=dict)
     complete: bool = False
+    layers: ExplainedLayers | None = None
+    skipped_metrics: dict[str, str] = field(default_factory=dict)
 
     def case(self, name: str) -> CaseRecord:
         """The case named ``name``."""
@@ -124,6 +152,16 @@ class RunRecords:
         if self.class_names is None or any(k >= len(self.class_names) for k in case.classes):
             return str(case.class_label)
         return "+".join(self.class_names[k] for k in case.classes)
+
+    def explained_classes(self) -> str:
+        """The classes the run's maps explain, each by index and name (``"1 (Thalamus)"``), in first-seen order."""
+        seen = dict.fromkeys(case.classes for case in self.cases if case.classes)
+        shown = []
+        for classes in seen:
+            label = "+".join(str(k) for k in classes)
+            names = [self.class_names[k] for k in classes if self.class_names and k < len(self.class_names)]
+            shown.append(f"{label} ({'+'.join(names)})" if len(names) == len(classes) else label)
+        return ", ".join(shown)
 
     def means(self) -> dict[str, dict[str, float]]:
         """``{method: {metric: mean over cases}}`` of the summary (the time as ``"seconds"``)."""

@@ -130,6 +130,12 @@ class XAITableWriter:
     def _write_summary(records: RunRecords) -> None:
         """``summary.csv``, ``summary.md``, ``metrics.png`` and the curve plots."""
         lines = ["# XAI summary", ""]
+        if records.layers is not None:
+            lines += [f"Explained layer: {records.layers.text()}.", ""]
+        if records.explained_classes():
+            lines += [f"Explained class(es): {records.explained_classes()}.", ""]
+        for metric, why in records.skipped_metrics.items():
+            lines += [f"**{metric} skipped**: {why}.", ""]
         if records.unreadable:
             lines += [
                 f"**{len(records.unreadable)} case(s) could not be read and were skipped** (failed_cases.csv):",

@@ -16,6 +16,7 @@ and methods.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from functools import partial
@@ -24,17 +25,26 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics.metric import reinit__is_reduced
+from monai.data import MetaTensor
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.utils import CommonKeys
 from torch import nn
 
 from monai_xai.enums import EXPLAINED_CLASS, MetricInput, Score, XAIKeys, as_choice, saliency_key
-from monai_xai.handlers.engine_data import engine_cases, output_value, register_metric_key, stack_values
+from monai_xai.handlers.engine_data import (
+    case_value,
+    engine_cases,
+    output_value,
+    register_metric_key,
+    stack_values,
+)
 from monai_xai.metrics.catalogue import METRICS, MetricKey, region_mask
 from monai_xai.metrics.per_sample import CurveMetric, MetricCurve
 
 __all__ = ["SaliencyMetricHandler", "XAIMetricHandler"]
+
+logger = logging.getLogger(__name__)
 
 
 def _explained_classes(engine: Engine) -> torch.Tensor:
@@ -80,6 +90,9 @@ class SaliencyMetricHandler(IgniteMetricHandler):
         self.region_key = region_key
         self.region_value = region_value
         self.curves: dict[str, MetricCurve] = {}
+        # cases scored / without a ground-truth region (NaN values), of a region metric
+        self.cases_seen = 0
+        self.cases_without_region = 0
 
     def attach(self, engine: Engine, name: str | None = None) -> None:  # type: ignore[override]
         """Attach under ``name`` (default: the name given at construction), so a bundle's ``handlers`` list works."""
@@ -90,8 +103,43 @@ class SaliencyMetricHandler(IgniteMetricHandler):
     def iteration_completed(self, engine: Engine) -> None:
         """Feed the current iteration's cases to the metric (ignite's ``output_transform`` sees only the output, and
         a region may be in the batch only). An iteration without cases (every case unreadable) adds nothing."""
-        if engine_cases(engine.state.output):
+        cases = engine_cases(engine.state.output)
+        if not cases:
+            return
+        if self.compares_with == MetricInput.REGION:
+            self._update_regions(engine, len(cases))
+        else:
             self.update(self._metric_inputs(engine))
+
+    def _update_regions(self, engine: Engine, num_cases: int) -> None:
+        """A region metric's values of the iteration's cases: NaN for a case without a ground-truth region (its
+        ``region_key`` absent or None, as MONAI's evaluator stores it for an image-only datalist), so that the
+        values stay one per case and the mean is over the cases that have one."""
+        regions = [self._case_region(engine, index) for index in range(num_cases)]
+        present = [index for index, region in enumerate(regions) if region is not None]
+        self.cases_seen += num_cases
+        self.cases_without_region += num_cases - len(present)
+        if len(present) == num_cases:
+            self.update(self._metric_inputs(engine))
+            return
+        y_pred = stack_values(engine, self.pred_key)
+        # the (B, 1) rows PerSampleMetric buffers, NaN where a case has no region
+        values = torch.full((num_cases, 1), math.nan, dtype=y_pred.dtype, device=y_pred.device)
+        if present:
+            rows = torch.tensor(present, device=y_pred.device)
+            label = torch.stack([torch.as_tensor(regions[index]) for index in present]).to(y_pred.device)
+            class_idx = _explained_classes(engine)[rows] if self.region_value == "class" else None
+            scored = self.metric_fn._compute_tensor(y_pred[rows], region_mask(label, class_idx, self.region_value))
+            values[rows] = torch.as_tensor(scored).reshape(len(present), 1).to(values)
+        self.metric_fn.extend(values)
+
+    def _case_region(self, engine: Engine, index: int) -> Any:
+        """Case ``index``'s ground truth under ``region_key``, None when it has none."""
+        try:
+            region = case_value(engine, index, self.region_key)
+        except KeyError:
+            return None
+        return None if region is None else region.as_tensor() if isinstance(region, MetaTensor) else region
 
     @reinit__is_reduced
     def update(self, output: tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]) -> None:
@@ -138,12 +186,15 @@ class XAIMetricHandler:
     """Attach one :class:`SaliencyMetricHandler` per metric of :data:`XAI_METRICS` and per method.
 
     Args:
-        metrics: names in the catalogue (:data:`~monai_xai.metrics.METRICS`): ``ehr_auc``, ``heat_diff``,
+        metrics: names in the catalogue (:data:`~monai_xai.metrics.METRICS`), or none (``[]``: no metric, e.g.
+            for an image-only datalist): ``ehr_auc``, ``heat_diff``,
             ``pointing_game``, ``relevance_mass``, ``iou`` (at each map's Otsu threshold unless ``threshold`` or
             ``top_fraction`` is given), ``auprc`` (need a ground-truth region), ``deletion``, ``insertion``,
             ``road_morf``, ``road_lerf``, ``road_combined``, ``confidence_increase`` (the class score of the image
             times its map minus that of the image) (re-run the engine's network on perturbed inputs and score the
             explained class: of a classifier, or of a segmentation network summed over the explained pixel set).
+            A case without a ground-truth region (an image-only datalist) gets NaN from the region metrics, which
+            say so (``engine.state.xai_skipped_metrics``, a warning, ``summary.md``); the other metrics are computed.
         methods: the CAM methods whose maps are scored (the ``XAIInferer``'s methods); metric names become
             ``"<metric>_<method>"``.
         network: the evaluated network, required by the metrics that re-run it (in a bundle: ``"@network"``; the
@@ -173,8 +224,8 @@ class XAIMetricHandler:
     ) -> None:
         self.metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
         unknown = [metric for metric in self.metrics if metric not in METRICS]
-        if unknown or not self.metrics:
-            raise ValueError(f"unknown or no XAI metrics {unknown}; available: {sorted(METRICS)}.")
+        if unknown:
+            raise ValueError(f"unknown XAI metrics {unknown}; available: {sorted(METRICS)}.")
         self.methods = (methods,) if isinstance(methods, str) else tuple(methods)
         if not self.methods:
             raise ValueError("methods is empty; give the CAM methods whose maps are scored, e.g. ['gradcam'].")
@@ -215,3 +266,25 @@ class XAIMetricHandler:
                 )
                 handler.attach(engine)
                 self.handlers[key] = handler
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._note_skipped)
+
+    def _note_skipped(self, engine: Engine) -> None:
+        """Say which region metrics had cases without a ground-truth region (``engine.state.xai_skipped_metrics``
+        and one warning)."""
+        skipped = {}
+        for key, handler in self.handlers.items():
+            if handler.cases_without_region and key.metric not in skipped:
+                skipped[key.metric] = (
+                    f"{handler.cases_without_region} of {handler.cases_seen} case(s) have no ground-truth region under "
+                    f"{self.region_key!r} (an image-only datalist?): their values are NaN, left out of the mean"
+                )
+        if skipped:
+            setattr(engine.state, XAIKeys.SKIPPED_METRICS, skipped)
+            logger.warning(
+                "xai: the region metrics %s were skipped where cases have no ground truth under %r (%d of %d); the "
+                "other metrics were computed",
+                sorted(skipped),
+                self.region_key,
+                max(handler.cases_without_region for handler in self.handlers.values()),
+                max(handler.cases_seen for handler in self.handlers.values()),
+            )

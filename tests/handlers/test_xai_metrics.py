@@ -83,7 +83,7 @@ def test_region_mask_variants():
 
 
 def test_metric_handler_errors():
-    with pytest.raises(ValueError, match="unknown or no XAI metrics"):
+    with pytest.raises(ValueError, match="unknown XAI metrics"):
         XAIMetricHandler(["ehr"], ["gradcam"])
     with pytest.raises(ValueError, match='"network": "@network"'):
         XAIMetricHandler(["road_combined"], ["gradcam"])

@@ -4,7 +4,9 @@
 ``make_classification_bundle``: 2D DenseNet classifier, 32^2 images, ``SimpleInferer``, a lesion ``mask`` key.
 ``make_spleen_style_bundle``: ``spleen_ct_segmentation``'s inference.json on a synthetic CT stored LPS with 0.8 x 0.8 x
 2.5 mm voxels: RAS reorientation, resampling to 1.5 x 1.5 x 2 mm, HU window, predictions inverted to the CT's grid.
-Both follow the inference.json layout of e.g. ``spleen_ct_segmentation``: ``network_def``, ``network``,
+``make_user_bundle``: a user's own bundle as it comes: its network in its own ``scripts/`` package, an image-only
+datalist, output channels named in its metadata, no ``logging.conf``.
+All follow the inference.json layout of e.g. ``spleen_ct_segmentation``: ``network_def``, ``network``,
 ``preprocessing``, ``dataset``, ``dataloader``, ``inferer``, ``postprocessing``, ``handlers`` (with a
 ``CheckpointLoader``), ``evaluator`` (``SupervisedEvaluator``), ``initialize``, ``run``.
 """
@@ -18,7 +20,13 @@ import nibabel as nib
 import numpy as np
 import torch
 
-__all__ = ["make_segmentation_bundle", "make_classification_bundle", "make_spleen_style_bundle", "write_volume"]
+__all__ = [
+    "make_segmentation_bundle",
+    "make_classification_bundle",
+    "make_spleen_style_bundle",
+    "make_user_bundle",
+    "write_volume",
+]
 
 
 def write_volume(path: Path, array: np.ndarray, spacing: tuple[float, ...]) -> None:
@@ -248,3 +256,60 @@ def make_spleen_style_bundle(
         }
     }
     return _write_bundle(bundle, config, network, "synthetic spleen-style CT segmentation", outputs)
+
+
+USER_NETWORK = """
+import torch
+from monai.networks.nets import UNet
+
+
+class TinyParcellator(torch.nn.Module):
+    \"\"\"The bundle's own network (a MONAI UNet inside), importable only with the bundle root on sys.path.\"\"\"
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.unet = UNet(3, 1, num_classes, (4, 8, 16), (2, 2), num_res_units=1)
+
+    def forward(self, x):
+        return self.unet(x)
+"""
+
+
+def make_user_bundle(
+    bundle: Path, n_cases: int = 2, classes: tuple[str, ...] = ("background", "Thalamus", "Caudate")
+) -> Path:
+    """A user's bundle as it comes: ``scripts/net.py`` defines the network (``scripts.net.TinyParcellator``), the
+    datalist has images only (inference without ground truth), the metadata names the output channels
+    (``channel_def``), there is no ``configs/logging.conf``; 16^3 volumes with two bright blobs, ``SimpleInferer``."""
+    (bundle / "scripts").mkdir(parents=True, exist_ok=True)
+    (bundle / "scripts" / "__init__.py").write_text("")
+    (bundle / "scripts" / "net.py").write_text(USER_NETWORK)
+    data_dir = bundle / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    datalist = []
+    for case in range(n_cases):
+        image = rng.normal(0.0, 0.1, (16, 16, 16)).astype(np.float32)
+        image[3 + case : 8 + case, 4:9, 5:10] += 1.0
+        image[10:14, 9:13, 8 - case : 12 - case] += 0.6
+        write_volume(data_dir / f"subject{case}.nii.gz", image, (1.0, 1.0, 1.0))
+        datalist.append({"image": str(data_dir / f"subject{case}.nii.gz")})
+    (data_dir / "datalist.json").write_text(json.dumps(datalist))
+    network_def = {"_target_": "scripts.net.TinyParcellator", "num_classes": len(classes)}
+    postprocessing = [{"_target_": "Activationsd", "keys": "pred", "softmax": True}]
+    config = _common(bundle, network_def, {"_target_": "SimpleInferer"}, ["image"], postprocessing)
+    torch.manual_seed(0)
+    network = torch.nn.Module()
+    from monai.networks.nets import UNet
+
+    network.unet = UNet(3, 1, len(classes), (4, 8, 16), (2, 2), num_res_units=1)
+    outputs = {
+        "pred": {
+            "type": "image",
+            "format": "segmentation",
+            "num_channels": len(classes),
+            "spatial_shape": [16, 16, 16],
+            "channel_def": {str(index): name for index, name in enumerate(classes)},
+        }
+    }
+    return _write_bundle(bundle, config, network, "a user's parcellation bundle", outputs)

@@ -278,3 +278,36 @@ def test_a_network_as_its_sliding_window_inferer_runs_it():
     with torch.no_grad():
         torch.testing.assert_close(windowed(images), inferer(images, network))
         assert not torch.allclose(windowed(images), network(images), atol=1e-3)  # the window matters here
+
+
+class _Answering(torch.nn.Module):
+    """A network that answers as some published ones do: probabilities from forward, or deep-supervision outputs."""
+
+    def __init__(self, network: torch.nn.Module, probabilities: bool = False, deep_supervision: bool = False) -> None:
+        super().__init__()
+        self.network, self.probabilities, self.deep_supervision = network, probabilities, deep_supervision
+
+    def forward(self, images: torch.Tensor):
+        out = self.network(images)
+        out = out.softmax(dim=1) if self.probabilities else out
+        return [out, torch.nn.functional.avg_pool3d(out, 2)] if self.deep_supervision else out
+
+
+def test_the_metrics_network_is_run_as_inferred_and_scored_as_the_step_reads_it():
+    """xai_scored_network: the window as the bundle's inferer, the head per window, probabilities as the
+    log-probabilities of the blended prediction (whose softmax is the bundle's own blended probabilities)."""
+    network = tiny_unet3d().eval()
+    images = torch.randn(1, 1, 24, 20, 16)
+    inferer = SlidingWindowInferer(roi_size=(16, 16, 16), sw_batch_size=2, overlap=0.5, mode="gaussian")
+    probabilities = _Answering(network, probabilities=True)
+    supervised = _Answering(network, deep_supervision=True)
+    with torch.no_grad():
+        bundle_probabilities = inferer(images, probabilities)
+        for network_output in ("probabilities", "auto"):
+            scored = network_as_inferred(probabilities, inferer, None, network_output)
+            torch.testing.assert_close(scored(images).softmax(dim=1), bundle_probabilities, atol=1e-5, rtol=0)
+        heads = network_as_inferred(supervised, inferer, "highest_resolution", "logits")
+        torch.testing.assert_close(heads(images), inferer(images, network))
+        whole = network_as_inferred(probabilities, SimpleInferer(), None, "probabilities")
+        torch.testing.assert_close(whole(images).softmax(dim=1), probabilities(images), atol=1e-5, rtol=0)
+    assert network_as_inferred(network, inferer, None, "logits").network is network  # SlidingWindowNetwork's

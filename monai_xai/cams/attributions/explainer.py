@@ -11,7 +11,14 @@ With a sliding window (``roi_size``) each window is explained for its own score 
 pixel set), and the signed attributions of the windows are blended with MONAI's ``sliding_window_inference`` exactly
 as a bundle blends its predictions: a voxel's attribution is the blending-weighted mean, over the windows that contain
 it, of its attribution to each window's score (:mod:`monai_xai.cams.sliding_window`). Windows whose crop of the pixel
-set is empty are not run. The budget counts every window.
+set is empty are not run. The budget counts every window. nnU-Net's tiles (``tiles``) are blended the same way as
+nnU-Net blends its predictions (:func:`~monai_xai.cams.tiles.tiled_cam`: Gaussian weights, mirrored copies, folds),
+and the budget counts every tile, mirrored copy and fold.
+
+Like :class:`~monai_xai.cams.CAMExplainer`, it explains the network as its own inference runs it: in ``model_mode``
+(e.g. HD-BET's InstanceNorm layers in train mode, :mod:`monai_xai.cams.model_mode`) and scoring its outputs as
+``outputs`` reads them (the prediction head of a deep-supervision network, probabilities returned by ``forward`` as
+log-probabilities, :mod:`monai_xai.cams.outputs`).
 """
 
 from __future__ import annotations
@@ -32,10 +39,13 @@ from monai_xai.cams.attributions.registry import attribution_method
 from monai_xai.cams.attributions.score import AttributionContext, TargetScore
 from monai_xai.cams.attributions.settings import AttributionSettings
 from monai_xai.cams.explainer import CAMExplainer, ClassIndex, _check_dtype, _check_images, _forward
+from monai_xai.cams.model_mode import pinned_modes
+from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
 from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
-from monai_xai.enums import MethodFamily, Score, as_choice
+from monai_xai.cams.tiles import TiledWindow, tiled_cam, tiles_per_image
+from monai_xai.enums import MethodFamily, ModelMode, Score, as_choice
 from monai_xai.utils import preserved_model_state, with_meta_of
 
 __all__ = ["AttributionExplainer", "windows_per_image"]
@@ -76,6 +86,13 @@ class AttributionExplainer:
         sw_batch_size: windows per forward pass (sliding window only).
         overlap: window overlap in [0, 1) (sliding window only).
         sw_mode: window blending, ``"gaussian"`` or ``"constant"`` (sliding window only).
+        model_mode: the modes the model is explained in (:class:`~monai_xai.enums.ModelMode`): ``"eval"``
+            (default), ``"norm_train"``, ``"as_given"`` or ``"auto"``
+            (:func:`~monai_xai.cams.model_mode.resolve_model_mode`).
+        outputs: how the model's outputs become the explained logits (:class:`~monai_xai.cams.outputs.
+            OutputHandling`); None: the model returns one tensor of logits.
+        tiles: explain tile by tile as nnU-Net predicts (:class:`~monai_xai.cams.tiles.TiledWindow`) instead of
+            ``roi_size``'s MONAI sliding window.
 
     Example::
 
@@ -94,6 +111,9 @@ class AttributionExplainer:
         sw_batch_size: int = 1,
         overlap: float = 0.25,
         sw_mode: str = "gaussian",
+        model_mode: ModelMode | str = ModelMode.EVAL,
+        outputs: OutputHandling | None = None,
+        tiles: TiledWindow | None = None,
     ) -> None:
         self._records: list[CAMMethod] = list(get_methods(methods))
         layered = [record.name for record in self._records if record.family != MethodFamily.ATTRIBUTION]
@@ -102,6 +122,9 @@ class AttributionExplainer:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int (images per forward pass), got {batch_size!r}.")
         self.model = model
+        self.model_mode = as_choice(ModelMode, model_mode, "model_mode")
+        # every forward pass (the target's, Captum's) goes through the output handling
+        self._scored = model if outputs is None or not outputs.changes_outputs else ScoredNetwork(model, outputs)
         self.methods = tuple(record.name for record in self._records)
         self.score = as_choice(Score, score, "score")
         self.batch_size = batch_size
@@ -110,6 +133,7 @@ class AttributionExplainer:
         self.sw_batch_size = sw_batch_size
         self.overlap = overlap
         self.sw_mode = sw_mode
+        self.tiles = tiles
         self._uses_features = any(attribution_method(name).uses_features for name in self.methods)
         self._unchecked_windows: int | None = None
 
@@ -147,7 +171,7 @@ class AttributionExplainer:
         if pixels.is_inference():
             with torch.inference_mode(False):
                 pixels = pixels.clone()
-        if self.roi_size is not None:
+        if self.roi_size is not None or self.tiles is not None:
             if outputs is not None:
                 raise ValueError("outputs are not taken with a sliding window: each window is explained on its own.")
             attributions = self._sliding_window(pixels, class_idx, pixel_set)
@@ -170,14 +194,14 @@ class AttributionExplainer:
         """Every method's attributions of ``images`` (a batch, or a batch of windows), after one timed forward pass
         (unless ``outputs`` are given) that gives the target, the feature groups and, when ``budget_images``, the
         budget check."""
-        with preserved_model_state(self.model):
+        with pinned_modes(self.model, self.model_mode), preserved_model_state(self.model):
             for parameter in self.model.parameters():
                 parameter.requires_grad_(False)
             seconds_per_forward = None
             if outputs is None:
                 start = time.perf_counter()
                 with torch.no_grad():
-                    outputs = _forward(self.model, images)
+                    outputs = _forward(self._scored, images)
                 seconds_per_forward = (time.perf_counter() - start) / images.shape[0]
             CAMExplainer._check_outputs(outputs, images)
             target = build_target(outputs, class_idx, pixel_set, self.score, warn_empty=warn_empty)
@@ -186,7 +210,7 @@ class AttributionExplainer:
             features = feature_groups(self.settings, images, outputs) if self._uses_features else None
             sample_ids = torch.arange(images.shape[0], device=images.device)
             context = AttributionContext(self.settings, self.batch_size, sample_ids, features)
-            score = TargetScore(self.model, target)
+            score = TargetScore(self._scored, target)
             with torch.enable_grad():
                 attributions = {record.name: self._run(record, score, images, context) for record in self._records}
         return attributions, target
@@ -235,16 +259,19 @@ class AttributionExplainer:
                     f"must be one class for the whole batch (e.g. class_idx=1, or one ClassSet), got {class_idx!r}."
                 )
             class_idx = int(torch.as_tensor(class_idx).reshape(-1)[0])
-        self._unchecked_windows = images.shape[0] * windows_per_image(images.shape[2:], self.roi_size, self.overlap)
+        spatial = images.shape[2:]
+        per_image = (
+            tiles_per_image(spatial, self.tiles)
+            if self.tiles is not None
+            else windows_per_image(spatial, self.roi_size, self.overlap)
+        )
+        self._unchecked_windows = images.shape[0] * per_image
+        explain_window = partial(self._explain_window, class_idx=class_idx)
         try:
+            if self.tiles is not None:
+                return tiled_cam(explain_window, images, pixel_set, self.tiles, self.model)
             return sliding_window_cam(
-                partial(self._explain_window, class_idx=class_idx),
-                images,
-                pixel_set,
-                self.roi_size,
-                self.sw_batch_size,
-                self.overlap,
-                self.sw_mode,
+                explain_window, images, pixel_set, self.roi_size, self.sw_batch_size, self.overlap, self.sw_mode
             )
         finally:
             self._unchecked_windows = None
