@@ -567,6 +567,26 @@ def test_sanity_on_a_datalist_with_unlabelled_and_negative_cases(tmp_path):
     )
 
 
+def test_an_unreadable_case_costs_only_itself_in_the_sanity_checks(tmp_path):
+    """A truncated image among a datalist's cases: a warning names its file and the real error, the checks of the
+    other cases equal those of a datalist without it; a datalist of only unreadable cases fails naming one."""
+    bundle = _untrained_bundle(tmp_path, "lesion_classification_3d")
+    datalist = _phantom_datalist(tmp_path / "own", n_cases=3)
+    entries = json.loads(Path(datalist).read_text())
+    key = "test"  # the list the sanity checks read by default
+    broken = Path(datalist).parent / entries[key][1]["image"]  # the lists sit beside the datalist: same paths
+    good, bad = Path(datalist).with_name("good.json"), Path(datalist).with_name("bad.json")
+    good.write_text(json.dumps({key: [entries[key][0], entries[key][2]]}))
+    bad.write_text(json.dumps({key: [entries[key][1]]}))
+    expected = bundle_sanity_checks(bundle, datalist=str(good), region_key="mask", methods=["gradcam"], progress=False)
+    broken.write_bytes(broken.read_bytes()[:200])
+    with pytest.warns(UserWarning, match=rf"skipping case {broken}.*LoadImaged: "):
+        rows = bundle_sanity_checks(bundle, datalist=datalist, region_key="mask", methods=["gradcam"], progress=False)
+    assert rows == expected
+    with pytest.raises(ValueError, match=r"none of the 1 case\(s\) could be loaded, e.g. "), pytest.warns(UserWarning):
+        bundle_sanity_checks(bundle, datalist=str(bad), region_key="mask", progress=False)
+
+
 def test_case_batches_split_where_the_image_size_changes():
     sizes = [4, 4, 4, 6, 6, 4]
     cases = [{"image": str(size)} for size in sizes]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from monai.data import MetaTensor
+
+from monai_xai.data.unreadable import error_reason
 
 __all__ = ["CaseBatch", "read_datalist", "load_case", "case_batches"]
 
@@ -101,16 +104,31 @@ def case_batches(
 ) -> Iterator[CaseBatch]:
     """Batches of consecutive cases of the same size (:class:`CaseBatch`).
 
-    Cases are loaded one batch at a time, so memory holds one batch of volumes whatever the number of cases.
+    Cases are loaded one batch at a time, so memory holds one batch of volumes whatever the number of cases. A case
+    that cannot be loaded (a truncated or missing file, a preprocessing error) costs only itself: a warning names its
+    files and the underlying error, and the checks run on the other cases.
+
+    Raises:
+        ValueError: no case could be loaded (naming the first one's files and error).
     """
     loaded: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+    failed: list[str] = []
     for case in cases:
-        image, label = load_case(case, preprocessing, transform_key)
+        try:
+            image, label = load_case(case, preprocessing, transform_key)
+        except Exception as error:  # one unreadable case must cost only itself
+            files = ", ".join(str(case[key]) for key in ("image", "region") if key in case)
+            failed.append(f"{files}: {error_reason(error)}")
+            warnings.warn(f"sanity checks: skipping case {files}: {error_reason(error)}", stacklevel=2)
+            continue
         if loaded and (len(loaded) == batch_size or image.shape != loaded[0][0].shape):
             yield _batch(loaded)
             loaded = []
         loaded.append((image, label[:1] > 0.5, case["image"]))
-    yield _batch(loaded)
+    if not loaded and failed:
+        raise ValueError(f"none of the {len(failed)} case(s) could be loaded, e.g. {failed[0]}")
+    if loaded:
+        yield _batch(loaded)
 
 
 def _batch(loaded: list[tuple[torch.Tensor, torch.Tensor, str]]) -> CaseBatch:
