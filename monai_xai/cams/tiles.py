@@ -28,6 +28,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from monai_xai.budgets import check_window
 from monai_xai.cams.sliding_window import _window_pixel_set_source, _WindowPredictor
 
 __all__ = ["TiledNetwork", "TiledWindow", "tile_starts", "tile_importance", "tiled", "tiled_cam", "tiles_per_image"]
@@ -83,6 +84,15 @@ class TiledWindow:
     def roi_size(self) -> tuple[int, ...]:
         """The patch size (the crop a layer is chosen on)."""
         return self.patch_size
+
+    def check_size(self, spatial_dims: int | None = None) -> None:
+        """Refuse tiles above the ``MONAI_XAI_MAX_WINDOW_VOXELS`` budget, as a sliding window's
+        (:func:`~monai_xai.budgets.check_window`; the patch has one size per dim, so ``spatial_dims`` is not needed).
+
+        Raises:
+            BudgetExceeded: the tile's voxels above the cap.
+        """
+        check_window(self.patch_size, spatial_dims, "the tiled window's patch_size")
 
     def mirror_combinations(self) -> list[tuple[int, ...]]:
         """The flipped tensor dims of each mirrored copy (nnU-Net's order: single axes, then pairs, ...)."""

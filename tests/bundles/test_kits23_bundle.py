@@ -146,7 +146,7 @@ def _explain(trained: dict[str, Any], out: Path, overlays: tuple[str, ...], **ov
 @pytest.mark.slow
 def test_explanation_writes_maps_on_both_grids_and_scores_them(trained: dict[str, Any]) -> None:
     out = trained["root"] / "xai"
-    _explain(trained, out, ("explain", "xai_metrics", "mlflow"), mlflow_tracking_uri=f"sqlite:///{out.parent}/ml.db")
+    _explain(trained, out, ("explain", "xai_metrics", "mlflow"), xai_tracking_uri=f"sqlite:///{out.parent}/ml.db")
     summary = (out / "summary.csv").read_text()
     for metric in ("ehr_auc", "heat_diff", "pointing_game", "relevance_mass", "road_combined"):
         assert metric in summary, metric
