@@ -16,6 +16,7 @@ program: the run is ended when the interpreter exits). Only rank 0 logs in a dis
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import time
@@ -34,6 +35,10 @@ from monai.handlers import MLFlowHandler
 __all__ = ["XAIMLflowHandler", "bounded_call", "tracking_server_error"]
 
 T = TypeVar("T")
+
+# MLflow's environment variable naming the tracking store; when set, MONAI's MLFlowHandler uses it instead of its
+# ``tracking_uri`` argument
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 def bounded_call(step: Callable[[], T], timeout: float) -> T:
@@ -87,7 +92,8 @@ class XAIMLflowHandler(MLFlowHandler):
             engine completes and named in the warning when tracking fails.
         tracking_uri: ``sqlite:///<path>/mlruns.db`` (embedded; default ``<output_dir>/mlflow/mlruns.db``, with the
             run artifacts in ``<output_dir>/mlflow/mlruns``; that folder is not logged as an artifact) or
-            ``http://host:port`` of an ``mlflow server``. MLflow 3.x refuses the plain file store.
+            ``http://host:port`` of an ``mlflow server``. MLflow 3.x refuses the plain file store. The environment
+            variable ``MLFLOW_TRACKING_URI``, when set, wins over this argument (as in MONAI's ``MLFlowHandler``).
         params: explanation settings to log as run parameters, e.g. ``{"xai_methods": ["gradcam"],
             "xai_target_layer": "layer4", "road_percentiles": [10, 50, 90]}`` (values are logged as strings).
         experiment_name: MLflow experiment.
@@ -108,7 +114,8 @@ class XAIMLflowHandler(MLFlowHandler):
     ) -> None:
         self.output_dir = Path(output_dir)
         self.tracking_dir = self.output_dir / "mlflow"
-        if tracking_uri is None:
+        environment_uri = os.environ.get(TRACKING_URI_ENV) or None  # MLFlowHandler prefers it to its argument
+        if tracking_uri is None and environment_uri is None:
             self.tracking_dir.mkdir(parents=True, exist_ok=True)
             tracking_uri = f"sqlite:///{(self.tracking_dir / 'mlruns.db').resolve()}"
         # MLFlowHandler reuses the newest unfinished run when run_name is None (e.g. one left by a crash on a
@@ -123,7 +130,7 @@ class XAIMLflowHandler(MLFlowHandler):
             experiment_param={key: str(value) for key, value in (params or {}).items()},
             **kwargs,
         )
-        self.tracking_uri = tracking_uri
+        self.tracking_uri: str = environment_uri or tracking_uri  # the store this run goes to, named in warnings
         self.server_timeout = server_timeout
         self.active = idist.get_rank() == 0
 

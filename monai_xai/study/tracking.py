@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from monai_xai.handlers.mlflow_artifacts import bounded_call, tracking_server_error
@@ -41,15 +44,37 @@ def _key(*parts: str) -> str:
     return ".".join(re.sub(r"[^\w\-./ ]", "_", part) for part in parts)
 
 
-def _experiment_id(client_module, name: str, uri: str) -> str:
-    experiment = client_module.get_experiment_by_name(name)
+def _experiment_id(client, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
         # keep the artifacts next to the database, not in the working directory
         location = (Path(uri[len("sqlite:///") :]).parent / "mlruns").resolve().as_uri()
-    return client_module.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextmanager
+def _run(client, experiment_id: str, name: str, parent_id: str | None = None) -> Iterator[str]:
+    """A run of ``client`` (nested under ``parent_id`` when given) that ends ``FINISHED``, or ``FAILED`` on an error;
+    yields its id."""
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    tags = {MLFLOW_PARENT_RUN_ID: parent_id} if parent_id else None
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    try:
+        yield run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+
+
+def _log_params(client, run_id: str, params: dict[str, object]) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
 
 
 def track_study(spec: StudySpec, report: StudyReport) -> str | None:
@@ -85,13 +110,19 @@ def track_study(spec: StudySpec, report: StudyReport) -> str | None:
 
 
 def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
-    import mlflow
+    """Log the study with a client of its own: ``mlflow.set_tracking_uri`` would set ``MLFLOW_TRACKING_URI`` for the
+    whole process and every program it starts (and MONAI's ``MLFlowHandler`` prefers that variable to its own
+    argument), so a study in a Python session would redirect the tracking of every later run."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
-    experiment_id = _experiment_id(mlflow, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = _experiment_id(client, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, uri)
     summary, sanity = report.tables["summary"], report.tables["sanity"]
-    with mlflow.start_run(experiment_id=experiment_id, run_name=spec.name) as parent:
-        mlflow.log_params(
+    with _run(client, experiment_id, spec.name) as parent_id:
+        _log_params(
+            client,
+            parent_id,
             {
                 "study": spec.name,
                 "study_file": str(spec.source),
@@ -101,12 +132,14 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                 "iou_threshold": spec.iou_mode,
                 "alpha": spec.alpha,
                 "fingerprint": study_fingerprint(spec),
-            }
+            },
         )
-        mlflow.log_artifacts(str(report.folder), artifact_path="report")
+        client.log_artifacts(parent_id, str(report.folder), artifact_path="report")
         for bundle in spec.bundles:
-            with mlflow.start_run(experiment_id=experiment_id, run_name=bundle.name, nested=True):
-                mlflow.log_params(
+            with _run(client, experiment_id, bundle.name, parent_id) as run_id:
+                _log_params(
+                    client,
+                    run_id,
                     {
                         "bundle_path": str(bundle.path),
                         "weights": str(bundle.weights),
@@ -115,7 +148,7 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                         "class": str(bundle.class_idx),
                         "pixel_set": str(bundle.pixel_set),
                         "score": bundle.score,
-                    }
+                    },
                 )
                 rows = summary[summary["bundle"] == bundle.name]
                 metrics = {
@@ -127,5 +160,6 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                     for r in sanity[sanity["bundle"] == bundle.name].itertuples():
                         if not math.isnan(r.spearman):
                             metrics[_key("sanity_spearman", r.layer, r.method)] = float(r.spearman)
-                mlflow.log_metrics(metrics)
-        return parent.info.run_id
+                now = int(time.time() * 1000)
+                client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
+        return parent_id

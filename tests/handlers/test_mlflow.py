@@ -57,3 +57,22 @@ def test_embedded_sqlite_default(tmp_path):
     assert "heat_diff_layercam" in run.data.metrics
     # the tracking folder itself is not logged as an artifact of the run it stores
     assert "xai/mlflow" not in {item.path for item in client.list_artifacts(run.info.run_id, "xai")}
+
+
+def test_the_environment_variable_names_the_store_as_in_monai(tmp_path, monkeypatch):
+    """``MLFLOW_TRACKING_URI`` wins over the argument (MONAI's ``MLFlowHandler`` rule): the run goes there, no
+    embedded store is made, and a warning names the store actually tried."""
+    store = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    output_dir = tmp_path / "xai"
+    explain_with_tracking(output_dir, tracking_uri=None, run_name="from_environment")
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([client.get_experiment_by_name("xai_test").experiment_id])
+    assert run.info.run_name == "from_environment" and "heat_diff_layercam" in run.data.metrics
+    assert not (output_dir / "mlflow").exists()
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
+    with pytest.warns(UserWarning, match=f"MLflow tracking at {closed} is off"):
+        explain_with_tracking(tmp_path / "xai2", f"sqlite:///{tmp_path / 'argument.db'}", run_name="offline")
+    assert not (tmp_path / "argument.db").exists()
