@@ -8,7 +8,8 @@ road_combined (50 %) and deletion (16 steps). Each side loads its bundles with `
 
 - ``plain loop``: what one would write by hand: per bundle, per batch of cases loaded with the bundle's preprocessing
   (``case_batches``), one forward for the explained class, then per (layer, method) one ``CAMExplainer`` call and the
-  study's metrics built from ``XAI_METRICS`` with the study's arguments; values kept in a Python list.
+  study's metrics built from the catalogue (``monai_xai.metrics.METRICS``) with the study's arguments; values kept in
+  a Python list.
 - ``study``: ``run_study(spec, progress=False, report=False)`` into a fresh output folder: the same computation plus
   the SQLite row store, the per-map timing, the per-batch seeding, the case table and the resume bookkeeping. IoU
   uses Otsu thresholds and the sanity check is off, so there is no tuning or randomisation pass. The phantom cases
@@ -66,9 +67,9 @@ from monai.metrics import CumulativeIterationMetric  # noqa: E402
 
 from monai_xai.bundle import load_trained_bundle  # noqa: E402
 from monai_xai.cams import CAMExplainer  # noqa: E402
-from monai_xai.enums import MetricInput  # noqa: E402
-from monai_xai.handlers.xai_metrics import XAI_METRICS, region_mask  # noqa: E402
-from monai_xai.study import SECONDS, StudySpec, StudyStore, load_study, run_study, study_store  # noqa: E402
+from monai_xai.enums import OTSU, IoUThresholdMode, MetricInput  # noqa: E402
+from monai_xai.metrics import SECONDS, get_metric, region_mask  # noqa: E402
+from monai_xai.study import StudySpec, StudyStore, load_study, run_study, study_store  # noqa: E402
 from monai_xai.study import runner as study_runner  # noqa: E402
 from monai_xai.study.cases import StudyCase, batch_indices, case_batches, study_cases  # noqa: E402
 from monai_xai.threads import apply_thread_policy  # noqa: E402
@@ -115,16 +116,13 @@ def build_spec(output_dir: Path, args: argparse.Namespace) -> StudySpec:
 
 
 def _metric_fns(spec: StudySpec, bundle, network: torch.nn.Module) -> dict[str, Any]:
-    """The study's metrics for one bundle, built from XAI_METRICS with the study's arguments."""
+    """The study's metrics for one bundle, built from the catalogue with the study's arguments."""
     fns = {}
     for metric in spec.metrics:
-        metric_spec = XAI_METRICS[metric]
         args = dict(spec.metric_args.get(metric, {}))
-        if metric.startswith("road_"):
-            args.setdefault("score", bundle.score)
         if metric == "iou":
-            args = {"threshold": "otsu" if spec.iou_mode == "otsu" else spec.iou_value}
-        fns[metric] = metric_spec.build(network, **args) if metric_spec.reruns_network else metric_spec.build(**args)
+            args = {"threshold": OTSU if spec.iou_mode == IoUThresholdMode.OTSU else spec.iou_value}
+        fns[metric] = get_metric(metric).create(network, bundle.score, **args)
     return fns
 
 
@@ -155,7 +153,7 @@ def plain_loop(spec: StudySpec, cases: list[StudyCase]) -> list[tuple[str, str, 
             for (layer, method), explainer in explainers.items():
                 maps = explainer(batch.images, class_idx=explained, pixel_set=bundle.pixel_set)[method]
                 for metric, fn in metric_fns.items():
-                    if XAI_METRICS[metric].compares_with == MetricInput.REGION:
+                    if get_metric(metric).compares_with == MetricInput.REGION:
                         values = fn(y_pred=maps, y=region)
                     else:
                         values = fn(y_pred=maps, y=batch.images, class_idx=explained, pixel_set=bundle.pixel_set)
