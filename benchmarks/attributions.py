@@ -12,7 +12,7 @@ and each attribution method:
 
 And a sliding-window attribution (Integrated Gradients; Saliency) of a volume larger than the window vs the sum of the
 times of Captum called directly on each window's crop with its crop of the box (goal <= 1.2x: what the windows
-themselves cost, plus the window's own forward pass, padding and blending).
+themselves cost, plus the first window's forward pass, padding and blending; a box needs no window's prediction).
 
 Times are medians of ``--repeats`` runs after ``--warmup`` runs (``time.perf_counter``, CUDA synchronised). Full sizes
 (96^3, UNet of the spleen bundle, SwinUNETR with 48 features) take long on a CPU; ``--quick`` runs small sizes as a
@@ -274,7 +274,8 @@ def windows_sum(case: Case, method: str, roi_size: int, overlap: float, device: 
 
 
 def sliding_window_rows(args: argparse.Namespace, device: torch.device) -> list[list[str]]:
-    """Our sliding-window attribution of a volume 1.5 windows wide per dim vs the sum of the windows through Captum."""
+    """Our sliding-window attribution of a volume 1.5 windows wide per dim vs the sum of the windows through Captum
+    (Integrated Gradients and Saliency, those of them in ``--methods``)."""
     rows = []
     quick = args.quick
     roi = 32 if quick else 96
@@ -282,7 +283,7 @@ def sliding_window_rows(args: argparse.Namespace, device: torch.device) -> list[
     size = roi * 3 // 2
     case.images = torch.randn(1, 1, size, size, size, device=device)
     case.mask = _box(size, device)
-    for method in ("integrated_gradients", "saliency"):
+    for method in [method for method in ("integrated_gradients", "saliency") if method in args.methods]:
         ours, _ = measure(ours_call(method, case, roi_size=roi), args.repeats, args.warmup, device)
         summed, _ = measure(windows_sum(case, method, roi, 0.25, device), args.repeats, args.warmup, device)
         rows.append(

@@ -306,6 +306,42 @@ def test_the_sliding_window_budget_counts_every_window():
     assert model.rows == 8  # the first batch of windows built its target, nothing ran after it
 
 
+@pytest.mark.parametrize(
+    ("pixel_set", "window_forwards"),
+    [("image", 1), ((slice(0, 24), slice(0, 24), slice(4, 20)), 1), ("pred", 8)],
+    ids=["image", "box", "pred"],
+)
+def test_a_sliding_window_runs_a_window_forward_only_where_the_target_needs_its_prediction(pixel_set, window_forwards):
+    """8 windows of 16^3 over 24^3, one per batch: Saliency runs one forward per window; a given pixel set (every
+    voxel, a box touching every window) needs one more forward in all (the first window's: budget and outputs' shape),
+    the predicted region one per window (each window's own prediction)."""
+    model = _CountingModel(tiny_unet3d()).eval()
+    images = torch.randn(1, 1, 24, 24, 24)
+    AttributionExplainer(model, "saliency", roi_size=16, overlap=0.5, sw_batch_size=1)(
+        images, class_idx=1, pixel_set=pixel_set
+    )
+    assert model.rows == 8 + window_forwards
+
+
+def test_a_window_target_without_its_forward_pass_is_the_same_target():
+    """A voxelwise segmenter predicts the same voxels in a window as in the whole volume, so each window's "pred" (its
+    own forward pass) and the whole volume's prediction given as a mask (no forward pass after the first window) are
+    the same targets: the blended maps agree, for a method of one pass and one of many."""
+    torch.manual_seed(9)
+    model = nn.Sequential(nn.Conv3d(1, 4, 1), nn.Tanh(), nn.Conv3d(4, 3, 1)).double().eval()
+    images = torch.randn(2, 1, 13, 11, 9, dtype=torch.float64)
+    with torch.no_grad():
+        predicted = (model(images).argmax(dim=1, keepdim=True) == 2).double()
+    explainer = AttributionExplainer(
+        model, ("saliency", "integrated_gradients"), settings=SETTINGS, roi_size=(6, 6, 6), sw_batch_size=2
+    )
+    by_prediction = explainer(images, class_idx=2, pixel_set="pred")
+    by_mask = explainer(images, class_idx=2, pixel_set=predicted)
+    for method, value in by_prediction.items():
+        assert value.abs().max() > 0
+        assert (value - by_mask[method]).abs().max() <= 1e-10, method
+
+
 def test_sliding_window_equals_the_whole_image_for_a_voxelwise_network():
     """A 1x1x1 segmenter: a voxel's attribution to any window's sum over its pixel set is the same in every window,
     so the blended map equals the whole-volume map (both blending modes)."""

@@ -11,7 +11,11 @@ With a sliding window (``roi_size``) each window is explained for its own score 
 pixel set), and the signed attributions of the windows are blended with MONAI's ``sliding_window_inference`` exactly
 as a bundle blends its predictions: a voxel's attribution is the blending-weighted mean, over the windows that contain
 it, of its attribution to each window's score (:mod:`monai_xai.cams.sliding_window`). Windows whose crop of the pixel
-set is empty are not run. The budget counts every window. nnU-Net's tiles (``tiles``) are blended the same way as
+set is empty are not run. A window's target needs its own forward pass only when it depends on that window's
+prediction (``"pred"``, or feature groups of the predicted structures); for a given pixel set (a mask, a voxel, a box,
+``"image"``, ``"empty"``) only the first batch of windows runs one (it times the budget's estimate and gives the
+outputs' shape), and every later window goes straight to the method's own passes. The budget counts every window.
+nnU-Net's tiles (``tiles``) are blended the same way as
 nnU-Net blends its predictions (:func:`~monai_xai.cams.tiles.tiled_cam`: Gaussian weights, mirrored copies, folds),
 and the budget counts every tile, mirrored copy and fold.
 
@@ -37,7 +41,7 @@ from monai_xai.cams.attributions.cost import check_budget, estimate_cost
 from monai_xai.cams.attributions.features import feature_groups, groups_per_channel
 from monai_xai.cams.attributions.registry import attribution_method
 from monai_xai.cams.attributions.score import AttributionContext, TargetScore
-from monai_xai.cams.attributions.settings import AttributionSettings
+from monai_xai.cams.attributions.settings import AttributionSettings, FeatureGroups
 from monai_xai.cams.explainer import CAMExplainer, ClassIndex, _check_dtype, _check_images, _forward
 from monai_xai.cams.model_mode import pinned_modes
 from monai_xai.cams.outputs import OutputHandling, ScoredNetwork
@@ -45,7 +49,7 @@ from monai_xai.cams.registry import CAMMethod, get_methods
 from monai_xai.cams.sliding_window import sliding_window_cam
 from monai_xai.cams.targets import ClassSet, ClassTarget, PixelSetSpec, SegmentationTarget, build_target
 from monai_xai.cams.tiles import TiledWindow, tiled_cam, tiles_per_image
-from monai_xai.enums import MethodFamily, ModelMode, Score, as_choice
+from monai_xai.enums import MethodFamily, ModelMode, PixelSet, Score, as_choice
 from monai_xai.utils import preserved_model_state, with_meta_of
 
 __all__ = ["AttributionExplainer", "windows_per_image"]
@@ -136,6 +140,8 @@ class AttributionExplainer:
         self.tiles = tiles
         self._uses_features = any(attribution_method(name).uses_features for name in self.methods)
         self._unchecked_windows: int | None = None
+        # (C_out, *spatial) of one window's outputs, learnt from the sliding window's first forward pass
+        self._window_outputs_shape: tuple[int, ...] | None = None
 
     def __call__(
         self,
@@ -176,7 +182,7 @@ class AttributionExplainer:
                 raise ValueError("outputs are not taken with a sliding window: each window is explained on its own.")
             attributions = self._sliding_window(pixels, class_idx, pixel_set)
         else:
-            attributions, target = self._attribute(pixels, class_idx, pixel_set, True, True, outputs)
+            attributions, target, _ = self._attribute(pixels, class_idx, pixel_set, True, True, outputs)
             _zero_empty(attributions, target)
         if isinstance(images, MetaTensor):
             attributions = {method: with_meta_of(value, images) for method, value in attributions.items()}
@@ -190,10 +196,10 @@ class AttributionExplainer:
         warn_empty: bool,
         budget_images: bool,
         outputs: torch.Tensor | None = None,
-    ) -> tuple[dict[str, torch.Tensor], ClassTarget | SegmentationTarget]:
+    ) -> tuple[dict[str, torch.Tensor], ClassTarget | SegmentationTarget, torch.Size]:
         """Every method's attributions of ``images`` (a batch, or a batch of windows), after one timed forward pass
         (unless ``outputs`` are given) that gives the target, the feature groups and, when ``budget_images``, the
-        budget check."""
+        budget check; with the target and the outputs' shape."""
         with pinned_modes(self.model, self.model_mode), preserved_model_state(self.model):
             for parameter in self.model.parameters():
                 parameter.requires_grad_(False)
@@ -213,7 +219,7 @@ class AttributionExplainer:
             score = TargetScore(self._scored, target)
             with torch.enable_grad():
                 attributions = {record.name: self._run(record, score, images, context) for record in self._records}
-        return attributions, target
+        return attributions, target, outputs.shape
 
     def _check_budget(self, images: torch.Tensor, outputs: torch.Tensor, seconds_per_forward: float | None) -> None:
         """The budget check of the whole call: this batch, or every window of every image (counted by
@@ -242,12 +248,27 @@ class AttributionExplainer:
         self, window_images: torch.Tensor, window_pixel_set: PixelSetSpec, class_idx: int | ClassSet
     ) -> dict[str, torch.Tensor]:
         """Signed attributions (n, C, *roi) of a batch of windows, each for its own score; the first call checks the
-        budget of all windows."""
+        budget of all windows and learns the shape of a window's outputs, which is all that a later window's target
+        takes from them when it does not depend on the prediction (see the module docstring)."""
         budget = self._unchecked_windows is not None
-        attributions, target = self._attribute(window_images, class_idx, window_pixel_set, False, budget)
+        outputs = None
+        if self._window_outputs_shape is not None and self._target_ignores_prediction(window_pixel_set):
+            # only the shape is read: a zero-strided tensor, no forward pass
+            outputs = window_images.new_zeros(()).expand(window_images.shape[0], *self._window_outputs_shape)
+        attributions, target, outputs_shape = self._attribute(
+            window_images, class_idx, window_pixel_set, False, budget, outputs
+        )
         self._unchecked_windows = None
+        self._window_outputs_shape = tuple(outputs_shape[1:])
         _zero_empty(attributions, target)
         return attributions
+
+    def _target_ignores_prediction(self, window_pixel_set: PixelSetSpec) -> bool:
+        """Whether a window's target and feature groups can be built from its outputs' shape alone: a given pixel
+        set (the window's crop of a mask, voxel or box; every voxel; none) and no groups of the predicted
+        structures."""
+        given = isinstance(window_pixel_set, torch.Tensor) or window_pixel_set in (PixelSet.IMAGE, PixelSet.EMPTY)
+        return given and not (self._uses_features and self.settings.features == FeatureGroups.PREDICTION)
 
     def _sliding_window(
         self, images: torch.Tensor, class_idx: ClassIndex, pixel_set: PixelSetSpec
@@ -266,6 +287,7 @@ class AttributionExplainer:
             else windows_per_image(spatial, self.roi_size, self.overlap)
         )
         self._unchecked_windows = images.shape[0] * per_image
+        self._window_outputs_shape = None
         explain_window = partial(self._explain_window, class_idx=class_idx)
         try:
             if self.tiles is not None:
@@ -275,3 +297,4 @@ class AttributionExplainer:
             )
         finally:
             self._unchecked_windows = None
+            self._window_outputs_shape = None
