@@ -1,5 +1,5 @@
-"""Comparing explanation methods on per-case scores: paired t-test, one-way ANOVA with Tukey HSD, and the summary
-table (mean, std, min, max, n) of published XAI comparisons.
+"""Comparing explanation methods on per-case scores: paired t-test, one-way ANOVA with Tukey HSD, the summary table
+(mean, std, min, max, n) of published XAI comparisons, and Kendall's W (do the metrics agree on the methods' order).
 
 This is the edge of the package: scores arrive as torch tensors (or arrays / sequences) and leave as plain Python
 numbers, computed with numpy and scipy. NaN marks a case a metric skipped (see
@@ -23,6 +23,7 @@ __all__ = [
     "MethodSummary",
     "PairedComparison",
     "RankedMethod",
+    "Concordance",
     "paired_t_test",
     "anova_tukey",
     "summary_table",
@@ -31,6 +32,7 @@ __all__ = [
     "holm",
     "paired_comparisons",
     "rank_methods",
+    "kendalls_w",
 ]
 
 Scores = torch.Tensor | np.ndarray | Sequence[float]
@@ -420,3 +422,76 @@ def rank_methods(
             group, leader = group + 1, name
         ranked.append(RankedMethod(method=name, mean=means[name], rank=rank, group=group))
     return ranked
+
+
+@dataclass(frozen=True)
+class Concordance:
+    """Kendall's coefficient of concordance of several rankings of the same items, with its permutation p-value.
+
+    Attributes:
+        w: Kendall's W in [0, 1]: 1 when every ranking is the same, 0 when the rank sums are all equal (no agreement);
+            NaN with fewer than 2 rankings or 2 items.
+        pvalue: the share of ``n_permutations`` random rankings (each ranking's ranks shuffled independently, ties
+            kept) whose W reaches the observed one, ``(1 + count) / (1 + n_permutations)``: the chance of agreement at
+            least this strong among rankings that agree only by luck.
+        n_rankings: the rankings used (those without NaN).
+        n_items: the items ranked.
+        n_dropped: rankings left out for a NaN score.
+    """
+
+    w: float
+    pvalue: float
+    n_rankings: int
+    n_items: int
+    n_dropped: int
+
+
+def _concordance(ranks: np.ndarray, ties: float) -> np.ndarray:
+    """Kendall's W of ``ranks`` (..., m, n): ``12 S / (m^2 (n^3 - n) - m T)`` with ``S`` the sum of squared deviations
+    of the items' rank sums from their mean and ``T`` the tie correction ``sum (t^3 - t)`` over every ranking's tied
+    groups."""
+    m, n = ranks.shape[-2:]
+    sums = ranks.sum(axis=-2)
+    spread = ((sums - sums.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+    return 12.0 * spread / (m**2 * (n**3 - n) - m * ties)
+
+
+def kendalls_w(scores: Scores | Sequence[Sequence[float]], n_permutations: int = 2000, seed: int = 0) -> Concordance:
+    """Kendall's W of the rankings that the rows of ``scores`` give its columns, with a permutation p-value.
+
+    In a study the rows are the metrics (each oriented so that higher is better) and the columns the methods: W says
+    how far the metrics agree on which method is better (Kendall & Babington Smith 1939; tied scores share their mean
+    rank, with the tie correction). The exact relation ``W = chi2_F / (m (n - 1))`` to Friedman's statistic over the
+    m rankings (blocks) of n items holds with the same tie correction.
+
+    Args:
+        scores: (m, n): m rankings (e.g. metrics) of n items (e.g. methods); a row with NaN is left out.
+        n_permutations: random rankings for the p-value (each row's ranks permuted independently).
+        seed: seed of the permutations.
+
+    Raises:
+        ValueError: ``scores`` not 2-D, or ``n_permutations`` below 1.
+    """
+    values = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"scores must be (rankings, items), got shape {values.shape}.")
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be >= 1, got {n_permutations}.")
+    complete = ~np.isnan(values).any(axis=1)
+    values = values[complete]
+    m, n = values.shape
+    dropped = int((~complete).sum())
+    if m < 2 or n < 2:
+        return Concordance(math.nan, math.nan, m, n, dropped)
+    ranks = scipy_stats.rankdata(values, axis=1)
+    ties = 0.0
+    for row in ranks:
+        counts = np.unique(row, return_counts=True)[1].astype(np.float64)
+        ties += float((counts**3 - counts).sum())
+    if m**2 * (n**3 - n) - m * ties <= 0:  # every ranking ties every item: nothing to agree on
+        return Concordance(math.nan, math.nan, m, n, dropped)
+    w = float(_concordance(ranks, ties))
+    generator = np.random.default_rng(seed)
+    shuffled = generator.permuted(np.broadcast_to(ranks, (n_permutations, m, n)), axis=-1)
+    count = int((_concordance(shuffled, ties) >= w - 1e-12).sum())
+    return Concordance(w, (1 + count) / (1 + n_permutations), m, n, dropped)

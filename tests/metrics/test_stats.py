@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from monai_xai.metrics import (
     anova_tukey,
     bootstrap_ci,
     holm,
+    kendalls_w,
     paired_comparisons,
     paired_t_test,
     rank_methods,
@@ -179,3 +181,51 @@ def test_ranking_groups_methods_not_significantly_different():
     assert groups["best"] == groups["tied"] == 1 and groups["worst"] == 2
     lower = rank_methods(scores, paired_comparisons(scores), higher_is_better=False)
     assert lower[0].method == "worst" and lower[0].rank == 1
+
+
+# --- Kendall's W
+
+
+def test_kendalls_w_by_hand():
+    """Identical rankings: W = 1; two opposite rankings: every rank sum is n + 1, W = 0. Three raters of three items
+    by hand: rank sums (3, 6, 9) (mean 6), S = 18, W = 12 * 18 / (9 * 24) = 1."""
+    assert kendalls_w([[1.0, 2.0, 3.0], [10.0, 20.0, 30.0], [0.1, 0.2, 0.3]]).w == pytest.approx(1.0)
+    assert kendalls_w([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]).w == pytest.approx(0.0)
+    # ranks (1, 2, 3), (1, 3, 2), (2, 1, 3): sums (4, 6, 8), S = 8, W = 12 * 8 / (9 * 24) = 4 / 9
+    assert kendalls_w([[1.0, 2.0, 3.0], [1.0, 3.0, 2.0], [2.0, 1.0, 3.0]]).w == pytest.approx(4 / 9)
+
+
+def test_kendalls_w_equals_friedman_with_ties_and_drops_rankings_with_nan():
+    """W = chi2_F / (m (n - 1)) with scipy's tie-corrected Friedman statistic (raters are its blocks)."""
+    generator = np.random.default_rng(3)
+    scores = np.round(generator.normal(size=(6, 5)) + np.arange(5) * 0.5, 1)
+    scores[2, 1] = scores[2, 3]  # a tie
+    with_nan = np.vstack([scores, [np.nan, 1.0, 2.0, 3.0, 4.0]])
+    result = kendalls_w(with_nan)
+    chi2 = scipy_stats.friedmanchisquare(*scores.T).statistic
+    assert result.w == pytest.approx(chi2 / (6 * 4), rel=1e-12)
+    assert (result.n_rankings, result.n_items, result.n_dropped) == (6, 5, 1)
+
+
+def test_kendalls_w_permutation_p_matches_the_exact_distribution():
+    """Two rankings of three items: all 36 pairs of permutations enumerated give the exact p of the observed W."""
+    observed = [[1.0, 2.0, 3.0], [1.0, 3.0, 2.0]]
+    w = kendalls_w(observed).w
+    exact = np.mean(
+        [
+            kendalls_w([list(a), list(b)]).w >= w - 1e-12
+            for a in itertools.permutations((1.0, 2.0, 3.0))
+            for b in itertools.permutations((1.0, 2.0, 3.0))
+        ]
+    )
+    assert kendalls_w(observed, n_permutations=20000, seed=1).pvalue == pytest.approx(exact, abs=0.015)
+    agreeing = np.tile(np.arange(8.0), (5, 1))
+    assert kendalls_w(agreeing, n_permutations=999).pvalue == pytest.approx(1 / 1000)
+
+
+def test_kendalls_w_is_undefined_without_two_rankings_or_two_items():
+    assert math.isnan(kendalls_w([[1.0, 2.0, 3.0]]).w)
+    assert math.isnan(kendalls_w([[1.0], [2.0]]).w)
+    assert math.isnan(kendalls_w([[1.0, 1.0], [2.0, 2.0]]).w)  # every ranking ties everything
+    with pytest.raises(ValueError, match="rankings, items"):
+        kendalls_w([1.0, 2.0])
