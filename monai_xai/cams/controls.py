@@ -79,11 +79,11 @@ def sobel_control(images: torch.Tensor) -> torch.Tensor:
 @register_method("control_random", MethodFamily.CONTROL, needs_gradients=False)
 def random_control(images: torch.Tensor) -> torch.Tensor:
     """Random control: i.i.d. uniform values drawn from :data:`RANDOM_CONTROL_SEED`, so the same noise for every
-    image of a shape and for every network."""
+    image of a shape, wherever it stands in its batch, and for every network."""
     _check_images(images)
     generator = torch.Generator(device=images.device).manual_seed(RANDOM_CONTROL_SEED)
-    maps = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator, device=images.device)
-    return normalize_per_sample(maps)
+    noise = torch.rand((1, 1, *images.shape[2:]), generator=generator, device=images.device)
+    return normalize_per_sample(noise.expand(images.shape[0], -1, *images.shape[2:]).clone())
 
 
 CONTROL_METHODS = ("control_centre_gaussian", "control_sobel", "control_random")

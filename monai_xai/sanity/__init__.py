@@ -12,6 +12,9 @@
   bottom-up randomisation (Binder et al. 2023), sMPRT and eMPRT (Hedstrom et al. 2023), the random-logit test (Sixt
   et al. 2020); the controls of :mod:`monai_xai.cams.controls` must fail them, and a check one passes is marked not
   discriminating for the bundle.
+- :mod:`~monai_xai.sanity.metric_reliability`: :func:`metric_reliability`, whether a metric can rank methods: noise
+  resilience (input noise that keeps the prediction moves it little) and adversary reactivity (a control map moves it
+  more than the noise), after MetaQuantus (Hedstrom et al. 2023); a study reports it for every metric.
 - :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks`, both checks for every CAM method of a MONAI bundle,
   on held-out phantoms (the demo bundles) or on the cases of your own datalist (:mod:`~monai_xai.sanity.cases`),
   giving one :class:`MethodSanity` per method (:mod:`~monai_xai.sanity.results`);
@@ -24,6 +27,13 @@
 
 from monai_xai.sanity.baselines import RANDOM_MAP_KINDS, random_map_baseline, random_saliency_maps
 from monai_xai.sanity.bundle import PHANTOM_CASES, bundle_sanity_checks
+from monai_xai.sanity.metric_reliability import (
+    MAX_NOISE_CHANGE,
+    MetricReliability,
+    metric_reliability,
+    noisy_images,
+    prediction_kept,
+)
 from monai_xai.sanity.randomisation import (
     MAX_RANDOMISATION_SPEARMAN,
     CascadeResult,
@@ -73,6 +83,11 @@ __all__ = [
     "non_discriminating",
     "random_other_class",
     "smoothed_maps",
+    "MAX_NOISE_CHANGE",
+    "MetricReliability",
+    "metric_reliability",
+    "noisy_images",
+    "prediction_kept",
     "save_randomisation_figure",
     "save_cascade_figure",
 ]

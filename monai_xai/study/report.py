@@ -3,19 +3,25 @@
 Written to ``<output_dir>/report/``:
 
 - ``summary.csv``: per bundle x layer x method x metric: cases, undefined cases, mean, std, bootstrap CI of the mean,
-  and whether the method passed the model-randomisation check; ``summary_per_class.csv`` the same per class (the
-  datalist's label, else the explained class).
+  whether the method passed the model-randomisation check and whether the metric passed its reliability check;
+  ``summary_per_class.csv`` the same per class (the datalist's label, else the explained class).
 - ``paired_tests.csv``: per bundle x layer x metric, every pair of methods: paired t-test and Wilcoxon signed-rank
   test with Holm-corrected p values, Cohen's d_z and the rank-biserial correlation.
 - ``ranking.csv``: methods ranked per metric; methods not significantly different (Holm-corrected paired t-test) from
-  their group's leader share its group.
+  their group's leader share its group; ``metric_reliable`` as in ``summary.csv`` (empty: undecided or not checked).
 - ``anova_bundles.csv`` / ``anova_layers.csv``: one-way ANOVA and Tukey HSD across bundles (each at its first
   layer) and across the layers of each bundle, per method x metric.
+- ``reliability.csv``: per bundle x layer x metric, the metric's reliability check (noise change, control change,
+  the Wilcoxon p of the control changing it more than the noise, verdict; :mod:`monai_xai.sanity.metric_reliability`);
+  ``concordance.csv``: per bundle x layer, Kendall's W of the methods' rankings across the metrics, all of them and
+  the reliable ones, with permutation p-values.
 - ``timing.csv``: seconds per case per method; ``sanity.csv``: the randomisation check; ``cases.csv``: predictions;
   ``iou_thresholds.csv``: the IoU thresholds tuned on the validation split (tuned mode); ``failed_cases.csv``: the
   cases that could not be loaded (bundle, case, files, the underlying error), left out of every other table.
 - ``plots/<metric>.png`` (per-case values per method, one panel per bundle and layer), ``plots/timing.png``.
-- ``report.md``: all of it for reading; a method that fails the randomisation check carries a mark in every table.
+- ``report.md``: all of it for reading, opening with "Can these numbers be trusted?" (the checks above and which
+  rankings survive them); a method that fails the randomisation check carries a mark in every table, and so does a
+  metric that fails its reliability check.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from matplotlib.figure import Figure
 from monai_xai.atomic import atomic_path, atomic_write_text
 from monai_xai.enums import IOU, IoUThresholdMode
 from monai_xai.metrics.catalogue import SECONDS, higher_is_better
-from monai_xai.metrics.stats import anova_tukey, bootstrap_ci, paired_comparisons, rank_methods
+from monai_xai.metrics.stats import anova_tukey, bootstrap_ci, kendalls_w, paired_comparisons, rank_methods
+from monai_xai.sanity.metric_reliability import MAX_NOISE_CHANGE, metric_reliability, min_pairs
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
 from monai_xai.study.cases import study_cases
 from monai_xai.study.spec import StudySpec
@@ -44,6 +51,10 @@ __all__ = ["StudyReport", "study_tables", "write_report"]
 
 # mark of a method that fails the model-randomisation check, in every Markdown table
 FAILED_MARK = " ✗"
+# mark of a metric that fails its reliability check, in every Markdown table that ranks by it
+UNRELIABLE_MARK = " ⚠"
+# permutations of the concordance's p-value
+CONCORDANCE_PERMUTATIONS = 2000
 
 
 def _ordered_scores(scores: pd.DataFrame, case_order: list[str]) -> dict[tuple[str, str, str, str], np.ndarray]:
@@ -100,6 +111,76 @@ def _anova_rows(groups: dict[str, np.ndarray], context: dict, confidence_level: 
     ]
 
 
+def _reliability_rows(spec: StudySpec, scores: pd.DataFrame, checked: pd.DataFrame) -> list[dict]:
+    """Per bundle x layer x metric, :func:`~monai_xai.sanity.metric_reliability.metric_reliability` of the stored
+    clean scores against the reliability rows of the same (method, case)."""
+    if not len(checked):
+        return []
+    keys = ["bundle", "layer", "method", "case_id", "metric"]
+    paired = checked.merge(scores[[*keys, "value"]], on=keys, how="inner")
+    rows = []
+    for (bundle, layer, metric), group in paired.groupby(["bundle", "layer", "metric"], sort=False):
+        result = metric_reliability(group["value"], group["noisy"], group["control"], spec.alpha)
+        rows.append(
+            {
+                "bundle": bundle,
+                "layer": layer,
+                "metric": metric,
+                "n_pairs": result.n_pairs,
+                "n_prediction_changed": int(group.loc[group["value"].notna(), "noisy"].isna().sum()),
+                "spread": result.spread,
+                "noise_change": result.noise_change,
+                "control_change": result.control_change,
+                "pvalue": result.pvalue,
+                "resilient": result.resilient,
+                "reactive": result.reactive,
+                "reliable": result.reliable,
+                "verdict": result.verdict,
+            }
+        )
+    return rows
+
+
+def _reliable_metrics(reliability: pd.DataFrame) -> dict[tuple[str, str, str], bool | None]:
+    """``{(bundle, layer, metric): True, False or None (undecided)}`` of the reliability table."""
+    return {
+        (r.bundle, r.layer, r.metric): None if r.reliable is None or r.reliable != r.reliable else bool(r.reliable)
+        for r in reliability.itertuples()
+    }
+
+
+def _concordance_rows(spec: StudySpec, summary: pd.DataFrame, reliable: dict[tuple[str, str, str], bool]) -> list[dict]:
+    """Per bundle x layer, Kendall's W of the methods' mean scores across the metrics (each oriented so that higher
+    is better): all metrics, and the reliable ones when a reliability check ran and found some metric not reliable."""
+    rows = []
+    for bundle in spec.bundles:
+        for layer in bundle.layers:
+            part = summary[(summary["bundle"] == bundle.name) & (summary["layer"] == layer)]
+            means = part[part["metric"] != SECONDS].pivot(index="metric", columns="method", values="mean")
+            if means.empty:
+                continue
+            means = means.reindex(columns=[m for m in spec.methods if m in means.columns])
+            oriented = means.mul([1.0 if higher_is_better(metric) else -1.0 for metric in means.index], axis=0)
+            subsets = {"all": list(oriented.index)}
+            trusted = [m for m in oriented.index if reliable.get((bundle.name, layer, m)) is True]
+            if trusted != subsets["all"] and any((bundle.name, layer, m) in reliable for m in oriented.index):
+                subsets["reliable"] = trusted
+            for name, metrics in subsets.items():
+                result = kendalls_w(oriented.loc[metrics].to_numpy(), CONCORDANCE_PERMUTATIONS, spec.statistics_seed)
+                rows.append(
+                    {
+                        "bundle": bundle.name,
+                        "layer": layer,
+                        "metrics": name,
+                        "n_metrics": result.n_rankings,
+                        "n_methods": result.n_items,
+                        "kendalls_w": result.w,
+                        "pvalue": result.pvalue,
+                    }
+                )
+    return rows
+
+
 def study_tables(spec: StudySpec) -> dict[str, pd.DataFrame]:
     """Every table of the report, computed from the stored rows (see the module docstring)."""
     return _tables(spec)[0]
@@ -110,7 +191,7 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
     store = study_store(spec)
     try:
         scores, cases, sanity = store.table("scores"), store.table("cases"), store.table("sanity")
-        thresholds, failed = store.table("thresholds"), store.table("failed")
+        thresholds, failed, checked = store.table("thresholds"), store.table("failed"), store.table("reliability")
     finally:
         store.close()
     # a case that could not be loaded for some bundle is left out of every table (the methods stay paired)
@@ -122,6 +203,9 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
             f"{failed['case_id'].iloc[0] if len(failed) else '-'}: {failed['reason'].iloc[0] if len(failed) else '-'})."
         )
     scores = scores[scores["method"].isin(spec.methods) & scores["metric"].isin([*spec.metrics, SECONDS])]
+    checked = checked[
+        checked["method"].isin(spec.methods) & checked["metric"].isin(spec.metrics) & checked["case_id"].isin(order)
+    ]
     vectors = _ordered_scores(scores, order)
     metrics = [metric for metric in spec.metrics if any(key[2] == metric for key in vectors)]
 
@@ -182,7 +266,15 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
                     context = {"bundle": bundle.name, "metric": metric, "method": method}
                     across_layers += _anova_rows(groups, context, spec.confidence_level)
 
-    timing = summary[summary["metric"] == SECONDS].drop(columns=["metric", "n_undefined"])
+    reliability = pd.DataFrame(_reliability_rows(spec, scores, checked))
+    reliable = _reliable_metrics(reliability)
+    summary["metric_reliable"] = [reliable.get((r.bundle, r.layer, r.metric)) for r in summary.itertuples()]
+    ranking = [
+        {**row, "metric_reliable": reliable.get((row["bundle"], row["layer"], row["metric"]))} for row in ranking
+    ]
+    concordance = pd.DataFrame(_concordance_rows(spec, summary, reliable))
+
+    timing = summary[summary["metric"] == SECONDS].drop(columns=["metric", "n_undefined", "metric_reliable"])
     timing = timing.rename(columns={"mean": "seconds_per_case", "std": "seconds_std"})
     timing["relative_to_fastest"] = timing["seconds_per_case"] / timing.groupby(["bundle", "layer"])[
         "seconds_per_case"
@@ -196,6 +288,8 @@ def _tables(spec: StudySpec) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, s
         "anova_layers": pd.DataFrame(across_layers),
         "timing": timing.reset_index(drop=True),
         "sanity": sanity_table,
+        "reliability": reliability,
+        "concordance": concordance,
         "cases": cases,
         "iou_thresholds": thresholds.rename(columns={"value": "threshold"}),
         "failed_cases": failed,
@@ -220,6 +314,94 @@ def _number(value: float, digits: int = 4) -> str:
 
 def _method_label(method: str, passed: bool | None) -> str:
     return method + (FAILED_MARK if passed is False else "")
+
+
+def _metric_label(metric: str, reliable: bool | None) -> str:
+    return metric + (UNRELIABLE_MARK if reliable is False else "")
+
+
+def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The report's "Can these numbers be trusted?" section: the randomisation check's count, the metrics'
+    reliability, their agreement (Kendall's W) and, per bundle and layer, the rankings that survive."""
+    sanity, reliability, concordance = tables["sanity"], tables["reliability"], tables["concordance"]
+    lines = ["", "## Can these numbers be trusted?", ""]
+    if len(sanity):
+        failing = sanity[~sanity["passed"]]
+        lines.append(
+            f"**Methods.** {len(sanity) - len(failing)} of {len(sanity)} method x layer pairs pass the "
+            "model-randomisation check (table at the end)"
+            + (f"; the {len(failing)} that fail it carry{FAILED_MARK} everywhere." if len(failing) else ".")
+        )
+    else:
+        lines.append("**Methods.** No model-randomisation check ran (sanity.cases is 0).")
+    lines.append("")
+    if not len(reliability):
+        lines.append(
+            "**Metrics.** No reliability check ran (reliability.cases is 0): every ranking below is unchecked."
+        )
+    else:
+        lines += [
+            f"**Metrics.** Each metric was computed again on the maps of a noisy copy of the first "
+            f"{spec.reliability_cases} cases (Gaussian noise of {spec.reliability_noise:g} x each image's range; a "
+            "case whose prediction changes is left out) and on a random control map in place of each method's. A "
+            f"reliable metric is resilient (the noise moves it by at most {MAX_NOISE_CHANGE} of its spread over the "
+            f"cases and methods, on average) and reactive (the control moves it more than the noise: one-sided "
+            f"Wilcoxon p < {spec.alpha}). A metric that fails carries{UNRELIABLE_MARK} in every table that ranks by "
+            "it; its ranking says as much about the metric as about the methods. With fewer than "
+            f"{min_pairs(spec.alpha)} pairs (cases x methods where the metric is defined) the test cannot reach "
+            f"p < {spec.alpha}: such a metric is undecided, neither marked nor trusted.",
+            "",
+            _markdown_table(
+                ["bundle / layer", "metric", "pairs", "noise change", "control change", "p", "verdict"],
+                (
+                    [
+                        f"{r.bundle} / {r.layer}",
+                        r.metric,
+                        str(r.n_pairs)
+                        + (f" ({r.n_prediction_changed} changed by the noise)" if r.n_prediction_changed else ""),
+                        _number(r.noise_change, 2),
+                        _number(r.control_change, 2),
+                        _number(r.pvalue, 3),
+                        r.verdict,
+                    ]
+                    for r in reliability.itertuples()
+                ),
+            ),
+        ]
+    if len(concordance):
+        lines += [
+            "",
+            "**Agreement.** Kendall's W of the methods' rankings across the metrics (1: every metric orders the "
+            "methods alike; 0: no agreement), p from 2000 random rankings:",
+            "",
+            _markdown_table(
+                ["bundle / layer", "metrics", "W", "p"],
+                (
+                    [
+                        f"{r.bundle} / {r.layer}",
+                        f"{r.metrics} ({r.n_metrics})",
+                        _number(r.kendalls_w, 3),
+                        _number(r.pvalue, 3),
+                    ]
+                    for r in concordance.itertuples()
+                ),
+            ),
+        ]
+    if len(reliability):
+        lines += ["", "**Rankings that survive** (by a reliable metric):", ""]
+        for bundle in spec.bundles:
+            for layer in bundle.layers:
+                part = reliability[(reliability["bundle"] == bundle.name) & (reliability["layer"] == layer)]
+                state = {r.metric: _reliable_metrics(part)[(r.bundle, r.layer, r.metric)] for r in part.itertuples()}
+                kept = [r.metric for r in part.itertuples() if state[r.metric] is True]
+                dropped = [f"{r.metric} ({r.verdict})" for r in part.itertuples() if state[r.metric] is False]
+                unchecked = [r.metric for r in part.itertuples() if state[r.metric] is None]
+                lines.append(
+                    f"- {bundle.name} / {layer}: {', '.join(kept) or 'none'}"
+                    + (f"; not: {', '.join(dropped)}" if dropped else "")
+                    + (f"; undecided (too few pairs): {', '.join(unchecked)}" if unchecked else "")
+                )
+    return lines
 
 
 def _markdown_table(header: list[str], rows: Iterable[list[str]]) -> str:
@@ -296,6 +478,8 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
             lines.append(f"- ... and {len(failed) - 20} more")
     if IOU in metrics:
         lines += ["", f"IoU binarises each map at {iou[spec.iou_mode]}."]
+    lines += _trust_lines(spec, tables)
+    reliable = _reliable_metrics(tables["reliability"])
     for bundle in spec.bundles:
         for layer in bundle.layers:
             part = summary[(summary["bundle"] == bundle.name) & (summary["layer"] == layer)]
@@ -314,7 +498,8 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
                         + (f" ({int(c['n_undefined'])} undefined)" if c["n_undefined"] else "")
                     )
                 rows.append(row)
-            lines.append(_markdown_table(["method", *metrics, "seconds per case"], rows))
+            header = [_metric_label(metric, reliable.get((bundle.name, layer, metric))) for metric in metrics]
+            lines.append(_markdown_table(["method", *header, "seconds per case"], rows))
             ranking = tables["ranking"]
             if len(ranking):
                 lines += ["", "Ranking (methods in one bracket are not significantly different):", ""]
@@ -329,7 +514,8 @@ def _markdown(spec: StudySpec, tables: dict[str, pd.DataFrame], metrics: list[st
                         for _, g in ranked.groupby("group", sort=True)
                     ]
                     better = "higher is better" if higher_is_better(metric) else "lower is better"
-                    lines.append(f"- {metric} ({better}): " + " > ".join(groups))
+                    label = _metric_label(metric, reliable.get((bundle.name, layer, metric)))
+                    lines.append(f"- {label} ({better}): " + " > ".join(groups))
     paired = tables["paired_tests"]
     if len(paired):
         lines += ["", "## Paired tests between methods", ""]

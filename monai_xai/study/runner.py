@@ -10,13 +10,19 @@ confidence for the case table), then per layer and method one timed explanation 
 An input attribution (Integrated Gradients, Occlusion, ...) explains no layer: it is computed and scored once per
 batch and its rows are stored under every layer, so each layer's table compares the CAMs with it.
 Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
+After the scores, the first ``sanity.cases`` cases get the model-randomisation check of every layer and method, and the
+first ``reliability.cases`` the metrics' reliability check: every metric on each method's map of a noisy copy of the
+case (left out where the noise changes the prediction) and on the random control's map
+(:mod:`monai_xai.sanity.metric_reliability`; the report compares both with the stored scores).
 A case that cannot be loaded (a truncated or missing file, a preprocessing error) costs only itself: it is stored
 with its files and the underlying error, left out of the report (which lists it), and tried again on a resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -40,6 +46,7 @@ from monai_xai.explanation import ExplainStep, Explanation, class_probabilities,
 from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import SECONDS, get_metric, region_mask, saliency_iou
 from monai_xai.naming import safe_stem
+from monai_xai.sanity.metric_reliability import noisy_images, prediction_kept
 from monai_xai.sanity.randomisation import model_randomisation_check
 from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, case_stems, study_cases
 from monai_xai.study.report import write_report
@@ -51,6 +58,8 @@ __all__ = ["MAPS_FOLDER", "run_study"]
 
 # where a study writes its maps when asked (StudySpec.maps)
 MAPS_FOLDER = "maps"
+# the map that replaces each method's in the metrics' reliability check (an adversary: it ignores the network)
+CONTROL = "control_random"
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +133,8 @@ class _BundleRun:
         self._metrics: dict[tuple[str, str, str], CumulativeIterationMetric] = {}
         # an input attribution's sanity correlations, per case: the same under every layer
         self._layer_free_sanity: dict[str, dict[str, float]] = {}
+        # the metrics of the random control's map, per (case, metric): the same for every layer and method (IoU aside)
+        self._control_scores: dict[tuple[str, str], float] = {}
 
     def record_failure(self, case: StudyCase, files: list[str], reason: str) -> None:
         """Store (and warn about) a case that cannot be loaded; it is left out."""
@@ -309,6 +320,83 @@ class _BundleRun:
                 (self.bundle.name, layer, method, case.case_id, value) for case, value in zip(batch.cases, correlation)
             )
 
+    # --- metrics' reliability check
+
+    def reliability(self, cases: list[StudyCase], layer: str, method: str) -> None:
+        """Every metric of ``method`` at ``layer`` on the map of a noisy copy of each case (NaN where the noise changes
+        the prediction) and on the random control's map, per case (see :mod:`monai_xai.sanity.metric_reliability`).
+        Batches are fixed by case order and seeded by position, as for the scores, so a resumed or distributed study
+        stores the same values."""
+        metrics = self.spec.metrics
+        todo = self.store.reliability_missing(self.bundle.name, layer, method, [c.case_id for c in cases], metrics)
+        if not todo:
+            return
+        step = self.steps[(layer, method)]
+        batches = [
+            (index, positions)
+            for index, positions in batch_indices(len(cases), self.spec.batch_size)
+            if any(cases[position].case_id in todo for position in positions)
+        ]
+        loaded = case_batches(
+            cases, batches, self.trained.preprocessing, self.bundle.region_key, self.device, self.record_failure
+        )
+        for batch in loaded:
+            prediction = step.predict(self.network, batch.images)
+            noisy = dataclasses.replace(batch, images=self._noisy(batch))
+            noisy_prediction = step.predict(self.network, noisy.images)
+            kept = prediction_kept(prediction, noisy_prediction, step.classes(prediction)).cpu()
+            seed = _batch_seed(self.spec, self.bundle.name, layer, method, "reliability", batch.index)
+            with _seeded(seed, self.device), _quiet_undefined():
+                explanation = step(self.network, noisy.images, prediction=noisy_prediction)
+                noisy_values = {metric: self._score(metric, layer, method, explanation, noisy) for metric in metrics}
+            control = self._control(batch, layer, method, prediction)
+            self.store.add_reliability(
+                (
+                    self.bundle.name,
+                    layer,
+                    method,
+                    case.case_id,
+                    metric,
+                    float(noisy_values[metric][k]) if kept[k] else math.nan,
+                    control[(case.case_id, metric)],
+                )
+                for k, case in enumerate(batch.cases)
+                for metric in metrics
+            )
+
+    def _noisy(self, batch: CaseBatch) -> torch.Tensor:
+        """The batch's images with the reliability check's noise, drawn per case (the same whatever the batching)."""
+        noisy = []
+        for case, image in zip(batch.cases, batch.images):
+            generator = torch.Generator(device=image.device)
+            generator.manual_seed(_batch_seed(self.spec, "reliability noise", self.spec.reliability_seed, case.case_id))
+            noisy.append(noisy_images(image[None], self.spec.reliability_noise, generator))
+        return torch.cat(noisy)
+
+    def _control(
+        self, batch: CaseBatch, layer: str, method: str, prediction: torch.Tensor
+    ) -> dict[tuple[str, str], float]:
+        """``{(case, metric): value}`` of the random control's map, explained as ``method``'s maps are (the same
+        class and pixel set; IoU at ``method``'s threshold, the other metrics computed once per case)."""
+        explanation, iou = None, {}
+        for metric in self.spec.metrics:
+            if metric != IOU and all((case.case_id, metric) in self._control_scores for case in batch.cases):
+                continue
+            if explanation is None:
+                control_step = ExplainStep(self.bundle.request(layer, (CONTROL,)))
+                explanation = control_step(self.network, batch.images, prediction=prediction)
+                explanation = dataclasses.replace(explanation, maps={method: explanation.maps[CONTROL]})
+            seed = _batch_seed(self.spec, self.bundle.name, "reliability control", metric, batch.index)
+            with _seeded(seed, self.device), _quiet_undefined():
+                column = self._score(metric, layer, method, explanation, batch)
+            scores = {(case.case_id, metric): float(column[k]) for k, case in enumerate(batch.cases)}
+            (iou if metric == IOU else self._control_scores).update(scores)
+        return {
+            (case.case_id, metric): (iou if metric == IOU else self._control_scores)[(case.case_id, metric)]
+            for case in batch.cases
+            for metric in self.spec.metrics
+        }
+
 
 def _class_column(classes: int | list[int]) -> int | str:
     """The cases table's explained class: the int, or classes explained together as a config names them."""
@@ -354,6 +442,7 @@ def run_study(
     progress = progress and rank == 0
     cases = study_cases(spec.data, Path(spec.output_dir))
     sanity_cases = cases[: spec.sanity_cases]
+    reliability_cases = cases[: spec.reliability_cases]
     sanity_items = [
         (bundle, layer, method) for bundle in spec.bundles for layer in bundle.layers for method in spec.methods
     ][rank::world_size]
@@ -376,9 +465,11 @@ def run_study(
             )
             for batch in tqdm(loaded, total=len(batches), desc=f"{bundle.name}", disable=not progress):
                 run.run_batch(batch)
-            for item_bundle, layer, method in sanity_items:
-                if item_bundle is bundle:
-                    run.sanity(sanity_cases, layer, method)
+            checks = [(layer, method) for item_bundle, layer, method in sanity_items if item_bundle is bundle]
+            for layer, method in tqdm(checks, desc=f"{bundle.name}: sanity and reliability", disable=not progress):
+                run.sanity(sanity_cases, layer, method)
+                if spec.metrics:
+                    run.reliability(reliability_cases, layer, method)
         _barrier()
     finally:
         store.close()

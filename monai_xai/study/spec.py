@@ -16,6 +16,7 @@ the working directory)::
         "iou_threshold": {"mode": "otsu"},
         "statistics": {"alpha": 0.05, "confidence_level": 0.95, "bootstrap_resamples": 2000, "seed": 0},
         "sanity": {"cases": 8, "seed": 0},
+        "reliability": {"cases": 8, "noise": 0.01, "seed": 0},
         "mlflow": {"tracking_uri": null, "experiment": "monai-xai-studies"},
         "batch_size": 4,
         "seed": 0,
@@ -74,6 +75,7 @@ _KNOWN_KEYS = {
     "iou_threshold",
     "statistics",
     "sanity",
+    "reliability",
     "mlflow",
     "batch_size",
     "seed",
@@ -176,6 +178,9 @@ class StudySpec:
         iou_mode, iou_value, iou_grid: the IoU threshold (see :class:`~monai_xai.enums.IoUThresholdMode`).
         alpha, confidence_level, bootstrap_resamples, statistics_seed: the statistics.
         sanity_cases, sanity_seed: cases of the model-randomisation check per method (0: no check).
+        reliability_cases, reliability_noise, reliability_seed: cases of the metrics' reliability check (0: no check),
+            its input noise (standard deviation as a fraction of each image's intensity range) and the noise's seed
+            (:mod:`monai_xai.sanity.metric_reliability`).
         mlflow: ``{"tracking_uri": ..., "experiment": ...}``, or None for no tracking.
         batch_size: cases per batch; batches are fixed by case order, so results do not depend on ranks.
         seed: seed of every random stream (ROAD's imputation noise), derived per batch.
@@ -201,6 +206,9 @@ class StudySpec:
     statistics_seed: int = 0
     sanity_cases: int = 8
     sanity_seed: int = 0
+    reliability_cases: int = 8
+    reliability_noise: float = 0.01
+    reliability_seed: int = 0
     mlflow: Mapping[str, Any] | None = None
     batch_size: int = 4
     seed: int = 0
@@ -216,6 +224,7 @@ class StudySpec:
             "metric_args": self.metric_args,
             "iou": [self.iou_mode, self.iou_value, list(self.iou_grid)],
             "sanity": [self.sanity_cases, self.sanity_seed],
+            "reliability": [self.reliability_cases, self.reliability_noise, self.reliability_seed],
             "batch_size": self.batch_size,
             "seed": self.seed,
         }
@@ -447,7 +456,13 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     statistics = _section(source, content, "statistics", {"alpha", "confidence_level", "bootstrap_resamples", "seed"})
     sanity = content.get("sanity", {})
     sanity = {"cases": 0} if sanity is False else _section(source, {"sanity": sanity}, "sanity", {"cases", "seed"})
-    numbers = _numbers(source, content, iou, statistics, sanity)
+    reliability = content.get("reliability", {})
+    reliability = (
+        {"cases": 0}
+        if reliability is False
+        else _section(source, {"reliability": reliability}, "reliability", {"cases", "noise", "seed"})
+    )
+    numbers = _numbers(source, content, iou, statistics, sanity, reliability)
     mlflow = content.get("mlflow", {})
     if mlflow is not False:
         mlflow = _section(source, {"mlflow": mlflow}, "mlflow", {"tracking_uri", "experiment"})
@@ -491,8 +506,10 @@ def _numbers(
     iou: Mapping[str, Any],
     statistics: Mapping[str, Any],
     sanity: Mapping[str, Any],
+    reliability: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The study's numbers (IoU threshold and grid, statistics, sanity counts, seeds) as StudySpec fields, each checked
+    """The study's numbers (IoU threshold and grid, statistics, sanity and reliability counts, noise, seeds) as
+    StudySpec fields, each checked
     for its type and range before any bundle is loaded."""
     seed_range = (int, 0, 2**63 - 1)
     probability = {"open_low": True, "open_high": True}
@@ -519,6 +536,11 @@ def _numbers(
         "statistics_seed": _number(source, "'statistics.seed'", statistics.get("seed", 0), *seed_range),
         "sanity_cases": _counted(source, "'sanity.cases'", sanity.get("cases", 8), 0, SANITY_CASES),
         "sanity_seed": _number(source, "'sanity.seed'", sanity.get("seed", 0), *seed_range),
+        "reliability_cases": _counted(source, "'reliability.cases'", reliability.get("cases", 8), 0, SANITY_CASES),
+        "reliability_noise": _number(
+            source, "'reliability.noise'", reliability.get("noise", 0.01), float, 0, 1, **probability
+        ),
+        "reliability_seed": _number(source, "'reliability.seed'", reliability.get("seed", 0), *seed_range),
         "seed": _number(source, "'seed'", content.get("seed", 0), *seed_range),
     }
 

@@ -6,6 +6,9 @@ Tables (all keyed, so a row is written once and a resumed study skips it)::
     cases(bundle, case_id, label, explained_class, predicted_class, confidence)
     thresholds(bundle, layer, method, value)                   tuned IoU thresholds
     sanity(bundle, layer, method, case_id, spearman)           model-randomisation correlation per case
+    reliability(bundle, layer, method, case_id, metric, noisy, control)
+                                                               the metric on the map of the noisy input and on the
+                                                               control map (metrics' reliability check)
     failed(bundle, case_id, files, reason)                     cases that could not be loaded (left out)
     meta(key, value)                                           the study's fingerprint
 
@@ -43,10 +46,13 @@ CREATE TABLE IF NOT EXISTS thresholds (
     bundle TEXT, layer TEXT, method TEXT, value REAL, PRIMARY KEY (bundle, layer, method));
 CREATE TABLE IF NOT EXISTS sanity (
     bundle TEXT, layer TEXT, method TEXT, case_id TEXT, spearman REAL, PRIMARY KEY (bundle, layer, method, case_id));
+CREATE TABLE IF NOT EXISTS reliability (
+    bundle TEXT, layer TEXT, method TEXT, case_id TEXT, metric TEXT, noisy REAL, control REAL,
+    PRIMARY KEY (bundle, layer, method, case_id, metric));
 CREATE TABLE IF NOT EXISTS failed (
     bundle TEXT, case_id TEXT, files TEXT, reason TEXT, PRIMARY KEY (bundle, case_id));
 """
-_TABLES = ("scores", "cases", "thresholds", "sanity", "failed")
+_TABLES = ("scores", "cases", "thresholds", "sanity", "reliability", "failed")
 
 
 class StudyStoreError(RuntimeError):
@@ -179,6 +185,28 @@ class StudyStore:
             )
 
     @_naming_the_file
+    def reliability_missing(
+        self, bundle: str, layer: str, method: str, case_ids: Sequence[str], metrics: Sequence[str]
+    ) -> list[str]:
+        """The case ids that lack a reliability row of some of ``metrics``."""
+        stored = set(
+            self._connection.execute(
+                "SELECT case_id, metric FROM reliability WHERE bundle = ? AND layer = ? AND method = ?",
+                (bundle, layer, method),
+            ).fetchall()
+        )
+        return [case for case in case_ids if any((case, metric) not in stored for metric in metrics)]
+
+    @_naming_the_file
+    def add_reliability(self, rows: Iterable[tuple[str, str, str, str, str, float, float]]) -> None:
+        """Store ``(bundle, layer, method, case_id, metric, noisy, control)`` rows; existing rows stay."""
+        with self._transaction():
+            self._connection.executemany(
+                "INSERT OR IGNORE INTO reliability VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:5], _stored(row[5]), _stored(row[6])) for row in rows],
+            )
+
+    @_naming_the_file
     def add_failed(self, bundle: str, case_id: str, files: str, reason: str) -> None:
         """Record a case that could not be loaded (the latest reason replaces an earlier one)."""
         with self._transaction():
@@ -192,7 +220,7 @@ class StudyStore:
         if name not in _TABLES:
             raise ValueError(f"no table {name!r}; the tables are {', '.join(_TABLES)}.")
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self._connection)
-        for column in ("value", "spearman", "confidence"):
+        for column in ("value", "spearman", "confidence", "noisy", "control"):
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column]).astype(float)
         return frame

@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from monai_xai.handlers.mlflow_artifacts import bounded_call, tracking_server_error
 from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.report import StudyReport
@@ -119,6 +122,7 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, uri)
     summary, sanity = report.tables["summary"], report.tables["sanity"]
+    reliability, concordance = report.tables["reliability"], report.tables["concordance"]
     with _run(client, experiment_id, spec.name) as parent_id:
         _log_params(
             client,
@@ -131,6 +135,8 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                 "metrics": ",".join(spec.metrics),
                 "iou_threshold": spec.iou_mode,
                 "alpha": spec.alpha,
+                "reliability_cases": spec.reliability_cases,
+                "reliability_noise": spec.reliability_noise,
                 "fingerprint": study_fingerprint(spec),
             },
         )
@@ -160,6 +166,25 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
                     for r in sanity[sanity["bundle"] == bundle.name].itertuples():
                         if not math.isnan(r.spearman):
                             metrics[_key("sanity_spearman", r.layer, r.method)] = float(r.spearman)
+                metrics |= _trust_metrics(bundle.name, reliability, concordance)
                 now = int(time.time() * 1000)
                 client.log_batch(run_id, metrics=[Metric(key, value, now, 0) for key, value in metrics.items()])
         return parent_id
+
+
+def _trust_metrics(bundle: str, reliability: pd.DataFrame, concordance: pd.DataFrame) -> dict[str, float]:
+    """The metrics' reliability check (``reliability_noise_change.<metric>.<layer>``, ``..._control_change``, ``...
+    _reliable`` as 1 / 0, left out when undecided) and Kendall's W (``kendalls_w.<all|reliable>.<layer>``) of one
+    bundle, NaN left out."""
+    values: dict[str, float] = {}
+    rows = reliability[reliability["bundle"] == bundle].itertuples() if len(reliability) else ()
+    for r in rows:
+        values[_key("reliability_noise_change", r.metric, r.layer)] = r.noise_change
+        values[_key("reliability_control_change", r.metric, r.layer)] = r.control_change
+        if isinstance(r.reliable, bool | np.bool_):
+            values[_key("reliability_reliable", r.metric, r.layer)] = float(r.reliable)
+    rows = concordance[concordance["bundle"] == bundle].itertuples() if len(concordance) else ()
+    for r in rows:
+        values[_key("kendalls_w", r.metrics, r.layer)] = r.kendalls_w
+        values[_key("kendalls_w_pvalue", r.metrics, r.layer)] = r.pvalue
+    return {key: float(value) for key, value in values.items() if not math.isnan(value)}

@@ -31,6 +31,7 @@ SMALL_STUDY = {
     "metric_args": {"road_combined": {"percentiles": [50]}, "deletion": {"steps": 4}},
     "statistics": {"bootstrap_resamples": 200, "seed": 0},
     "sanity": {"cases": 2, "seed": 0},
+    "reliability": {"cases": 3, "noise": 0.01, "seed": 0},
     "batch_size": 3,
 }
 
@@ -57,13 +58,13 @@ def stored(spec: StudySpec, table: str) -> pd.DataFrame:
         frame = store.table(table)
     finally:
         store.close()
-    keys = [column for column in frame.columns if column not in ("value", "spearman", "confidence")]
+    keys = [column for column in frame.columns if column not in ("value", "spearman", "confidence", "noisy", "control")]
     return frame.sort_values(keys).reset_index(drop=True)
 
 
 def assert_same_values(first: StudySpec, second: StudySpec) -> None:
-    """The two studies stored the same rows (every metric and the randomisation check; times aside)."""
-    for table in ("scores", "cases", "thresholds", "sanity"):
+    """The two studies stored the same rows (every metric, the randomisation and reliability checks; times aside)."""
+    for table in ("scores", "cases", "thresholds", "sanity", "reliability"):
         a, b = stored(first, table), stored(second, table)
         if table == "scores":
             a, b = (frame[frame["metric"] != SECONDS].reset_index(drop=True) for frame in (a, b))

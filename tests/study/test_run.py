@@ -134,8 +134,22 @@ def test_report_page_plots_and_mlflow_runs(finished) -> None:
         "## One-way ANOVA and Tukey HSD across layers",
         "## Time per case",
         "## Model-randomisation check",
+        "## Can these numbers be trusted?",
     ):
         assert heading in page
+    assert page.index("## Can these numbers be trusted?") < page.index(f"## densenet-classifier / {MID}")
+    reliability = pd.read_csv(folder / "reliability.csv")
+    # every bundle, layer and metric checked on 3 cases x 3 methods (a region metric: the cases with a lesion)
+    assert len(reliability) == 3 * len(spec.metrics) and (reliability["n_pairs"] <= 9).all()
+    # 3 cases hold one lesion: a region metric has 3 pairs, too few to decide; the other metrics have 9
+    region = reliability["metric"].isin(["heat_diff", "iou", "pointing_game"])
+    assert reliability[region]["verdict"].str.startswith("undecided").all()
+    assert (reliability[~region]["n_pairs"] == 9).all()
+    for row in reliability[~region].itertuples():  # a metric that fails is marked where it ranks, one that passes not
+        section = page.split(f"## {row.bundle} / {row.layer}")[1].split("\n## ")[0]
+        assert (f"- {row.metric} ⚠ (" in section) == (row.verdict != "reliable")
+    concordance = pd.read_csv(folder / "concordance.csv")
+    assert set(concordance["metrics"]) <= {"all", "reliable"} and (concordance["n_methods"] == 3).all()
     for metric in [*spec.metrics, SECONDS]:
         assert (folder / "plots" / f"{metric}.png").stat().st_size > 10_000
     sanity = pd.read_csv(folder / "sanity.csv")
@@ -155,6 +169,15 @@ def test_report_page_plots_and_mlflow_runs(finished) -> None:
     assert child.data.metrics[f"heat_diff.{LAST}.hirescam"] == pytest.approx(
         summary[("densenet-classifier", "heat_diff", LAST, "hirescam")]
     )
+    reliability = pd.read_csv(folder / "reliability.csv").set_index(["bundle", "metric", "layer"])
+    assert child.data.metrics[f"reliability_control_change.road_combined.{LAST}"] == pytest.approx(
+        reliability.loc[("densenet-classifier", "road_combined", LAST), "control_change"]
+    )
+    concordance = pd.read_csv(folder / "concordance.csv").set_index(["bundle", "metrics", "layer"])
+    assert child.data.metrics[f"kendalls_w.all.{LAST}"] == pytest.approx(
+        concordance.loc[("densenet-classifier", "all", LAST), "kendalls_w"]
+    )
+    assert parents[0].data.params["reliability_cases"] == "3"
     artifacts = {item.path for item in client.list_artifacts(parents[0].info.run_id, "report")}
     assert {"report/report.md", "report/summary.csv", "report/plots"} <= artifacts
 

@@ -49,6 +49,10 @@ def _bundles(tmp_path: Path, **change) -> list[dict]:
         ({"statistics": {"bootstrap_resamples": 2.5}}, "bootstrap_resamples"),
         ({"sanity": {"cases": -1}}, r"'sanity\.cases'"),
         ({"sanity": {"cases": True}}, r"'sanity\.cases'.*got True"),
+        ({"reliability": {"cases": -2}}, r"'reliability\.cases' must be a whole number >= 0, got -2"),
+        ({"reliability": {"noise": 0}}, r"'reliability\.noise' must be a number in \(0, 1\), got 0"),
+        ({"reliability": {"noise": "0.01"}}, r"'reliability\.noise'.*got '0\.01'"),
+        ({"reliability": {"case": 4}}, r"'reliability' has unknown keys \['case'\]"),
         ({"seed": "x"}, r"'seed' must be a whole number"),
         ({"iou_threshold": {"value": 1.5}}, r"'iou_threshold\.value'"),
         ({"iou_threshold": {"mode": "tuned", "grid": []}}, r"'iou_threshold\.grid' must be a non-empty list"),
@@ -149,6 +153,7 @@ def test_store_refuses_rows_of_other_settings(tmp_path: Path) -> None:
     fewer = small_study(tmp_path, methods=["gradcam"], metrics=["road_combined", "deletion"])
     assert fewer.fingerprint() == first.fingerprint()
     assert small_study(tmp_path, metric_args={"deletion": {"steps": 8}}).fingerprint() != first.fingerprint()
+    assert small_study(tmp_path, reliability={"noise": 0.02}).fingerprint() != first.fingerprint()
 
 
 def test_a_resume_never_mixes_rows_of_replaced_files(tmp_path: Path) -> None:
