@@ -33,11 +33,21 @@ MAX_RANDOMISATION_SPEARMAN = 0.5
 
 
 def _average_ranks(values: torch.Tensor) -> torch.Tensor:
-    """(B, N) -> (B, N) float64 ranks 1..N per row; tied values share their average rank (scipy's ``rankdata``)."""
-    ordered = values.sort(dim=1).values
-    below = torch.searchsorted(ordered, values, right=False)
-    up_to = torch.searchsorted(ordered, values, right=True)
-    return (below + up_to + 1).to(torch.float64) / 2
+    """(B, N) -> (B, N) float64 ranks 1..N per row; tied values share their average rank (scipy's ``rankdata``).
+
+    One sort: in sorted order, a run of equal values spans positions ``first .. last`` (a running max of the runs'
+    starts, a running min of their ends from the right) and each of its values gets ``(first + last) / 2 + 1``,
+    scattered back to where the value came from."""
+    ordered, order = values.sort(dim=1)
+    count = values.shape[1]
+    positions = torch.arange(count, device=values.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, positions, 0).cummax(dim=1).values
+    last = torch.where(ends, positions, count - 1).flip(1).cummin(dim=1).values.flip(1)
+    return torch.empty_like(ordered, dtype=torch.float64).scatter_(1, order, (first + last + 2).to(torch.float64) / 2)
 
 
 def spearman_correlation(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
