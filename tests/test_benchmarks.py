@@ -27,6 +27,7 @@ SMALLEST_RUNS = {
     "road": ["--quick"],
     "shared_machine": ["--quick", "--cases", "impute"],
     "study": ["--quick"],
+    "trust": ["--quick", "--repeats", "1", "--samples", "2"],
 }
 
 

@@ -13,8 +13,9 @@
   et al. 2020); the controls of :mod:`monai_xai.cams.controls` must fail them, and a check one passes is marked not
   discriminating for the bundle.
 - :mod:`~monai_xai.sanity.metric_reliability`: :func:`metric_reliability`, whether a metric can rank methods: noise
-  resilience (input noise that keeps the prediction moves it little) and adversary reactivity (a control map moves it
-  more than the noise), after MetaQuantus (Hedstrom et al. 2023); a study reports it for every metric.
+  resilience (input and weight noise that keep the prediction move it little) and adversary reactivity (a control map
+  and a randomised network's map move it more than the noise), after MetaQuantus (Hedstrom et al. 2023); a study
+  reports it for every metric.
 - :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks`, both checks for every CAM method of a MONAI bundle,
   on held-out phantoms (the demo bundles) or on the cases of your own datalist (:mod:`~monai_xai.sanity.cases`),
   giving one :class:`MethodSanity` per method (:mod:`~monai_xai.sanity.results`);
@@ -32,6 +33,7 @@ from monai_xai.sanity.metric_reliability import (
     MetricReliability,
     metric_reliability,
     noisy_images,
+    perturbed_weights,
     prediction_kept,
 )
 from monai_xai.sanity.randomisation import (
@@ -87,6 +89,7 @@ __all__ = [
     "MetricReliability",
     "metric_reliability",
     "noisy_images",
+    "perturbed_weights",
     "prediction_kept",
     "save_randomisation_figure",
     "save_cascade_figure",

@@ -55,6 +55,9 @@ FAILED_MARK = " ✗"
 UNRELIABLE_MARK = " ⚠"
 # permutations of the concordance's p-value
 CONCORDANCE_PERMUTATIONS = 2000
+# the reliability rows' perturbations (store column: name in the report), minor and disruptive
+MINOR_PERTURBATIONS = {"input_noise": "input noise", "model_noise": "model noise"}
+DISRUPTIVE_PERTURBATIONS = {"control": "random map", "randomised": "random model"}
 
 
 def _ordered_scores(scores: pd.DataFrame, case_order: list[str]) -> dict[tuple[str, str, str, str], np.ndarray]:
@@ -120,24 +123,23 @@ def _reliability_rows(spec: StudySpec, scores: pd.DataFrame, checked: pd.DataFra
     paired = checked.merge(scores[[*keys, "value"]], on=keys, how="inner")
     rows = []
     for (bundle, layer, metric), group in paired.groupby(["bundle", "layer", "metric"], sort=False):
-        result = metric_reliability(group["value"], group["noisy"], group["control"], spec.alpha)
-        rows.append(
-            {
-                "bundle": bundle,
-                "layer": layer,
-                "metric": metric,
-                "n_pairs": result.n_pairs,
-                "n_prediction_changed": int(group.loc[group["value"].notna(), "noisy"].isna().sum()),
-                "spread": result.spread,
-                "noise_change": result.noise_change,
-                "control_change": result.control_change,
-                "pvalue": result.pvalue,
-                "resilient": result.resilient,
-                "reactive": result.reactive,
-                "reliable": result.reliable,
-                "verdict": result.verdict,
-            }
-        )
+        minor = {name: group[column] for column, name in MINOR_PERTURBATIONS.items()}
+        disruptive = {name: group[column] for column, name in DISRUPTIVE_PERTURBATIONS.items()}
+        result = metric_reliability(group["value"], minor, disruptive, spec.alpha)
+        defined = group["value"].notna()
+        row = {"bundle": bundle, "layer": layer, "metric": metric, "n_pairs": result.n_pairs}
+        row |= {f"n_{column}_changed": int(group.loc[defined, column].isna().sum()) for column in MINOR_PERTURBATIONS}
+        row |= {"spread": result.spread, "noise_change": result.noise_change}
+        columns = {**MINOR_PERTURBATIONS, **DISRUPTIVE_PERTURBATIONS}
+        row |= {f"{column}_change": result.changes[name] for column, name in columns.items()}
+        row |= {f"pvalue_{column}": result.pvalues[name] for column, name in DISRUPTIVE_PERTURBATIONS.items()}
+        row |= {
+            "resilient": result.resilient,
+            "reactive": result.reactive,
+            "reliable": result.reliable,
+            "verdict": result.verdict,
+        }
+        rows.append(row)
     return rows
 
 
@@ -320,6 +322,21 @@ def _metric_label(metric: str, reliable: bool | None) -> str:
     return metric + (UNRELIABLE_MARK if reliable is False else "")
 
 
+def _weakest(*pvalues: float) -> float:
+    """The largest of the p-values that exist (NaN when none)."""
+    return max((p for p in pvalues if not math.isnan(p)), default=math.nan)
+
+
+def _changed_note(row: object) -> str:
+    """How many of a reliability row's cases each minor perturbation left out (it changed their prediction)."""
+    changed = [
+        f"{count} left out of the {name}"
+        for column, name in MINOR_PERTURBATIONS.items()
+        if (count := getattr(row, f"n_{column}_changed"))
+    ]
+    return f" ({', '.join(changed)})" if changed else ""
+
+
 def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
     """The report's "Can these numbers be trusted?" section: the randomisation check's count, the metrics'
     reliability, their agreement (Kendall's W) and, per bundle and layer, the rankings that survive."""
@@ -341,27 +358,44 @@ def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
         )
     else:
         lines += [
-            f"**Metrics.** Each metric was computed again on the maps of a noisy copy of the first "
-            f"{spec.reliability_cases} cases (Gaussian noise of {spec.reliability_noise:g} x each image's range; a "
-            "case whose prediction changes is left out) and on a random control map in place of each method's. A "
-            f"reliable metric is resilient (the noise moves it by at most {MAX_NOISE_CHANGE} of its spread over the "
-            f"cases and methods, on average) and reactive (the control moves it more than the noise: one-sided "
-            f"Wilcoxon p < {spec.alpha}). A metric that fails carries{UNRELIABLE_MARK} in every table that ranks by "
-            "it; its ranking says as much about the metric as about the methods. With fewer than "
-            f"{min_pairs(spec.alpha)} pairs (cases x methods where the metric is defined) the test cannot reach "
-            f"p < {spec.alpha}: such a metric is undecided, neither marked nor trusted.",
+            f"**Metrics.** Each metric was computed again on the first {spec.reliability_cases} cases after two minor "
+            f"perturbations, Gaussian noise of {spec.reliability_noise:g} x each image's range on the input and "
+            f"multiplicative noise of {spec.reliability_noise:g} on every weight (a case whose prediction one changes "
+            "is left out of it), each case explained again; and after two disruptive ones, a random map in place of "
+            "each method's and the map of the network with every weight re-initialised (for the trained network's "
+            "class). A reliable metric is resilient (the minor perturbations move it by at most "
+            f"{MAX_NOISE_CHANGE} of its spread over the cases and methods, on average) and reactive (each disruptive "
+            f"one moves it more than the minor ones: one-sided Wilcoxon p < {spec.alpha}). A metric that fails "
+            f"carries{UNRELIABLE_MARK} in every table that ranks by it; its ranking says as much about the metric as "
+            f"about the methods. With fewer than {min_pairs(spec.alpha)} pairs (cases x methods where the metric is "
+            f"defined) the test cannot reach p < {spec.alpha}: such a metric is undecided, neither marked nor "
+            "trusted. Changes in units of the metric's spread (minor (mean): each pair's mean over the minor "
+            "perturbations that kept its prediction, averaged); p: the larger of the two tests'.",
             "",
             _markdown_table(
-                ["bundle / layer", "metric", "pairs", "noise change", "control change", "p", "verdict"],
+                [
+                    "bundle / layer",
+                    "metric",
+                    "pairs",
+                    "input noise",
+                    "model noise",
+                    "minor (mean)",
+                    "random map",
+                    "random model",
+                    "p",
+                    "verdict",
+                ],
                 (
                     [
                         f"{r.bundle} / {r.layer}",
                         r.metric,
-                        str(r.n_pairs)
-                        + (f" ({r.n_prediction_changed} changed by the noise)" if r.n_prediction_changed else ""),
+                        str(r.n_pairs) + _changed_note(r),
+                        _number(r.input_noise_change, 2),
+                        _number(r.model_noise_change, 2),
                         _number(r.noise_change, 2),
                         _number(r.control_change, 2),
-                        _number(r.pvalue, 3),
+                        _number(r.randomised_change, 2),
+                        _number(_weakest(r.pvalue_control, r.pvalue_randomised), 3),
                         r.verdict,
                     ]
                     for r in reliability.itertuples()

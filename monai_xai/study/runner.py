@@ -12,8 +12,9 @@ batch and its rows are stored under every layer, so each layer's table compares 
 Metrics undefined for a case (an empty region, an empty pixel set) are stored as NaN and left out of the statistics.
 After the scores, the first ``sanity.cases`` cases get the model-randomisation check of every layer and method, and the
 first ``reliability.cases`` the metrics' reliability check: every metric on each method's map of a noisy copy of the
-case (left out where the noise changes the prediction) and on the random control's map
-(:mod:`monai_xai.sanity.metric_reliability`; the report compares both with the stored scores).
+case and of the network with noisy weights (left out where the noise changes the prediction), on the random control's
+map and on the randomised network's map (:mod:`monai_xai.sanity.metric_reliability`; the report compares them with
+the stored scores).
 A case that cannot be loaded (a truncated or missing file, a preprocessing error) costs only itself: it is stored
 with its files and the underlying error, left out of the report (which lists it), and tried again on a resume.
 """
@@ -46,8 +47,8 @@ from monai_xai.explanation import ExplainStep, Explanation, class_probabilities,
 from monai_xai.handlers.saliency_writer import write_map
 from monai_xai.metrics import SECONDS, get_metric, region_mask, saliency_iou
 from monai_xai.naming import safe_stem
-from monai_xai.sanity.metric_reliability import noisy_images, prediction_kept
-from monai_xai.sanity.randomisation import model_randomisation_check
+from monai_xai.sanity.metric_reliability import noisy_images, perturbed_weights, prediction_kept
+from monai_xai.sanity.randomisation import model_randomisation_check, randomize_weights
 from monai_xai.study.cases import CaseBatch, StudyCase, batch_indices, case_batches, case_stems, study_cases
 from monai_xai.study.report import write_report
 from monai_xai.study.spec import StudyBundle, StudySpec, load_study
@@ -135,6 +136,9 @@ class _BundleRun:
         self._layer_free_sanity: dict[str, dict[str, float]] = {}
         # the metrics of the random control's map, per (case, metric): the same for every layer and method (IoU aside)
         self._control_scores: dict[tuple[str, str], float] = {}
+        # the reliability check's networks: noisy weights, re-initialised weights (made when first needed)
+        self._perturbed: nn.Module | None = None
+        self._randomised: nn.Module | None = None
 
     def record_failure(self, case: StudyCase, files: list[str], reason: str) -> None:
         """Store (and warn about) a case that cannot be loaded; it is left out."""
@@ -323,10 +327,11 @@ class _BundleRun:
     # --- metrics' reliability check
 
     def reliability(self, cases: list[StudyCase], layer: str, method: str) -> None:
-        """Every metric of ``method`` at ``layer`` on the map of a noisy copy of each case (NaN where the noise changes
-        the prediction) and on the random control's map, per case (see :mod:`monai_xai.sanity.metric_reliability`).
-        Batches are fixed by case order and seeded by position, as for the scores, so a resumed or distributed study
-        stores the same values."""
+        """Every metric of ``method`` at ``layer`` after each perturbation of the metrics' reliability check, per case
+        (see :mod:`monai_xai.sanity.metric_reliability`): the map of a noisy copy of the case and the map of the
+        network with noisy weights (NaN where the noise changes the prediction), the random control's map and the map
+        of the randomised network (explaining the trained network's target). Batches are fixed by case order and
+        seeded by position, as for the scores, so a resumed or distributed study stores the same values."""
         metrics = self.spec.metrics
         todo = self.store.reliability_missing(self.bundle.name, layer, method, [c.case_id for c in cases], metrics)
         if not todo:
@@ -342,14 +347,24 @@ class _BundleRun:
         )
         for batch in loaded:
             prediction = step.predict(self.network, batch.images)
-            noisy = dataclasses.replace(batch, images=self._noisy(batch))
-            noisy_prediction = step.predict(self.network, noisy.images)
-            kept = prediction_kept(prediction, noisy_prediction, step.classes(prediction)).cpu()
-            seed = _batch_seed(self.spec, self.bundle.name, layer, method, "reliability", batch.index)
-            with _seeded(seed, self.device), _quiet_undefined():
-                explanation = step(self.network, noisy.images, prediction=noisy_prediction)
-                noisy_values = {metric: self._score(metric, layer, method, explanation, noisy) for metric in metrics}
             control = self._control(batch, layer, method, prediction)
+            target = control.explanation.target  # the trained network's class and pixel set
+            classes = step.classes(prediction)
+            seed = _batch_seed(self.spec, self.bundle.name, layer, method, "reliability", batch.index)
+            values: dict[str, dict[str, torch.Tensor]] = {}
+            with _seeded(seed, self.device), _quiet_undefined():
+                noisy = dataclasses.replace(batch, images=self._noisy(batch))
+                noisy_prediction = step.predict(self.network, noisy.images)
+                explanation = step(self.network, noisy.images, prediction=noisy_prediction)
+                values["input_noise"] = self._scores(layer, method, explanation, noisy)
+                kept = {"input_noise": prediction_kept(prediction, noisy_prediction, classes).cpu()}
+                perturbed = self._perturbed_network()
+                perturbed_prediction = step.predict(perturbed, batch.images)
+                explanation = step(perturbed, batch.images, prediction=perturbed_prediction, target=target)
+                values["model_noise"] = self._scores(layer, method, explanation, batch)
+                kept["model_noise"] = prediction_kept(prediction, perturbed_prediction, classes).cpu()
+                explanation = step(self._randomised_network(), batch.images, target=target)
+                values["randomised"] = self._scores(layer, method, explanation, batch)
             self.store.add_reliability(
                 (
                     self.bundle.name,
@@ -357,12 +372,16 @@ class _BundleRun:
                     method,
                     case.case_id,
                     metric,
-                    float(noisy_values[metric][k]) if kept[k] else math.nan,
-                    control[(case.case_id, metric)],
+                    *(float(values[name][metric][k]) if kept[name][k] else math.nan for name in kept),
+                    control.values[(case.case_id, metric)],
+                    float(values["randomised"][metric][k]),
                 )
                 for k, case in enumerate(batch.cases)
                 for metric in metrics
             )
+
+    def _scores(self, layer: str, method: str, explanation: Explanation, batch: CaseBatch) -> dict[str, torch.Tensor]:
+        return {metric: self._score(metric, layer, method, explanation, batch) for metric in self.spec.metrics}
 
     def _noisy(self, batch: CaseBatch) -> torch.Tensor:
         """The batch's images with the reliability check's noise, drawn per case (the same whatever the batching)."""
@@ -373,29 +392,50 @@ class _BundleRun:
             noisy.append(noisy_images(image[None], self.spec.reliability_noise, generator))
         return torch.cat(noisy)
 
-    def _control(
-        self, batch: CaseBatch, layer: str, method: str, prediction: torch.Tensor
-    ) -> dict[tuple[str, str], float]:
-        """``{(case, metric): value}`` of the random control's map, explained as ``method``'s maps are (the same
-        class and pixel set; IoU at ``method``'s threshold, the other metrics computed once per case)."""
-        explanation, iou = None, {}
+    def _perturbed_network(self) -> nn.Module:
+        """The network with the reliability check's weight noise (made once per bundle)."""
+        if self._perturbed is None:
+            seed = _batch_seed(self.spec, "reliability weights", self.spec.reliability_seed)
+            self._perturbed = perturbed_weights(self.network, self.spec.reliability_noise, seed)
+        return self._perturbed
+
+    def _randomised_network(self) -> nn.Module:
+        """The network with every weight re-initialised, as the randomisation check makes it (once per bundle)."""
+        if self._randomised is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*keep their trained values.*")
+                self._randomised = randomize_weights(self.network, self.spec.sanity_seed)
+        return self._randomised
+
+    def _control(self, batch: CaseBatch, layer: str, method: str, prediction: torch.Tensor) -> _ControlScores:
+        """The random control's map of the batch, explained as ``method``'s maps are (the trained network's class
+        and pixel set), and ``{(case, metric): value}`` of its metrics (IoU at ``method``'s threshold, the other
+        metrics computed once per case)."""
+        explanation = ExplainStep(self.bundle.request(layer, (CONTROL,)))(self.network, batch.images, prediction)
+        explanation = dataclasses.replace(explanation, maps={method: explanation.maps[CONTROL]})
+        iou: dict[tuple[str, str], float] = {}
         for metric in self.spec.metrics:
             if metric != IOU and all((case.case_id, metric) in self._control_scores for case in batch.cases):
                 continue
-            if explanation is None:
-                control_step = ExplainStep(self.bundle.request(layer, (CONTROL,)))
-                explanation = control_step(self.network, batch.images, prediction=prediction)
-                explanation = dataclasses.replace(explanation, maps={method: explanation.maps[CONTROL]})
             seed = _batch_seed(self.spec, self.bundle.name, "reliability control", metric, batch.index)
             with _seeded(seed, self.device), _quiet_undefined():
                 column = self._score(metric, layer, method, explanation, batch)
             scores = {(case.case_id, metric): float(column[k]) for k, case in enumerate(batch.cases)}
             (iou if metric == IOU else self._control_scores).update(scores)
-        return {
+        values = {
             (case.case_id, metric): (iou if metric == IOU else self._control_scores)[(case.case_id, metric)]
             for case in batch.cases
             for metric in self.spec.metrics
         }
+        return _ControlScores(explanation, values)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ControlScores:
+    """The random control's explanation of a batch and its metrics per (case, metric)."""
+
+    explanation: Explanation
+    values: dict[tuple[str, str], float]
 
 
 def _class_column(classes: int | list[int]) -> int | str:

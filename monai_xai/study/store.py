@@ -6,9 +6,9 @@ Tables (all keyed, so a row is written once and a resumed study skips it)::
     cases(bundle, case_id, label, explained_class, predicted_class, confidence)
     thresholds(bundle, layer, method, value)                   tuned IoU thresholds
     sanity(bundle, layer, method, case_id, spearman)           model-randomisation correlation per case
-    reliability(bundle, layer, method, case_id, metric, noisy, control)
-                                                               the metric on the map of the noisy input and on the
-                                                               control map (metrics' reliability check)
+    reliability(bundle, layer, method, case_id, metric, input_noise, model_noise, control, randomised)
+                                                               the metric after each perturbation of the metrics'
+                                                               reliability check (NaN: the prediction changed)
     failed(bundle, case_id, files, reason)                     cases that could not be loaded (left out)
     meta(key, value)                                           the study's fingerprint
 
@@ -28,9 +28,11 @@ import pandas as pd
 from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.spec import StudySpec
 
-__all__ = ["ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "StudyStoreError", "study_store"]
+__all__ = ["RELIABILITY_COLUMNS", "ROWS_FILE", "SCORE_COLUMNS", "StudyStore", "StudyStoreError", "study_store"]
 
 SCORE_COLUMNS = ("bundle", "layer", "method", "case_id", "metric", "value")
+# the reliability table's values: the metric after each perturbation (monai_xai.sanity.metric_reliability)
+RELIABILITY_COLUMNS = ("input_noise", "model_noise", "control", "randomised")
 # the store's file in a study's output folder
 ROWS_FILE = "rows.sqlite"
 
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS thresholds (
 CREATE TABLE IF NOT EXISTS sanity (
     bundle TEXT, layer TEXT, method TEXT, case_id TEXT, spearman REAL, PRIMARY KEY (bundle, layer, method, case_id));
 CREATE TABLE IF NOT EXISTS reliability (
-    bundle TEXT, layer TEXT, method TEXT, case_id TEXT, metric TEXT, noisy REAL, control REAL,
+    bundle TEXT, layer TEXT, method TEXT, case_id TEXT, metric TEXT,
+    input_noise REAL, model_noise REAL, control REAL, randomised REAL,
     PRIMARY KEY (bundle, layer, method, case_id, metric));
 CREATE TABLE IF NOT EXISTS failed (
     bundle TEXT, case_id TEXT, files TEXT, reason TEXT, PRIMARY KEY (bundle, case_id));
@@ -198,12 +201,13 @@ class StudyStore:
         return [case for case in case_ids if any((case, metric) not in stored for metric in metrics)]
 
     @_naming_the_file
-    def add_reliability(self, rows: Iterable[tuple[str, str, str, str, str, float, float]]) -> None:
-        """Store ``(bundle, layer, method, case_id, metric, noisy, control)`` rows; existing rows stay."""
+    def add_reliability(self, rows: Iterable[tuple]) -> None:
+        """Store ``(bundle, layer, method, case_id, metric, input_noise, model_noise, control, randomised)`` rows;
+        existing rows stay."""
         with self._transaction():
             self._connection.executemany(
-                "INSERT OR IGNORE INTO reliability VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(*row[:5], _stored(row[5]), _stored(row[6])) for row in rows],
+                "INSERT OR IGNORE INTO reliability VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*row[:5], *(_stored(value) for value in row[5:9])) for row in rows],
             )
 
     @_naming_the_file
@@ -220,7 +224,7 @@ class StudyStore:
         if name not in _TABLES:
             raise ValueError(f"no table {name!r}; the tables are {', '.join(_TABLES)}.")
         frame = pd.read_sql_query(f"SELECT * FROM {name}", self._connection)
-        for column in ("value", "spearman", "confidence", "noisy", "control"):
+        for column in ("value", "spearman", "confidence", *RELIABILITY_COLUMNS):
             if column in frame:
                 frame[column] = pd.to_numeric(frame[column]).astype(float)
         return frame

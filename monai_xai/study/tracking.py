@@ -25,6 +25,7 @@ from monai_xai.handlers.mlflow_artifacts import bounded_call, tracking_server_er
 from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.report import StudyReport
 from monai_xai.study.spec import StudySpec
+from monai_xai.study.store import RELIABILITY_COLUMNS
 
 __all__ = ["DEFAULT_EXPERIMENT", "tracking_uri", "track_study"]
 
@@ -173,14 +174,14 @@ def _log(spec: StudySpec, report: StudyReport, uri: str) -> str:
 
 
 def _trust_metrics(bundle: str, reliability: pd.DataFrame, concordance: pd.DataFrame) -> dict[str, float]:
-    """The metrics' reliability check (``reliability_noise_change.<metric>.<layer>``, ``..._control_change``, ``...
-    _reliable`` as 1 / 0, left out when undecided) and Kendall's W (``kendalls_w.<all|reliable>.<layer>``) of one
-    bundle, NaN left out."""
+    """The metrics' reliability check (``reliability_<perturbation>_change.<metric>.<layer>`` for the pooled minor
+    ``noise`` and each perturbation, ``reliability_reliable`` as 1 / 0, left out when undecided) and Kendall's W
+    (``kendalls_w.<all|reliable>.<layer>``) of one bundle, NaN left out."""
     values: dict[str, float] = {}
     rows = reliability[reliability["bundle"] == bundle].itertuples() if len(reliability) else ()
     for r in rows:
-        values[_key("reliability_noise_change", r.metric, r.layer)] = r.noise_change
-        values[_key("reliability_control_change", r.metric, r.layer)] = r.control_change
+        for name in ("noise", *RELIABILITY_COLUMNS):
+            values[_key(f"reliability_{name}_change", r.metric, r.layer)] = getattr(r, f"{name}_change")
         if isinstance(r.reliable, bool | np.bool_):
             values[_key("reliability_reliable", r.metric, r.layer)] = float(r.reliable)
     rows = concordance[concordance["bundle"] == bundle].itertuples() if len(concordance) else ()

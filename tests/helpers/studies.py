@@ -15,6 +15,7 @@ import pandas as pd
 
 from monai_xai.metrics import SECONDS
 from monai_xai.study import StudySpec, load_study, study_store
+from monai_xai.study.store import RELIABILITY_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_STUDY = REPO / "configs" / "studies" / "demo_phantoms.json"
@@ -58,7 +59,9 @@ def stored(spec: StudySpec, table: str) -> pd.DataFrame:
         frame = store.table(table)
     finally:
         store.close()
-    keys = [column for column in frame.columns if column not in ("value", "spearman", "confidence", "noisy", "control")]
+    keys = [
+        column for column in frame.columns if column not in ("value", "spearman", "confidence", *RELIABILITY_COLUMNS)
+    ]
     return frame.sort_values(keys).reset_index(drop=True)
 
 

@@ -57,13 +57,17 @@ def test_a_metric_that_ignores_the_map_is_flagged_and_a_faithful_one_passes(brok
     reliability = pd.read_csv(folder / "reliability.csv").set_index("metric")
     assert reliability.loc["region_fraction", "n_pairs"] == 12  # 6 lesion cases x 2 methods
     assert reliability.loc["region_fraction", "control_change"] == 0
-    assert reliability.loc["region_fraction", "verdict"] == "not reactive"
+    assert reliability.loc["region_fraction", "randomised_change"] == 0
+    assert reliability.loc["region_fraction", "verdict"] == "not reactive to random map, random model"
     assert reliability.loc["heat_diff", "verdict"] == "reliable"
-    assert reliability.loc["heat_diff", "noise_change"] < reliability.loc["heat_diff", "control_change"]
+    heat_diff = reliability.loc["heat_diff"]
+    assert heat_diff["noise_change"] < min(heat_diff["control_change"], heat_diff["randomised_change"])
     page = (folder / "report.md").read_text()
     assert "- region_fraction ⚠ (higher is better)" in page and "- heat_diff (higher is better)" in page
     assert "| method | heat_diff | region_fraction ⚠ |" in page
-    assert f"- densenet-classifier / {LAYER}: heat_diff; not: region_fraction (not reactive)" in page
+    assert (
+        f"- densenet-classifier / {LAYER}: heat_diff; not: region_fraction (not reactive to random map, random" in page
+    )
     concordance = pd.read_csv(folder / "concordance.csv").set_index("metrics")
     assert concordance.loc["all", "n_metrics"] == 2 and concordance.loc["reliable", "n_metrics"] == 1
     summary = pd.read_csv(folder / "summary.csv")
