@@ -105,7 +105,9 @@ class SanityCheck(StrEnum):
     - ``BOTTOM_UP``: the lower half of the network re-initialised, from the input up (Binder et al. 2023);
     - ``SMPRT``: maps averaged over noisy copies of the input before comparing (Hedstrom et al. 2023);
     - ``EMPRT``: the maps' entropy must rise when the network is randomised (Hedstrom et al. 2023);
-    - ``RANDOM_LOGIT``: the map of a random other class must differ (Sixt et al. 2020).
+    - ``RANDOM_LOGIT``: the map of a random other class must differ (Sixt et al. 2020);
+    - ``DATA``: data randomisation, the maps of the same network trained on permuted labels must differ (Adebayo et
+      al. 2018); it needs those weights (``permuted_weights``), so ``"all"`` takes it only when they are given.
     """
 
     TOP_DOWN = "top_down"
@@ -113,6 +115,7 @@ class SanityCheck(StrEnum):
     SMPRT = "smprt"
     EMPRT = "emprt"
     RANDOM_LOGIT = "random_logit"
+    DATA = "data"
 
 
 class MetricInput(StrEnum):

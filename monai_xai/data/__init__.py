@@ -22,6 +22,7 @@ from .kits23 import (
     msd_datalist,
     write_kits23_datalist,
 )
+from .permuted import permuted_labels
 from .phantom import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
@@ -88,6 +89,7 @@ __all__ = [
     "DEFAULT_SPACING",
     "PhantomCase",
     "ensure_phantom_dataset",
+    "permuted_labels",
     "generate_phantom",
     "phantom_slice",
     "write_phantom_dataset",

@@ -93,6 +93,7 @@ def bundle_sanity_checks(
     n_noise: int = 8,
     noise_magnitude: float = 0.1,
     bottom_up_fraction: float = 0.5,
+    permuted_weights: str | Path | None = None,
 ) -> list[MethodSanity]:
     """Localisation-vs-random and model-randomisation checks of every CAM method of a bundle.
 
@@ -147,15 +148,19 @@ def bundle_sanity_checks(
             (``<case>_<method>_trained.nii.gz``, ``<case>_<method>_randomised.nii.gz``, on the network's grid with the
             preprocessed image's affine); None: none written.
         checks: the further randomisation checks (:class:`~monai_xai.enums.SanityCheck` names, or ``"all"``):
-            ``top_down``, ``bottom_up``, ``smprt``, ``emprt``, ``random_logit`` (:mod:`monai_xai.sanity.trust`), each
-            a verdict with its bootstrap CI in :attr:`MethodSanity.checks`; None: the top-down Spearman alone, as
-            :attr:`MethodSanity.spearman`.
+            ``top_down``, ``bottom_up``, ``smprt``, ``emprt``, ``random_logit``, ``data``
+            (:mod:`monai_xai.sanity.trust`), each a verdict with its bootstrap CI in :attr:`MethodSanity.checks`; None:
+            the top-down Spearman alone, as :attr:`MethodSanity.spearman`. ``"all"`` takes ``data`` only with
+            ``permuted_weights``.
         controls: with ``checks``, also check the controls (:data:`~monai_xai.cams.CONTROL_METHODS`), which must
             fail: a check one of them passes is not discriminating for this bundle; their rows come last.
         n_noise: sMPRT's maps averaged per case (``n_noise - 1`` noisy copies and the clean image); each costs two
             explanations of every case.
         noise_magnitude: sMPRT's noise standard deviation as a share of each case's intensity range.
         bottom_up_fraction: share of the network's modules (from the input) the bottom-up check re-initialises.
+        permuted_weights: the weights of the same network trained on permuted labels (the ``data`` check), e.g.
+            ``models/permuted_labels/model.pt`` after the bundle's ``train.json`` with ``--permute_labels true``; a
+            relative path is taken from the working directory.
 
     Returns:
         one :class:`MethodSanity` per method, in the order of the methods.
@@ -171,7 +176,17 @@ def bundle_sanity_checks(
         methods=methods, target_layers=target_layer, class_idx=class_idx, pixel_set=pixel_set, score=score
     )
     _check_chosen(settings)
-    trust_checks = _trust_checks(checks)
+    trust_checks = _trust_checks(checks, permuted_weights is not None)
+    permuted_network = None
+    if SanityCheck.DATA in trust_checks:
+        if permuted_weights is None or not Path(permuted_weights).is_file():
+            raise ValueError(
+                f"the data randomisation check needs the weights of {bundle_dir}'s network trained on permuted labels "
+                f"(permuted_weights), got {permuted_weights!r}; train them with the bundle's train.json and "
+                "`--permute_labels true --ckpt_dir <folder>` (see the bundle's docs/README.md)."
+            )
+        permuted_network = load_trained_bundle(bundle_dir, torch_device, weights=Path(permuted_weights).resolve())
+        permuted_network = permuted_network.network
     if trust_checks and controls:
         missing = [control for control in CONTROL_METHODS if control not in settings.methods]
         settings = settings.replace(methods=[*settings.methods, *missing])
@@ -207,7 +222,7 @@ def bundle_sanity_checks(
                 (figure, cascade_figure),
                 bar,
                 maps_dir,
-                TrustSettings(trust_checks, n_noise, noise_magnitude, bottom_up_fraction),
+                TrustSettings(trust_checks, n_noise, noise_magnitude, bottom_up_fraction, permuted_network),
             )
     return [
         MethodSanity(
@@ -234,17 +249,19 @@ class TrustSettings(NamedTuple):
     n_noise: int = 8
     noise_magnitude: float = 0.1
     bottom_up_fraction: float = 0.5
+    permuted_network: nn.Module | None = None
 
 
 NO_TRUST_CHECKS = TrustSettings(())
 
 
-def _trust_checks(checks: Sequence[str] | str | None) -> tuple[SanityCheck, ...]:
-    """The checks named by ``checks``: None: none; ``"all"``: every one; a name or a list of names."""
+def _trust_checks(checks: Sequence[str] | str | None, permuted: bool = False) -> tuple[SanityCheck, ...]:
+    """The checks named by ``checks``: None: none; ``"all"``: every one (``data`` only when ``permuted`` weights are
+    given); a name or a list of names."""
     if checks is None:
         return ()
     if checks == "all":
-        return tuple(SanityCheck)
+        return tuple(check for check in SanityCheck if permuted or check != SanityCheck.DATA)
     names = (checks,) if isinstance(checks, str) else tuple(checks)
     return tuple(dict.fromkeys(as_choice(SanityCheck, name, "checks") for name in names))
 
@@ -337,6 +354,7 @@ def _check_batches(
                 trust.noise_magnitude,
                 bottom_up_fraction=trust.bottom_up_fraction,
                 generator=generator,
+                permuted_network=trust.permuted_network,
             )
             for check, by_method in statistics.items():
                 for method, values in by_method.items():

@@ -56,6 +56,7 @@ _CHECK_HEADINGS = {
     SanityCheck.SMPRT: f"sMPRT: absolute Spearman of noise-smoothed maps {_AT_MOST}",
     SanityCheck.EMPRT: f"eMPRT: relative entropy rise (> {MIN_EMPRT_RISE:g})",
     SanityCheck.RANDOM_LOGIT: f"random logit: absolute Spearman with another class's map {_AT_MOST}",
+    SanityCheck.DATA: f"data: absolute Spearman with the permuted-label network's maps {_AT_MOST}",
 }
 
 

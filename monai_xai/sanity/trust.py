@@ -24,6 +24,10 @@ correlation per case (:func:`rank_agreement`: an inverted map is no less depende
 - random logit (``RANDOM_LOGIT``): Spearman between the map of the explained class and the map of a random other class
   (:func:`random_other_class`) over the same pixel set (a segmenter's) (Sixt et al., ICML 2020, "When Explanations
   Lie: Why Many Modified BP Attributions Fail"). Pass: mean <= 0.5.
+- data randomisation (``DATA``): Spearman between the maps of the trained network and of the same architecture trained
+  on the training set with its labels permuted (Adebayo et al., NeurIPS 2018, section 4.2): a map that stays when
+  the labels no longer mean anything does not show what the network learnt from them. The demo bundles' ``train.json``
+  take ``--permute_labels true`` (:func:`~monai_xai.data.permuted_labels`). Pass: mean <= 0.5.
 
 A control (:mod:`monai_xai.cams.controls`) passes none of them by construction; a check that one passes is not
 discriminating for the bundle (:func:`non_discriminating`).
@@ -233,6 +237,7 @@ def batch_trust_statistics(
     n_bins: int = 100,
     bottom_up_fraction: float = 0.5,
     generator: torch.Generator | None = None,
+    permuted_network: nn.Module | None = None,
 ) -> dict[SanityCheck, dict[str, torch.Tensor]]:
     """Every requested check's per-case statistic of one batch: ``{check: {method: (B,)}}`` (NaN where undefined).
 
@@ -249,6 +254,10 @@ def batch_trust_statistics(
         n_bins: eMPRT's histogram bins (:func:`discrete_entropy`).
         bottom_up_fraction: share of the modules the bottom-up check re-initialises (:func:`bottom_up_randomised`).
         generator: random generator of the noise and the random classes, on the images' device.
+        permuted_network: the same architecture trained on permuted labels (the data randomisation check).
+
+    Raises:
+        ValueError: the data randomisation check without ``permuted_network``.
     """
     methods = list(trained.maps)
     target = trained.target
@@ -277,6 +286,13 @@ def batch_trust_statistics(
             statistics[check] = {
                 method: complexity_rise(trained.maps[method], randomised_maps[method], n_bins) for method in methods
             }
+        elif check == SanityCheck.DATA:
+            if permuted_network is None:
+                raise ValueError(
+                    "the data randomisation check needs the network trained on permuted labels (permuted_weights); "
+                    "the demo bundles train one with `--permute_labels true` (see their docs/README.md)."
+                )
+            statistics[check] = spearman(trained.maps, step(permuted_network, images, target=target).maps)
         elif check == SanityCheck.RANDOM_LOGIT:
             num_classes = trained.prediction.shape[1]
             if target.class_idx.ndim != 1 or num_classes < 2:  # class sets, or a single output: no other class
