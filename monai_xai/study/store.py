@@ -58,6 +58,20 @@ CREATE TABLE IF NOT EXISTS failed (
 _TABLES = ("scores", "cases", "thresholds", "sanity", "reliability", "failed")
 
 
+@functools.cache
+def _expected_columns() -> dict[str, list[str]]:
+    """``{table: column names}`` of the schema this version writes (read from an in-memory copy of it)."""
+    memory = sqlite3.connect(":memory:")
+    try:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            memory.execute(statement)
+        return {
+            table: [row[1] for row in memory.execute(f"PRAGMA table_info({table})")] for table in ("meta", *_TABLES)
+        }
+    finally:
+        memory.close()
+
+
 class StudyStoreError(RuntimeError):
     """The row store's SQLite file could not be read or written (damaged, not a database, locked, read-only, disk
     full): the message names the file, SQLite's error and what to do."""
@@ -116,6 +130,14 @@ class StudyStore:
                 "temperature, datalist or image file); rerun with --overwrite to start again, or choose another "
                 "output_dir."
             )
+        for table, columns in _expected_columns().items():
+            found = [row[1] for row in self._connection.execute(f"PRAGMA table_info({table})")]
+            if found != columns:
+                raise ValueError(
+                    f"{self.path} was written by another version of monai-xai: its table {table!r} has the columns "
+                    f"{found}, this version writes {columns}; rerun with --overwrite to start again, or choose "
+                    "another output_dir."
+                )
 
     def _transaction(self) -> sqlite3.Connection:
         return _Transaction(self._connection)

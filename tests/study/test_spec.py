@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import nibabel as nib
@@ -141,6 +142,23 @@ def test_a_damaged_row_store_is_named_with_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StudyStoreError, match=rf"row store {rows} failed \(DatabaseError: .*malformed"):
         store = StudyStore(rows, study_fingerprint(spec))
         store.table("scores")
+
+
+def test_store_refuses_a_table_of_another_version(tmp_path: Path) -> None:
+    """A store whose table has other columns (the first reliability table had 7) is refused, naming the table."""
+    spec = small_study(tmp_path)
+    rows = tmp_path / "rows.sqlite"
+    connection = sqlite3.connect(rows)
+    connection.execute(
+        "CREATE TABLE reliability (bundle TEXT, layer TEXT, method TEXT, case_id TEXT, metric TEXT, noisy REAL, "
+        "control REAL, PRIMARY KEY (bundle, layer, method, case_id, metric))"
+    )
+    connection.commit()
+    connection.close()
+    with pytest.raises(ValueError, match=r"another version of monai-xai: its table 'reliability'.*--overwrite"):
+        StudyStore(rows, study_fingerprint(spec))
+    rows.unlink()
+    StudyStore(rows, study_fingerprint(spec)).close()  # a new store has the expected tables
 
 
 def test_store_refuses_rows_of_other_settings(tmp_path: Path) -> None:
