@@ -30,14 +30,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 import torch
 import torchvision
+from shared_machine import median_seconds
 
 from monai_xai.enums import SanityCheck
 from monai_xai.explanation import ExplainRequest, ExplainStep, ExplainTarget
@@ -49,17 +47,6 @@ CHECKS = {
     "eMPRT": SanityCheck.EMPRT,
     "sMPRT": SanityCheck.SMPRT,
 }
-
-
-def timed(run: Callable[[], object], repeats: int) -> float:
-    """Median seconds of ``repeats`` runs after one warm-up."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ours(check: SanityCheck, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, samples: int):
@@ -120,8 +107,8 @@ def main() -> None:
     for name, check in CHECKS.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mine = timed(ours(check, model, images, labels, args.samples), args.repeats)
-            other = timed(theirs(check, model, images, labels, args.samples), args.repeats)
+            mine = median_seconds(ours(check, model, images, labels, args.samples), args.repeats, warmup=1)
+            other = median_seconds(theirs(check, model, images, labels, args.samples), args.repeats, warmup=1)
         print(f"| {name} | {mine:.3f} | {other:.3f} | {other / mine:.2f}x |")
 
 

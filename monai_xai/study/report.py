@@ -11,8 +11,9 @@ Written to ``<output_dir>/report/``:
   their group's leader share its group; ``metric_reliable`` as in ``summary.csv`` (empty: undecided or not checked).
 - ``anova_bundles.csv`` / ``anova_layers.csv``: one-way ANOVA and Tukey HSD across bundles (each at its first
   layer) and across the layers of each bundle, per method x metric.
-- ``reliability.csv``: per bundle x layer x metric, the metric's reliability check (noise change, control change,
-  the Wilcoxon p of the control changing it more than the noise, verdict; :mod:`monai_xai.sanity.metric_reliability`);
+- ``reliability.csv``: per bundle x layer x metric, the metric's reliability check (the change under each minor and
+  disruptive perturbation, each disruptive one's Wilcoxon p of changing it more than the minor ones, verdict;
+  :mod:`monai_xai.sanity.metric_reliability`);
   ``concordance.csv``: per bundle x layer, Kendall's W of the methods' rankings across the metrics, all of them and
   the reliable ones, with permutation p-values.
 - ``timing.csv``: seconds per case per method; ``sanity.csv``: the randomisation check; ``cases.csv``: predictions;
@@ -341,6 +342,7 @@ def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
     """The report's "Can these numbers be trusted?" section: the randomisation check's count, the metrics'
     reliability, their agreement (Kendall's W) and, per bundle and layer, the rankings that survive."""
     sanity, reliability, concordance = tables["sanity"], tables["reliability"], tables["concordance"]
+    reliable = _reliable_metrics(reliability)
     lines = ["", "## Can these numbers be trusted?", ""]
     if len(sanity):
         failing = sanity[~sanity["passed"]]
@@ -406,7 +408,7 @@ def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
         lines += [
             "",
             "**Agreement.** Kendall's W of the methods' rankings across the metrics (1: every metric orders the "
-            "methods alike; 0: no agreement), p from 2000 random rankings:",
+            f"methods alike; 0: no agreement), p from {CONCORDANCE_PERMUTATIONS} random rankings:",
             "",
             _markdown_table(
                 ["bundle / layer", "metrics", "W", "p"],
@@ -425,11 +427,14 @@ def _trust_lines(spec: StudySpec, tables: dict[str, pd.DataFrame]) -> list[str]:
         lines += ["", "**Rankings that survive** (by a reliable metric):", ""]
         for bundle in spec.bundles:
             for layer in bundle.layers:
-                part = reliability[(reliability["bundle"] == bundle.name) & (reliability["layer"] == layer)]
-                state = {r.metric: _reliable_metrics(part)[(r.bundle, r.layer, r.metric)] for r in part.itertuples()}
-                kept = [r.metric for r in part.itertuples() if state[r.metric] is True]
-                dropped = [f"{r.metric} ({r.verdict})" for r in part.itertuples() if state[r.metric] is False]
-                unchecked = [r.metric for r in part.itertuples() if state[r.metric] is None]
+                part = list(
+                    reliability[(reliability["bundle"] == bundle.name) & (reliability["layer"] == layer)].itertuples()
+                )
+                kept = [r.metric for r in part if reliable[(r.bundle, r.layer, r.metric)] is True]
+                dropped = [
+                    f"{r.metric} ({r.verdict})" for r in part if reliable[(r.bundle, r.layer, r.metric)] is False
+                ]
+                unchecked = [r.metric for r in part if reliable[(r.bundle, r.layer, r.metric)] is None]
                 lines.append(
                     f"- {bundle.name} / {layer}: {', '.join(kept) or 'none'}"
                     + (f"; not: {', '.join(dropped)}" if dropped else "")

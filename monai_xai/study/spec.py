@@ -301,6 +301,13 @@ def _section(source: str, content: Mapping[str, Any], key: str, known: set[str])
     return dict(value)
 
 
+def _check_section(source: str, content: Mapping[str, Any], key: str, known: set[str]) -> dict[str, Any]:
+    """A check's section (``sanity``, ``reliability``): ``false`` runs no check (0 cases), else as :func:`_section`."""
+    if content.get(key) is False:
+        return {"cases": 0}
+    return _section(source, content, key, known)
+
+
 def _check_methods(source: str, methods: tuple[str, ...]) -> None:
     for method in methods:
         try:
@@ -454,14 +461,8 @@ def study_from_dict(content: Mapping[str, Any], root: Path, source: str = "<dict
     except ValueError as error:
         raise _fail(source, str(error)) from None
     statistics = _section(source, content, "statistics", {"alpha", "confidence_level", "bootstrap_resamples", "seed"})
-    sanity = content.get("sanity", {})
-    sanity = {"cases": 0} if sanity is False else _section(source, {"sanity": sanity}, "sanity", {"cases", "seed"})
-    reliability = content.get("reliability", {})
-    reliability = (
-        {"cases": 0}
-        if reliability is False
-        else _section(source, {"reliability": reliability}, "reliability", {"cases", "noise", "seed"})
-    )
+    sanity = _check_section(source, content, "sanity", {"cases", "seed"})
+    reliability = _check_section(source, content, "reliability", {"cases", "noise", "seed"})
     numbers = _numbers(source, content, iou, statistics, sanity, reliability)
     mlflow = content.get("mlflow", {})
     if mlflow is not False:
