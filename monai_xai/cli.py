@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import math
 import time
 import types
 import typing
@@ -35,44 +34,9 @@ from monai_xai.demo import run_demo
 from monai_xai.nnunet.model import is_nnunet_folder
 from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
 from monai_xai.threads import apply_thread_policy
+from monai_xai.utils import strict_value
 
 __all__ = ["main", "datalist", "describe", "explain", "sanity", "phantom", "study", "strict_value", "typed_command"]
-
-_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-def strict_value(value: Any, kind: type, name: str) -> Any:
-    """A command-line value as ``kind`` (``bool``, ``int`` or ``float``), refused unless it is one.
-
-    python-fire parses ``--flag False`` as a bool but ``--flag false`` as the string ``"false"``, which Python takes as
-    true: a value is therefore read here, strictly (``true/false``, ``yes/no``, ``on/off``, ``1/0`` for a bool; a
-    whole number for an int; a finite number for a float).
-
-    Raises:
-        ValueError: naming ``--name``, what it takes and what it got.
-    """
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower() if isinstance(value, str | int) else None
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError(f"--{name} takes true or false, got {value!r}.")
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-        raise ValueError(f"--{name} takes a whole number, got {value!r}.")
-    if kind is float:
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise ValueError(f"--{name} takes a finite number, got {value!r}.")
-        return number
-    return value
 
 
 def _scalar_kind(annotation: Any) -> type | None:

@@ -13,6 +13,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 __all__ = [
+    "strict_value",
     "with_meta_of",
     "normalize_per_sample",
     "per_sample_index",
@@ -191,3 +192,40 @@ def affine_4x4(affine: Any, spatial_dims: int) -> np.ndarray:
         full[:2, :2], full[:2, 3] = matrix[:2, :2], matrix[:2, 2]
         return full
     raise ValueError(f"the affine must be 4x4 (or 3x3 for a 2D image), got shape {matrix.shape}.")
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def strict_value(value: Any, kind: type, name: str) -> Any:
+    """A command-line value as ``kind`` (``bool``, ``int`` or ``float``), refused unless it is one.
+
+    python-fire parses ``--flag False`` as a bool but ``--flag false`` as the string ``"false"``, which Python takes as
+    true: a value is therefore read here, strictly (``true/false``, ``yes/no``, ``on/off``, ``1/0`` for a bool; a
+    whole number for an int; a finite number for a float).
+
+    Raises:
+        ValueError: naming ``--name``, what it takes and what it got.
+    """
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str | int) else None
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ValueError(f"--{name} takes true or false, got {value!r}.")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise ValueError(f"--{name} takes a whole number, got {value!r}.")
+    if kind is float:
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise ValueError(f"--{name} takes a finite number, got {value!r}.")
+        return number
+    return value

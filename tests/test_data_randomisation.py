@@ -36,13 +36,18 @@ def test_permuted_labels_permute_the_values_and_copy_the_items():
 
 @pytest.mark.parametrize("bundle", [CLASSIFICATION, SEGMENTATION], ids=lambda b: b.name)
 def test_train_json_permutes_the_training_labels_only_when_asked(bundle, tmp_path):
-    def training_list(permute: bool) -> list[dict]:
+    def training_list(permute: bool | str) -> list[dict]:
         parser = ConfigParser()
         parser.read_config(str(bundle / "configs" / "train.json"))
         parser.update({"dataset_dir": str(tmp_path), "phantom": TINY_PHANTOM, "permute_labels": permute})
         return parser.get_parsed_content("train_datalist")
 
     plain, permuted = training_list(False), training_list(True)
+    # python-fire passes `--permute_labels false` as the string "false": read strictly, not by truthiness
+    assert training_list("false") == plain and training_list("true") == permuted
+    with pytest.raises(RuntimeError) as refused:  # MONAI's config parser wraps the strict parse's error
+        training_list("maybe")
+    assert "--permute_labels takes true or false, got 'maybe'" in str(refused.value.__cause__)
     assert [item["image"] for item in permuted] == [item["image"] for item in plain]
     assert sorted(map(str, (item["label"] for item in permuted))) == sorted(map(str, (i["label"] for i in plain)))
     assert [item["label"] for item in permuted] != [item["label"] for item in plain]
