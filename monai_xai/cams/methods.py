@@ -121,14 +121,19 @@ def first_principal_component(features: torch.Tensor) -> torch.Tensor:
         features: (B, K, *spatial) activations (EigenCAM) or gradient-weighted activations (EigenGradCAM).
 
     Returns:
-        (B, 1, *spatial) projection, may be negative.
+        (B, 1, *spatial) projection, may be negative; NaN everywhere for a sample whose features are not all finite
+        (e.g. NaN gradients of a re-initialised network), as the other gradient CAMs give NaN there, where one SVD of
+        the batch would fail for every sample.
     """
     positions = features.flatten(2).transpose(1, 2)
     centred = positions - positions.mean(dim=1, keepdim=True)
+    finite = torch.isfinite(centred).flatten(1).all(dim=1)
+    centred = torch.where(finite[:, None, None], centred, 0.0)
     direction = torch.linalg.svd(centred, full_matrices=False).Vh[:, 0, :]
     projection = (centred @ direction.unsqueeze(-1))[..., 0]
     flip = projection.amin(dim=1).abs() > projection.amax(dim=1).abs()
     projection = torch.where(flip[:, None], -projection, projection)
+    projection = torch.where(finite[:, None], projection, torch.nan)
     return projection.reshape(features.shape[0], 1, *features.shape[2:])
 
 

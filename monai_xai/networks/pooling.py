@@ -32,8 +32,13 @@ class GlobalLPPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *spatial) non-negative features -> (B, C, 1, ..., 1), the spatial dims kept as ones (so a
-        following ``Flatten`` gives (B, C), as after MONAI's adaptive pools)."""
-        return x.pow(self.power).flatten(2).sum(dim=2).pow(1.0 / self.power).reshape(*x.shape[:2], *[1] * (x.ndim - 2))
+        following ``Flatten`` gives (B, C), as after MONAI's adaptive pools).
+
+        The p-norm over the positions: its gradient at an all-zero channel (a dead channel, common once weights are
+        re-initialised in a randomisation check) is zero, where ``x.pow(p).sum().pow(1 / p)`` gives NaN (inf x 0)
+        and every gradient map of the sample with it."""
+        pooled = torch.linalg.vector_norm(x.flatten(2), ord=self.power, dim=2)
+        return pooled.reshape(*x.shape[:2], *[1] * (x.ndim - 2))
 
     def extra_repr(self) -> str:
         return f"power={self.power}"

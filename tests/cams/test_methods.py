@@ -99,6 +99,17 @@ def test_principal_component_sign_matches_pytorch_grad_cam_sign_correction():
     assert (ours.flatten(1).amax(1) >= ours.flatten(1).amin(1).abs()).all()
 
 
+def test_principal_component_of_non_finite_features_is_nan_for_that_sample_only():
+    """NaN gradients in one sample (a re-initialised network) give that sample a NaN map, the others their own map,
+    where one batched SVD would raise for all of them."""
+    features = torch.randn(3, 5, 4, 6)
+    alone = first_principal_component(features[1:])
+    features[0, 2, 1, 1] = float("nan")
+    maps = first_principal_component(features)
+    assert maps[0].isnan().all()
+    torch.testing.assert_close(maps[1:], alone)
+
+
 def test_methods_are_batched_per_sample():
     """Each sample's map from a batch equals the map of that sample alone (no cross-sample reductions)."""
     activations, grads = torch.randn(3, 4, 3, 4, 5), torch.randn(3, 4, 3, 4, 5)

@@ -30,3 +30,16 @@ def test_with_global_lp_pool_keeps_the_parameters_and_pools_by_power():
     torch.testing.assert_close(swapped(images), expected)
     with pytest.raises(ValueError, match="needs a MONAI DenseNet"):
         with_global_lp_pool(torch.nn.Linear(2, 2))
+
+
+def test_a_dead_channel_gets_a_zero_gradient_not_nan():
+    """A channel that is zero everywhere (a re-initialised network's dead ReLU) must not turn every gradient map of its
+    sample into NaN: its gradient is zero, the live channel's is the hand derivative x^(p-1) / ||x||_p^(p-1)."""
+    features = torch.zeros(1, 2, 3, 3)
+    features[0, 0] = torch.arange(1.0, 10.0).reshape(3, 3)
+    features.requires_grad_()
+    GlobalLPPool(4)(features).sum().backward()
+    assert torch.isfinite(features.grad).all() and (features.grad[0, 1] == 0).all()
+    live = features.detach()[0, 0]
+    expected = live**3 / (live**4).sum() ** 0.75
+    torch.testing.assert_close(features.grad[0, 0], expected)
