@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_csv", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_csv", "atomic_write_text", "check_writable"]
 
 
 @contextmanager
@@ -63,3 +63,22 @@ def atomic_write_csv(
     for row in rows:
         writer.writerow([row.get(column, "") for column in columns] if isinstance(row, Mapping) else row)
     return atomic_write_text(path, text.getvalue())
+
+
+def check_writable(path: str | Path, argument: str) -> None:
+    """Fail before any work when ``path`` cannot be written (its folder is created if missing): a long run must not
+    end by losing its result to a read-only or mistyped output path.
+
+    Raises:
+        ValueError: naming ``--<argument>``, the path and the operating system's reason.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(
+            f"--{argument} {path} cannot be written ({error.strerror or error}); choose another path."
+        ) from error

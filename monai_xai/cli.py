@@ -28,11 +28,13 @@ from typing import Any
 import fire
 from monai.bundle import ConfigParser
 
+from monai_xai.atomic import atomic_write_text, check_writable
 from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.nnunet.model import is_nnunet_folder
-from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown
+from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown, sanity_verdicts
+from monai_xai.sanity.tracking import DEFAULT_SANITY_EXPERIMENT, track_sanity
 from monai_xai.threads import apply_thread_policy
 from monai_xai.utils import strict_value
 
@@ -138,12 +140,28 @@ def explain_nnunet_folder(model_folder: str, images: Any = None, output_dir: str
     return typed_command(explain_nnunet)(model_folder, images, output_dir, **options, **request)
 
 
-def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
-    """Both sanity checks of every CAM method of a bundle, as a Markdown table with a line on the run.
+def sanity(
+    bundle_dir: str,
+    mask: str | None = None,
+    verdicts_file: str | None = None,
+    tracking_uri: str | None = None,
+    experiment_name: str = DEFAULT_SANITY_EXPERIMENT,
+    run_name: str | None = None,
+    **options: Any,
+) -> str:
+    """The sanity checks of every method of a bundle, as Markdown tables with a line on the run.
 
     Args:
         bundle_dir: bundle in model-zoo layout with trained weights.
         mask: former name of ``--pixel_set``.
+        verdicts_file: a JSON file for each method's verdicts, ``{method: {check: passed}}``
+            (:func:`~monai_xai.sanity.sanity_verdicts`), which the bundle's ``--xai_sanity`` takes so that the
+            descriptions name the checks each map passed and failed; checked writable before the run.
+        tracking_uri: an MLflow tracking URI (e.g. ``sqlite:///mlruns.db``): the run's settings, each method's
+            statistics and verdicts, the tables and pictures are logged there (:func:`~monai_xai.sanity.track_sanity`);
+            None: not tracked.
+        experiment_name: the MLflow experiment (created when missing).
+        run_name: the MLflow run's name; None: the bundle folder's name.
         options: the arguments of :func:`monai_xai.sanity.bundle_sanity_checks` as flags, e.g. ``--n_cases 16``,
             ``--datalist d.json --data_list_key validation``, ``--methods "['gradcam']" --target_layer layer4``,
             ``--figure randomisation.png``, ``--maps_dir sanity_maps`` (every case's maps of both networks as NIfTI),
@@ -151,6 +169,8 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
     """
     if mask is not None:
         options.setdefault("pixel_set", mask)
+    if verdicts_file is not None:
+        check_writable(verdicts_file, "verdicts_file")
     run = inspect.signature(bundle_sanity_checks).bind(bundle_dir, **options)
     hints = typing.get_type_hints(bundle_sanity_checks)
     for name, value in run.arguments.items():
@@ -172,6 +192,15 @@ def sanity(bundle_dir: str, mask: str | None = None, **options: Any) -> str:
         shown += f"\nCascading randomisation of the first batch: {given['cascade_figure']}"
     if given["maps_dir"]:
         shown += f"\nEvery case's maps, trained and randomised: {given['maps_dir']}"
+    if verdicts_file is not None:
+        atomic_write_text(verdicts_file, json.dumps(sanity_verdicts(summary), indent=2) + "\n")
+        shown += f"\nEach method's verdicts (for --xai_sanity): {verdicts_file}"
+    if tracking_uri is not None:
+        params = {name: value for name, value in given.items() if name not in ("progress", "device")}
+        pictures = [path for path in (given["figure"], given["cascade_figure"]) if path]
+        name = run_name or Path(bundle_dir).resolve().name
+        if track_sanity(summary, tracking_uri, params, name, experiment_name, pictures) is not None:
+            shown += f"\nTracked in MLflow at {tracking_uri}, experiment {experiment_name!r}, run {name!r}"
     return (
         f"{sanity_markdown(summary)}\n\n{cases}, {given['n_draws']} random maps per case and baseline, "
         f"re-initialisation seed {given['randomisation_seed']}; {elapsed:.0f} s.{shown}"

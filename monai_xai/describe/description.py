@@ -72,7 +72,8 @@ class CaseDescription:
         regions: hot regions, largest first.
         overlaps: per named mask, ``(share of the mask covered by the hot area, share of the hot area inside it)``.
         method: CAM method described (for the trust note).
-        sanity_passed: the method's randomisation check for this model, when known.
+        sanity_passed: whether the method passed every randomisation check known for this model (None: none known).
+        sanity_failed: the checks it failed (:class:`~monai_xai.enums.SanityCheck` values), in the order given.
         channel_shares: an input attribution's share per input channel, ``{region: {channel name: share}}``
             (``"image"``: the whole image; else a named mask), in [0, 1]; empty for a CAM.
     """
@@ -90,6 +91,7 @@ class CaseDescription:
     overlaps: dict[str, tuple[float, float]] = field(default_factory=dict)
     method: str | None = None
     sanity_passed: bool | None = None
+    sanity_failed: tuple[str, ...] = ()
     channel_shares: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self, json_safe: bool = False) -> dict[str, Any]:
@@ -106,6 +108,7 @@ class CaseDescription:
             "explained": self.explained,
             "method": self.method,
             "sanity_passed": self.sanity_passed,
+            "sanity_failed": "; ".join(self.sanity_failed),
             "flat": self.flat,
             "threshold": self.threshold,
             "n_regions": len(self.regions),
@@ -216,7 +219,7 @@ def describe(
     atlas: Any = None,
     atlas_names: Mapping[int, str] | None = None,
     method: str | None = None,
-    sanity_passed: bool | None = None,
+    sanity_passed: bool | Mapping[str, bool] | None = None,
     threshold: float | str = 0.5,
     space: str = "RAS",
     axes_2d: str = "xy",
@@ -242,7 +245,9 @@ def describe(
         atlas: (*spatial) integer label map on the map's grid (e.g. AAL registered to the image).
         atlas_names: label -> name (:func:`~monai_xai.describe.read_label_names`); needed with ``atlas``.
         method: the CAM method, named in the trust note.
-        sanity_passed: the method's randomisation check for this model (None: unknown, no note).
+        sanity_passed: the method's randomisation checks for this model, ``{check: passed}`` (checks as
+            :class:`~monai_xai.enums.SanityCheck` values, e.g. from :func:`~monai_xai.describe.read_sanity_verdicts`),
+            or one bool for the top-down check alone; None or empty: unknown, no note.
         threshold: hot voxels: a fraction of the map's range (0.5: at least half way from its minimum to its peak) or
             ``"otsu"``.
         space: world axes of the affine, ``"RAS"`` (nibabel, MONAI) or ``"LPS"`` (ITK, DICOM).
@@ -326,9 +331,9 @@ def describe(
             sentences.append(wording.atlas.format(items=wording.join(items)).lstrip())
     named_shares = _named_channel_shares(channel_shares or {}, channel_names, wording)
     sentences += _channel_sentences(named_shares, wording)
-    if sanity_passed is not None and method:
-        note = wording.sanity_passed if sanity_passed else wording.sanity_failed
-        sentences.append(note.format(method=method).lstrip())
+    verdicts = {"top_down": sanity_passed} if isinstance(sanity_passed, bool) else dict(sanity_passed or {})
+    if verdicts and method:
+        sentences.append(_trust_note(method, verdicts, wording))
     return CaseDescription(
         text=" ".join(sentences),
         predicted=predicted,
@@ -342,9 +347,29 @@ def describe(
         regions=tuple(regions),
         overlaps=overlaps,
         method=method,
-        sanity_passed=sanity_passed,
+        sanity_passed=all(verdicts.values()) if verdicts else None,
+        sanity_failed=tuple(check for check, passed in verdicts.items() if not passed),
         channel_shares=named_shares,
     )
+
+
+def _trust_note(method: str, verdicts: Mapping[str, bool], wording: Wording) -> str:
+    """The sentence(s) on the method's randomisation checks: those it failed, with a caution, and those it passed."""
+
+    def named(checks: list[str]) -> tuple[str, str]:
+        words = wording.check_words[0] if len(checks) == 1 else wording.check_words[1]
+        return words, wording.join([wording.check_names.get(check, check) for check in checks])
+
+    passed = [check for check, result in verdicts.items() if result]
+    failed = [check for check, result in verdicts.items() if not result]
+    if not failed:
+        words, names = named(passed)
+        return wording.sanity_passed.format(method=method, checks=words, names=names).lstrip()
+    words, names = named(failed)
+    risks = [wording.sanity_risk_weights] if any(check != "random_logit" for check in failed) else []
+    risks += [wording.sanity_risk_class] if "random_logit" in failed else []
+    note = wording.sanity_failed.format(method=method, checks=words, names=names, risks="; ".join(risks)).lstrip()
+    return note + (wording.sanity_also_passed.format(names=named(passed)[1]) if passed else "")
 
 
 def _named_channel_shares(

@@ -57,10 +57,23 @@ class Wording:
     channel_item: str = "{name} {percent:.0f}%"
     channel_name: str = "channel {index}"
     flat: str = "No focus: the map is flat."
-    sanity_passed: str = " The {method} map passed the randomisation check for this model."
-    sanity_failed: str = (
-        " Caution: the {method} map failed the randomisation check for this model; it may not depend on what the "
-        "model learned."
+    sanity_passed: str = " The {method} map passed the randomisation {checks} for this model: {names}."
+    sanity_failed: str = " Caution: the {method} map failed the randomisation {checks} {names} for this model; {risks}."
+    # what a failure means: the random-logit check asks whether the map follows the class, the others whether it
+    # follows the weights (or, for the data check, what the labels taught them)
+    sanity_risk_weights: str = "it may not depend on what the model learned"
+    sanity_risk_class: str = "it may not tell the explained class from the others"
+    sanity_also_passed: str = " It passed {names}."
+    check_words: tuple[str, str] = ("check", "checks")
+    check_names: dict[str, str] = field(
+        default_factory=lambda: {
+            "top_down": "top-down",
+            "bottom_up": "bottom-up",
+            "smprt": "sMPRT",
+            "emprt": "eMPRT",
+            "random_logit": "random logit",
+            "data": "data randomisation",
+        }
     )
     size_words: dict[str, str] = field(default_factory=lambda: {"small": "small", "medium": "medium", "large": "large"})
     shape_words: dict[str, str] = field(

@@ -29,7 +29,7 @@ from monai.utils import CommonKeys
 from torch import nn
 
 from monai_xai.cams.attributions import channel_shares
-from monai_xai.describe import WHOLE_IMAGE, CaseDescription, describe
+from monai_xai.describe import WHOLE_IMAGE, CaseDescription, describe, read_sanity_verdicts
 from monai_xai.describe.description import is_distribution
 from monai_xai.enums import EXPLAINED_CLASS, CaseName, XAIKeys, as_choice, attribution_key, saliency_key, seconds_key
 from monai_xai.handlers.engine_data import case_value, engine_cases, metric_keys
@@ -140,8 +140,10 @@ class XAIRecorder:
         image_key: output/batch key of the input image (its file names the case; its affine sizes the descriptions).
         overwrite: replace the results of an earlier run in ``output_dir`` (else such a folder is refused).
         class_names: names of the classes in index order, for the descriptions (default: the class indices).
-        sanity: ``{method: passed}``, each method's randomisation check for this model when it is known (e.g. from
-            ``monai-xai sanity``): the descriptions then say whether the map can be trusted to depend on the model.
+        sanity: each method's randomisation checks for this model when they are known: ``{method: {check:
+            passed}}``, ``{method: passed}`` (the top-down check), or the path of the JSON file ``monai-xai sanity
+            --verdicts_file`` wrote (read by :func:`~monai_xai.describe.read_sanity_verdicts`, which refuses a
+            malformed one before the first case): the descriptions then say which checks the map passed and failed.
         case_name: ``"file"``: cases are named after their image file (without extension); ``"folder"``: after the
             folder holding it, for data sets whose images all share one name (KiTS23's ``case_XXXXX/imaging.nii.gz``).
             Names are made safe as file names and unique (:class:`~monai_xai.naming.CaseNames`: ``../x`` becomes
@@ -162,7 +164,7 @@ class XAIRecorder:
         image_key: str = CommonKeys.IMAGE,
         overwrite: bool = False,
         class_names: Sequence[str] | None = None,
-        sanity: Mapping[str, bool] | None = None,
+        sanity: Mapping[str, bool | Mapping[str, bool]] | str | Path | None = None,
         case_name: CaseName | str = CaseName.FILE,
         region_key: str | None = None,
         region_value: int | str | None = EXPLAINED_CLASS,
@@ -175,7 +177,7 @@ class XAIRecorder:
         self.image_key = image_key
         self.overwrite = overwrite
         self.class_names = list(class_names) if class_names is not None else None
-        self.sanity = dict(sanity or {})
+        self.sanity = read_sanity_verdicts(sanity)
         self.case_name = as_choice(CaseName, case_name, "case_name (xai_case_name)")
         self.region_key = region_key
         self.region_value = region_value

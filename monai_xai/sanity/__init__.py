@@ -19,10 +19,13 @@
 - :mod:`~monai_xai.sanity.bundle`: :func:`bundle_sanity_checks`, both checks for every CAM method of a MONAI bundle,
   on held-out phantoms (the demo bundles) or on the cases of your own datalist (:mod:`~monai_xai.sanity.cases`),
   giving one :class:`MethodSanity` per method (:mod:`~monai_xai.sanity.results`);
-  :mod:`~monai_xai.sanity.report` writes them as a Markdown table and pictures. Command line (``monai_xai.cli``)::
+  :mod:`~monai_xai.sanity.report` writes them as a Markdown table and pictures; :func:`sanity_verdicts` gives each
+  method's verdicts for a bundle's ``xai_sanity`` (the descriptions' trust note) and
+  :mod:`~monai_xai.sanity.tracking` logs a run to MLflow (:func:`track_sanity`). Command line (``monai_xai.cli``)::
 
       monai-xai sanity bundles/lesion_classification_3d --n_cases 16 --figure randomisation.png
       monai-xai sanity bundles/lesion_classification_3d --n_cases 4 --methods "['gradcam','eigencam']" --checks all
+      monai-xai sanity <bundle> --checks all --verdicts_file sanity.json --tracking_uri sqlite:///mlruns.db
       python -m monai_xai.sanity <bundle> --datalist datalist.json --data_list_key validation --target_layer layer4
 """
 
@@ -46,7 +49,8 @@ from monai_xai.sanity.randomisation import (
     spearman_correlation,
 )
 from monai_xai.sanity.report import sanity_markdown, save_cascade_figure, save_randomisation_figure, trust_markdown
-from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
+from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity, sanity_verdicts
+from monai_xai.sanity.tracking import track_sanity
 from monai_xai.sanity.trust import (
     MIN_EMPRT_RISE,
     CheckVerdict,
@@ -73,6 +77,8 @@ __all__ = [
     "CascadeResult",
     "cascading_randomisation",
     "MethodSanity",
+    "sanity_verdicts",
+    "track_sanity",
     "bundle_sanity_checks",
     "sanity_markdown",
     "trust_markdown",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from monai_xai.cams import get_method
 from monai_xai.enums import MethodFamily, SanityCheck
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
-from monai_xai.sanity.trust import CheckVerdict
+from monai_xai.sanity.trust import CheckVerdict, non_discriminating
 
-__all__ = ["MIN_LOCALISATION_RATIO", "MethodSanity"]
+__all__ = ["MIN_LOCALISATION_RATIO", "MethodSanity", "sanity_verdicts"]
 
 # Acceptance figure: a gradient CAM's mean localisation score must be at least this multiple of a random map's.
 MIN_LOCALISATION_RATIO = 2.0
@@ -70,3 +71,24 @@ class MethodSanity:
     def randomisation_passed(self) -> bool:
         # NaN (every case constant) compares False: no evidence that the map depends on the weights.
         return self.spearman <= MAX_RANDOMISATION_SPEARMAN
+
+
+def sanity_verdicts(summary: Sequence[MethodSanity]) -> dict[str, dict[str, bool]]:
+    """``{method: {check: passed}}`` of the checked methods (not the controls), as a bundle's ``xai_sanity`` and
+    :func:`~monai_xai.describe.read_sanity_verdicts` take them (checks as :class:`~monai_xai.enums.SanityCheck`
+    values).
+
+    With further checks (``checks``), each method gets those that discriminate for this bundle: a check that a
+    control passed says nothing and is left out. Without, each gets the top-down check alone (its Spearman,
+    :attr:`MethodSanity.randomisation_passed`).
+    """
+    passed_by_control = non_discriminating({row.method: row.checks for row in summary})
+    return {
+        row.method: (
+            {check.value: verdict.passed for check, verdict in row.checks.items() if check not in passed_by_control}
+            if row.checks
+            else {SanityCheck.TOP_DOWN.value: row.randomisation_passed}
+        )
+        for row in summary
+        if not row.is_control
+    }

@@ -225,7 +225,7 @@ def test_atlas_labels_under_the_region_are_named_with_their_hemisphere() -> None
 def test_trust_notes_and_a_translation() -> None:
     region = _ellipse((48, 48), (24, 24), (6.0, 6.0))
     passed = describe(_lesion_map(region), method="gradcam", sanity_passed=True)
-    assert passed.text.endswith("The gradcam map passed the randomisation check for this model.")
+    assert passed.text.endswith("The gradcam map passed the randomisation check for this model: top-down.")
     failed = describe(_lesion_map(region), method="eigencam", sanity_passed=False)
     assert "Caution: the eigencam map failed the randomisation check" in failed.text
     unknown = describe(_lesion_map(region), method="gradcam")
