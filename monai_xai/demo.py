@@ -3,16 +3,18 @@
 What it does, on CPU in a few minutes:
 
 1. generates a held-out phantom test set (a seed the bundles were not trained on) with true lesion masks;
-2. runs each bundle's inference with the ``configs/`` overlays (every CAM method and three input attributions, the XAI
-   metrics against the true masks, MLflow tracking into one sqlite store) through ``monai.bundle.run``;
-3. runs the sanity checks (:func:`monai_xai.sanity.bundle_sanity_checks`) on the same cases: each method's maps
-   against random maps, and against a weight-randomised copy of the network;
-4. prints, per bundle, a verdict (which methods localise the lesion, which pass the randomisation check) above its
+2. runs the sanity checks (:func:`monai_xai.sanity.bundle_sanity_checks`) on those cases: each method's maps against
+   random maps, and the randomisation checks of :data:`DEMO_CHECKS` with the controls that must fail them;
+3. runs each bundle's inference with the ``configs/`` overlays (every CAM method and three input attributions, the XAI
+   metrics against the true masks, MLflow tracking into one sqlite store) through ``monai.bundle.run``, with the
+   checks' verdicts as ``xai_sanity``, so that each map's description names the checks it passed and failed;
+4. prints, per bundle, a verdict (which methods localise the lesion, which pass the randomisation checks) above its
    table (method x metric, with seconds per case), where everything went, and the time each stage took.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +22,16 @@ from pathlib import Path
 from monai_xai.atomic import atomic_write_text
 from monai_xai.bundle import ExplainSettings, explain_bundle
 from monai_xai.data import ensure_phantom_dataset
+from monai_xai.describe import ENGLISH
+from monai_xai.enums import SanityCheck
 from monai_xai.handlers.records import RunRecords
 from monai_xai.metrics.catalogue import SECONDS
-from monai_xai.sanity import MethodSanity, bundle_sanity_checks, sanity_markdown
-from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN
+from monai_xai.sanity import MethodSanity, bundle_sanity_checks, non_discriminating, sanity_markdown, sanity_verdicts
+from monai_xai.sanity.tracking import track_sanity
 
 __all__ = [
     "DEMO_BUNDLES",
+    "DEMO_CHECKS",
     "ALL_METHODS",
     "LOCALISES_POINTING_GAME",
     "LOCALISES_EHR_RATIO",
@@ -62,6 +67,9 @@ DEMO_SEED = 2026
 # the sanity checks' uniform and smooth baselines): issue #22's acceptance figures for the demo classifier.
 LOCALISES_POINTING_GAME = 0.9
 LOCALISES_EHR_RATIO = 5.0
+# The randomisation checks the demo runs (with the controls): each explains every case once more, eMPRT none.
+# sMPRT, which explains every case 2 x n_noise more times, is left to ``monai-xai sanity --checks all``.
+DEMO_CHECKS = (SanityCheck.TOP_DOWN, SanityCheck.BOTTOM_UP, SanityCheck.EMPRT, SanityCheck.RANDOM_LOGIT)
 
 
 def bundles_dir() -> Path:
@@ -130,18 +138,60 @@ def _names(methods: Sequence[str], count: int) -> str:
     return f"{len(methods)} of {count} ({', '.join(methods)})"
 
 
+def _exceptions(failing: Sequence[str], passing: Sequence[str]) -> str:
+    """The end of a verdict sentence: the methods that fail, with their figures ("; not: ..." after some that pass,
+    "; all fail: ..." when none does)."""
+    if not failing:
+        return "."
+    return f"; {'not' if passing else 'all fail'}: {', '.join(failing)}."
+
+
+def _statistic(row: MethodSanity, check: str) -> str:
+    """A check's statistic as the verdict line shows it: eMPRT's entropy rise signed, the Spearmans unsigned."""
+    verdict = row.checks.get(SanityCheck(check))
+    value = row.spearman if verdict is None else verdict.statistic
+    return f"{value:+.2f}" if check == SanityCheck.EMPRT else f"{value:.2f}"
+
+
+def _randomisation_verdict(rows: Sequence[MethodSanity], sanity: Sequence[MethodSanity]) -> str:
+    """The verdict line's second sentence: which of ``rows`` pass every randomisation check that discriminates for
+    the bundle (``sanity`` holds the controls too), and what the others fail."""
+    verdicts = sanity_verdicts(sanity)
+    checks = list(dict.fromkeys(check for row in rows for check in verdicts.get(row.method, {})))
+    named = ENGLISH.join([ENGLISH.check_names[check] for check in checks]) if checks else "none"
+    controls = [row for row in sanity if row.is_control]
+    how = f"{named}; {len(controls)} controls fail {'it' if len(checks) == 1 else 'each'}" if controls else named
+    passing = [row.method for row in rows if all(verdicts[row.method].values())]
+    failing = []
+    for row in rows:
+        failed = [check for check, passed in verdicts[row.method].items() if not passed]
+        if failed:
+            details = ", ".join(f"{ENGLISH.check_names[check]} {_statistic(row, check)}" for check in failed)
+            failing.append(f"{row.method} ({details})")
+    line = f" Pass the randomisation {ENGLISH.check_words[len(checks) != 1]} ({how}): {_names(passing, len(rows))}"
+    line += _exceptions(failing, passing)
+    dropped = non_discriminating({row.method: row.checks for row in sanity})
+    for check, by in dropped.items():
+        line += f" {ENGLISH.check_names[check.value]} left out: {', '.join(by)} passes it."
+    return line
+
+
 def verdict(table: dict[str, dict[str, float]], sanity: Sequence[MethodSanity]) -> str:
     """One line on what a reader of the table needs first: which methods localise the lesion and which pass the
-    model-randomisation check.
+    randomisation checks.
 
     Args:
         table: ``{method: {metric: mean}}`` of the demo's table (needs ``pointing_game``).
         sanity: :func:`~monai_xai.sanity.bundle_sanity_checks` rows of the same cases and methods (the EHR-AUC over
-            the random maps' and the Spearman correlation with the re-initialised network's maps).
+            the random maps'; the randomisation checks' verdicts, or without further checks the Spearman correlation
+            with the re-initialised network's maps), the controls' rows too: a check that a control passes does not
+            discriminate and is left out, and said so.
 
     Returns:
         e.g. "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): 9 of 10 (...); not: ablationcam
-        (pointing game 0.67, EHR-AUC 62x). Maps change when the weights are re-initialised (Spearman <= 0.5): all 10."
+        (pointing game 0.67, EHR-AUC 62x). Pass the randomisation checks (top-down, bottom-up, eMPRT and random
+        logit; 3 controls fail each): 9 of 10 (...); not: eigencam (top-down 0.91, bottom-up 0.75, random logit
+        1.00)."
     """
     rows = [row for row in sanity if row.method in table]
     localising, not_localising = [], []
@@ -152,18 +202,12 @@ def verdict(table: dict[str, dict[str, float]], sanity: Sequence[MethodSanity]) 
             localising.append(row.method)
         else:
             not_localising.append(f"{row.method} (pointing game {pointing:.2f}, EHR-AUC {ratio:.0f}x)")
-    randomised = [row.method for row in rows if row.randomisation_passed]
-    failing = [f"{row.method} ({row.spearman:.2f})" for row in rows if not row.randomisation_passed]
     line = (
         f"Localise the lesion (pointing game >= {LOCALISES_POINTING_GAME:g}, EHR-AUC >= {LOCALISES_EHR_RATIO:g}x "
         f"random maps): {_names(localising, len(rows))}"
     )
-    line += f"; not: {', '.join(not_localising)}." if not_localising and localising else "."
-    line += (
-        f" Maps change when the weights are re-initialised (Spearman <= {MAX_RANDOMISATION_SPEARMAN:g}): "
-        f"{_names(randomised, len(rows))}"
-    )
-    return line + (f"; not: {', '.join(failing)}." if failing and randomised else ".")
+    line += _exceptions(not_localising, localising)
+    return line + _randomisation_verdict(rows, sanity)
 
 
 def run_demo(
@@ -203,8 +247,30 @@ def run_demo(
         bundle = bundles_dir() / name
         results[name] = output_dir / name
         started = time.perf_counter()
+        print(f"\n== {name}: sanity checks on {cases} held-out phantom cases", flush=True)
+        sanity[name] = bundle_sanity_checks(
+            bundle,
+            datalist=datalist,
+            data_list_key="test",
+            region_key="mask",
+            methods=list(methods),
+            checks=[check.value for check in DEMO_CHECKS],
+            progress=False,
+        )
+        track_sanity(
+            sanity[name],
+            f"sqlite:///{tracking_db}",
+            {"bundle": name, "cases": cases, "checks": ",".join(DEMO_CHECKS)},
+            f"{name} sanity checks",
+            experiment_name="monai_xai_demo",
+        )
+        verdicts = atomic_write_text(
+            output_dir / f"{name}_sanity_verdicts.json", json.dumps(sanity_verdicts(sanity[name]), indent=2) + "\n"
+        )
+        stages[f"{name}: sanity checks"] = time.perf_counter() - started
+        started = time.perf_counter()
         settings = ExplainSettings.from_bundle(bundle, overlays=(), xai_methods=list(methods))
-        print(f"\n== {name}: explaining {cases} held-out phantom cases: {_what(settings)}", flush=True)
+        print(f"== {name}: explaining the same cases: {_what(settings)}", flush=True)
         (run,) = explain_bundle(
             bundle,
             dataset_dir=str(output_dir / "data"),
@@ -216,15 +282,10 @@ def run_demo(
             xai_tracking_uri=f"sqlite:///{tracking_db}",
             xai_experiment_name="monai_xai_demo",
             xai_run_name=name,
+            xai_sanity=str(verdicts),
         )
         records[name] = run.records
         stages[f"{name}: CAMs, metrics, files and MLflow"] = time.perf_counter() - started
-        started = time.perf_counter()
-        print(f"== {name}: sanity checks on the same cases", flush=True)
-        sanity[name] = bundle_sanity_checks(
-            bundle, datalist=datalist, data_list_key="test", region_key="mask", methods=list(methods), progress=False
-        )
-        stages[f"{name}: sanity checks"] = time.perf_counter() - started
     cam_seconds = {}
     for name, folder in results.items():
         metrics, table = summary_rows(records[name])
@@ -244,7 +305,8 @@ def run_demo(
             f"  {name}: open {folder}/index.html (an interactive 3D page per case: the maps over the image, the "
             f"metrics, each map in words); tables {folder}/summary.md, sanity.md (the verdict and the sanity table), "
             f"cases.csv, descriptions.csv; heatmap NIfTIs, overlay PNGs and descriptions in {folder}/<case>/; "
-            f"per-case metric CSVs in {folder}/per_metric/"
+            f"per-case metric CSVs in {folder}/per_metric/; each method's randomisation verdicts in "
+            f"{output_dir / f'{name}_sanity_verdicts.json'}"
         )
     print(f"  test data: {output_dir / 'data'}")
     print(f"  browse the runs: mlflow ui --backend-store-uri sqlite:///{tracking_db}")

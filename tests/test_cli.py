@@ -10,9 +10,10 @@ import pytest
 
 from monai_xai.bundle import explain_bundle, explain_config_files, overlay_dir
 from monai_xai.demo import format_table, summary_rows, verdict, with_road_combined
+from monai_xai.enums import SanityCheck
 from monai_xai.handlers import RunRecords
 from monai_xai.metrics import MethodSummary
-from monai_xai.sanity import MethodSanity, bundle_sanity_checks
+from monai_xai.sanity import CheckVerdict, MethodSanity, bundle_sanity_checks
 from tests.helpers.bundles import make_classification_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,12 +93,43 @@ def test_demo_verdict_is_computed_from_the_table_and_the_sanity_checks():
     rows = [_sanity("gradcam", 0.5, 0.1), _sanity("hirescam", 0.5, 0.2), _sanity("eigencam", 0.04, 0.9)]
     assert verdict(table, rows) == (
         "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): 1 of 3 (gradcam); not: hirescam "
-        "(pointing game 0.50, EHR-AUC 50x), eigencam (pointing game 1.00, EHR-AUC 4x). Maps change when the weights "
-        "are re-initialised (Spearman <= 0.5): 2 of 3 (gradcam, hirescam); not: eigencam (0.90)."
+        "(pointing game 0.50, EHR-AUC 50x), eigencam (pointing game 1.00, EHR-AUC 4x). Pass the randomisation check "
+        "(top-down): 2 of 3 (gradcam, hirescam); not: eigencam (top-down 0.90)."
     )
     assert verdict({"gradcam": {"pointing_game": 1.0}}, rows[:1]) == (
-        "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): all 1. Maps change when the weights "
-        "are re-initialised (Spearman <= 0.5): all 1."
+        "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): all 1. Pass the randomisation check "
+        "(top-down): all 1."
+    )
+
+
+def _checked(method: str, **statistics: float) -> MethodSanity:
+    """A row with further checks: eMPRT passes above 0, the others at most 0.5."""
+    checks = {}
+    for name, value in statistics.items():
+        check = SanityCheck(name)
+        passed = value > 0 if check == SanityCheck.EMPRT else value <= 0.5
+        checks[check] = CheckVerdict(check, value, value, value, 0, passed)
+    return MethodSanity(method, 0.5, 0.1, 0.01, 0.01, 0.1, 0, True, checks=checks)
+
+
+def test_demo_verdict_names_the_checks_each_method_fails_and_the_checks_a_control_passes():
+    table = {"gradcam": {"pointing_game": 1.0}, "eigencam": {"pointing_game": 1.0}}
+    rows = [
+        _checked("gradcam", top_down=0.15, bottom_up=0.0, emprt=1.1, random_logit=0.34),
+        _checked("eigencam", top_down=0.91, bottom_up=0.75, emprt=0.73, random_logit=1.0),
+        _checked("control_sobel", top_down=1.0, bottom_up=0.2, emprt=0.0, random_logit=1.0),
+        _checked("control_random", top_down=1.0, bottom_up=1.0, emprt=-0.1, random_logit=1.0),
+    ]
+    assert verdict(table, rows).endswith(
+        "Pass the randomisation checks (top-down, eMPRT and random logit; 2 controls fail each): 1 of 2 (gradcam); "
+        "not: eigencam (top-down 0.91, random logit 1.00). bottom-up left out: control_sobel passes it."
+    )
+    # none passes: each failure is still named
+    assert verdict({"eigencam": {"pointing_game": 0.5}}, rows[1:]) == (
+        "Localise the lesion (pointing game >= 0.9, EHR-AUC >= 5x random maps): none of 1; all fail: eigencam "
+        "(pointing game 0.50, EHR-AUC 50x). Pass the randomisation checks (top-down, eMPRT and random logit; 2 "
+        "controls fail each): none of 1; all fail: eigencam (top-down 0.91, random logit 1.00). bottom-up left out: "
+        "control_sobel passes it."
     )
 
 

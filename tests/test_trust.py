@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from monai_xai.sanity import (
     spearman_correlation,
     trust_markdown,
 )
-from monai_xai.sanity.trust import batch_trust_statistics, check_verdict, rank_agreement
+from monai_xai.sanity.trust import batch_trust_statistics, check_verdict, random_logit_not_applicable, rank_agreement
 from tests.test_sanity import _delta_classifier, _delta_segmenter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,6 +187,31 @@ def test_controls_fail_every_check_on_a_known_segmenter(spatial):
     torch.testing.assert_close(statistics[SanityCheck.RANDOM_LOGIT]["gradcam"], expected)
 
 
+def test_random_logit_is_left_out_where_it_cannot_tell_anything():
+    """Two classes scored by probability: the other class's probability is one minus the explained one's, so the check
+    is left out with a warning (the other checks stay); scored by logit it runs; a class set has no other class."""
+    model = _delta_segmenter(2)
+    images = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    checks = [SanityCheck.RANDOM_LOGIT, SanityCheck.EMPRT]
+    for score, applies in (("probability", False), ("logit", True)):
+        step = ExplainStep(ExplainRequest("gradcam", "0", class_idx=1, pixel_set="image", score=score))
+        trained = step(model, images)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            statistics = batch_trust_statistics(model, images, step, trained, trained.maps, model, checks)
+        assert (SanityCheck.RANDOM_LOGIT in statistics) is applies and SanityCheck.EMPRT in statistics
+        left_out = [str(item.message) for item in caught if "random-logit check is left out" in str(item.message)]
+        assert bool(left_out) is not applies
+    assert "two classes and the probability score" in left_out_message(2, torch.ones(2, dtype=torch.long))
+    assert "a class set" in left_out_message(3, torch.ones(2, 2, dtype=torch.long))
+    assert "a class set, or a single output" in left_out_message(1, torch.zeros(2, dtype=torch.long))
+    assert random_logit_not_applicable(3, torch.ones(2, dtype=torch.long), "probability") is None
+
+
+def left_out_message(num_classes: int, class_idx: torch.Tensor) -> str:
+    return random_logit_not_applicable(num_classes, class_idx, "probability") or ""
+
+
 def test_a_check_a_control_passes_is_marked_not_discriminating():
     def row(method, passed):
         verdict = CheckVerdict(SanityCheck.SMPRT, 0.2 if passed else 0.9, 0.1, 0.3, 0, passed)
@@ -234,6 +260,26 @@ def test_demo_classifier_eigencam_fails_top_down_and_the_controls_fail_everythin
     assert "| control_sobel (control: must fail) |" in table and "not discriminating" not in table
     # "all" without permuted-label weights: every check but the data randomisation
     assert all(set(row.checks) == set(SanityCheck) - {SanityCheck.DATA} for row in rows)
+
+
+@pytest.mark.skipif(
+    not (REPO / "bundles/lesion_segmentation_3d/models/model.pt").is_file(), reason="demo weights not trained"
+)
+def test_demo_segmenter_leaves_the_random_logit_check_out():
+    """The demo segmenter explains the lesion's expected volume (two classes, probability score): no random-logit
+    verdict, column or failure, the other checks as asked."""
+    with pytest.warns(UserWarning, match="random-logit check is left out: with two classes"):
+        rows = bundle_sanity_checks(
+            REPO / "bundles/lesion_segmentation_3d",
+            n_cases=1,
+            methods=["gradcam"],
+            checks=["random_logit", "emprt"],
+            controls=False,
+            n_draws=1,
+            progress=False,
+        )
+    assert list(rows[0].checks) == [SanityCheck.EMPRT]
+    assert "random logit" not in trust_markdown(rows)
 
 
 def test_checks_argument_is_checked(tmp_path):

@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 from torch import nn
 from tqdm import tqdm
 
+from monai_xai.atomic import check_writable
 from monai_xai.bundle import ExplainSettings, load_trained_bundle
 from monai_xai.cams import CONTROL_METHODS, LayerSpec, get_method, group_methods_by_layer
 from monai_xai.cams.layouts import feature_grid
@@ -169,7 +170,7 @@ def bundle_sanity_checks(
         raise ValueError(f"n_cases must be a positive int or None, got {n_cases!r}.")
     for argument, path in (("figure", figure), ("cascade_figure", cascade_figure)):
         if path is not None:
-            _check_writable(path, argument)
+            check_writable(path, argument)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     bundle = load_trained_bundle(bundle_dir, torch_device)
     settings = bundle.settings.replace(
@@ -235,7 +236,9 @@ def bundle_sanity_checks(
             spearman_undefined=int(per_case["spearman"][method].isnan().sum()),
             uses_gradients=get_method(method).family == MethodFamily.GRADIENT and get_method(method).needs_gradients,
             checks={
-                check: check_verdict(check, per_case[check][method], seed=randomisation_seed) for check in trust_checks
+                check: check_verdict(check, per_case[check][method], seed=randomisation_seed)
+                for check in trust_checks
+                if len(per_case[check][method])  # empty: the check does not apply to this bundle's target
             },
         )
         for method in settings.methods
@@ -264,20 +267,6 @@ def _trust_checks(checks: Sequence[str] | str | None, permuted: bool = False) ->
         return tuple(check for check in SanityCheck if permuted or check != SanityCheck.DATA)
     names = (checks,) if isinstance(checks, str) else tuple(checks)
     return tuple(dict.fromkeys(as_choice(SanityCheck, name, "checks") for name in names))
-
-
-def _check_writable(path: str | Path, argument: str) -> None:
-    """Fail before any work when the picture ``path`` cannot be written (its folder is created if missing)."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.write-test")
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(
-            f"--{argument} {path} cannot be written ({error.strerror or error}); choose another path."
-        ) from error
 
 
 def _check_chosen(settings: ExplainSettings) -> None:
@@ -398,6 +387,6 @@ def _check_batches(
             )
         bar.update(images.shape[0])
     return {
-        name: {method: torch.cat(values) for method, values in by_method.items()}
+        name: {method: torch.cat(values) if values else torch.empty(0) for method, values in by_method.items()}
         for name, by_method in collected.items()
     }

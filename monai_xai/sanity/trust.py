@@ -23,7 +23,10 @@ correlation per case (:func:`rank_agreement`: an inverted map is no less depende
   mean > 0.
 - random logit (``RANDOM_LOGIT``): Spearman between the map of the explained class and the map of a random other class
   (:func:`random_other_class`) over the same pixel set (a segmenter's) (Sixt et al., ICML 2020, "When Explanations
-  Lie: Why Many Modified BP Attributions Fail"). Pass: mean <= 0.5.
+  Lie: Why Many Modified BP Attributions Fail"). Pass: mean <= 0.5. Left out, with a warning, where it cannot tell
+  anything (:func:`random_logit_not_applicable`): a class set or a single output has no other class, and with two
+  classes and the probability score the other class's probability is one minus the explained one's, so its gradients
+  are the explained ones negated by construction and the check would measure how a method treats the sign.
 - data randomisation (``DATA``): Spearman between the maps of the trained network and of the same architecture trained
   on the training set with its labels permuted (Adebayo et al., NeurIPS 2018, section 4.2): a map that stays when
   the labels no longer mean anything does not show what the network learnt from them. The demo bundles' ``train.json``
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +48,7 @@ import torch
 from torch import nn
 
 from monai_xai.cams import get_method
-from monai_xai.enums import MethodFamily, SanityCheck
+from monai_xai.enums import MethodFamily, SanityCheck, Score
 from monai_xai.explanation import ExplainStep, ExplainTarget, Explanation
 from monai_xai.sanity.randomisation import (
     MAX_RANDOMISATION_SPEARMAN,
@@ -65,6 +69,7 @@ __all__ = [
     "random_other_class",
     "bottom_up_randomised",
     "batch_trust_statistics",
+    "random_logit_not_applicable",
     "check_verdict",
     "non_discriminating",
 ]
@@ -223,6 +228,25 @@ def bottom_up_randomised(
     return randomised
 
 
+def random_logit_not_applicable(num_classes: int, class_idx: torch.Tensor, score: Score | str) -> str | None:
+    """Why the random-logit check cannot tell anything about maps of this target; None when it can.
+
+    Args:
+        num_classes: the network's output channels.
+        class_idx: (B,) the explained class of each case, or (B, K) class sets.
+        score: the explained score (:class:`~monai_xai.enums.Score`).
+    """
+    if class_idx.ndim != 1 or num_classes < 2:
+        return "a class set, or a single output, leaves no other class to explain"
+    if num_classes == 2 and Score(score) == Score.PROBABILITY:
+        return (
+            "with two classes and the probability score, the other class's probability is one minus the explained "
+            "one's, so its gradients are the explained ones negated by construction: the check would measure how a "
+            "method treats the sign, not whether its map follows the class"
+        )
+    return None
+
+
 def batch_trust_statistics(
     network: nn.Module,
     images: torch.Tensor,
@@ -239,7 +263,9 @@ def batch_trust_statistics(
     generator: torch.Generator | None = None,
     permuted_network: nn.Module | None = None,
 ) -> dict[SanityCheck, dict[str, torch.Tensor]]:
-    """Every requested check's per-case statistic of one batch: ``{check: {method: (B,)}}`` (NaN where undefined).
+    """Every requested check's per-case statistic of one batch: ``{check: {method: (B,)}}`` (NaN where undefined); the
+    random-logit check is left out, with a warning saying why, where it does not apply
+    (:func:`random_logit_not_applicable`).
 
     Args:
         network: the trained network.
@@ -295,9 +321,9 @@ def batch_trust_statistics(
             statistics[check] = spearman(trained.maps, step(permuted_network, images, target=target).maps)
         elif check == SanityCheck.RANDOM_LOGIT:
             num_classes = trained.prediction.shape[1]
-            if target.class_idx.ndim != 1 or num_classes < 2:  # class sets, or a single output: no other class
-                nan = torch.full((images.shape[0],), math.nan, dtype=torch.float64)
-                statistics[check] = {method: nan for method in methods}
+            reason = random_logit_not_applicable(num_classes, target.class_idx, step.request.score)
+            if reason is not None:
+                warnings.warn(f"the random-logit check is left out: {reason}.", stacklevel=2)
                 continue
             other = random_other_class(target.class_idx, num_classes, generator)
             other_maps = step(network, images, target=ExplainTarget(other, target.pixel_set)).maps
