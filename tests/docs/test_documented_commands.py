@@ -105,9 +105,25 @@ def _check_sanity(result: RunResult) -> None:
     words = shell_words(result.text)
     for method in re.findall(r"\w+", _option(words, "methods")):
         assert f"| {method} |" in result.output
-    assert (result.sandbox / _option(words, "figure")).stat().st_size > 0
+    if "--figure" in words:
+        assert (result.sandbox / _option(words, "figure")).stat().st_size > 0
     if "--checks" in words:  # the further checks' table, with the controls' rows
         assert "| control_sobel (control: must fail) |" in result.output
+    if "--verdicts_file" in words:  # each checked method's verdicts, the controls left out
+        verdicts = json.loads((result.sandbox / _option(words, "verdicts_file")).read_text())
+        assert set(verdicts) == set(re.findall(r"\w+", _option(words, "methods"))), verdicts
+    if "--tracking_uri" in words:
+        database = _option(words, "tracking_uri").removeprefix("sqlite:///")
+        assert (result.sandbox / database).stat().st_size > 0 and "Tracked in MLflow at" in result.output
+
+
+def _check_sanity_notes(result: RunResult) -> None:
+    """A run given ``--xai_sanity``: every method's descriptions name the randomisation checks of the verdicts."""
+    words = shell_words(result.text)
+    verdicts = json.loads((result.sandbox / _option(words, "xai_sanity")).read_text())
+    descriptions = (result.sandbox / _option(words, "xai_output_dir") / "descriptions.csv").read_text()
+    for method in verdicts:
+        assert re.search(rf"the {method} map (passed|failed) the randomisation check", descriptions, re.I), method
 
 
 def _check_label_server(result: RunResult) -> None:
@@ -143,6 +159,7 @@ CHECKS = (
     ("monai-xai datalist", _check_datalist),
     ("configs/explain.json", _check_explained),
     ("monai-xai sanity", _check_sanity),
+    ("--xai_sanity", _check_sanity_notes),
     ("start_server", _check_label_server),
     ("cp -r monai_xai/label/sample_app", _check_app_copied),
     ("curl -X POST", _check_heatmap),
