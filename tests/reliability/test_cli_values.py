@@ -4,7 +4,9 @@ type or refused with a message naming the flag."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from monai_xai.bundle import explain_config_files
 from monai_xai.cli import _typed_overrides, strict_value, typed_command
 from tests.helpers.bundles import make_classification_bundle
 
@@ -91,6 +94,62 @@ def test_xai_overwrite_false_keeps_the_earlier_run(tmp_path):
     assert (out / "cases.csv").read_text() == cases
     third = run("--xai_overwrite", "maybe")
     assert third.returncode != 0 and "--xai_overwrite takes true or false, got 'maybe'" in third.stderr
+
+
+def _boolean_uses(config: Path) -> list[tuple[str, str]]:
+    """``(id, expression)`` for each ``$`` expression or reference of ``config`` that uses one of its own boolean ids
+    other than through ``strict_value(@id, bool, 'id')``."""
+    content = json.loads(config.read_text())
+    if not isinstance(content, dict):
+        return []
+    booleans = [name for name, value in content.items() if isinstance(value, bool)]
+    values = re.findall(r'"((?:\$|@)[^"]*)"', config.read_text())
+    return [
+        (name, value)
+        for name in booleans
+        for value in values
+        if re.search(rf"@{name}\b", value)
+        and re.sub(rf"strict_value\(@{name}, bool, '{name}'\)", "", value).count(f"@{name}") > 0
+        and value.startswith("$")
+    ]
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted([*REPO.glob("bundles/*/configs/*.json"), *REPO.glob("monai_xai/configs/*.json")]),
+    ids=lambda path: str(path.relative_to(REPO)),
+)
+def test_expressions_read_boolean_ids_strictly(config):
+    """Every expression of a bundle config or overlay that uses one of its boolean ids reads it with strict_value: a
+    command-line `--<id> false` is the string "false", which an expression such as `$not @xai_report` takes as true."""
+    assert not _boolean_uses(config)
+
+
+@pytest.mark.slow
+def test_bundle_run_reads_the_overlay_booleans_strictly(tmp_path):
+    """`python -m monai.bundle run` hands `--xai_report false` to the overlay as the string "false" (python-fire), which
+    its expressions took as true: the reports were written and `--xai_overwrite false` deleted the earlier run. The
+    overlay now reads its booleans with strict_value, as `monai-xai explain` does."""
+    bundle = make_classification_bundle(tmp_path / "bundle")
+    out = tmp_path / "xai"
+    files = json.dumps([str(path) for path in explain_config_files(bundle, ("explain",))])
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(bundle),
+               "--xai_methods", "['gradcam']", "--xai_target_layer", "features.denseblock2",
+               "--xai_output_dir", str(out)]  # fmt: skip
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.run([*command, *flags], capture_output=True, text=True, timeout=600, env=env)
+
+    first = run("--xai_report", "false", "--xai_strict", "false", "--xai_dicom_output", "false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    cases = (out / "cases.csv").read_text()
+    assert not list(out.rglob("*_report.html")) and not list(out.rglob("dicom"))
+    second = run("--xai_overwrite", "false")
+    assert second.returncode != 0 and "holds the results of an earlier run" in second.stderr
+    assert (out / "cases.csv").read_text() == cases
+    third = run("--xai_overwrite", "true", "--xai_report", "maybe")
+    assert third.returncode != 0 and "--xai_report takes true or false, got 'maybe'" in third.stderr
 
 
 @FUZZ
