@@ -24,6 +24,7 @@ from monai_xai.describe.wording import (
     SIZE_FRACTIONS,
     Wording,
 )
+from monai_xai.enums import SanityCheck
 
 __all__ = ["WHOLE_IMAGE", "CaseDescription", "HotRegion", "describe", "is_distribution"]
 
@@ -331,7 +332,8 @@ def describe(
             sentences.append(wording.atlas.format(items=wording.join(items)).lstrip())
     named_shares = _named_channel_shares(channel_shares or {}, channel_names, wording)
     sentences += _channel_sentences(named_shares, wording)
-    verdicts = {"top_down": sanity_passed} if isinstance(sanity_passed, bool) else dict(sanity_passed or {})
+    one_check = isinstance(sanity_passed, bool)  # the top-down check alone
+    verdicts = {SanityCheck.TOP_DOWN.value: sanity_passed} if one_check else dict(sanity_passed or {})
     if verdicts and method:
         sentences.append(_trust_note(method, verdicts, wording))
     return CaseDescription(
@@ -366,8 +368,8 @@ def _trust_note(method: str, verdicts: Mapping[str, bool], wording: Wording) -> 
         words, names = named(passed)
         return wording.sanity_passed.format(method=method, checks=words, names=names).lstrip()
     words, names = named(failed)
-    risks = [wording.sanity_risk_weights] if any(check != "random_logit" for check in failed) else []
-    risks += [wording.sanity_risk_class] if "random_logit" in failed else []
+    risks = [wording.sanity_risk_weights] if any(check != SanityCheck.RANDOM_LOGIT for check in failed) else []
+    risks += [wording.sanity_risk_class] if SanityCheck.RANDOM_LOGIT in failed else []
     note = wording.sanity_failed.format(method=method, checks=words, names=names, risks="; ".join(risks)).lstrip()
     return note + (wording.sanity_also_passed.format(names=named(passed)[1]) if passed else "")
 
