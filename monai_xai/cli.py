@@ -28,12 +28,12 @@ from typing import Any
 import fire
 from monai.bundle import ConfigParser
 
-from monai_xai.atomic import atomic_write_text, check_writable
+from monai_xai.atomic import check_writable
 from monai_xai.bundle import OVERLAYS, explain_bundle, explain_config_files
 from monai_xai.data import write_phantom_dataset
 from monai_xai.demo import run_demo
 from monai_xai.nnunet.model import is_nnunet_folder
-from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown, sanity_verdicts
+from monai_xai.sanity import PHANTOM_CASES, bundle_sanity_checks, sanity_markdown, write_sanity_verdicts
 from monai_xai.sanity.tracking import DEFAULT_SANITY_EXPERIMENT, track_sanity
 from monai_xai.threads import apply_thread_policy
 from monai_xai.utils import strict_value
@@ -193,7 +193,7 @@ def sanity(
     if given["maps_dir"]:
         shown += f"\nEvery case's maps, trained and randomised: {given['maps_dir']}"
     if verdicts_file is not None:
-        atomic_write_text(verdicts_file, json.dumps(sanity_verdicts(summary), indent=2) + "\n")
+        write_sanity_verdicts(summary, verdicts_file)
         shown += f"\nEach method's verdicts (for --xai_sanity): {verdicts_file}"
     if tracking_uri is not None:
         params = {name: value for name, value in given.items() if name not in ("progress", "device")}

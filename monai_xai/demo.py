@@ -14,7 +14,6 @@ What it does, on CPU in a few minutes:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,14 @@ from monai_xai.describe import ENGLISH
 from monai_xai.enums import SanityCheck
 from monai_xai.handlers.records import RunRecords
 from monai_xai.metrics.catalogue import SECONDS
-from monai_xai.sanity import MethodSanity, bundle_sanity_checks, non_discriminating, sanity_markdown, sanity_verdicts
+from monai_xai.sanity import (
+    MethodSanity,
+    bundle_sanity_checks,
+    non_discriminating,
+    sanity_markdown,
+    sanity_verdicts,
+    write_sanity_verdicts,
+)
 from monai_xai.sanity.tracking import track_sanity
 
 __all__ = [
@@ -264,9 +270,7 @@ def run_demo(
             f"{name} sanity checks",
             experiment_name="monai_xai_demo",
         )
-        verdicts = atomic_write_text(
-            output_dir / f"{name}_sanity_verdicts.json", json.dumps(sanity_verdicts(sanity[name]), indent=2) + "\n"
-        )
+        verdicts = write_sanity_verdicts(sanity[name], output_dir / f"{name}_sanity_verdicts.json")
         stages[f"{name}: sanity checks"] = time.perf_counter() - started
         started = time.perf_counter()
         settings = ExplainSettings.from_bundle(bundle, overlays=(), xai_methods=list(methods))

@@ -48,7 +48,13 @@ from monai_xai.sanity.randomisation import (
     randomize_weights,
     spearman_correlation,
 )
-from monai_xai.sanity.report import sanity_markdown, save_cascade_figure, save_randomisation_figure, trust_markdown
+from monai_xai.sanity.report import (
+    sanity_markdown,
+    save_cascade_figure,
+    save_randomisation_figure,
+    trust_markdown,
+    write_sanity_verdicts,
+)
 from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity, sanity_verdicts
 from monai_xai.sanity.tracking import track_sanity
 from monai_xai.sanity.trust import (
@@ -79,6 +85,7 @@ __all__ = [
     "MethodSanity",
     "sanity_verdicts",
     "track_sanity",
+    "write_sanity_verdicts",
     "bundle_sanity_checks",
     "sanity_markdown",
     "trust_markdown",

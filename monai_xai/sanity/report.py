@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from monai_xai.atomic import atomic_write_text
 from monai_xai.cams import LayerSpec
 from monai_xai.enums import SanityCheck
 from monai_xai.sanity.randomisation import MAX_RANDOMISATION_SPEARMAN, CascadeResult, RandomisationResult
-from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity
+from monai_xai.sanity.results import MIN_LOCALISATION_RATIO, MethodSanity, sanity_verdicts
 from monai_xai.sanity.trust import MIN_EMPRT_RISE, non_discriminating
 from monai_xai.visualize import plot_metric_curves, save_map_grid_png
 
-__all__ = ["sanity_markdown", "trust_markdown", "save_randomisation_figure", "save_cascade_figure"]
+__all__ = [
+    "sanity_markdown",
+    "trust_markdown",
+    "write_sanity_verdicts",
+    "save_randomisation_figure",
+    "save_cascade_figure",
+]
 
 
 def _figure(value: float, digits: int = 4) -> str:
@@ -94,6 +102,13 @@ def trust_markdown(summary: Sequence[MethodSanity]) -> str:
         name = f"{row.method} (control: must fail)" if row.is_control else row.method
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def write_sanity_verdicts(summary: Sequence[MethodSanity], path: str | Path) -> Path:
+    """Each method's verdicts (:func:`~monai_xai.sanity.sanity_verdicts`) as the JSON file a bundle's ``xai_sanity``
+    takes (read back by :func:`~monai_xai.describe.read_sanity_verdicts`), written whole or not at all; returns
+    ``path``."""
+    return atomic_write_text(path, json.dumps(sanity_verdicts(summary), indent=2) + "\n")
 
 
 def _where(layers: LayerSpec | None) -> str:

@@ -51,18 +51,19 @@ def track_study(spec: StudySpec, report: StudyReport) -> str | None:
     """
     if spec.mlflow is None:
         return None
+    uri = tracking_uri(spec)
     return track_best_effort(
-        tracking_uri(spec),
-        lambda client: _log(client, spec, report),
+        uri,
+        lambda client: _log(client, spec, report, uri),
         "this study",
         f"the report is complete in {report.folder}",
         TRACKING_TIMEOUT,
     )
 
 
-def _log(client: MlflowClient, spec: StudySpec, report: StudyReport) -> str:
-    """Log the study with ``client`` (see :mod:`monai_xai.mlflow_client` for why a client of its own)."""
-    experiment = experiment_id(client, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, tracking_uri(spec))
+def _log(client: MlflowClient, spec: StudySpec, report: StudyReport, uri: str) -> str:
+    """Log the study with ``client`` of ``uri`` (see :mod:`monai_xai.mlflow_client` for why a client of its own)."""
+    experiment = experiment_id(client, (spec.mlflow or {}).get("experiment") or DEFAULT_EXPERIMENT, uri)
     summary, sanity = report.tables["summary"], report.tables["sanity"]
     reliability, concordance = report.tables["reliability"], report.tables["concordance"]
     with client_run(client, experiment, spec.name) as parent_id:
