@@ -1,4 +1,5 @@
-"""MONAI Label integration: an infer task that serves class-activation maps to 3D Slicer and other REST clients.
+"""MONAI Label integration: infer tasks that serve explanation maps of bundles and nnU-Net v2 models to 3D Slicer
+and other REST clients.
 
 Importing this package needs ``monailabel`` (``pip install monailabel``, with ``pydicom<3`` for monailabel 0.8.5).
 """
@@ -15,6 +16,7 @@ from monai_xai.label.heatmap_io import (
     resample_to_grid,
 )
 from monai_xai.label.infer_tasks import DEFAULT_METHODS, BundleExplainTask, CompatibleBundleInferTask
+from monai_xai.label.nnunet_task import NNUNetExplainTask
 from monai_xai.label.options import ExplainOptions, InvalidExplainRequest, parse_explain_options
 from monai_xai.label.seg_nrrd import write_segmentation_nrrd
 
@@ -22,6 +24,7 @@ __all__ = [
     "GuardedInferMixin",
     "BundleExplainTask",
     "CompatibleBundleInferTask",
+    "NNUNetExplainTask",
     "DEFAULT_METHODS",
     "ExplainOptions",
     "InvalidExplainRequest",

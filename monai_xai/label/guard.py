@@ -9,6 +9,9 @@ which image the session holds. The explain app closes this at two places:
 - :func:`parse_params` checks the infer endpoint's ``params``: a JSON object that names no file (``image``,
   ``label``, ``session``, ``model_filename``); the server's guard (:mod:`monai_xai.label.server`) runs it before MONAI
   Label reads the request;
+- :class:`GuardedTaskMixin` makes an infer task refuse what a request may not choose (the weights file, a result
+  extension other than :data:`RESULT_EXTENSIONS`, an image declaring more than ``max_voxels``) and answer an image it
+  cannot read with a 422 that names only the image;
 - :class:`GuardedInferMixin` lets a request's image be an id of the datastore, an upload (a file of the app's private
   upload folder, where the app sends MONAI Label's temporary files) or the image of one of the server's own sessions
   (:func:`checked_session`), answers every other name with the same 404, whether it exists or not, and deletes a
@@ -18,10 +21,11 @@ which image the session holds. The explain app closes this at two places:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from fastapi import HTTPException
 
 __all__ = [
     "GuardedInferMixin",
+    "GuardedTaskMixin",
+    "RESULT_EXTENSIONS",
     "FILE_KEYS",
     "SESSION_ID",
     "CONFIG_KEYS",
@@ -38,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_VOXELS",
     "check_request_keys",
     "image_voxels",
+    "max_voxels",
     "parse_params",
     "checked_session",
     "checked_image",
@@ -61,6 +68,10 @@ CONFIG_KEYS = (
     "cache_transforms_ttl",
     "output_dir",
 )
+logger = logging.getLogger(__name__)
+
+# result files a request may ask for (MONAI Label writes them with ITK)
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 # the most voxels an image may declare unless --conf max_voxels says otherwise (512 x 512 x 1024: a large CT)
 DEFAULT_MAX_VOXELS = 512 * 512 * 1024
 # the label tags MONAI Label keeps for the datastore's own labels: never overwritten from a request
@@ -249,6 +260,79 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/'\"]+/)+[^\s'\"]*")
 def without_paths(message: str) -> str:
     """``message`` with absolute file paths replaced by ``<path>`` (error details must not show server paths)."""
     return _ABSOLUTE_PATH.sub("<path>", message)
+
+
+class GuardedTaskMixin:
+    """Mixed into a MONAI Label infer task (``class Task(GuardedTaskMixin, BasicInferTask)``): what a request may not
+    choose, and the errors it gets.
+
+    - a request cannot choose a weights file (MONAI Label offers ``model_filename``): a 422;
+    - a ``result_extension`` other than :data:`RESULT_EXTENSIONS`: a 422;
+    - an image whose header declares more voxels than the task's ``max_voxels`` (:func:`max_voxels`): a 413 before it
+      is decompressed;
+    - an image that cannot be read or preprocessed: a 422 that names the image; other failures: a 500 whose message
+      shows no server paths;
+    - the request's ``<input_key>_*`` strings (MONAI Label's ``image_path``) are hidden from the pre-transforms: MONAI
+      1.6's ``Spacingd`` updates every ``image_*`` entry as a meta dict when the input is NIfTI, and fails on a string.
+
+    The task sets ``self.served_name`` (the model's name when the request gives none) and ``self.max_voxels``
+    (:func:`max_voxels`) in its ``__init__``.
+    """
+
+    served_name: str
+    max_voxels: int
+
+    def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
+        model = request.get("model", self.served_name)
+        if "model_filename" in request:
+            raise HTTPException(status_code=422, detail=f"{model}: a request cannot choose the weights file.")
+        extension = request.get("result_extension")
+        if extension is not None and extension not in RESULT_EXTENSIONS:
+            raise HTTPException(
+                status_code=422,
+                detail=f"{model}: result_extension must be one of {list(RESULT_EXTENSIONS)}, got {extension!r}.",
+            )
+        try:
+            return super().__call__(request, callbacks)
+        except HTTPException:
+            raise
+        except Exception as error:
+            logger.exception(f"{model}: request failed")
+            raise HTTPException(
+                status_code=500, detail=f"{model}: failed: {type(error).__name__}: {without_paths(str(error))}"
+            ) from error
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        image = data.get(self.input_key)
+        voxels = image_voxels(image) if isinstance(image, str) else None
+        if voxels is not None and voxels > self.max_voxels:
+            raise HTTPException(
+                status_code=413,
+                detail=f"the image declares {voxels} voxels, more than this server reads ({self.max_voxels}, --conf "
+                "max_voxels); send a smaller or cropped volume.",
+            )
+        hidden = {
+            key: data.pop(key)
+            for key in list(data)
+            if key.startswith(f"{self.input_key}_") and isinstance(data[key], str)
+        }
+        try:
+            data = super().run_pre_transforms(data, transforms)
+        except Exception as error:
+            logger.exception("the image could not be read or preprocessed")
+            name = os.path.basename(str(hidden.get(f"{self.input_key}_path", data.get(self.input_key, ""))))
+            raise HTTPException(
+                status_code=422,
+                detail=f"the image {name!r} could not be read or preprocessed ({type(error).__name__}); send a "
+                "complete volume in a format the model reads (NIfTI, NRRD, DICOM series).",
+            ) from error
+        data.update(hidden)
+        return data
+
+
+def max_voxels(conf: dict[str, str]) -> int:
+    """The most voxels an image may declare: the app's ``--conf max_voxels`` or :data:`DEFAULT_MAX_VOXELS`."""
+    return int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
 
 
 class GuardedInferMixin:

@@ -5,7 +5,8 @@
 request with the CAM of the requested method, class and (segmentation) pixel set, put back onto the grid of the image
 as it was loaded. The result volume is either a ``uint8`` label map of heat bins (named ``"heat 0.5-0.6"``, the form
 Slicer's MONAI Label module displays as segments) or the ``float32`` heatmap in [0, 1]; the result JSON says in words
-what the heatmap shows (``"description"``).
+what the heatmap shows (``"description"``). What it shares with the other explain tasks is
+:class:`~monai_xai.label.explain_task.ExplainTaskMixin`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,49 +22,26 @@ import torch
 from fastapi import HTTPException
 from monai.data import MetaTensor
 from monai.inferers import SimpleInferer, SlidingWindowInferer
-from monai.transforms import SqueezeDimd
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleConstants, BundleInferTask
 from torch import nn
 
 from monai_xai.budgets import BudgetExceeded
 from monai_xai.bundle import ExplainSettings
-from monai_xai.cams import get_method, method_names
-from monai_xai.cams.targets import FOREGROUND
-from monai_xai.dicom import DicomSeries, DicomSeriesReader, register_dicom_reader
-from monai_xai.enums import MethodFamily, PixelSet, ResultVolume, Score
-from monai_xai.explanation import ExplainRequest, ExplainStep, SlidingWindow
-from monai_xai.label.dicom_result import datastore_series, write_dicom_seg_result
-from monai_xai.label.guard import DEFAULT_MAX_VOXELS, image_voxels, without_paths
-from monai_xai.label.heatmap_io import DescribeHeatmapd, HeatmapToInputGridd, QuantizeHeatmapd, heat_bins
-from monai_xai.label.options import (
-    BINNED_VOLUMES,
-    PREDICTED,
-    RESULT_VOLUMES,
-    ExplainOptions,
-    InvalidExplainRequest,
-    parse_explain_options,
-)
-from monai_xai.label.seg_nrrd import SEG_NRRD_SUFFIX, write_segmentation_nrrd
+from monai_xai.dicom import DicomSeriesReader, register_dicom_reader
+from monai_xai.explanation import ExplainStep, SlidingWindow
+from monai_xai.label.explain_task import DEFAULT_METHODS, DESCRIBE_KEY, OPTIONS_KEY, ExplainTaskMixin, default_first
+from monai_xai.label.guard import RESULT_EXTENSIONS, GuardedTaskMixin, max_voxels
+from monai_xai.label.heatmap_io import HeatmapToInputGridd
+from monai_xai.label.options import ExplainOptions
 from monai_xai.networks import is_calibrated
 
 __all__ = ["BundleExplainTask", "CompatibleBundleInferTask", "DEFAULT_METHODS", "RESULT_EXTENSIONS"]
 
 logger = logging.getLogger(__name__)
 
-# Every registered method: gradient CAMs first (one forward and one backward pass), then perturbation CAMs, then the
-# input attributions (their cost bounded by the bundle's xai_attribution budget); not the sanity checks' controls.
-DEFAULT_METHODS = tuple(name for name in method_names() if get_method(name).family != MethodFamily.CONTROL)
-_OPTIONS_KEY = "explain_options"
-# the request's image path, whose DICOM series a "dicom_seg" result refers to (the loader replaces "image")
-_SERIES_KEY = "explain_dicom_image"
-# the describe() arguments of the request's prediction, from run_inferer to the post transforms
-_DESCRIBE_KEY = "explain_describe_args"
-# result files a request may ask for (MONAI Label writes them with ITK)
-RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha")
 
-
-class CompatibleBundleInferTask(BundleInferTask):
+class CompatibleBundleInferTask(GuardedTaskMixin, BundleInferTask):
     """MONAI Label's ``BundleInferTask`` made to run bundles whose preprocessing also names optional keys, on MONAI 1.6,
     and to serve only the bundle's own weights.
 
@@ -72,16 +49,12 @@ class CompatibleBundleInferTask(BundleInferTask):
 
     - the bundle's own ``LoadImaged`` is kept (``extend_load_image=False`` by default): MONAI Label's replacement
       ignores ``allow_missing_keys``, so a bundle loading ``["image", "label"]`` fails on an image-only request;
-    - the request's ``image_path`` string is hidden from the pre-transforms: MONAI 1.6's ``Spacingd`` updates every
-      ``image_*`` entry as a meta dict when the input is NIfTI, and fails on that string;
-    - a request cannot choose a weights file (MONAI Label offers ``model_filename``): it is a 422. The weights are
-      ``models/model.pt``, loaded with ``weights_only=True`` and strict key matching (a checkpoint of another network
-      is an error, not a half-random network), and reloaded when the file changes (its path, size, modification and
-      inode-change times: replacing the file always changes the last);
-    - an image that cannot be read or preprocessed is a 422 that names the image, one whose header declares more
-      voxels than ``--conf max_voxels`` (default :data:`~monai_xai.label.guard.DEFAULT_MAX_VOXELS`) a 413 before it
-      is decompressed, and a ``result_extension`` other than :data:`RESULT_EXTENSIONS` a 422; other failures are a
-      500 whose message shows no server paths.
+    - the weights are ``models/model.pt``, loaded with ``weights_only=True`` and strict key matching (a checkpoint of
+      another network is an error, not a half-random network), and reloaded when the file changes (its path, size,
+      modification and inode-change times: replacing the file always changes the last);
+    - what a request may not choose and the errors it gets (a weights file, a result extension, an image too large or
+      unreadable, the ``image_path`` string MONAI 1.6's ``Spacingd`` fails on):
+      :class:`~monai_xai.label.guard.GuardedTaskMixin`, with ``--conf max_voxels``.
 
     Args:
         path, conf, kwargs: as ``BundleInferTask`` (``load_strict`` is True unless given).
@@ -92,29 +65,10 @@ class CompatibleBundleInferTask(BundleInferTask):
         kwargs.setdefault("load_strict", True)
         super().__init__(path, conf, **kwargs)
         self._loaded: tuple[tuple, nn.Module] | None = None
-        self.max_voxels = int(float(conf.get("max_voxels", DEFAULT_MAX_VOXELS)))
+        self.served_name = os.path.basename(os.path.normpath(path))
+        self.max_voxels = max_voxels(conf)
         if self.valid:  # MONAI Label's BundleInferTask stops early, without a config, for a bundle without weights
             self._config.pop("model_filename", None)
-
-    def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
-        model = request.get("model", os.path.basename(self.bundle_path))
-        if "model_filename" in request:
-            raise HTTPException(status_code=422, detail=f"{model}: a request cannot choose the weights file.")
-        extension = request.get("result_extension")
-        if extension is not None and extension not in RESULT_EXTENSIONS:
-            raise HTTPException(
-                status_code=422,
-                detail=f"{model}: result_extension must be one of {list(RESULT_EXTENSIONS)}, got {extension!r}.",
-            )
-        try:
-            return super().__call__(request, callbacks)
-        except HTTPException:
-            raise
-        except Exception as error:
-            logger.exception(f"{model}: request failed")
-            raise HTTPException(
-                status_code=500, detail=f"{model}: failed: {type(error).__name__}: {without_paths(str(error))}"
-            ) from error
 
     def _get_network(self, device: str, data: dict[str, Any]) -> nn.Module:
         """The bundle's network with ``models/model.pt`` (a TorchScript bundle: MONAI Label's own loading)."""
@@ -130,35 +84,8 @@ class CompatibleBundleInferTask(BundleInferTask):
             self._loaded = (key, network.eval())
         return self._loaded[1]
 
-    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
-        image = data.get(self.input_key)
-        voxels = image_voxels(image) if isinstance(image, str) else None
-        if voxels is not None and voxels > self.max_voxels:
-            raise HTTPException(
-                status_code=413,
-                detail=f"the image declares {voxels} voxels, more than this server reads ({self.max_voxels}, --conf "
-                "max_voxels); send a smaller or cropped volume.",
-            )
-        hidden = {
-            key: data.pop(key)
-            for key in list(data)
-            if key.startswith(f"{self.input_key}_") and isinstance(data[key], str)
-        }
-        try:
-            data = super().run_pre_transforms(data, transforms)
-        except Exception as error:
-            logger.exception("the image could not be read or preprocessed")
-            name = os.path.basename(str(hidden.get(f"{self.input_key}_path", data.get(self.input_key, ""))))
-            raise HTTPException(
-                status_code=422,
-                detail=f"the image {name!r} could not be read or preprocessed ({type(error).__name__}); send a "
-                "complete volume in a format the bundle reads (NIfTI, NRRD, DICOM series).",
-            ) from error
-        data.update(hidden)
-        return data
 
-
-class BundleExplainTask(CompatibleBundleInferTask):
+class BundleExplainTask(ExplainTaskMixin, CompatibleBundleInferTask):
     """Explain a MONAI bundle's predictions with class-activation maps, as a MONAI Label infer task.
 
     Request params (each optional; ``/info`` lists the choices under the model's ``config``, the first is the default):
@@ -223,121 +150,36 @@ class BundleExplainTask(CompatibleBundleInferTask):
         with open(os.path.join(path, "configs", self.const.metadata_json())) as metadata_file:
             metadata = json.load(metadata_file)
         outputs = metadata["network_data_format"]["outputs"][self.key_pred]
-        self.segmentation = bool(outputs.get("spatial_shape")) or outputs.get("format") == "segmentation"
+        segmentation = bool(outputs.get("spatial_shape")) or outputs.get("format") == "segmentation"
         channel_def = outputs.get("channel_def", {})
-        self.class_names = [str(channel_def.get(str(c), f"class {c}")) for c in range(int(outputs["num_channels"]))]
+        class_names = [str(channel_def.get(str(c), f"class {c}")) for c in range(int(outputs["num_channels"]))]
 
         settings = ExplainSettings.from_bundle(path, overlays=())
         offered = tuple(methods) if methods is not None else DEFAULT_METHODS
-        try:
-            ExplainRequest(methods=offered)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"methods must be a non-empty list of method names, got {methods}: {error}") from None
-        self.methods = _default_first(offered, next((m for m in settings.methods if m in offered), None))
         self.attribution = settings.attribution
         bundle_layer = [settings.target_layers] if isinstance(settings.target_layers, str) else []
-        self.target_layers = tuple(
-            target_layers or dict.fromkeys([*bundle_layer, *metadata.get("cam_target_layers", {})])
-        )
-        if not self.target_layers:
+        layers = tuple(target_layers or dict.fromkeys([*bundle_layer, *metadata.get("cam_target_layers", {})]))
+        if not layers:
             raise ValueError(
                 f"{path}: no target layers; pass target_layers=[...] or list them in the bundle metadata as "
                 '"cam_target_layers": {"<dotted layer name>": "<description>"}.'
             )
-        self.n_bins, self.min_heat = n_bins, min_heat
-        if result_volume is not None and result_volume not in RESULT_VOLUMES:
-            raise ValueError(f"result_volume must be one of {[str(v) for v in RESULT_VOLUMES]}, got {result_volume!r}.")
-        self.result_volumes = _default_first(RESULT_VOLUMES, result_volume)
-        # Validates the defaults now rather than on the first request.
-        parse_explain_options({}, self.methods, self.target_layers, self.class_names, self.segmentation)
-        self.labels = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(n_bins)}
-
-        network_name = metadata.get("name", os.path.basename(os.path.normpath(path)))
+        self.offer(
+            class_names,
+            segmentation,
+            default_first(offered, next((m for m in settings.methods if m in offered), None)),
+            layers,
+            n_bins,
+            min_heat,
+            result_volume,
+            pixel_set=settings.pixel_set,
+            score=settings.score,
+        )
+        network_name = metadata.get("name", self.served_name)
         self.description = (
-            f"Class-activation maps of '{network_name}' ({'segmentation' if self.segmentation else 'classification'}"
+            f"Class-activation maps of '{network_name}' ({'segmentation' if segmentation else 'classification'}"
             f"), as {n_bins} heat bins (segments 'heat <low>-<high>') or a float heatmap (result_volume=heatmap)."
         )
-        foreground = [name for name in self.class_names if name.lower() != "background"]
-        class_choices = [*foreground, *[n for n in self.class_names if n not in foreground]]
-        if len(foreground) > 1:  # every foreground class explained together, each over its own pixel set
-            class_choices.append(FOREGROUND)
-        self.pixel_sets = _default_first(tuple(PixelSet), settings.pixel_set)
-        self.scores = _default_first(tuple(Score), settings.score)
-        self._config.update(
-            {
-                "method": list(self.methods),
-                "target_layer": list(self.target_layers),
-                "class": class_choices if self.segmentation else [PREDICTED, *self.class_names],
-                **({"pixel_set": [str(name) for name in self.pixel_sets]} if self.segmentation else {}),
-                "score": [str(name) for name in self.scores],
-                "bins": n_bins,
-                "min_heat": min_heat,
-                "result_volume": list(self.result_volumes),
-            }
-        )
-
-    def info(self) -> dict[str, Any]:
-        info = super().info()
-        info["explain"] = {
-            "segmentation": self.segmentation,
-            "classes": self.class_names,
-            "methods": list(self.methods),
-            "target_layers": list(self.target_layers),
-            "pixel_sets": [str(name) for name in self.pixel_sets] if self.segmentation else [],
-            "scores": [str(name) for name in self.scores],
-            "result_volumes": list(self.result_volumes),
-            "bins": self.n_bins,
-            "min_heat": self.min_heat,
-        }
-        return info
-
-    def __call__(self, request: dict[str, Any], callbacks: dict | None = None) -> tuple[str | None, dict]:
-        """Run one explain request; see the class docstring for the params and errors."""
-        model = request.get("model", os.path.basename(self.bundle_path))
-        try:
-            options = parse_explain_options(
-                {**self._config, **request},
-                self.methods,
-                self.target_layers,
-                self.class_names,
-                self.segmentation,
-                default_bins=self.n_bins,
-                default_min_heat=self.min_heat,
-            )
-        except InvalidExplainRequest as error:
-            raise HTTPException(status_code=422, detail=f"{model}: {error}") from error
-        image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
-            raise HTTPException(
-                status_code=404,
-                detail=f"{model}: image {os.path.basename(image)!r} not found (give an image id of the studies "
-                "folder).",
-            )
-        extra: dict[str, Any] = {_OPTIONS_KEY: options}
-        if options.result_volume == ResultVolume.DICOM_SEG:
-            self._dicom_series(model, image)  # checked before the network runs
-            extra[_SERIES_KEY] = image
-        result_file, result_json = super().__call__({**request, **extra}, callbacks)
-        if options.result_volume in BINNED_VOLUMES:
-            result_json["label_names"] = {heat_bin.name: heat_bin.label for heat_bin in heat_bins(options.n_bins)}
-        else:
-            result_json.pop("label_names", None)
-        return result_file, result_json
-
-    @staticmethod
-    def _dicom_series(model: str, image: Any) -> DicomSeries:
-        """The DICOM series a ``"dicom_seg"`` result refers to; a 422 for an image that is not one."""
-        try:
-            series = datastore_series(image) if isinstance(image, str) else None
-        except ValueError as error:
-            raise HTTPException(status_code=422, detail=f"{model}: {without_paths(str(error))}") from error
-        if series is None:
-            raise HTTPException(
-                status_code=422,
-                detail=f"{model}: result_volume 'dicom_seg' needs an image of a DICOM datastore (a DICOM series, or "
-                "the NIfTI the datastore converted from it); this image is not one: ask for 'segments' or 'bins'.",
-            )
-        return series
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         """The bundle's preprocessing, whose loader also reads a DICOM series folder (a DICOM datastore's cached
@@ -354,10 +196,10 @@ class BundleExplainTask(CompatibleBundleInferTask):
 
         MONAI Label runs inferers under ``torch.no_grad()``; the explanation enables gradients itself.
         ``data[output_label_key]`` receives the (1, *spatial) heatmap in [0, 1] on the preprocessed grid,
-        ``data[output_json_key]`` the explanation summary and ``data[_DESCRIBE_KEY]`` the arguments of its description
+        ``data[output_json_key]`` the explanation summary and ``data[DESCRIBE_KEY]`` the arguments of its description
         (the class probabilities of a classifier, the explained class, the calibration, the method).
         """
-        options: ExplainOptions = data[_OPTIONS_KEY]
+        options: ExplainOptions = data[OPTIONS_KEY]
         network = self._get_network(device, data)
         image = data[self.input_key]
         pixels = torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image)[None]
@@ -376,9 +218,9 @@ class BundleExplainTask(CompatibleBundleInferTask):
         affine = image.affine if isinstance(image, MetaTensor) else None
         heatmap = explanation.maps[options.method][0]
         data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
-        data[self.output_json_key] = self._summary(options, classes, explanation.prediction[0])
+        data[self.output_json_key] = self.summary(options, classes, explanation.prediction[0])
         probabilities = explanation.probabilities()
-        data[_DESCRIBE_KEY] = {
+        data[DESCRIBE_KEY] = {
             # a distribution over classes to state (a single output channel states none)
             "probabilities": probabilities[0].cpu()
             if probabilities is not None and len(self.class_names) > 1
@@ -390,85 +232,6 @@ class BundleExplainTask(CompatibleBundleInferTask):
         }
         return data
 
-    def inverse_transforms(self, data: dict | None = None) -> None:
-        """None: the heatmap is put back onto the input grid by affine resampling in :meth:`post_transforms`."""
-        return None
-
-    def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        """Resample the heatmap onto the loaded image's grid, describe it there, quantise it for ``"bins"`` and
-        ``"segments"``, drop the channel dim."""
-        options: ExplainOptions = data[_OPTIONS_KEY]
-        key = self.output_label_key
-        transforms: list[Callable] = [
-            HeatmapToInputGridd(keys=key, image_key=self.input_key),
-            DescribeHeatmapd(keys=key, json_key=self.output_json_key, **data[_DESCRIBE_KEY]),
-        ]
-        if options.result_volume in BINNED_VOLUMES:
-            transforms.append(QuantizeHeatmapd(keys=key, n_bins=options.n_bins, min_heat=options.min_heat))
-        transforms.append(SqueezeDimd(keys=key, dim=0))
-        return transforms
-
-    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: str | None = None) -> tuple[Any, Any]:
-        """MONAI Label's writer with the dtype the result volume needs (Slicer always asks for uint8); ``"segments"``
-        is written as a ``.seg.nrrd`` on the loaded image's grid, whatever extension the client asks for."""
-        options: ExplainOptions = data[_OPTIONS_KEY]
-        if options.result_volume == ResultVolume.DICOM_SEG:
-            heatmap = data[self.output_label_key]
-            affine = heatmap.affine if isinstance(heatmap, MetaTensor) else data[self.input_key].affine
-            path = write_dicom_seg_result(
-                heatmap, affine, datastore_series(data[_SERIES_KEY]), options.method, options.n_bins, options.min_heat,
-                model_name=os.path.basename(os.path.normpath(self.bundle_path)),
-            )  # fmt: skip
-            return path, data.get(self.output_json_key, {})
-        if options.result_volume == ResultVolume.SEGMENTS:
-            labels = data[self.output_label_key]
-            affine = labels.affine if isinstance(labels, MetaTensor) else data[self.input_key].affine
-            result = data.get(self.output_json_key, {})
-            with tempfile.NamedTemporaryFile(suffix=SEG_NRRD_SUFFIX, delete=False) as file:
-                path = file.name
-            write_segmentation_nrrd(path, labels, affine, heat_bins(options.n_bins), result.get("description"))
-            return path, result
-        return super().writer(
-            data, extension=extension, dtype="uint8" if options.result_volume in BINNED_VOLUMES else "float32"
-        )
-
-    def _summary(self, options: ExplainOptions, classes: list[int], outputs: torch.Tensor) -> dict[str, Any]:
-        """JSON-ready description of the explanation and of the prediction it explains (``classes``: the explained
-        class, or the classes explained together; ``outputs``: the network's output for the image)."""
-        request = options.request
-        summary: dict[str, Any] = {
-            "method": options.method,
-            "target_layer": options.target_layer,
-            "class": "+".join(self.class_names[k] for k in classes),
-            "class_index": classes[0] if len(classes) == 1 else classes,
-            "score": request.score,
-            "result_volume": options.result_volume,
-        }
-        if self.segmentation:
-            labels = outputs.argmax(dim=0) if outputs.shape[0] > 1 else (outputs[0] > 0).long()
-            predicted = torch.isin(labels, torch.tensor(classes, device=labels.device))
-            summary["pixel_set"] = request.pixel_set
-            summary["predicted_voxels"] = int(predicted.sum())
-            if not predicted.any() and request.pixel_set != PixelSet.IMAGE:
-                summary["warning"] = (
-                    f"the network predicts no voxel of class '{summary['class']}': the pixel set is empty and the "
-                    "heatmap is all zeros."
-                )
-        else:
-            scores = outputs.softmax(dim=0) if outputs.shape[0] > 1 else outputs.sigmoid()
-            summary["predicted_class"] = self.class_names[int(outputs.argmax())]
-            summary["probabilities"] = {name: float(p) for name, p in zip(self.class_names, scores)}
-        bins = heat_bins(options.n_bins)
-        summary["bins"] = [
-            {"label": b.label, "name": b.name, "low": b.low, "high": b.high, "color": list(b.color)} for b in bins
-        ]
-        summary["min_heat"] = options.min_heat
-        summary["label_colors"] = {b.name: list(b.color) for b in bins}
-        return summary
-
-
-def _default_first(choices: tuple[str, ...], default: str | None) -> tuple[str, ...]:
-    """``choices`` with ``default`` moved to the front (MONAI Label's convention: the first item is the default)."""
-    if default is None or default not in choices:
-        return choices
-    return (default, *[choice for choice in choices if choice != default])
+    def to_input_grid(self) -> list[Callable]:
+        """Resample the heatmap from the preprocessed grid onto the loaded image's (the preprocessing's affine)."""
+        return [HeatmapToInputGridd(keys=self.output_label_key, image_key=self.input_key)]

@@ -123,11 +123,16 @@ class NNUNetModel:
         )
         return torch.from_numpy(np.asarray(data, dtype=np.float32))[None], properties
 
+    def predicts_as(self) -> dict[str, Any]:
+        """The :class:`~monai_xai.explanation.ExplainRequest` fields that make a request explain as nnU-Net
+        predicts: this model's window (tiles, mirroring, folds), logits outputs, eval mode (nnU-Net predicts in eval
+        mode); ``request.replace(**model.predicts_as())`` turns any request into one for this model."""
+        return {"window": self.window, "model_mode": ModelMode.EVAL, "network_output": NetworkOutput.LOGITS}
+
     def request(self, **fields: Any) -> ExplainRequest:
-        """An :class:`~monai_xai.explanation.ExplainRequest` with this model's window (tiles, mirroring, folds),
-        logits outputs and eval mode (nnU-Net predicts in eval mode), and ``fields`` (``methods`` at least)."""
-        values = {"window": self.window, "model_mode": ModelMode.EVAL, "network_output": NetworkOutput.LOGITS}
-        return ExplainRequest(**{**values, **fields})
+        """An :class:`~monai_xai.explanation.ExplainRequest` of :meth:`predicts_as` and ``fields`` (``methods`` at
+        least)."""
+        return ExplainRequest(**{**self.predicts_as(), **fields})
 
     def explain(self, image_files: Sequence[str | Path], step: ExplainStep | None = None, **fields: Any):
         """Explain one case.

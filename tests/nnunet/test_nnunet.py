@@ -7,14 +7,17 @@ hold:
 - tiles, mirroring and two folds: the maps equal a hand loop over nnU-Net's own windows (``pad_nd_image``, the
   predictor's slicers, ``compute_gaussian``, the mirror combinations of ``_internal_maybe_mirror_and_predict``), and the
   explained prediction equals nnU-Net's ``predict_logits_from_preprocessed_data``;
-- ``monai-xai explain <model folder> --images ...`` writes each map on the input file's grid.
+- ``monai-xai explain <model folder> --images ...`` writes each map on the input file's grid;
+- a MONAI Label server serves the folder, with the Python API's maps.
 """
 
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -191,3 +194,83 @@ def test_the_study_takes_an_nnunet_folder_as_a_bundle(model_folder, tmp_path):
     report = run_study(spec, progress=False)
     text = (report / "report.md").read_text()
     assert "nnunet" in text and "ehr_auc" in text
+
+
+def test_monai_label_serves_the_folder_with_the_maps_of_the_python_api(model_folder, tmp_path):
+    """A real ``monailabel start_server`` of the sample app with ``--conf bundles`` holding the trained-model folder:
+    ``<folder>_explain`` is offered, its heatmap equals the Python API's map on the input file's grid (its affine
+    too), its bins quantise that heatmap."""
+    import requests
+
+    from monai_xai.label import quantize_heatmap
+    from tests.helpers.label import SAMPLE_APP, SERVER_START_TIMEOUT_S, server_command
+    from tests.helpers.servers import free_port, running_server
+
+    app, studies = tmp_path / "app", tmp_path / "studies"
+    shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("__pycache__", "logs", "model", "bin"))
+    studies.mkdir()
+    image = make_phantom_case(studies / "case_077_0000.nii.gz", seed=17, shape=(36, 32, 20))
+    Path(str(image).replace("_0000.nii.gz", "_mask.nii.gz")).unlink()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        *server_command(), "start_server", "--app", str(app), "--studies", str(studies),
+        "--host", "127.0.0.1", "--port", str(port), "--uvicorn_app", "monai_xai.label.server:app",
+        "--conf", "bundles", str(model_folder.parent), "--conf", "models", model_folder.name,
+        "--conf", "explain_methods", "hirescam,gradcam", "--conf", "zoo_source", "github", "--conf", "sam2", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "MONAILABEL_PYEXE": sys.executable, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    model = f"{model_folder.name}_explain"
+    params = {"method": "hirescam", "class": "lesion", "pixel_set": "image", "score": "probability"}
+
+    def infer(**extra) -> requests.Response:
+        return requests.post(
+            f"{url}/infer/{model}",
+            params={"image": "case_077_0000", "output": "image"},
+            files={"params": (None, json.dumps({**params, **extra}))},
+            timeout=300,
+        )
+
+    log = tmp_path / "server.log"
+    with running_server(command, f"{url}/info/", log, SERVER_START_TIMEOUT_S, env=env, cwd=tmp_path):
+        info = requests.get(f"{url}/info/", timeout=30).json()
+        assert set(info["models"]) == {model}
+        config = info["models"][model]["config"]
+        layer = _layer(load_nnunet(model_folder))
+        assert config["target_layer"][0] == layer and config["class"] == ["lesion", "background"]
+        responses = {volume: infer(result_volume=volume, result_extension=".nii.gz") for volume in ("heatmap", "bins")}
+        for volume, response in responses.items():
+            assert response.status_code == 200, response.text[:2000]
+            (tmp_path / f"{volume}.nii.gz").write_bytes(response.content)
+    heatmap, bins = (nib.load(str(tmp_path / f"{volume}.nii.gz")) for volume in ("heatmap", "bins"))
+    original = nib.load(str(image))
+    assert heatmap.shape == original.shape
+    np.testing.assert_allclose(heatmap.affine, original.affine, atol=1e-4)
+    expected = load_nnunet(model_folder).explain(
+        [image], methods=("hirescam",), class_idx=1, pixel_set="image", score="probability", target_layers=layer
+    )
+    reference = expected.maps["hirescam"].transpose()  # nnU-Net's (z, y, x) to NIfTI's (x, y, z)
+    values = np.asarray(heatmap.dataobj)
+    assert reference.max() == pytest.approx(1.0) and np.abs(values - reference).max() <= 1e-5
+    assert np.array_equal(np.asarray(bins.dataobj), quantize_heatmap(torch.from_numpy(values), 10, 0.1).numpy())
+
+
+def test_the_label_task_names_the_files_a_case_needs(model_folder, tmp_path):
+    """A series folder, or a model of two channels sent a file without its sibling, is a 422 that says what to send."""
+    from fastapi import HTTPException
+
+    from monai_xai.label import NNUNetExplainTask
+
+    task = NNUNetExplainTask(str(model_folder), {}, methods=["gradcam"])
+    image = make_phantom_case(tmp_path / "case_001_0000.nii.gz", seed=3)
+    assert task.channel_files(str(image)) == [str(image)]
+    with pytest.raises(HTTPException, match="not a series folder") as raised:
+        task.channel_files(str(tmp_path))
+    assert raised.value.status_code == 422
+    task._model("cpu").predictor.dataset_json["channel_names"] = {"0": "T1", "1": "T2"}
+    with pytest.raises(HTTPException, match="takes 2 channel files per case"):
+        task.channel_files(str(image))
+    sibling = tmp_path / "case_001_0001.nii.gz"
+    shutil.copy(image, sibling)
+    assert task.channel_files(str(image)) == [str(image), str(sibling)]

@@ -9,7 +9,10 @@ Start it (see docs/monai_label.md)::
 For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` the app serves two models:
 ``<bundle>`` (the bundle's own inference, MONAI Label's ``BundleInferTask`` with the fixes of
 :class:`monai_xai.label.CompatibleBundleInferTask`) and ``<bundle>_explain`` (CAMs,
-:class:`monai_xai.label.BundleExplainTask`). App conf (``--conf key value``):
+:class:`monai_xai.label.BundleExplainTask`). For every nnU-Net v2 trained-model folder (``dataset.json``,
+``plans.json``, ``fold_<k>/``; the ``nnunet`` extra) it serves ``<folder>_explain``
+(:class:`monai_xai.label.NNUNetExplainTask`: nnU-Net's preprocessing, tiles, mirroring and folds). App conf
+(``--conf key value``):
 
 - ``bundles``: folder holding the bundle folders (default ``<app>/model``, MONAI Label's convention).
 - ``models``: comma-separated bundle names to serve (default: every valid bundle in ``bundles``).
@@ -21,7 +24,8 @@ For every bundle folder with ``configs/inference.json`` and ``models/model.pt`` 
 - ``allow_label_writes``: ``true`` lets a request save its result as a label (``save_label`` with a ``label_tag``
   other than ``final`` or ``original``); default ``false``.
 
-Bundle folders without ``configs/inference.json`` or trained weights (the study bundles before training) are skipped
+Folders that are neither an nnU-Net folder nor a bundle with ``configs/inference.json`` and trained weights (the
+study bundles before training), and nnU-Net folders without nnunetv2 installed, are skipped
 with a logged reason, so ``--conf bundles <repository>/bundles`` serves the bundles that have weights.
 """
 
@@ -33,7 +37,14 @@ import os
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-from monai_xai.label import BundleExplainTask, CompatibleBundleInferTask, GuardedInferMixin, heat_bins
+from monai_xai.label import (
+    BundleExplainTask,
+    CompatibleBundleInferTask,
+    GuardedInferMixin,
+    NNUNetExplainTask,
+    heat_bins,
+)
+from monai_xai.nnunet import is_nnunet_folder
 from monai_xai.threads import apply_thread_policy
 
 logger = logging.getLogger(__name__)
@@ -81,6 +92,19 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
         infers: dict[str, InferTask] = {}
         for name in self.bundle_names:
             path = os.path.join(self.bundles_dir, name)
+            if is_nnunet_folder(path):
+                try:
+                    infers[f"{name}_explain"] = NNUNetExplainTask(
+                        path,
+                        self.conf,
+                        methods=self.explain_methods,
+                        n_bins=self.n_bins,
+                        min_heat=self.min_heat,
+                        result_volume=self.result_volume,
+                    )
+                except ImportError as error:  # the nnunet extra is not installed
+                    logger.warning(f"skip {path}: {error}")
+                continue
             reason = _not_servable(path)
             if reason is not None:
                 logger.warning(f"skip {path}: {reason}")
