@@ -6,7 +6,9 @@ padded (centred, zeros) to at least the patch size; tiles start at ``compute_ste
 positions (neighbours overlap by at least ``1 - step`` of a patch); each tile's output, averaged over the mirrored
 copies of the tile (every non-empty combination of the mirror axes, each flipped back), is weighted by a Gaussian of
 sigma ``patch / 8`` scaled to a peak of 10 (``compute_gaussian``; zeros lifted to its minimum) and summed, then
-divided by the summed weights; the padding is cut off; each fold's result is averaged with the others'.
+divided by the summed weights; the padding is cut off; each fold's result is averaged with the others'. A 2d
+configuration on volumes (a patch of one dim fewer than the images) is run slice by slice along the first spatial dim,
+each slice tiled as a 2D image (``_internal_get_sliding_window_slicers``: every slice, its 2D tiles).
 
 :func:`tiled` does exactly that for any function of a tile: the network (the prediction) or the non-normalised maps
 of a batch of tiles (the explanation), so the maps are averaged the way the predictions are. The tiling is written
@@ -120,12 +122,31 @@ class TiledNetwork(nn.Module):
         return tiled(lambda tile, _: self.network(tile), images, self.window, self.network)
 
 
+def _slices(spatial: Sequence[int], window: TiledWindow) -> int:
+    """The slices a 2D patch tiles one by one in a volume of ``spatial`` size (1: the patch has the images' dims).
+
+    Raises:
+        ValueError: a patch of another dimension than the images' or their slices'.
+    """
+    if len(window.patch_size) == len(spatial):
+        return 1
+    if len(window.patch_size) == len(spatial) - 1:
+        return int(spatial[0])
+    raise ValueError(
+        f"the tiles are {len(window.patch_size)}D ({window.patch_size}) but the images {len(spatial)}D: tiles have "
+        "the images' dims, or one fewer (a 2d configuration on volumes, slice by slice)."
+    )
+
+
 def tiles_per_image(spatial: Sequence[int], window: TiledWindow) -> int:
     """The passes :func:`tiled` runs on one image of ``spatial`` size (centred-padded to the patch where smaller):
-    its tiles, times the mirrored copies of each (plus the tile itself), times the folds (at least one)."""
-    padded = [max(size, patch) for size, patch in zip(spatial, window.patch_size)]
+    its tiles (in every slice, for a 2D patch on volumes), times the mirrored copies of each (plus the tile itself),
+    times the folds (at least one)."""
+    slices = _slices(spatial, window)
+    plane = spatial[-len(window.patch_size) :]
+    padded = [max(size, patch) for size, patch in zip(plane, window.patch_size)]
     tiles = math.prod(len(starts) for starts in tile_starts(padded, window.patch_size, window.step))
-    return tiles * (len(window.mirror_combinations()) + 1) * max(len(window.weights), 1)
+    return slices * tiles * (len(window.mirror_combinations()) + 1) * max(len(window.weights), 1)
 
 
 def tile_starts(image_size: Sequence[int], patch_size: Sequence[int], step: float) -> list[list[int]]:
@@ -228,6 +249,19 @@ def _tile_once(
     return _map_values(lambda item: (item / weight.to(item.dtype))[(slice(None), slice(None), *crop)], blended)
 
 
+def _tile_slices(
+    function: TileFunction, images: torch.Tensor, window: TiledWindow, condition: torch.Tensor | None
+) -> Any:
+    """:func:`_tile_once` of every slice along the first spatial dim, stacked there (a 2D patch on volumes)."""
+    slices = [
+        _tile_once(function, images[:, :, index], window, None if condition is None else condition[:, :, index])
+        for index in range(images.shape[2])
+    ]
+    if isinstance(slices[0], Mapping):
+        return {key: torch.stack([item[key] for item in slices], dim=2) for key in slices[0]}
+    return torch.stack(slices, dim=2)
+
+
 def tiled(
     function: TileFunction,
     images: torch.Tensor,
@@ -240,7 +274,8 @@ def tiled(
     Args:
         function: ``function(tiles (B, C, *patch), condition tiles (B, K, *patch) or None)`` -> a tensor (B, C', *patch)
             or a dict of them (e.g. each method's non-negative maps).
-        images: (B, C, *spatial) images, 2D or 3D.
+        images: (B, C, *spatial) images, 2D or 3D (with a 2D patch: tiled slice by slice along the first spatial
+            dim, as nnU-Net runs a 2d configuration on volumes).
         window: the tiling, mirroring and folds.
         network: the network whose weights ``window.weights`` replace in turn (restored afterwards); needed only
             with fold weights.
@@ -250,16 +285,13 @@ def tiled(
         the blended outputs on the images' grid (a tensor, or a dict of tensors), averaged over the folds.
 
     Raises:
-        ValueError: fold weights without the network to load them into, or tiles of another dimension than the
-            images (nnU-Net's 2d configuration tiles a volume slice by slice, which is not supported).
+        ValueError: fold weights without the network to load them into, or tiles neither of the images' dimension
+            nor of one fewer.
     """
-    if len(window.patch_size) != images.ndim - 2:
-        raise ValueError(
-            f"the tiles are {len(window.patch_size)}D ({window.patch_size}) but the images {images.ndim - 2}D: a 2d "
-            "nnU-Net configuration on volumes (slice by slice) is not supported; explain its 3d_fullres configuration."
-        )
+    _slices(images.shape[2:], window)  # refuses tiles of another dimension
+    tile = _tile_once if len(window.patch_size) == images.ndim - 2 else _tile_slices
     if not window.weights:
-        return _tile_once(function, images, window, condition)
+        return tile(function, images, window, condition)
     if network is None:
         raise ValueError("a tiled window with fold weights needs the network to load them into.")
     own = {name: value.detach().clone() for name, value in network.state_dict().items()}
@@ -267,7 +299,7 @@ def tiled(
     try:
         for weights in window.weights:
             network.load_state_dict(weights)
-            total = _add(total, _tile_once(function, images, window, condition))
+            total = _add(total, tile(function, images, window, condition))
     finally:
         network.load_state_dict(own)
     return _map_values(lambda item: item / len(window.weights), total)

@@ -417,10 +417,13 @@ class ExplainStep:
 
     def _choose_layer(self, network: nn.Module, images: torch.Tensor) -> None:
         """Choose the layer from the first case of ``images`` (with a sliding window, its ROI-sized corner,
-        zero-padded where the image is smaller), log it and keep it in :attr:`chosen_layer`."""
+        zero-padded where the image is smaller; with a 2D window on volumes, the corner of its middle slice along the
+        first spatial dim), log it and keep it in :attr:`chosen_layer`."""
         sample = _plain(images[:1])
         window = self.request.window
         if window is not None:
+            if isinstance(window.roi_size, tuple) and len(window.roi_size) == sample.ndim - 3:
+                sample = sample[:, :, sample.shape[2] // 2]
             roi = fall_back_tuple(window.roi_size, sample.shape[2:])
             sample = sample[(slice(None), slice(None), *(slice(0, size) for size in roi))]
             # F.pad takes (before, after) pairs from the last dim backwards

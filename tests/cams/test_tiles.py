@@ -40,8 +40,8 @@ def test_a_map_of_each_tile_s_position_is_weighted_by_the_gaussian():
 def test_padding_and_refusals():
     images = torch.rand(1, 2, 5, 30)  # smaller than the patch in the first dim: padded around, cut off after
     torch.testing.assert_close(tiled(lambda tiles, _: tiles, images, TiledWindow((8, 8))), images)
-    with pytest.raises(ValueError, match="2d nnU-Net configuration on volumes"):
-        tiled(lambda tiles, _: tiles, torch.rand(1, 1, 8, 8, 8), TiledWindow((8, 8)))
+    with pytest.raises(ValueError, match="the images' dims, or one fewer"):
+        tiled(lambda tiles, _: tiles, torch.rand(1, 1, 8, 8, 8), TiledWindow((8,)))
     with pytest.raises(ValueError, match="step"):
         TiledWindow((8, 8), step=0)
     with pytest.raises(ValueError, match="fold weights"):
@@ -98,3 +98,23 @@ def test_input_attributions_are_tiled_mirrored_and_averaged_over_folds_as_the_pr
     with torch.no_grad():  # and the prediction is the folds' mean, tile by tile
         mean = (folds[0](images) + folds[1](images)) / 2
         torch.testing.assert_close(explained.prediction, mean, atol=1e-5, rtol=0)
+
+
+def test_a_2d_patch_tiles_a_volume_slice_by_slice():
+    """nnU-Net's 2d configuration on volumes: each slice along the first spatial dim tiled in 2D on its own, so a
+    function of a 2D tile gives, slice for slice, what it gives on that slice as a 2D image."""
+    images = torch.rand(2, 1, 5, 20, 11)
+    window = TiledWindow((8, 8), step=0.5, mirror_axes=(0, 1))
+    calls = []
+
+    def tile_mean(tiles, condition):
+        assert tiles.ndim == 4 and condition is not None and condition.shape[2:] == tiles.shape[2:]
+        calls.append(1)
+        return {"mean": tiles.mean(dim=(2, 3), keepdim=True).expand_as(tiles) + condition}
+
+    condition = torch.rand(2, 1, 5, 20, 11)
+    blended = tiled(tile_mean, images, window, condition=condition)["mean"]
+    per_slice = [tiled(tile_mean, images[:, :, z], window, condition=condition[:, :, z])["mean"] for z in range(5)]
+    torch.testing.assert_close(blended, torch.stack(per_slice, dim=2))
+    # slices x tiles (4 x 2 a slice) x (3 mirrored + 1); the calls are the volume's and the slices' one by one
+    assert tiles_per_image(images.shape[2:], window) == 5 * 4 * 2 * 4 == len(calls) // 2

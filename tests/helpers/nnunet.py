@@ -22,12 +22,13 @@ from monai_xai.data.phantom import generate_phantom
 __all__ = ["TRAINING", "make_phantom_case", "train_phantom_nnunet"]
 
 # the shortened training: nnU-Net's trainer class and run_training, three iterations of one epoch per fold
+# (argv: the configuration, then the folds)
 TRAINING = """
 import sys, torch
 from nnunetv2.run.run_training import get_trainer_from_args
-for fold in sys.argv[1:]:
+for fold in sys.argv[2:]:
     trainer = get_trainer_from_args(
-        "1", "3d_fullres", int(fold), "nnUNetTrainer", "nnUNetPlans", device=torch.device("cpu")
+        "1", sys.argv[1], int(fold), "nnUNetTrainer", "nnUNetPlans", device=torch.device("cpu")
     )
     trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch, trainer.num_epochs = 3, 1, 1
     trainer.run_training()
@@ -45,11 +46,12 @@ def make_phantom_case(path: Path, seed: int, shape: tuple[int, int, int] = (32, 
     return path
 
 
-def train_phantom_nnunet(root: Path) -> Path:
-    """Plan, preprocess and train (folds 0 and 1) an nnU-Net v2 3d_fullres model on five phantoms under ``root``.
+def train_phantom_nnunet(root: Path, configuration: str = "3d_fullres") -> Path:
+    """Plan, preprocess and train (folds 0 and 1) an nnU-Net v2 model of ``configuration`` (``3d_fullres``, or
+    ``2d``: a 2D network nnU-Net runs slice by slice on the volumes) on five phantoms under ``root``.
 
     Returns:
-        the trained-model folder (``<root>/results/Dataset001_Phantom/nnUNetTrainer__nnUNetPlans__3d_fullres``).
+        the trained-model folder (``<root>/results/Dataset001_Phantom/nnUNetTrainer__nnUNetPlans__<configuration>``).
     """
     raw = root / "raw" / "Dataset001_Phantom"
     (raw / "imagesTr").mkdir(parents=True)
@@ -72,12 +74,12 @@ def train_phantom_nnunet(root: Path) -> Path:
         "-d",
         "1",
         "-c",
-        "3d_fullres",
+        configuration,
         "-np",
         "1",
     ]
-    for command in (plan, [sys.executable, "-c", TRAINING, "0", "1"]):
+    for command in (plan, [sys.executable, "-c", TRAINING, configuration, "0", "1"]):
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"{command[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return root / "results" / "Dataset001_Phantom" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    return root / "results" / "Dataset001_Phantom" / f"nnUNetTrainer__nnUNetPlans__{configuration}"

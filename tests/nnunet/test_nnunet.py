@@ -7,6 +7,7 @@ hold:
 - tiles, mirroring and two folds: the maps equal a hand loop over nnU-Net's own windows (``pad_nd_image``, the
   predictor's slicers, ``compute_gaussian``, the mirror combinations of ``_internal_maybe_mirror_and_predict``), and the
   explained prediction equals nnU-Net's ``predict_logits_from_preprocessed_data``;
+- a 2d configuration runs slice by slice through volumes, as nnU-Net's own slicers do;
 - ``monai-xai explain <model folder> --images ...`` writes each map on the input file's grid;
 - a MONAI Label server serves the folder, with the Python API's maps.
 """
@@ -46,6 +47,12 @@ def model_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def model_folder_2d(tmp_path_factory):
+    """A 2d configuration: a 2D network nnU-Net runs slice by slice on the volumes."""
+    return train_phantom_nnunet(tmp_path_factory.mktemp("nnunet_2d"), "2d")
+
+
 def _layer(model) -> str:
     """The layer the step chooses (the last decoder stage), by name."""
     from monai_xai.explanation import ExplainStep
@@ -72,7 +79,8 @@ def test_one_tile_equals_cam_explainer_on_the_preprocessed_input(model_folder, t
 
 def _hand_loop(model, images: torch.Tensor, layer: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """nnU-Net's sliding window written out with nnU-Net's own pieces, in float32: the maps (one CAM per mirrored
-    tile) and the logits."""
+    tile) and the logits. The predictor's slicers walk a 2d configuration's tiles slice by slice through a volume
+    (``(slice(None), slice_index, *tile)``), so the loop serves both configurations."""
     from acvl_utils.cropping_and_padding.padding import pad_nd_image
     from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 
@@ -101,7 +109,8 @@ def _hand_loop(model, images: torch.Tensor, layer: str) -> tuple[dict[str, torch
             for dims in [(), *combinations]:
                 raw = explainer(tile.flip(dims) if dims else tile, class_idx=1, pixel_set="image", raw=True)
                 for method, values in raw.items():
-                    upsampled = F.interpolate(values.clamp_min(0), size=patch, mode="trilinear", align_corners=False)
+                    mode = "trilinear" if len(patch) == 3 else "bilinear"
+                    upsampled = F.interpolate(values.clamp_min(0), size=patch, mode=mode, align_corners=False)
                     tile_maps[method] = tile_maps[method] + (upsampled.flip(dims) if dims else upsampled)
             for method in REQUEST["methods"]:
                 blended[method][(slice(None), *slicer)] += tile_maps[method] / (len(combinations) + 1) * gaussian
@@ -137,6 +146,24 @@ def test_tiles_mirroring_and_folds_equal_a_hand_loop_over_nnunet_s_own_windows(m
     assert close.float().mean() > 0.95
     same = result.explanation.prediction[0].argmax(dim=0) == own_logits.argmax(dim=0)
     assert same.float().mean() > 0.99
+
+
+def test_a_2d_configuration_is_explained_slice_by_slice_as_nnunet_predicts_volumes(model_folder_2d, tmp_path):
+    model = load_nnunet(model_folder_2d, folds=(0, 1), mirroring=True)
+    assert model.window.patch_size == (32, 32) and model.window.mirror_axes == (0, 1)
+    image = make_phantom_case(tmp_path / "slices_0000.nii.gz", seed=14, shape=(44, 40, 16))  # 2 x 2 tiles a slice
+    images, _ = model.preprocess([image])
+    assert images.ndim == 5
+    layer = _layer(model)
+    result = model.explain([image], target_layers=layer, **REQUEST)
+    expected, expected_logits = _hand_loop(model, images, layer)
+    for method, maps in expected.items():
+        assert maps.amax() == 1
+        assert (result.explanation.maps[method] - maps).abs().max() <= 1e-5
+        assert result.maps[method].shape == nib.load(str(image)).shape[::-1]  # on the input grid, (z, y, x)
+    assert (result.explanation.prediction[0] - expected_logits).abs().max() <= 1e-4
+    own_logits = model.predictor.predict_logits_from_preprocessed_data(images[0]).float()
+    assert (result.explanation.prediction[0].argmax(dim=0) == own_logits.argmax(dim=0)).float().mean() > 0.99
 
 
 def test_the_command_writes_each_map_on_the_input_grid(model_folder, tmp_path):
