@@ -74,7 +74,7 @@ DEMO_SEED = 2026
 LOCALISES_POINTING_GAME = 0.9
 LOCALISES_EHR_RATIO = 5.0
 # The randomisation checks the demo runs (with the controls): each explains every case once more, eMPRT none.
-# sMPRT, which explains every case 2 x n_noise more times, is left to ``monai-xai sanity --checks all``.
+# sMPRT, which explains every case 2 x (n_noise - 1) more times, is left to ``monai-xai sanity --checks all``.
 DEMO_CHECKS = (SanityCheck.TOP_DOWN, SanityCheck.BOTTOM_UP, SanityCheck.EMPRT, SanityCheck.RANDOM_LOGIT)
 
 

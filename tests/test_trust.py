@@ -110,6 +110,12 @@ def test_smoothed_maps_by_hand():
     scale = torch.tensor([1.0, 0.25]).reshape(2, 1, 1, 1)
     torch.testing.assert_close(smooth["identity"], images + scale * (noise[0] + noise[1]) / 3)
     assert smoothed_maps(lambda x: {"identity": x}, images, n_samples=1)["identity"].equal(images)
+    # the clean sample's maps, when known, are taken as they are: explain runs on the noisy copies only
+    seen = []
+    known = {"identity": images * 10}
+    reused = smoothed_maps(lambda x: seen.append(x) or {"identity": x}, images, 3, 0.5, noise=noise, clean=known)
+    assert len(seen) == 2 and not any(torch.equal(x, images) for x in seen)
+    torch.testing.assert_close(reused["identity"], (images * 10 + 2 * images + scale * (noise[0] + noise[1])) / 3)
     with pytest.raises(ValueError, match="n_samples must be a positive int"):
         smoothed_maps(lambda x: {"identity": x}, images, n_samples=0)
 

@@ -155,8 +155,8 @@ def bundle_sanity_checks(
             ``permuted_weights``.
         controls: with ``checks``, also check the controls (:data:`~monai_xai.cams.CONTROL_METHODS`), which must
             fail: a check one of them passes is not discriminating for this bundle; their rows come last.
-        n_noise: sMPRT's maps averaged per case (``n_noise - 1`` noisy copies and the clean image); each costs two
-            explanations of every case.
+        n_noise: sMPRT's maps averaged per case (``n_noise - 1`` noisy copies and the clean image); each noisy copy
+            costs two explanations of every case (the clean image's maps are the top-down test's).
         noise_magnitude: sMPRT's noise standard deviation as a share of each case's intensity range.
         bottom_up_fraction: share of the network's modules (from the input) the bottom-up check re-initialises.
         permuted_weights: the weights of the same network trained on permuted labels (the ``data`` check), e.g.

@@ -163,6 +163,7 @@ def smoothed_maps(
     noise_magnitude: float = 0.1,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
+    clean: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """sMPRT's maps: the mean of ``explain`` over ``n_samples - 1`` noisy copies of ``images`` and the clean images.
 
@@ -177,6 +178,8 @@ def smoothed_maps(
         generator: random generator on the images' device (None: the global one).
         noise: (n_samples - 1, B, C, *spatial) standard normal draws to use instead (e.g. to reproduce another
             tool's draws).
+        clean: {method: (B, 1, *spatial)} the maps ``explain`` gives the clean images, when they are already known
+            (the randomisation checks have them): the clean sample is then not explained again.
 
     Returns:
         {method: (B, 1, *spatial) mean map}.
@@ -187,6 +190,10 @@ def smoothed_maps(
     scale = (noise_magnitude * spread).reshape(-1, *([1] * (images.ndim - 1)))
     total: dict[str, torch.Tensor] = {}
     for index in range(n_samples):
+        if index == n_samples - 1 and clean is not None:
+            for method, values in clean.items():
+                total[method] = total.get(method, 0) + values.detach().double()
+            continue
         if index == n_samples - 1:
             noisy = images
         else:
@@ -303,9 +310,10 @@ def batch_trust_statistics(
             def explain_with(model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
                 return lambda noisy: step(model, noisy, target=target).maps
 
+            # the clean sample's maps are the trained and the randomised network's maps, already computed
             smooth = [
-                smoothed_maps(explain_with(model), images, n_samples, noise_magnitude, generator)
-                for model in (network, randomised_network)
+                smoothed_maps(explain_with(model), images, n_samples, noise_magnitude, generator, clean=maps)
+                for model, maps in ((network, trained.maps), (randomised_network, randomised_maps))
             ]
             statistics[check] = spearman(*smooth)
         elif check == SanityCheck.EMPRT:

@@ -181,7 +181,8 @@ class StudySpec:
         reliability_cases, reliability_noise, reliability_seed: cases of the metrics' reliability check (0: no check),
             its input noise (standard deviation as a fraction of each image's intensity range) and the noise's seed
             (:mod:`monai_xai.sanity.metric_reliability`).
-        mlflow: ``{"tracking_uri": ..., "experiment": ...}``, or None for no tracking.
+        mlflow: ``{"tracking_uri": ..., "experiment": ...}`` (no ``tracking_uri``: the environment's
+            ``MLFLOW_TRACKING_URI``, else a sqlite store in the output folder), or None for no tracking.
         batch_size: cases per batch; batches are fixed by case order, so results do not depend on ranks.
         seed: seed of every random stream (ROAD's imputation noise), derived per batch.
         device: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).

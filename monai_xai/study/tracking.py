@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from monai_xai.handlers.mlflow_artifacts import TRACKING_URI_ENV
 from monai_xai.mlflow_client import client_run, experiment_id, log_metrics, log_params, metric_key, track_best_effort
 from monai_xai.study.fingerprint import study_fingerprint
 from monai_xai.study.report import StudyReport
@@ -34,8 +36,9 @@ TRACKING_TIMEOUT = 120.0
 
 
 def tracking_uri(spec: StudySpec) -> str:
-    """The study's MLflow URI: its ``mlflow.tracking_uri``, else ``sqlite:///<output_dir>/mlflow/mlruns.db``."""
-    uri = (spec.mlflow or {}).get("tracking_uri")
+    """The study's MLflow URI: its ``mlflow.tracking_uri``, else the environment's ``MLFLOW_TRACKING_URI`` (MLflow's
+    own default, as the bundles' tracking handler reads it), else ``sqlite:///<output_dir>/mlflow/mlruns.db``."""
+    uri = (spec.mlflow or {}).get("tracking_uri") or os.environ.get(TRACKING_URI_ENV)
     if uri:
         return str(uri)
     return f"sqlite:///{(Path(spec.output_dir) / 'mlflow' / 'mlruns.db').resolve()}"

@@ -282,3 +282,15 @@ def test_an_unreadable_case_costs_only_itself_and_a_resume_keeps_going(finished,
     assert again == report
     pd.testing.assert_frame_equal(stored(spec, "scores"), before)
     assert len(pd.read_csv(report / "failed_cases.csv")) == 2
+
+
+def test_the_tracking_uri_is_the_file_s_else_the_environment_s_else_a_store_in_the_output_folder(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = SimpleNamespace(mlflow={"experiment": "x"}, output_dir=str(tmp_path / "out"))
+    assert tracking_uri(spec) == f"sqlite:///{(tmp_path / 'out' / 'mlflow' / 'mlruns.db').resolve()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking_uri(spec) == "http://127.0.0.1:5999"
+    spec.mlflow["tracking_uri"] = "sqlite:////tmp/chosen.db"
+    assert tracking_uri(spec) == "sqlite:////tmp/chosen.db"
