@@ -13,10 +13,11 @@ stops at the first missing reference with MONAI's own message).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,28 @@ class ExplainRun:
         return "\n".join(lines)
 
 
+def _check_known_ids(parser: ConfigParser, override: Mapping[str, Any], config_files: Sequence[Path]) -> None:
+    """Refuse an override of an id no config file defines: nothing reads it, so a mistyped ``--xai_metods`` would
+    otherwise run with the defaults, silently.
+
+    Raises:
+        ValueError: names the unknown ids, the closest known ones, and the files read.
+    """
+    unknown = [key for key in override if key not in parser]
+    if not unknown:
+        return
+    known = [key for key in parser.get() if isinstance(key, str)]
+    hints = {key: difflib.get_close_matches(key.split("#")[0], known, n=3) for key in unknown}
+    said = "; ".join(
+        f"{key!r}" + (f" (did you mean {', '.join(hints[key])}?)" if hints[key] else "") for key in unknown
+    )
+    files = ", ".join(str(file) for file in config_files)
+    raise ValueError(
+        f"unknown config id(s) {said}: no config of the run defines them ({files}), so nothing would read them; "
+        "check the spelling (ids with '#' address nested ones)."
+    )
+
+
 def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, **override: Any) -> list[ExplainRun]:
     """Explain a bundle's inference data set in-process (:class:`ExplainWorkflow` with the overlays).
 
@@ -223,6 +246,7 @@ def explain_bundle(bundle_dir: str | Path, overlays: Sequence[str] = OVERLAYS, *
     config_files = explain_config_files(bundle_dir, overlays)
     parser = ConfigParser()
     parser.read_config(config_files)
+    _check_known_ids(parser, override, config_files)
     override = {**torchscript_overrides(bundle_dir, parser), **override}
     parser.update({"bundle_root": str(bundle_dir), **override})
     output_dir = Path(parser.get_parsed_content("xai_output_dir"))

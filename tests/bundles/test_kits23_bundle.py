@@ -138,7 +138,8 @@ def _explain(trained: dict[str, Any], out: Path, overlays: tuple[str, ...], **ov
         overlays=overlays,
         xai_output_dir=str(out),
         xai_metric_args=ROAD_ARGS,
-        **{key: value for key, value in trained["common"].items() if key != "bundle_root"},
+        # cache_dir is the training's: an explanation run refuses ids its configs do not define
+        **{key: value for key, value in trained["common"].items() if key not in ("bundle_root", "cache_dir")},
         **override,
     )
 

@@ -44,7 +44,7 @@ def test_anything_else_is_not_a_boolean(value):
 def test_numbers():
     assert strict_value("12", int, "n_cases") == 12 and strict_value(7, int, "n_cases") == 7
     assert strict_value("0.25", float, "min_heat") == 0.25 and strict_value(1, float, "min_heat") == 1.0
-    for value in ("1.5", "ten", True, None):
+    for value in ("1.5", "ten", True, None, "¹", "٣"):  # superscripts and other scripts' digits are not whole numbers
         with pytest.raises(ValueError, match="--n_cases takes a whole number"):
             strict_value(value, int, "n_cases")
     for value in ("nan", "inf", "x", True):
@@ -94,6 +94,10 @@ def test_xai_overwrite_false_keeps_the_earlier_run(tmp_path):
     assert (out / "cases.csv").read_text() == cases
     third = run("--xai_overwrite", "maybe")
     assert third.returncode != 0 and "--xai_overwrite takes true or false, got 'maybe'" in third.stderr
+    # a mistyped id is refused with the ids meant, not run with the defaults
+    fourth = run("--xai_overwrite", "true", "--xai_metods", "['hirescam']")
+    assert fourth.returncode != 0 and "unknown config id(s) 'xai_metods' (did you mean xai_methods" in fourth.stderr
+    assert (out / "cases.csv").read_text() == cases
 
 
 def _boolean_uses(config: Path) -> list[tuple[str, str]]:
