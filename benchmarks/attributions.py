@@ -72,7 +72,8 @@ def _box(size: int, device: torch.device) -> torch.Tensor:
     return mask
 
 
-def build_case(name: str, quick: bool, device: torch.device) -> Case:
+def build_case(name: str, quick: bool, device: torch.device, swin_size: int = 96) -> Case:
+    """The benchmark's network and volume; ``swin_size``: SwinUNETR's cube side (a multiple of 32, at least 64)."""
     from monai.networks.nets import SwinUNETR, UNet
 
     if name == "unet3d":
@@ -81,7 +82,7 @@ def build_case(name: str, quick: bool, device: torch.device) -> Case:
         # the spleen_ct_segmentation bundle's network at full size
         model = UNet(3, 1, 2, channels, (2,) * (len(channels) - 1), num_res_units=2, norm="batch")
     elif name == "swinunetr_3d":
-        size = 64 if quick else 96  # its five halvings need at least 64
+        size = 64 if quick else swin_size  # its five halvings need at least 64
         model = SwinUNETR(in_channels=1, out_channels=2, feature_size=12 if quick else 48, spatial_dims=3)
     else:
         raise ValueError(f"unknown case {name!r}; choose from {CASE_NAMES}.")
@@ -213,21 +214,22 @@ def _peak_rss_gib() -> float:
     return float("nan")
 
 
-def memory_child(case_name: str, method: str, implementation: str, quick: bool, threads: int) -> None:
+def memory_child(case_name: str, method: str, implementation: str, quick: bool, threads: int, swin_size: int) -> None:
     """Runs in a fresh process: one call of one implementation; prints JSON with the peak RSS before and after."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    case = build_case(case_name, quick, torch.device("cpu"))
+    case = build_case(case_name, quick, torch.device("cpu"), swin_size)
     fn = captum_call(method, case, case.images, case.mask) if implementation == "captum" else ours_call(method, case)
     before = _peak_rss_gib()
     fn()
     print(json.dumps({"before": before, "peak": _peak_rss_gib()}))
 
 
-def cpu_memory(case_name: str, method: str, implementation: str, quick: bool, threads: int) -> float:
+def cpu_memory(case_name: str, method: str, implementation: str, args: argparse.Namespace) -> float:
     """Peak RSS (GiB) of one call in a child process, above the child's peak before the call."""
-    command = [sys.executable, __file__, "--memory-child", case_name, method, implementation, "--threads", str(threads)]
-    result = subprocess.run(command + ["--quick"] * quick, capture_output=True, text=True, check=True)
+    command = [sys.executable, __file__, "--memory-child", case_name, method, implementation]
+    command += ["--threads", str(args.threads), "--swin-size", str(args.swin_size)] + ["--quick"] * args.quick
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     return report["peak"] - report["before"]
 
@@ -239,20 +241,23 @@ def _gib(value: float | None) -> str:
 def run_case(case: Case, methods: list[str], args: argparse.Namespace, device: torch.device) -> list[list[str]]:
     rows = []
     for method in methods:
-        torch.manual_seed(0)
-        ours_seconds, ours_peak = measure(ours_call(method, case), args.repeats, args.warmup, device)
-        torch.manual_seed(0)
-        captum_seconds, captum_peak = measure(
-            captum_call(method, case, case.images, case.mask), args.repeats, args.warmup, device
-        )
+        ours_seconds = captum_seconds = ours_peak = captum_peak = None
+        if not args.skip_timing:
+            torch.manual_seed(0)
+            ours_seconds, ours_peak = measure(ours_call(method, case), args.repeats, args.warmup, device)
+            torch.manual_seed(0)
+            captum_seconds, captum_peak = measure(
+                captum_call(method, case, case.images, case.mask), args.repeats, args.warmup, device
+            )
         if args.cpu_memory and device.type == "cpu":
-            ours_peak = cpu_memory(case.name, method, "ours", args.quick, args.threads)
-            captum_peak = cpu_memory(case.name, method, "captum", args.quick, args.threads)
-        ratio = ours_seconds / captum_seconds
-        rows.append(
-            [case.name, method, f"{ours_seconds:.3f}", f"{captum_seconds:.3f}", f"{ratio:.2f}x", _gib(ours_peak),
-             _gib(captum_peak), "<= 1.10x"]
-        )  # fmt: skip
+            ours_peak = cpu_memory(case.name, method, "ours", args)
+            captum_peak = cpu_memory(case.name, method, "captum", args)
+        times = (
+            ["-"] * 3
+            if ours_seconds is None
+            else [f"{ours_seconds:.3f}", f"{captum_seconds:.3f}", f"{ours_seconds / captum_seconds:.2f}x"]
+        )
+        rows.append([case.name, method, *times, _gib(ours_peak), _gib(captum_peak), "<= 1.10x"])  # fmt: skip
     return rows
 
 
@@ -303,23 +308,27 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--cpu-memory", action="store_true", help="on the CPU, peak RSS of each call in a child")
+    parser.add_argument("--skip-timing", action="store_true", help="with --cpu-memory: the memory columns only")
     parser.add_argument("--skip-sliding-window", action="store_true")
+    parser.add_argument(
+        "--swin-size", type=int, default=96, help="SwinUNETR's volume side (64 makes its multi-pass methods 3x cheaper)"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        memory_child(*args.memory_child, args.quick, args.threads)
+        memory_child(*args.memory_child, args.quick, args.threads, args.swin_size)
         return
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, device {device}, {args.threads} threads, median of {args.repeats} after "
-        f"{args.warmup} warm-up{' (quick sizes)' if args.quick else ''}\n"
+        f"{args.warmup} warm-up{' (quick sizes)' if args.quick else ''}, SwinUNETR at {args.swin_size}^3\n"
     )
     header = ["case", "method", "ours (s)", "Captum (s)", "ratio", "ours peak (GiB)", "Captum peak (GiB)", "goal"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header), flush=True)
     for name in args.cases:
-        case = build_case(name, args.quick, device)
+        case = build_case(name, args.quick, device, args.swin_size)
         for row in run_case(case, args.methods, args, device):
             print("| " + " | ".join(row) + " |", flush=True)
         del case
