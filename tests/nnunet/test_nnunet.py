@@ -229,7 +229,7 @@ def test_monai_label_serves_the_folder_with_the_maps_of_the_python_api(model_fol
     too), its bins quantise that heatmap."""
     import requests
 
-    from monai_xai.label import quantize_heatmap
+    from monai_xai.label import heat_bins, quantize_heatmap
     from tests.helpers.label import SAMPLE_APP, SERVER_START_TIMEOUT_S, server_command
     from tests.helpers.servers import free_port, running_server
 
@@ -263,6 +263,7 @@ def test_monai_label_serves_the_folder_with_the_maps_of_the_python_api(model_fol
     with running_server(command, f"{url}/info/", log, SERVER_START_TIMEOUT_S, env=env, cwd=tmp_path):
         info = requests.get(f"{url}/info/", timeout=30).json()
         assert set(info["models"]) == {model}
+        assert info["labels"] == [heat_bin.name for heat_bin in heat_bins(10)]  # the bins, once (no class of its own)
         config = info["models"][model]["config"]
         layer = _layer(load_nnunet(model_folder))
         assert config["target_layer"][0] == layer and config["class"] == ["lesion", "background"]

@@ -44,6 +44,7 @@ from monai_xai.label import (
     NNUNetExplainTask,
     heat_bins,
 )
+from monai_xai.label.explain_task import ExplainTaskMixin
 from monai_xai.nnunet import is_nnunet_folder
 from monai_xai.threads import apply_thread_policy
 
@@ -90,18 +91,18 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
+        # what each explain task offers by default (the app's conf)
+        offers = {
+            "methods": self.explain_methods,
+            "n_bins": self.n_bins,
+            "min_heat": self.min_heat,
+            "result_volume": self.result_volume,
+        }
         for name in self.bundle_names:
             path = os.path.join(self.bundles_dir, name)
             if is_nnunet_folder(path):
                 try:
-                    infers[f"{name}_explain"] = NNUNetExplainTask(
-                        path,
-                        self.conf,
-                        methods=self.explain_methods,
-                        n_bins=self.n_bins,
-                        min_heat=self.min_heat,
-                        result_volume=self.result_volume,
-                    )
+                    infers[f"{name}_explain"] = NNUNetExplainTask(path, self.conf, **offers)
                 except ImportError as error:  # the nnunet extra is not installed
                     logger.warning(f"skip {path}: {error}")
                 continue
@@ -114,14 +115,7 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
                 logger.warning(f"skip {path}: MONAI Label cannot load it (see the lines above)")
                 continue
             infers[name] = task
-            infers[f"{name}_explain"] = BundleExplainTask(
-                path,
-                self.conf,
-                methods=self.explain_methods,
-                n_bins=self.n_bins,
-                min_heat=self.min_heat,
-                result_volume=self.result_volume,
-            )
+            infers[f"{name}_explain"] = BundleExplainTask(path, self.conf, **offers)
         if not infers:
             logger.warning(f"no servable bundle among {self.bundle_names} in {self.bundles_dir}")
         # Slicer creates one empty segment per app label when a sample opens: the classes first (so auto-segmentation
@@ -129,7 +123,7 @@ class ExplainApp(GuardedInferMixin, MONAILabelApp):
         classes = [
             label
             for task in infers.values()
-            if task.type == "segmentation" and not isinstance(task, BundleExplainTask)
+            if task.type == "segmentation" and not isinstance(task, ExplainTaskMixin)
             for label in task.labels
         ]
         self.labels = [*dict.fromkeys(classes), *[heat_bin.name for heat_bin in heat_bins(self.n_bins)]]
