@@ -3,9 +3,8 @@ options and ``/info``, a request's options, and the result volume it gets back (
 float heatmap or a DICOM SEG, with the heatmap described in words).
 
 A task mixes :class:`ExplainTaskMixin` in before its MONAI Label base class, calls :meth:`~ExplainTaskMixin.offer`
-in its ``__init__``, and in its ``run_inferer`` stores the (1, *spatial) heatmap under ``output_label_key`` (a
-MetaTensor with its affine), :meth:`~ExplainTaskMixin.summary` under ``output_json_key`` and the arguments of its
-description under :data:`DESCRIBE_KEY`; the heatmap's way back onto the loaded image's grid is the task's
+in its ``__init__``, and ends its ``run_inferer`` with :meth:`~ExplainTaskMixin.record` (the heatmap, the summary,
+the description's arguments); the heatmap's way back onto the loaded image's grid is the task's
 :meth:`~ExplainTaskMixin.to_input_grid` transforms.
 """
 
@@ -25,7 +24,7 @@ from monai_xai.cams import get_method, method_names
 from monai_xai.cams.targets import FOREGROUND
 from monai_xai.dicom import DicomSeries
 from monai_xai.enums import MethodFamily, PixelSet, ResultVolume, Score
-from monai_xai.explanation import ExplainRequest
+from monai_xai.explanation import ExplainRequest, Explanation
 from monai_xai.label.dicom_result import datastore_series, write_dicom_seg_result
 from monai_xai.label.guard import without_paths
 from monai_xai.label.heatmap_io import DescribeHeatmapd, QuantizeHeatmapd, heat_bins
@@ -236,6 +235,39 @@ class ExplainTaskMixin:
         return super().writer(
             data, extension=extension, dtype="uint8" if options.result_volume in BINNED_VOLUMES else "float32"
         )
+
+    def record(
+        self,
+        data: dict[str, Any],
+        options: ExplainOptions,
+        explanation: Explanation,
+        heatmap: MetaTensor,
+        probabilities: torch.Tensor | None = None,
+        calibrated: bool = False,
+    ) -> dict[str, Any]:
+        """Store what the post transforms and the writer need of one explained image: ``data[output_label_key]``
+        the (1, *spatial) ``heatmap`` (with its affine), ``data[output_json_key]`` the :meth:`summary`,
+        ``data[DESCRIBE_KEY]`` the arguments of its description.
+
+        Args:
+            data: the request's data.
+            options: the request's options.
+            explanation: the explanation of the image (batch of one).
+            heatmap: the request's method's map, on the grid :meth:`to_input_grid` starts from.
+            probabilities: (K,) class probabilities to state (a classifier's), else None.
+            calibrated: whether the probabilities are calibrated.
+        """
+        classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
+        data[self.output_label_key] = heatmap
+        data[self.output_json_key] = self.summary(options, classes, explanation.prediction[0])
+        data[DESCRIBE_KEY] = {
+            "probabilities": probabilities,
+            "class_names": self.class_names,
+            "explained": classes[0] if len(classes) == 1 else None,
+            "calibrated": calibrated,
+            "method": options.method,
+        }
+        return data
 
     def summary(self, options: ExplainOptions, classes: list[int], outputs: torch.Tensor) -> dict[str, Any]:
         """JSON-ready description of the explanation and of the prediction it explains (``classes``: the explained

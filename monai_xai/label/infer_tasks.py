@@ -30,7 +30,7 @@ from monai_xai.budgets import BudgetExceeded
 from monai_xai.bundle import ExplainSettings
 from monai_xai.dicom import DicomSeriesReader, register_dicom_reader
 from monai_xai.explanation import ExplainStep, SlidingWindow
-from monai_xai.label.explain_task import DEFAULT_METHODS, DESCRIBE_KEY, OPTIONS_KEY, ExplainTaskMixin, default_first
+from monai_xai.label.explain_task import DEFAULT_METHODS, OPTIONS_KEY, ExplainTaskMixin, default_first
 from monai_xai.label.guard import RESULT_EXTENSIONS, GuardedTaskMixin, max_voxels
 from monai_xai.label.heatmap_io import HeatmapToInputGridd
 from monai_xai.label.options import ExplainOptions
@@ -214,23 +214,12 @@ class BundleExplainTask(ExplainTaskMixin, CompatibleBundleInferTask):
             explanation = step(network, pixels, prediction=outputs)
         except BudgetExceeded as error:  # refused before it started: the request asks too much (any budget)
             raise HTTPException(status_code=422, detail=str(error)) from error
-        classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
         affine = image.affine if isinstance(image, MetaTensor) else None
-        heatmap = explanation.maps[options.method][0]
-        data[self.output_label_key] = MetaTensor(heatmap.detach().cpu(), affine=affine)
-        data[self.output_json_key] = self.summary(options, classes, explanation.prediction[0])
+        heatmap = MetaTensor(explanation.maps[options.method][0].detach().cpu(), affine=affine)
         probabilities = explanation.probabilities()
-        data[DESCRIBE_KEY] = {
-            # a distribution over classes to state (a single output channel states none)
-            "probabilities": probabilities[0].cpu()
-            if probabilities is not None and len(self.class_names) > 1
-            else None,
-            "class_names": self.class_names,
-            "explained": classes[0] if len(classes) == 1 else None,
-            "calibrated": is_calibrated(network),
-            "method": options.method,
-        }
-        return data
+        # a distribution over classes to state (a single output channel states none)
+        stated = probabilities[0].cpu() if probabilities is not None and len(self.class_names) > 1 else None
+        return self.record(data, options, explanation, heatmap, stated, is_calibrated(network))
 
     def to_input_grid(self) -> list[Callable]:
         """Resample the heatmap from the preprocessed grid onto the loaded image's (the preprocessing's affine)."""

@@ -29,7 +29,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from monai_xai.budgets import BudgetExceeded
 from monai_xai.cams.layer_choice import choose_target_layer
 from monai_xai.explanation import ExplainStep
-from monai_xai.label.explain_task import DEFAULT_METHODS, DESCRIBE_KEY, OPTIONS_KEY, ExplainTaskMixin
+from monai_xai.label.explain_task import DEFAULT_METHODS, OPTIONS_KEY, ExplainTaskMixin
 from monai_xai.label.guard import GuardedTaskMixin, max_voxels
 from monai_xai.label.options import ExplainOptions
 from monai_xai.nnunet.model import CHECKPOINT, NNUNetModel, load_nnunet
@@ -161,15 +161,6 @@ class NNUNetExplainTask(ExplainTaskMixin, GuardedTaskMixin, BasicInferTask):
                 f"the map's grid {heatmap.shape} is not the loaded image's {tuple(image.shape[1:])}: nnU-Net's reader "
                 "and MONAI's loader read this file differently."
             )
-        data[self.output_label_key] = MetaTensor(torch.from_numpy(heatmap)[None], affine=image.affine)
-        explanation = result.explanation
-        classes = [int(k) for k in explanation.class_idx[0].reshape(-1).tolist()]
-        data[self.output_json_key] = self.summary(options, classes, explanation.prediction[0])
-        data[DESCRIBE_KEY] = {
-            "probabilities": None,
-            "class_names": self.class_names,
-            "explained": classes[0] if len(classes) == 1 else None,
-            "calibrated": False,
-            "method": options.method,
-        }
-        return data
+        return self.record(
+            data, options, result.explanation, MetaTensor(torch.from_numpy(heatmap)[None], affine=image.affine)
+        )
